@@ -1,0 +1,85 @@
+"""The labeler protocol and the registry of backends.
+
+A labeler takes a batch of chunk texts and returns one `LabelResult` per chunk; its
+`fingerprint` (model, adapter, revision, prompt version, generation parameters) is stored with
+every row so outputs of different labelers are never silently mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from condlabel.config import LabelerConfig
+
+
+@dataclass
+class LabelResult:
+    synopsis: str
+    tags: list[str]
+    raw_output: str
+    parse_ok: bool
+    logprob: float | None = None
+    """Sum of raw log-probabilities of the generated tokens, EOS included; None without a model."""
+    mean_logprob: float | None = None
+    num_generated_tokens: int = 0
+    truncated: bool = False
+    """The chunk was cut to fit the labeler's input limit."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    @property
+    def fingerprint(self) -> str: ...
+
+    def label(self, texts: list[str]) -> list[LabelResult]: ...
+
+
+def make_fingerprint(backend: str, params: dict[str, Any]) -> str:
+    """`<backend>:<name>:<hash of every parameter that changes outputs>` — readable and exact."""
+    blob = json.dumps(params, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    name = params.get("name") or params.get("model") or backend
+    return f"{backend}:{name}:{digest}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    build: Callable[[LabelerConfig], Labeler]
+    """Loads the labeler (weights and all); called once per actor."""
+    fingerprint: Callable[[LabelerConfig], str]
+    """The fingerprint from config alone, so the driver never loads a model to know it."""
+
+
+def _keyphrase() -> Backend:
+    from condlabel.labelers import keyphrase
+
+    return Backend(lambda c: keyphrase.KeyphraseLabeler(c.keyphrase),
+                   lambda c: keyphrase.fingerprint(c.keyphrase))
+
+
+# Backends are imported lazily: torch/transformers/vllm load only where they are used.
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "keyphrase": _keyphrase,
+}
+
+
+def _backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown labeler backend {name!r}; valid: {', '.join(sorted(BACKENDS))}"
+        ) from None
+
+
+def build_labeler(cfg: LabelerConfig) -> Labeler:
+    return _backend(cfg.backend).build(cfg)
+
+
+def labeler_fingerprint(cfg: LabelerConfig) -> str:
+    return _backend(cfg.backend).fingerprint(cfg)

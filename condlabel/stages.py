@@ -1,0 +1,232 @@
+"""The steps of a conversion as plain functions over pyarrow tables, free of Ray.
+
+`pipeline.py` wires them into a Ray Data graph; tests and benchmarks call them directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
+from condlabel.corpus import Document, Reject, chunk_document, iter_file
+from condlabel.format import conditional_text
+from condlabel.labelers import Labeler
+from condlabel.storage import resolve, write_bytes_atomic
+
+SCHEMA_VERSION = "condlabel-v1"
+REJECTS_DIR = "_rejects"
+MANIFEST_DIR = "_manifest"
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("chunk_index", pa.int32()),
+        ("num_chunks", pa.int32()),
+        ("source", pa.string()),
+        ("doc_hash", pa.string()),
+        ("num_words", pa.int32()),
+        ("text", pa.string()),
+    ]
+)
+LABEL_FIELDS = [
+    ("synopsis", pa.string()),
+    ("tags", pa.list_(pa.string())),
+    ("control_tokens", pa.list_(pa.string())),
+    ("logprob", pa.float64()),
+    ("mean_logprob", pa.float64()),
+    ("num_generated_tokens", pa.int32()),
+    ("parse_ok", pa.bool_()),
+    ("truncated", pa.bool_()),
+    ("raw_output", pa.string()),
+    ("labeler", pa.string()),
+]
+OUTPUT_SCHEMA = pa.schema(
+    list(CHUNK_SCHEMA)
+    + [pa.field(n, t) for n, t in LABEL_FIELDS]
+    + [
+        pa.field("conditional_text", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("schema_version", pa.string()),
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.binary()),
+        ("run_id", pa.string()),
+    ]
+)
+
+DoneFilter = Callable[[str, str, int], bool]
+"""(doc_id, doc_hash, chunk_index) -> True when the chunk is already in the output."""
+
+
+@dataclass
+class FileStats:
+    source: str
+    documents: int = 0
+    chunks: int = 0
+    skipped_done: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def _hash_name(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=10).hexdigest()
+
+
+def read_and_chunk(
+    uri: str,
+    cfg: ConvertConfig,
+    run_id: str,
+    done: DoneFilter | None = None,
+    rows_per_batch: int = 256,
+) -> Iterator[pa.Table | FileStats]:
+    """Read one input file and yield chunk tables of up to `rows_per_batch` rows, then its stats.
+
+    Rejected records are written to `_rejects/<run_id>/` under the output prefix before the
+    stats are yielded, so a file's rejects are on storage whenever its stats are counted.
+    """
+    fs, path = resolve(uri, cfg.storage)
+    stats = FileStats(uri)
+    rejects: list[Reject] = []
+    rows: dict[str, list] = {name: [] for name in CHUNK_SCHEMA.names}
+
+    def flush() -> pa.Table:
+        table = pa.Table.from_pydict(rows, schema=CHUNK_SCHEMA)
+        for values in rows.values():
+            values.clear()
+        return table
+
+    for item in iter_file(fs, path, uri, cfg.input):
+        if isinstance(item, Reject):
+            rejects.append(item)
+            stats.rejected[item.reason] += 1
+            continue
+        doc: Document = item
+        stats.documents += 1
+        doc_hash = doc.doc_hash
+        chunks = chunk_document(doc, cfg.chunking)
+        for chunk in chunks:
+            stats.chunks += 1
+            if done is not None and done(doc.doc_id, doc_hash, chunk.chunk_index):
+                stats.skipped_done += 1
+                continue
+            rows["doc_id"].append(doc.doc_id)
+            rows["chunk_index"].append(chunk.chunk_index)
+            rows["num_chunks"].append(len(chunks))
+            rows["source"].append(uri)
+            rows["doc_hash"].append(doc_hash)
+            rows["num_words"].append(chunk.num_words)
+            rows["text"].append(chunk.text)
+        if len(rows["doc_id"]) >= rows_per_batch:
+            yield flush()
+    if rows["doc_id"]:
+        yield flush()
+    if rejects:
+        write_rejects(rejects, cfg.output.uri, run_id, uri, cfg.storage)
+    yield stats
+
+
+def write_rejects(
+    rejects: list[Reject], output_uri: str, run_id: str, source: str, storage: StorageConfig
+) -> str:
+    table = pa.Table.from_pydict(
+        {
+            "source": [r.source for r in rejects],
+            "position": [r.position for r in rejects],
+            "field": [r.field for r in rejects],
+            "reason": [r.reason for r in rejects],
+            "detail": [r.detail for r in rejects],
+            "raw": [r.raw for r in rejects],
+            "run_id": [run_id] * len(rejects),
+        },
+        schema=REJECT_SCHEMA,
+    )
+    fs, root = resolve(output_uri, storage)
+    path = posixpath.join(root, REJECTS_DIR, run_id, f"{_hash_name(source)}.parquet")
+    write_bytes_atomic(fs, path, _parquet_bytes(table, "zstd"))
+    return path
+
+
+def label_table(labeler: Labeler, table: pa.Table) -> pa.Table:
+    """Add the label columns to a chunk table."""
+    results = labeler.label(table.column("text").to_pylist())
+    if len(results) != table.num_rows:
+        raise RuntimeError(
+            f"labeler {labeler.fingerprint} returned {len(results)} results for {table.num_rows} chunks"
+        )
+    fp = labeler.fingerprint
+    columns = {
+        "synopsis": [r.synopsis for r in results],
+        "tags": [r.tags for r in results],
+        "control_tokens": [list(r.extra.get("control_tokens", [])) for r in results],
+        "logprob": [r.logprob for r in results],
+        "mean_logprob": [r.mean_logprob for r in results],
+        "num_generated_tokens": [r.num_generated_tokens for r in results],
+        "parse_ok": [r.parse_ok for r in results],
+        "truncated": [r.truncated for r in results],
+        "raw_output": [r.raw_output for r in results],
+        "labeler": [fp] * len(results),
+    }
+    for name, typ in LABEL_FIELDS:
+        table = table.append_column(pa.field(name, typ), pa.array(columns[name], type=typ))
+    return table
+
+
+def format_table(cfg: FormatConfig, table: pa.Table, run_id: str) -> pa.Table:
+    """Add `conditional_text` (prefix + text), the run id and the schema version."""
+    cols = table.select(["text", "synopsis", "tags", "control_tokens", "parse_ok"]).to_pydict()
+    texts = [
+        conditional_text(cfg, text, syn, tags or [], ctl or [], ok)
+        for text, syn, tags, ctl, ok in zip(
+            cols["text"], cols["synopsis"], cols["tags"], cols["control_tokens"], cols["parse_ok"],
+            strict=True,
+        )
+    ]
+    table = table.append_column("conditional_text", pa.array(texts, pa.string()))
+    table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+    table = table.append_column(
+        "schema_version", pa.array([SCHEMA_VERSION] * table.num_rows, pa.string())
+    )
+    return table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+
+
+def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=None if compression == "none" else compression)
+    return sink.getvalue()
+
+
+def shard_name(table: pa.Table) -> str:
+    """Content-addressed shard name: a retried task rewrites the same file instead of adding a
+    duplicate, because its rows (and their labeler) are the same."""
+    keys = sorted(
+        zip(
+            table.column("doc_id").to_pylist(),
+            table.column("doc_hash").to_pylist(),
+            table.column("chunk_index").to_pylist(),
+            strict=True,
+        )
+    )
+    labelers = sorted(set(table.column("labeler").to_pylist()))
+    return "part-" + _hash_name(*labelers, *(f"{d}/{h}/{i}" for d, h, i in keys)) + ".parquet"
+
+
+def write_shard(table: pa.Table, output_uri: str, storage: StorageConfig, compression: str) -> str:
+    """Write one complete-or-absent parquet shard under the output prefix; returns its URI."""
+    fs, root = resolve(output_uri, storage)
+    name = shard_name(table)
+    write_bytes_atomic(fs, posixpath.join(root, name), _parquet_bytes(table, compression))
+    return output_uri.rstrip("/") + "/" + name
