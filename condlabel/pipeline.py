@@ -19,11 +19,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute.sum
 
 from condlabel.config import ConvertConfig, LabelerConfig
 from condlabel.corpus import SUPPORTED_SUFFIXES
 from condlabel.labelers import build_labeler, labeler_fingerprint
-from condlabel.stages import FileStats, format_table, label_table, read_and_chunk, write_shard
+from condlabel.stages import (
+    PADDED_TOKENS,
+    USEFUL_TOKENS,
+    FileStats,
+    format_table,
+    label_table,
+    read_and_chunk,
+    write_shard,
+)
 from condlabel.storage import InputFile, StorageError, ensure_writable, expand_inputs
 
 log = logging.getLogger("condlabel")
@@ -44,6 +53,8 @@ class RunSummary:
     skipped_done: int = 0
     rows_written: int = 0
     shards_written: int = 0
+    useful_tokens: int = 0
+    padded_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
     seconds: float = 0.0
@@ -52,8 +63,14 @@ class RunSummary:
     def chunks_per_second(self) -> float:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def padding_ratio(self) -> float | None:
+        """Padded / useful token positions the labeler computed (1.0 = no padding)."""
+        return self.padded_tokens / self.useful_tokens if self.useful_tokens else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "chunks_per_second": round(self.chunks_per_second, 3)}
+        return {**asdict(self), "chunks_per_second": round(self.chunks_per_second, 3),
+                "padding_ratio": self.padding_ratio}
 
     def lines(self) -> list[str]:
         rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
@@ -65,7 +82,8 @@ class RunSummary:
             f"  chunks        {self.chunks} ({self.skipped_done} already in the output)",
             f"  written       {self.rows_written} rows in {self.shards_written} shard(s)",
             f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s",
-        ]
+        ] + ([f"  padding       {self.padding_ratio:.3f} padded/useful tokens"]
+             if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens else [])
 
 
 def new_run_id() -> str:
@@ -161,7 +179,9 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None) -> RunSummary:
     def format_and_write(batch: pa.Table) -> dict[str, list]:
         shard = write_shard(format_table(cfg.format, batch, run_id), cfg.output.uri, cfg.storage,
                             cfg.output.compression)
-        return {"path": [shard], "rows": [batch.num_rows]}
+        return {"path": [shard], "rows": [batch.num_rows],
+                "useful": [pa.compute.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
+                "padded": [pa.compute.sum(batch.column(PADDED_TOKENS)).as_py() or 0]}
 
     ds = (
         ray.data.from_items([{"uri": f.uri} for f in files], override_num_blocks=len(files))
@@ -183,6 +203,8 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None) -> RunSummary:
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         summary.rows_written += sum(batch.column("rows").to_pylist())
         summary.shards_written += batch.num_rows
+        summary.useful_tokens += sum(batch.column("useful").to_pylist())
+        summary.padded_tokens += sum(batch.column("padded").to_pylist())
         now = time.monotonic()
         if now - last_report >= cfg.compute.progress_interval_s:
             last_report = now

@@ -45,6 +45,7 @@ LABEL_FIELDS = [
     ("num_generated_tokens", pa.int32()),
     ("parse_ok", pa.bool_()),
     ("truncated", pa.bool_()),
+    ("input_tokens", pa.int32()),
     ("raw_output", pa.string()),
     ("labeler", pa.string()),
 ]
@@ -68,6 +69,9 @@ REJECT_SCHEMA = pa.schema(
         ("run_id", pa.string()),
     ]
 )
+
+USEFUL_TOKENS = "_useful_tokens"
+PADDED_TOKENS = "_padded_tokens"
 
 DoneFilter = Callable[[str, str, int], bool]
 """(doc_id, doc_hash, chunk_index) -> True when the chunk is already in the output."""
@@ -177,12 +181,17 @@ def label_table(labeler: Labeler, table: pa.Table) -> pa.Table:
         "num_generated_tokens": [r.num_generated_tokens for r in results],
         "parse_ok": [r.parse_ok for r in results],
         "truncated": [r.truncated for r in results],
+        "input_tokens": [r.input_tokens for r in results],
         "raw_output": [r.raw_output for r in results],
         "labeler": [fp] * len(results),
     }
     for name, typ in LABEL_FIELDS:
         table = table.append_column(pa.field(name, typ), pa.array(columns[name], type=typ))
-    return table
+    # Bookkeeping for the run summary (padding overhead); dropped before the shard is written.
+    useful = [(r.input_tokens or 0) + r.num_generated_tokens for r in results]
+    padded = [r.padded_tokens if r.padded_tokens is not None else u for r, u in zip(results, useful, strict=True)]
+    table = table.append_column(USEFUL_TOKENS, pa.array(useful, pa.int64()))
+    return table.append_column(PADDED_TOKENS, pa.array(padded, pa.int64()))
 
 
 def format_table(cfg: FormatConfig, table: pa.Table, run_id: str) -> pa.Table:

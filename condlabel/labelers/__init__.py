@@ -28,6 +28,12 @@ class LabelResult:
     num_generated_tokens: int = 0
     truncated: bool = False
     """The chunk was cut to fit the labeler's input limit."""
+    input_tokens: int | None = None
+    """Tokens of the chunk fed to the model (after truncation); None without a tokenizer."""
+    padded_tokens: int | None = None
+    """This chunk's share of the padded batch the model ran over (input + generated positions,
+    padding included); summed over a run and divided by the useful tokens it gives the
+    padding overhead. None without a model."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
