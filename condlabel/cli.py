@@ -86,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(inspect)
 
     config = sub.add_parser(
-        "config", help="print the resolved configuration (defaults + file + --set) as YAML",
+        "config", help="validate and print a resolved configuration (defaults + file + --set)",
         epilog=_config_keys_epilog(), formatter_class=fmt,
     )
+    config.add_argument("--kind", default="convert",
+                        help="which configuration: convert (default), or another registered kind "
+                        "such as train or eval")
     _add_config_args(config)
     return parser
 
@@ -164,8 +167,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    cfg = load_convert_config(args.config, args.overrides)
-    print(yaml.safe_dump(cfg.redacted(), sort_keys=False), end="")
+    from condlabel.config import load_config
+
+    cfg = load_config(args.kind, args.config, args.overrides)
+    data = cfg.redacted() if hasattr(cfg, "redacted") else cfg.model_dump(mode="json")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
     return EXIT_OK
 
 

@@ -262,6 +262,18 @@ def load_convert_config(
     return build_config(ConvertConfig, data, source=str(path) if path else None)
 
 
+# Config kinds by command; `condlabel config --kind K` validates and prints any of them.
+# Train/eval configs register here too, so one test validates every shipped YAML.
+CONFIG_MODELS: dict[str, type[_Strict]] = {"convert": ConvertConfig}
+
+
+def load_config(kind: str, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    if kind not in CONFIG_MODELS:
+        raise ConfigError([f"--kind: unknown config kind {kind!r}; valid: {', '.join(CONFIG_MODELS)}"])
+    data = apply_overrides(load_mapping(path), list(overrides or []))
+    return build_config(CONFIG_MODELS[kind], data, source=str(path) if path else None)
+
+
 def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, description) for every leaf field, for `--help` and the README."""
     rows: list[tuple[str, str, str]] = []

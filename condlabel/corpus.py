@@ -6,6 +6,7 @@ Plain functions over fsspec file objects: no Ray here, so everything is unit-tes
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -180,7 +181,11 @@ def iter_file(
         yield Reject(source, 0, "<file>", REJECT_UNREADABLE_FILE, f"{type(exc).__name__}: {exc}")
         return
     with f:
-        yield from (iter_jsonl(f, cfg, source) if fmt == "jsonl" else iter_parquet(f, cfg, source))
+        if fmt == "jsonl":
+            # zstandard's reader has no readline; a buffer gives every codec line iteration.
+            yield from iter_jsonl(io.BufferedReader(f) if compression and not isinstance(f, io.BufferedIOBase) else f, cfg, source)
+        else:
+            yield from iter_parquet(f, cfg, source)
 
 
 # --------------------------------------------------------------------------- chunking

@@ -1,0 +1,113 @@
+"""Chunking: boundaries, the word limit, stability, no lost or duplicated text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from condlabel.config import ChunkConfig
+from condlabel.corpus import Document, chunk_document, chunk_text
+
+
+def words_of(chunks: list[str]) -> list[str]:
+    return " ".join(chunks).split()
+
+
+def paragraphs(n: int, words_each: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(500)]
+    paras = []
+    for _ in range(n):
+        sentences, left = [], words_each
+        while left > 0:
+            k = min(left, rng.randint(5, 20))
+            sentences.append(" ".join(rng.choice(vocab) for _ in range(k)).capitalize() + ".")
+            left -= k
+        paras.append(" ".join(sentences))
+    return "\n\n".join(paras)
+
+
+def chunks_of(text: str, max_words: int, min_words: int | None = None) -> list[str]:
+    cfg = ChunkConfig(max_words=max_words, min_words=min_words)
+    return [c.text for c in chunk_document(Document("d", text, "src", 1), cfg)]
+
+
+def test_short_document_is_one_chunk_and_keeps_its_formatting():
+    text = "Title\n\nFirst paragraph.\n  indented line\n\nLast."
+    assert chunks_of(text, 100) == [text]
+
+
+def test_every_chunk_respects_the_limit_and_no_word_is_lost_or_duplicated():
+    text = paragraphs(40, 70)
+    chunks = chunks_of(text, 200)
+    assert len(chunks) > 10
+    assert all(len(c.split()) <= 200 for c in chunks)
+    assert words_of(chunks) == text.split()
+
+
+def test_splits_fall_on_paragraph_boundaries_when_paragraphs_fit():
+    text = paragraphs(12, 50)
+    paras = text.split("\n\n")
+    for chunk in chunks_of(text, 120):
+        # each chunk is a run of whole paragraphs
+        assert chunk.startswith(tuple(p[:30] for p in paras))
+        assert chunk.endswith(tuple(p[-30:] for p in paras))
+
+
+def test_long_paragraph_splits_on_sentence_boundaries():
+    text = paragraphs(1, 600, seed=3)
+    chunks = chunks_of(text, 100)
+    assert len(chunks) >= 6
+    assert all(c.endswith(".") for c in chunks)
+    assert words_of(chunks) == text.split()
+
+
+def test_text_without_any_boundary_falls_back_to_word_windows():
+    text = " ".join(f"x{i}" for i in range(1050))
+    chunks = chunks_of(text, 100, min_words=10)
+    assert [len(c.split()) for c in chunks][:10] == [100] * 10
+    assert words_of(chunks) == text.split()
+
+
+def test_no_tiny_trailing_fragment():
+    # 2 full windows of 100 then 3 words: the tail is merged or rebalanced.
+    text = "\n\n".join([paragraphs(1, 100, seed=1), paragraphs(1, 100, seed=2), "tail end here."])
+    sizes = [len(c.split()) for c in chunks_of(text, 150, min_words=40)]
+    assert min(sizes) >= 40, sizes
+    assert sum(sizes) == len(text.split())
+
+
+def test_rebalanced_tail_still_respects_the_limit():
+    text = " ".join(f"Sentence number {i} is here." for i in range(250))  # 1250 words, 1 paragraph
+    chunks = chunks_of(text, 400, min_words=100)
+    assert all(100 <= len(c.split()) <= 400 for c in chunks), [len(c.split()) for c in chunks]
+    assert words_of(chunks) == text.split()
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n\t \n"])
+def test_empty_and_whitespace_documents_give_no_chunks(text):
+    assert chunk_text(text, 100, 10) == []
+
+
+def test_chunk_ids_are_stable_across_runs():
+    text = paragraphs(30, 90, seed=7)
+    doc = Document("doc-1", text, "s3://b/x.jsonl", 4)
+    a = chunk_document(doc, ChunkConfig(max_words=300))
+    b = chunk_document(doc, ChunkConfig(max_words=300))
+    assert [(c.doc_id, c.chunk_index, c.text) for c in a] == [(c.doc_id, c.chunk_index, c.text) for c in b]
+    assert [c.chunk_index for c in a] == list(range(len(a)))
+
+
+def test_ten_megabyte_document():
+    text = paragraphs(3600, 580, seed=11)  # ~2M words, >10 MB
+    assert len(text) > 10_000_000
+    chunks = chunks_of(text, 2000)
+    assert all(len(c.split()) <= 2000 for c in chunks)
+    assert words_of(chunks) == text.split()
+
+
+def test_offsets_point_into_the_document():
+    text = paragraphs(8, 60, seed=5)
+    for c in chunk_document(Document("d", text, "s", 1), ChunkConfig(max_words=100)):
+        assert text[c.start : c.start + len(c.text)] == c.text

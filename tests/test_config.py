@@ -1,0 +1,91 @@
+"""Config: defaults, YAML + --set overrides, every problem reported with its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from condlabel.config import ConfigError, ConvertConfig, load_convert_config
+
+
+def test_defaults_need_no_file():
+    cfg = load_convert_config()
+    assert cfg.chunking.max_words == 2000
+    assert cfg.labeler.backend == "keyphrase"
+    assert cfg.input.text_field == "text"
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("chunking:\n  max_words: 500\ninput:\n  paths: [a.jsonl]\n")
+    cfg = load_convert_config(path, ["chunking.min_words=50", "input.paths=[x, y]", "storage.anon=true"])
+    assert cfg.chunking.max_words == 500
+    assert cfg.chunking.min_words == 50
+    assert cfg.input.paths == ["x", "y"]
+    assert cfg.storage.anon is True
+
+
+def test_flags_override_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("input: {paths: [a]}\noutput: {uri: s3://x/y}\n")
+    cfg = load_convert_config(path, inputs=["b", "c"], output="/tmp/out")
+    assert cfg.input.paths == ["b", "c"]
+    assert cfg.output.uri == "/tmp/out"
+
+
+def test_every_problem_is_listed_with_its_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "chunking:\n  max_words: -3\n  max_wrods: 10\n"
+        "labeler:\n  backend: gpt9\n"
+        "compute:\n  batch_size: lots\n"
+        "colour: blue\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(path)
+    problems = err.value.problems
+    joined = "\n".join(problems)
+    assert len(problems) == 5, joined
+    assert "chunking.max_words" in joined
+    assert "chunking.max_wrods: unknown key" in joined
+    assert "labeler.backend" in joined and "keyphrase" in joined
+    assert "compute.batch_size" in joined
+    assert "colour: unknown key" in joined
+    assert str(path) in str(err.value)
+
+
+def test_bad_override_syntax_and_unknown_override_key():
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(overrides=["chunking.max_words", "chunking.nope=1"])
+    joined = "\n".join(err.value.problems)
+    assert "key.sub=value" in joined
+
+
+def test_unknown_override_key_is_reported():
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(overrides=["chunking.nope=1"])
+    assert err.value.problems == ["chunking.nope: unknown key"]
+
+
+def test_prefix_template_fields_are_checked():
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(overrides=["format.prefix_template=Topic: {topic}\\n"])
+    assert "format.prefix_template" in err.value.problems[0]
+    assert "topic" in err.value.problems[0]
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="no such file"):
+        load_convert_config("/nonexistent/run.yaml")
+
+
+def test_secrets_are_redacted():
+    cfg = load_convert_config(overrides=["storage.access_key_id=AKIAXXXX", "storage.secret_access_key=s3cr3t"])
+    dumped = str(cfg.redacted())
+    assert "s3cr3t" not in dumped and "AKIAXXXX" not in dumped
+    assert "s3cr3t" not in repr(cfg)
+    assert cfg.storage.secret_access_key.get_secret_value() == "s3cr3t"
+
+
+def test_config_round_trips_through_its_dump():
+    cfg = load_convert_config(overrides=["chunking.max_words=77"])
+    assert ConvertConfig.model_validate(cfg.model_dump()) == cfg
