@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
+def __getattr__(name: str) -> Any:
+    # `condlabel.read_tagged` without importing pyarrow at `import condlabel` time.
+    if name == "read_tagged":
+        from condlabel.readback import read_tagged
 
-def read_tagged(uri: str, columns: list[str] | None = None, filter: Any = None, storage: Any = None) -> pa.Table:  # noqa: A002
-    """Read a condlabel output prefix into a pyarrow Table (see `condlabel.readback.read_tagged`)."""
-    from condlabel.readback import read_tagged as _read
-
-    return _read(uri, columns=columns, filter=filter, storage=storage)
+        return read_tagged
+    raise AttributeError(f"module 'condlabel' has no attribute {name!r}")
 
 
 __all__ = ["__version__", "read_tagged"]

@@ -1,7 +1,8 @@
 """`condlabel ...`: convert, demo, inspect, config.
 
 Exit codes: 0 success, 2 bad configuration or arguments, 3 storage problem (missing input,
-unwritable output), 1 anything else. The reason is always on the last line printed.
+unwritable output, unreachable endpoint), 4 run refused (another writer holds the output, or
+labelers would mix), 1 anything else. The reason is always on the last line printed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from condlabel.storage import StorageError
 
 log = logging.getLogger("condlabel")
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
 def _config_keys_epilog() -> str:
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="input file, directory/prefix or glob (repeatable; replaces input.paths)")
     convert.add_argument("--output", metavar="URI", help="output prefix (replaces output.uri)")
     convert.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    convert.add_argument("--dry-run", action="store_true",
+                         help="list the input files and, per file, the documents and chunks that "
+                         "would be labeled (chunks already in the output are skipped); label nothing")
+    convert.add_argument("--allow-mixed", action="store_true",
+                         help="add rows to an output prefix that holds rows of another labeler "
+                         "fingerprint (refused by default)")
 
     demo = sub.add_parser(
         "demo", help="build a sample corpus offline and convert it with the CPU labeler",
@@ -77,13 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser(
         "inspect", help="summarise a tagged output prefix (local or s3://)",
-        description="Read every data shard under URI and print the row count, labeler "
-        "fingerprints, parse-failure rate, the most frequent tags and sample rows.",
+        description="Read every data shard under URI and print the row and document counts, "
+        "labeler fingerprints, parse-failure rate, tag frequencies, the log-prob distribution, "
+        "chunk, word and token counts and sample rows; --report writes the same as an HTML "
+        "page with plots.",
     )
     inspect.add_argument("uri", metavar="URI", help="output prefix written by convert")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--top", type=int, default=15, help="how many top tags to show")
+    inspect.add_argument("--samples", type=int, default=2, help="how many sample rows to show")
+    inspect.add_argument("--report", metavar="FILE.html",
+                         help="also write a self-contained HTML report with plots "
+                         "(needs: pip install 'condlabel[report]')")
     _add_config_args(inspect)
+
+    status = sub.add_parser(
+        "status", help="summarise the runs and totals of an output prefix",
+        description="List the runs recorded under URI/_manifest/ (status, counts, time), the "
+        "rows and labelers in the output, duplicate keys (should be 0) and the current lease.",
+    )
+    status.add_argument("uri", metavar="URI", help="output prefix written by convert")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_config_args(status)
 
     config = sub.add_parser(
         "config", help="validate and print a resolved configuration (defaults + file + --set)",
@@ -112,13 +134,32 @@ def _print_summary(summary, as_json: bool) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from condlabel.pipeline import run_conversion
+    from condlabel.pipeline import dry_run, run_conversion
 
     cfg = load_convert_config(args.config, args.overrides, args.inputs, args.output)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
-    summary = run_conversion(cfg)
+    if args.dry_run:
+        plan = dry_run(cfg, allow_mixed=args.allow_mixed)
+        if args.json:
+            print(json.dumps(plan, indent=2))
+        else:
+            _print_plan(plan)
+        return EXIT_OK
+    summary = run_conversion(cfg, allow_mixed=args.allow_mixed)
     _print_summary(summary, args.json)
     return EXIT_OK
+
+
+def _print_plan(plan: dict) -> None:
+    print(f"dry run: nothing labeled or written\noutput  {plan['output']} "
+          f"({plan['output_rows']} rows already)\nlabeler {plan['labeler']}")
+    print(f"{'documents':>10} {'chunks':>8} {'done':>8} {'to label':>8} {'rejected':>8}  file")
+    for r in plan["files"]:
+        print(f"{r['documents']:>10} {r['chunks']:>8} {r['done']:>8} {r['to_label']:>8} "
+              f"{r['rejected']:>8}  {r['uri']}")
+    t = plan["totals"]
+    print(f"{t['documents']:>10} {t['chunks']:>8} {t['done']:>8} {t['to_label']:>8} "
+          f"{t['rejected']:>8}  total ({len(plan['files'])} files, {t['bytes'] / 1e6:.1f} MB)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -139,28 +180,107 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fmt_dist(stats: dict | None, digits: int = 0) -> str:
+    if not stats or not stats["count"]:
+        return "all null" if stats else "absent"
+    f = f"{{:,.{digits}f}}"
+    return (f"min {f.format(stats['p00'])}  p05 {f.format(stats['p05'])}  "
+            f"median {f.format(stats['p50'])}  p95 {f.format(stats['p95'])}  "
+            f"max {f.format(stats['p100'])}  mean {stats['mean']:,.2f}"
+            + (f"  ({stats['null']:,} null)" if stats["null"] else ""))
+
+
 def _print_inspect(info: dict, top: int) -> None:
-    print(f"rows {info['rows']}  documents {info['documents']}  "
-          f"parse failures {info['parse_failure_rate']:.1%}")
+    words, tokens = info.get("num_words"), info.get("input_tokens")
+    print(f"rows {info['rows']:,}  documents {info['documents']:,}  "
+          f"parse failures {info['parse_failures']:,} ({info['parse_failure_rate']:.1%})  "
+          f"truncated {info['truncated']:,}")
+    print(f"words {(words or {}).get('sum') or 0:,.0f}  "
+          f"input tokens {(tokens or {}).get('sum') or 0:,.0f}"
+          + ("" if tokens and tokens["count"] else " (not counted by this labeler)"))
     for fp, n in info["labelers"].items():
-        print(f"labeler {fp}: {n} rows")
-    print("top tags:")
+        print(f"labeler {fp}: {n:,} rows")
+    print(f"chunks/document  {_fmt_dist(info.get('chunks_per_document'))}")
+    print(f"words/chunk      {_fmt_dist(words)}")
+    print(f"tokens/chunk     {_fmt_dist(tokens)}")
+    print(f"logprob          {_fmt_dist(info.get('logprob'), 2)}")
+    print(f"mean logprob     {_fmt_dist(info.get('mean_logprob'), 3)}")
+    print(f"top tags: ({info['distinct_tags']:,} distinct)")
     for tag, n in info["top_tags"][:top]:
-        print(f"  {n:6d}  {tag}")
+        share = n / info["rows"] if info["rows"] else 0.0
+        print(f"  {n:8,d}  {share:6.1%}  {tag}")
+    if info["control_tokens"]:
+        print("control tokens: " + ", ".join(f"{t} {n:,}" for t, n in info["control_tokens"]))
     for row in info["samples"]:
         print(f"\n--- {row['doc_id']} chunk {row['chunk_index']} ({row['source']})")
         print(row["conditional_text"])
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from condlabel.readback import read_tagged, summarize
+    from condlabel.readback import inspect_output
 
     storage = load_convert_config(args.config, args.overrides).storage
-    info = summarize(read_tagged(args.uri, storage=storage), top_tags=args.top)
+    if args.report:
+        from condlabel.report import require_matplotlib
+
+        require_matplotlib()  # before reading anything: fail fast with the install line
+    info, table = inspect_output(args.uri, storage=storage, top_tags=args.top, samples=args.samples)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         _print_inspect(info, args.top)
+    if args.report:
+        from condlabel.report import write_report
+
+        path = write_report(args.report, info, table, source=args.uri)
+        print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from condlabel.runstate import Lease, read_manifests, read_output_state
+
+    storage = load_convert_config(args.config, args.overrides).storage
+    runs = read_manifests(args.uri, storage)
+    state = read_output_state(args.uri, storage)
+    lease = Lease(args.uri, "status", storage, ttl_s=1).read()
+    info = {
+        "output": args.uri,
+        "runs": [
+            {"run_id": m.get("run_id"), "status": m.get("status"), "started_at": m.get("started_at"),
+             "labeler": m.get("labeler"), **(m.get("counts") or {}),
+             "seconds": (m.get("timings") or {}).get("seconds"), "error": m.get("error")}
+            for m in runs
+        ],
+        "totals": {
+            "runs": len(runs),
+            "succeeded": sum(1 for m in runs if m.get("status") == "succeeded"),
+            "rows": state.rows,
+            "latest_chunks": len(state.done),
+            "duplicate_keys": state.duplicate_keys,
+            "labeled": sum((m.get("counts") or {}).get("labeled", 0) for m in runs),
+            "labelers": state.labelers,
+        },
+        "lease": lease,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    print(f"output {args.uri}")
+    print(f"{'run':<34} {'status':<10} {'labeled':>8} {'skipped':>8} {'rejected':>8} {'seconds':>8}")
+    for r in info["runs"]:
+        rejected = sum((r.get("rejected") or {}).values())
+        print(f"{r['run_id']!s:<34} {r['status']!s:<10} {r.get('labeled', 0):>8} "
+              f"{r.get('skipped_done', 0):>8} {rejected:>8} {r.get('seconds') or 0:>8.1f}")
+        if r.get("error"):
+            print(f"    error: {r['error']}")
+    t = info["totals"]
+    print(f"totals: {t['runs']} run(s), {t['succeeded']} succeeded; {t['rows']} rows, "
+          f"{t['latest_chunks']} chunks in their latest version, {t['duplicate_keys']} duplicate keys")
+    for fp, n in t["labelers"].items():
+        print(f"labeler {fp}: {n} rows")
+    if lease:
+        print(f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}")
     return EXIT_OK
 
 
@@ -175,12 +295,22 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"convert": cmd_convert, "demo": cmd_demo, "inspect": cmd_inspect, "config": cmd_config}
+COMMANDS = {"convert": cmd_convert, "demo": cmd_demo, "inspect": cmd_inspect, "status": cmd_status,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout.flush()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from condlabel.runstate import RunRefused
+
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -190,12 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORAGE
+    except RunRefused as exc:
+        print(f"error: run refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         log.exception("condlabel %s failed", args.command)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -41,10 +41,6 @@ class Document:
     position: int
     """1-based line number (jsonl) or row number (parquet) in `source`."""
 
-    @property
-    def doc_hash(self) -> str:
-        return content_hash(self.text)
-
 
 @dataclass(frozen=True)
 class Reject:
@@ -60,6 +56,12 @@ class Reject:
 
 def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def doc_version(text: str, chunking: ChunkConfig) -> str:
+    """The `doc_hash` stored with every chunk: content hash of the text *as chunked*, so a
+    changed text or changed chunking settings both make the document's chunks new work."""
+    return content_hash(f"{chunking.max_words}/{chunking.effective_min_words}\x00{text}")
 
 
 def auto_doc_id(source: str, position: int) -> str:

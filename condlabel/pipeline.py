@@ -1,10 +1,11 @@
 """The Ray Data graph of a conversion: the only module that wires Ray Data.
 
-    input files ──read+chunk (tasks)──► chunks ──label (actor pool)──► labeled
+    input files ──read+chunk, skip done (tasks)──► chunks ──label (actor pool)──► labeled
                 ──format+write (tasks, one complete-or-absent shard per batch)──► shard list
 
-The driver consumes the small shard list, so it sees progress as shards land and can print
-rows/s without a second pass over the data.
+The driver consumes the small shard list, so it sees progress as shards land and prints rows/s
+and an ETA without a second pass over the data. Around the graph: the writer lease, the done
+index read from the output (resume), the labeler fingerprint guard and the run manifest.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute.sum
+import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig, LabelerConfig
 from condlabel.corpus import SUPPORTED_SUFFIXES
-from condlabel.labelers import build_labeler, labeler_fingerprint
+from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
+from condlabel.runstate import (
+    Lease,
+    OutputState,
+    check_fingerprint,
+    read_output_state,
+    versions,
+    write_manifest,
+)
 from condlabel.stages import (
     PADDED_TOKENS,
     USEFUL_TOKENS,
@@ -46,6 +55,7 @@ class RunSummary:
     run_id: str
     output: str
     labeler: str
+    status: str = "running"
     input_files: int = 0
     input_bytes: int = 0
     documents: int = 0
@@ -53,11 +63,14 @@ class RunSummary:
     skipped_done: int = 0
     rows_written: int = 0
     shards_written: int = 0
+    rows_before: int = 0
     useful_tokens: int = 0
     padded_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
     seconds: float = 0.0
+    seconds_planning: float = 0.0
+    error: str | None = None
 
     @property
     def chunks_per_second(self) -> float:
@@ -74,20 +87,23 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
-        return [
-            f"run {self.run_id} -> {self.output}",
+        lines = [
+            f"run {self.run_id} -> {self.output}: {self.status}",
             f"  labeler       {self.labeler} ({self.labeler_actors} actor(s))",
             f"  input         {self.input_files} file(s), {self.input_bytes / 1e6:.1f} MB",
             f"  documents     {self.documents} read, rejected: {rejected}",
             f"  chunks        {self.chunks} ({self.skipped_done} already in the output)",
             f"  written       {self.rows_written} rows in {self.shards_written} shard(s)",
             f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s",
-        ] + ([f"  padding       {self.padding_ratio:.3f} padded/useful tokens"]
-             if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens else [])
+        ]
+        if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens:
+            lines.append(f"  padding       {self.padding_ratio:.3f} padded/useful tokens")
+        return lines
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    """Sortable by start time, so "latest run" is a string comparison."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
@@ -98,17 +114,19 @@ def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
     return expand_inputs(cfg.input.paths, cfg.storage, suffixes=suffixes)
 
 
-def init_ray(cfg: ConvertConfig) -> None:
+def init_ray(cfg: ConvertConfig) -> bool:
+    """Connect to (or start) Ray; True when this call started it."""
     import ray
 
     if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+        return False
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True}
     if cfg.compute.address:
         kwargs["address"] = cfg.compute.address
     elif cfg.compute.num_cpus:
         kwargs["num_cpus"] = cfg.compute.num_cpus
     ray.init(**kwargs)
+    return True
 
 
 def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
@@ -123,55 +141,177 @@ def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
 
 
 class _LabelStage:
-    """Stateful per-actor UDF: builds the labeler (loads weights) once, then labels batches."""
+    """Stateful per-actor UDF: builds the labeler (loads weights) once, then labels batches.
+
+    The build happens on the first batch rather than in __init__, so a rerun over a complete
+    output (nothing left to label) never loads a model.
+    """
 
     def __init__(self, labeler_cfg: LabelerConfig):
-        self.labeler = build_labeler(labeler_cfg)
+        self.labeler_cfg = labeler_cfg
+        self.labeler: Labeler | None = None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.labeler is None:
+            self.labeler = build_labeler(self.labeler_cfg)
         return label_table(self.labeler, batch)
 
 
-def _stats_actor():
+def _counter_actor():
     import ray
 
     @ray.remote(num_cpus=0)
     class RunCounter:
+        """Per-file read statistics; keyed by file so a retried read task counts once."""
+
         def __init__(self) -> None:
-            self.stats: list[FileStats] = []
+            self.by_file: dict[str, FileStats] = {}
 
         def add(self, stats: FileStats) -> None:
-            self.stats.append(stats)
+            self.by_file[stats.source] = stats
 
         def all(self) -> list[FileStats]:
-            return self.stats
+            return list(self.by_file.values())
 
     return RunCounter.remote()
 
 
-def run_conversion(cfg: ConvertConfig, run_id: str | None = None) -> RunSummary:
-    """Convert the configured inputs into tagged parquet shards under `cfg.output.uri`."""
-    import ray
-    import ray.data
+def _tally(summary: RunSummary, stats: list[FileStats]) -> None:
+    rejected: Counter[str] = Counter()
+    summary.documents = sum(s.documents for s in stats)
+    summary.chunks = sum(s.chunks for s in stats)
+    summary.skipped_done = sum(s.skipped_done for s in stats)
+    for s in stats:
+        rejected.update(s.rejected)
+    summary.rejected = dict(rejected)
 
-    run_id = run_id or new_run_id()
-    started = time.monotonic()
+
+def _eta(summary: RunSummary, stats: list[FileStats], elapsed: float) -> str:
+    """Remaining time from the labeling rate; the amount of work left is extrapolated from
+    the files read so far (chunks to label per input byte) until every file has been read."""
+    if not summary.rows_written or not stats:
+        return "ETA unknown"
+    read_bytes = sum(s.bytes for s in stats)
+    to_label = sum(s.to_label for s in stats)
+    if len(stats) < summary.input_files and read_bytes:
+        to_label = round(to_label * summary.input_bytes / read_bytes)
+    rate = summary.rows_written / elapsed
+    left = max(0, to_label - summary.rows_written)
+    approx = "~" if len(stats) < summary.input_files else ""
+    return f"ETA {approx}{left / rate:.0f} s ({summary.rows_written}/{approx}{to_label})"
+
+
+def prepare_run(cfg: ConvertConfig, allow_mixed: bool) -> tuple[list[InputFile], str, OutputState]:
+    """Checks that need no Ray and touch nothing: inputs, output, labelers already there."""
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
     fingerprint = labeler_fingerprint(cfg.labeler)
+    state = read_output_state(cfg.output.uri, cfg.storage)
+    check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
+    return files, fingerprint, state
+
+
+def _manifest(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile],
+              started_at: str, state: OutputState) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "status": summary.status,
+        "started_at": started_at,
+        "finished_at": None if summary.status == "running"
+        else datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "labeler": summary.labeler,
+        "config": cfg.redacted(),
+        "inputs": [{"uri": f.uri, "bytes": f.size} for f in files],
+        "output_before": {"rows": state.rows, "labelers": state.labelers,
+                          "duplicate_keys": state.duplicate_keys},
+        "counts": {
+            "documents": summary.documents,
+            "chunks": summary.chunks,
+            "labeled": summary.rows_written,
+            "skipped_done": summary.skipped_done,
+            "rejected": summary.rejected,
+            "shards": summary.shards_written,
+        },
+        "timings": {"seconds": round(summary.seconds, 3),
+                    "seconds_planning": round(summary.seconds_planning, 3),
+                    "chunks_per_second": round(summary.chunks_per_second, 3)},
+        "tokens": {"useful": summary.useful_tokens, "padded": summary.padded_tokens,
+                   "padding_ratio": summary.padding_ratio},
+        "labeler_actors": summary.labeler_actors,
+        "error": summary.error,
+        "versions": versions(),
+    }
+
+
+def run_conversion(cfg: ConvertConfig, run_id: str | None = None, allow_mixed: bool = False) -> RunSummary:
+    """Label every chunk of the configured inputs that is not yet in `cfg.output.uri`."""
+    run_id = run_id or new_run_id()
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    files, fingerprint, _ = prepare_run(cfg, allow_mixed)
+    lease = Lease(cfg.output.uri, run_id, cfg.storage, cfg.output.lease_ttl_s)
+    lease.acquire()
+    if lease.previous and lease.previous.get("run_id") != run_id:
+        log.warning("took over the expired lease of run %s", lease.previous.get("run_id"))
     summary = RunSummary(run_id, cfg.output.uri, fingerprint, input_files=len(files),
                          input_bytes=sum(f.size for f in files))
-    log.info("run %s: %d input file(s), %.1f MB -> %s", run_id, len(files),
-             summary.input_bytes / 1e6, cfg.output.uri)
+    try:
+        # Read the done index under the lease: nobody else can be adding rows now.
+        state = read_output_state(cfg.output.uri, cfg.storage)
+        check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
+        summary.rows_before = state.rows
+        summary.seconds_planning = time.monotonic() - started
+        write_manifest(cfg.output.uri, run_id, _manifest(cfg, summary, files, started_at, state), cfg.storage)
+        log.info("run %s: %d input file(s), %.1f MB; %d chunk(s) already in %s",
+                 run_id, len(files), summary.input_bytes / 1e6, len(state.done), cfg.output.uri)
+        try:
+            _execute(cfg, summary, files, state, started)
+            summary.status = "succeeded"
+        except BaseException as exc:
+            summary.status = "failed"
+            summary.error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        finally:
+            summary.seconds = time.monotonic() - started
+            try:
+                write_manifest(cfg.output.uri, run_id, _manifest(cfg, summary, files, started_at, state),
+                               cfg.storage)
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                log.warning("could not write the run manifest: %s", exc)
+    finally:
+        lease.release()
+    return summary
 
-    init_ray(cfg)
+
+def _execute(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile], state: OutputState,
+             started: float) -> None:
+    import ray
+
+    started_ray = init_ray(cfg)
+    try:
+        _execute_graph(cfg, summary, files, state, started)
+    finally:
+        if started_ray:  # an embedded Ray lives as long as the run that started it
+            ray.shutdown()
+
+
+def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile],
+                   state: OutputState, started: float) -> None:
+    import ray
+    import ray.data
+
     summary.labeler_actors = pool_size(cfg, ray.cluster_resources())
-    counter = _stats_actor()
+    counter = _counter_actor()
+    done_ref = ray.put(state.done)
+    run_id = summary.run_id
 
     def read(batch: dict[str, Any]):
-        for uri in batch["uri"]:
-            for item in read_and_chunk(str(uri), cfg, run_id, rows_per_batch=cfg.compute.batch_size * 8):
+        done = ray.get(done_ref)
+        for uri, size in zip(batch["uri"], batch["size"], strict=True):
+            for item in read_and_chunk(str(uri), cfg, run_id, done=done,
+                                       rows_per_batch=cfg.compute.batch_size * 8):
                 if isinstance(item, FileStats):
+                    item.bytes = int(size)
                     ray.get(counter.add.remote(item))
                 else:
                     yield item
@@ -180,11 +320,12 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None) -> RunSummary:
         shard = write_shard(format_table(cfg.format, batch, run_id), cfg.output.uri, cfg.storage,
                             cfg.output.compression)
         return {"path": [shard], "rows": [batch.num_rows],
-                "useful": [pa.compute.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
-                "padded": [pa.compute.sum(batch.column(PADDED_TOKENS)).as_py() or 0]}
+                "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
+                "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0]}
 
     ds = (
-        ray.data.from_items([{"uri": f.uri} for f in files], override_num_blocks=len(files))
+        ray.data.from_items([{"uri": f.uri, "size": f.size} for f in files],
+                            override_num_blocks=len(files))
         .map_batches(read, batch_size=1, num_cpus=cfg.compute.num_cpus_per_reader)
         .map_batches(
             _LabelStage,
@@ -201,24 +342,59 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None) -> RunSummary:
 
     last_report = time.monotonic()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        summary.rows_written += sum(batch.column("rows").to_pylist())
+        summary.rows_written += pc.sum(batch.column("rows")).as_py()
         summary.shards_written += batch.num_rows
-        summary.useful_tokens += sum(batch.column("useful").to_pylist())
-        summary.padded_tokens += sum(batch.column("padded").to_pylist())
+        summary.useful_tokens += pc.sum(batch.column("useful")).as_py()
+        summary.padded_tokens += pc.sum(batch.column("padded")).as_py()
         now = time.monotonic()
         if now - last_report >= cfg.compute.progress_interval_s:
             last_report = now
-            rate = summary.rows_written / (now - started)
-            log.info("progress: %d chunks labeled and written, %.1f chunks/s",
-                     summary.rows_written, rate)
-
-    rejected: Counter[str] = Counter()
-    for stats in ray.get(counter.all.remote()):
-        summary.documents += stats.documents
-        summary.chunks += stats.chunks
-        summary.skipped_done += stats.skipped_done
-        rejected.update(stats.rejected)
-    summary.rejected = dict(rejected)
-    summary.seconds = time.monotonic() - started
+            stats = ray.get(counter.all.remote())
+            log.info("progress: %d chunks labeled, %.1f chunks/s, %d/%d files read, %s",
+                     summary.rows_written, summary.rows_written / (now - started), len(stats),
+                     summary.input_files, _eta(summary, stats, now - started))
+    _tally(summary, ray.get(counter.all.remote()))
     ray.kill(counter)
-    return summary
+
+
+def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
+    """What a run would do, per input file, without labeling or writing anything."""
+    import ray
+    import ray.data
+
+    files, fingerprint, state = prepare_run(cfg, allow_mixed)
+    started_ray = init_ray(cfg)
+    done_ref = ray.put(state.done)
+
+    def count(batch: dict[str, Any]) -> dict[str, list]:
+        done = ray.get(done_ref)
+        rows: dict[str, list] = {"uri": [], "documents": [], "chunks": [], "done": [], "rejected": []}
+        for uri in batch["uri"]:
+            for item in read_and_chunk(str(uri), cfg, "dry-run", done=done, keep_rejects=False):
+                if isinstance(item, FileStats):
+                    rows["uri"].append(item.source)
+                    rows["documents"].append(item.documents)
+                    rows["chunks"].append(item.chunks)
+                    rows["done"].append(item.skipped_done)
+                    rows["rejected"].append(sum(item.rejected.values()))
+        return rows
+
+    per_file = (
+        ray.data.from_items([{"uri": f.uri} for f in files], override_num_blocks=len(files))
+        .map_batches(count, batch_size=1, num_cpus=cfg.compute.num_cpus_per_reader)
+        .take_all()
+    )
+    if started_ray:
+        ray.shutdown()
+    sizes = {f.uri: f.size for f in files}
+    per_file = sorted(({**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]}
+                       for r in per_file), key=lambda r: r["uri"])
+    return {
+        "output": cfg.output.uri,
+        "labeler": fingerprint,
+        "output_rows": state.rows,
+        "output_labelers": state.labelers,
+        "files": per_file,
+        "totals": {k: sum(r[k] for r in per_file)
+                   for k in ("bytes", "documents", "chunks", "done", "to_label", "rejected")},
+    }

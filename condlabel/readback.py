@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from condlabel.config import StorageConfig
@@ -27,32 +28,155 @@ def read_tagged(
     columns: list[str] | None = None,
     filter: pads.Expression | None = None,  # noqa: A002 - mirrors pyarrow's name
     storage: StorageConfig | None = None,
+    latest_only: bool = True,
 ) -> pa.Table:
     """Read a condlabel output prefix (local or s3://) into a pyarrow Table.
 
     `columns` selects columns; `filter` is a pyarrow expression, e.g.
-    `pyarrow.dataset.field("parse_ok") == True`.
+    `pyarrow.dataset.field("parse_ok") == True`. With `latest_only` (the default) a document
+    whose text changed between runs appears only in its latest version, each chunk once;
+    `latest_only=False` returns every row ever written (history).
     """
-    return tagged_dataset(uri, storage).to_table(columns=columns, filter=filter)
+    from condlabel.runstate import latest_keys, select_latest
+
+    dataset = tagged_dataset(uri, storage)
+    if not latest_only or not dataset.files:
+        return dataset.to_table(columns=columns, filter=filter)
+    # Versions are decided over every row (a filter must not resurrect an old version), then
+    # the filtered rows are kept only where they belong to a latest version.
+    latest = latest_keys(dataset.to_table(columns=["doc_id", "doc_hash", "run_id"]))
+    wanted = list(columns) if columns is not None else dataset.schema.names
+    read = wanted + [k for k in ("doc_id", "doc_hash", "chunk_index") if k not in wanted]
+    return select_latest(dataset.to_table(columns=read, filter=filter), latest).select(wanted)
 
 
-def summarize(table: pa.Table, top_tags: int = 15, samples: int = 2) -> dict[str, Any]:
-    tags: Counter[str] = Counter()
-    for row_tags in table.column("tags").to_pylist():
-        tags.update(row_tags or [])
-    labelers = Counter(table.column("labeler").to_pylist())
-    parse_ok = table.column("parse_ok").to_pylist()
-    sample_rows = table.slice(0, samples).select(
-        ["doc_id", "chunk_index", "source", "synopsis", "tags", "conditional_text"]
-    ).to_pylist()
+# Columns `summarize` and the report need; the heavy text columns are read only for samples.
+SUMMARY_COLUMNS = [
+    "doc_id", "chunk_index", "num_chunks", "source", "num_words", "tags", "control_tokens",
+    "logprob", "mean_logprob", "num_generated_tokens", "parse_ok", "truncated", "input_tokens",
+    "labeler", "run_id", "schema_version",
+]
+SAMPLE_COLUMNS = ["doc_id", "chunk_index", "source", "synopsis", "tags", "conditional_text"]
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+def distribution(column: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
+    """Count, nulls, sum, mean and quantiles of a numeric column; nulls are left out.
+
+    An all-null column (the keyphrase labeler has no log-probabilities) gives `count` 0 and
+    None for every statistic, never an error.
+    """
+    nulls = column.null_count
+    count = len(column) - nulls
+    stats: dict[str, Any] = {"count": count, "null": nulls}
+    if count == 0:
+        stats.update({"sum": None, "mean": None})
+        stats.update({f"p{round(q * 100):02d}": None for q in QUANTILES})
+        return stats
+    values = pc.cast(column, pa.float64())
+    stats["sum"] = pc.sum(column).as_py()  # integer columns keep an integer total
+    stats["mean"] = pc.mean(values).as_py()
+    for q, v in zip(QUANTILES, pc.quantile(values, q=list(QUANTILES)).to_pylist(), strict=True):
+        stats[f"p{round(q * 100):02d}"] = v
+    return stats
+
+
+def tag_counts(table: pa.Table, column: str = "tags") -> Counter[str]:
+    """How many chunks carry each tag (or control token)."""
+    if column not in table.column_names or table.num_rows == 0:
+        return Counter()
+    flat = pc.list_flatten(table.column(column))
+    if len(flat) == 0:
+        return Counter()
+    counts = pc.value_counts(flat)
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                            strict=True)))
+
+
+def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
+    if column not in table.column_names:
+        return {}
+    return dict(Counter(table.column(column).to_pylist()).most_common())
+
+
+def _chunks_per_document(table: pa.Table) -> dict[str, Any] | None:
+    """Distribution over documents (not rows): `num_chunks` of each document's chunk 0."""
+    if "num_chunks" not in table.column_names or "chunk_index" not in table.column_names:
+        return None
+    first = pc.equal(table.column("chunk_index"), 0)
+    return distribution(pc.filter(table.column("num_chunks"), first))
+
+
+def summarize(table: pa.Table, top_tags: int = 15, samples: int = 2,
+              sample_table: pa.Table | None = None) -> dict[str, Any]:
+    """Counts, labelers, parse failures, tags, log-prob and length distributions of an output.
+
+    `table` needs the `SUMMARY_COLUMNS` it has (missing ones are skipped); samples come from
+    `sample_table` when given (so the text columns need not be read for every row), else from
+    `table`. The result is plain JSON-able data (`condlabel inspect --json`).
+    """
+    rows = table.num_rows
+    names = table.column_names
+    tags = tag_counts(table, "tags")
+    parse_ok = table.column("parse_ok") if "parse_ok" in names else pa.chunked_array([], pa.bool_())
+    failures = int(pc.sum(pc.invert(pc.fill_null(parse_ok, False))).as_py() or 0) if rows else 0
+    tags_per_chunk = (pc.list_value_length(table.column("tags")) if "tags" in names
+                      else pa.array([], pa.int32()))
+    documents = len(pc.unique(table.column("doc_id"))) if "doc_id" in names else 0
+
+    def dist(name: str) -> dict[str, Any] | None:
+        return distribution(table.column(name)) if name in names else None
+
+    source = sample_table if sample_table is not None else table
+    sample_rows = (source.slice(0, samples).select([c for c in SAMPLE_COLUMNS if c in source.column_names])
+                   .to_pylist())
     for row in sample_rows:
-        if len(row["conditional_text"]) > 400:
-            row["conditional_text"] = row["conditional_text"][:400] + "..."
+        text = row.get("conditional_text") or ""
+        if len(text) > 400:
+            row["conditional_text"] = text[:400] + "..."
     return {
-        "rows": table.num_rows,
-        "documents": len(set(table.column("doc_id").to_pylist())),
-        "labelers": dict(labelers),
-        "parse_failure_rate": (1 - sum(parse_ok) / len(parse_ok)) if parse_ok else 0.0,
+        "rows": rows,
+        "documents": documents,
+        "sources": len(pc.unique(table.column("source"))) if "source" in names else 0,
+        "labelers": _value_counts(table, "labeler"),
+        "runs": _value_counts(table, "run_id"),
+        "schema_versions": _value_counts(table, "schema_version"),
+        "parse_failures": failures,
+        "parse_failure_rate": failures / rows if rows else 0.0,
+        "truncated": int(pc.sum(pc.fill_null(table.column("truncated"), False)).as_py() or 0)
+        if "truncated" in names and rows else 0,
+        "distinct_tags": len(tags),
+        "tags_per_chunk": distribution(tags_per_chunk),
         "top_tags": tags.most_common(top_tags),
+        "control_tokens": tag_counts(table, "control_tokens").most_common(),
+        "logprob": dist("logprob"),
+        "mean_logprob": dist("mean_logprob"),
+        "num_generated_tokens": dist("num_generated_tokens"),
+        "chunks_per_document": _chunks_per_document(table),
+        "num_words": dist("num_words"),
+        "input_tokens": dist("input_tokens"),
         "samples": sample_rows,
     }
+
+
+def inspect_output(
+    uri: str, storage: StorageConfig | None = None, top_tags: int = 15, samples: int = 2
+) -> tuple[dict[str, Any], pa.Table]:
+    """`summarize` an output prefix reading only the columns it needs; returns (summary, table).
+
+    The table (SUMMARY_COLUMNS only) is what `condlabel.report` plots.
+    """
+    present = set(tagged_dataset(uri, storage).schema.names)
+    table = read_tagged(uri, columns=[c for c in SUMMARY_COLUMNS if c in present], storage=storage)
+    sample_table = None
+    if samples and table.num_rows and "doc_id" in present:
+        # Fetch the text of the first rows only, by key, instead of every row's text.
+        keys = table.slice(0, samples).select(["doc_id", "chunk_index"]).to_pylist()
+        wanted = pads.field("doc_id").isin([k["doc_id"] for k in keys])
+        found = read_tagged(uri, columns=[c for c in SAMPLE_COLUMNS if c in present],
+                            filter=wanted, storage=storage).to_pylist()
+        order = {(k["doc_id"], k["chunk_index"]): i for i, k in enumerate(keys)}
+        rows = sorted((r for r in found if (r["doc_id"], r.get("chunk_index")) in order),
+                      key=lambda r: order[(r["doc_id"], r.get("chunk_index"))])
+        sample_table = pa.Table.from_pylist(rows) if rows else table.slice(0, 0)
+    return summarize(table, top_tags=top_tags, samples=samples, sample_table=sample_table), table

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
-from condlabel.corpus import Document, Reject, chunk_document, iter_file
+from condlabel.corpus import Document, Reject, chunk_document, doc_version, iter_file
 from condlabel.format import conditional_text
 from condlabel.labelers import Labeler
 from condlabel.storage import resolve, write_bytes_atomic
@@ -83,7 +83,12 @@ class FileStats:
     documents: int = 0
     chunks: int = 0
     skipped_done: int = 0
+    bytes: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def to_label(self) -> int:
+        return self.chunks - self.skipped_done
 
 
 def _hash_name(*parts: str) -> str:
@@ -96,11 +101,13 @@ def read_and_chunk(
     run_id: str,
     done: DoneFilter | None = None,
     rows_per_batch: int = 256,
+    keep_rejects: bool = True,
 ) -> Iterator[pa.Table | FileStats]:
     """Read one input file and yield chunk tables of up to `rows_per_batch` rows, then its stats.
 
-    Rejected records are written to `_rejects/<run_id>/` under the output prefix before the
-    stats are yielded, so a file's rejects are on storage whenever its stats are counted.
+    Chunks for which `done` is true are counted, not yielded. Rejected records are written to
+    `_rejects/<run_id>/` under the output prefix (unless `keep_rejects` is off, for dry runs)
+    before the stats are yielded, so a file's rejects are stored whenever its stats count them.
     """
     fs, path = resolve(uri, cfg.storage)
     stats = FileStats(uri)
@@ -120,7 +127,7 @@ def read_and_chunk(
             continue
         doc: Document = item
         stats.documents += 1
-        doc_hash = doc.doc_hash
+        doc_hash = doc_version(doc.text, cfg.chunking)
         chunks = chunk_document(doc, cfg.chunking)
         for chunk in chunks:
             stats.chunks += 1
@@ -138,7 +145,7 @@ def read_and_chunk(
             yield flush()
     if rows["doc_id"]:
         yield flush()
-    if rejects:
+    if rejects and keep_rejects:
         write_rejects(rejects, cfg.output.uri, run_id, uri, cfg.storage)
     yield stats
 

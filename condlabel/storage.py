@@ -140,24 +140,32 @@ def expand_inputs(
     return [found[k] for k in sorted(found)]
 
 
+def describe_endpoint(uri: str, storage: StorageConfig | None = None) -> str:
+    """Where an s3:// URI is served from, for error messages (endpoints are not secrets)."""
+    if split_uri(uri)[0] != "s3":
+        return ""
+    endpoint = s3_options(storage).get("client_kwargs", {}).get("endpoint_url", "AWS default endpoint")
+    return f" (endpoint {endpoint})"
+
+
 def ensure_writable(uri: str, storage: StorageConfig | None = None) -> None:
     """Create the output prefix if needed and prove we can write and delete there."""
     fs, path = resolve(uri, storage)
     probe = posixpath.join(path, f"_write_probe_{uuid.uuid4().hex}")
     try:
-        if split_uri(uri)[0] == "file":
+        if is_local(fs):
             fs.makedirs(path, exist_ok=True)
-        else:
-            bucket = path.split("/", 1)[0]
-            if not fs.exists(bucket):
-                raise StorageError(f"output {uri}: bucket {bucket!r} does not exist")
         with fs.open(probe, "wb") as f:
             f.write(b"ok")
         fs.rm(probe)
-    except StorageError:
-        raise
+    except FileNotFoundError as exc:
+        where = describe_endpoint(uri, storage)
+        if not is_local(fs):
+            raise StorageError(f"output {uri}: bucket {path.split('/', 1)[0]!r} does not exist{where}") from exc
+        raise StorageError(f"output {uri}: not writable ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - any failure here means "not writable"
-        raise StorageError(f"output {uri}: not writable ({type(exc).__name__}: {exc})") from exc
+        where = describe_endpoint(uri, storage)
+        raise StorageError(f"output {uri}: not writable{where}: {type(exc).__name__}: {exc}") from exc
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from lm_fixtures import tiny_gpt2_dir, tiny_sentiment_dir, tiny_toxicity_dir  # noqa: F401
+from tiny_models import tiny_llama, tiny_llama_adapter, tiny_t5, tiny_t5_adapter  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -13,23 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from condlabel.cli import main
-from condlabel.config import ChunkConfig, load_convert_config
-from condlabel.corpus import Document, chunk_document
+from condlabel.config import load_convert_config
 from condlabel.stages import OUTPUT_SCHEMA
+from helpers import expected_chunks, make_docs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def make_docs(n: int, prefix: str) -> list[dict]:
-    docs = []
-    for i in range(n):
-        paras = [
-            f"Paragraph {p} of {prefix} document {i} talks about rivers, bridges and trains. "
-            f"Engineers measured the bridge load in spring {2000 + p}. " * (3 + (i % 5))
-            for p in range(2 + i % 4)
-        ]
-        docs.append({"id": f"{prefix}-{i}", "text": "\n\n".join(paras)})
-    return docs
 
 
 def upload_corpus(fs, bucket: str) -> list[dict]:
@@ -41,11 +29,6 @@ def upload_corpus(fs, bucket: str) -> list[dict]:
     fs.pipe(f"{bucket}/in/c.parquet", sink.getvalue())
     fs.pipe(f"{bucket}/in/_ignored/bookkeeping.jsonl", b'{"text": "never read"}\n')
     return a + b + c
-
-
-def expected_chunks(docs: list[dict], max_words: int) -> int:
-    cfg = ChunkConfig(max_words=max_words)
-    return sum(len(chunk_document(Document(d["id"], d["text"], "s", 1), cfg)) for d in docs)
 
 
 def test_convert_from_s3_to_s3(s3_bucket, s3fs_client, capsys):

@@ -68,9 +68,16 @@ def _keyphrase() -> Backend:
                    lambda c: keyphrase.fingerprint(c.keyphrase))
 
 
+def _hf() -> Backend:
+    from condlabel.labelers import hf
+
+    return Backend(lambda c: hf.HFLabeler(c.hf), lambda c: hf.fingerprint(c.hf))
+
+
 # Backends are imported lazily: torch/transformers/vllm load only where they are used.
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "keyphrase": _keyphrase,
+    "hf": _hf,
 }
 
 

@@ -1,0 +1,282 @@
+"""Control-token classifiers: one protocol, a VADER and a Hugging Face backend, and the table step.
+
+A classifier reads a batch of texts and returns, per text, the control tokens it assigns
+(`<|pos|>`, `<|nontoxic|>`, ...) and its raw scores. `classify_table` runs the configured
+classifiers over a chunk table: their tokens are appended to `control_tokens` in configured
+order and their scores land in a `scores` map column keyed `<classifier name>.<score>`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from condlabel.config import ClassifierConfig, HFClassifierConfig, StorageConfig, VaderClassifierConfig
+from condlabel.labelers import make_fingerprint
+
+SCORES_TYPE = pa.map_(pa.string(), pa.float64())
+CONTROL_TOKENS_TYPE = pa.list_(pa.string())
+
+
+@dataclass
+class ClassifierResult:
+    control_tokens: list[str]
+    """Tokens for this text, in the classifier's own order (may be empty, e.g. neutral)."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """Raw scores by key without the classifier name (`compound`, `toxic`, ...)."""
+
+
+@runtime_checkable
+class ControlClassifier(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def classify(self, texts: list[str]) -> list[ClassifierResult]: ...
+
+
+# --------------------------------------------------------------------------- VADER
+
+
+class VaderClassifier:
+    """Sentiment from VADER's compound score (a lexicon and rules; CPU, no weights)."""
+
+    def __init__(self, cfg: VaderClassifierConfig, name: str = "vader"):
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError as exc:
+            raise ImportError(
+                "the `vader` classifier needs vaderSentiment: pip install 'condlabel[classify]'"
+            ) from exc
+        self.cfg = cfg
+        self._name = name
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def fingerprint(self) -> str:
+        return vader_fingerprint(self.cfg, self._name)
+
+    def sentiment(self, compound: float) -> str:
+        if compound >= self.cfg.positive_threshold:
+            return "positive"
+        if compound <= self.cfg.negative_threshold:
+            return "negative"
+        return "neutral"
+
+    def classify(self, texts: list[str]) -> list[ClassifierResult]:
+        results = []
+        for text in texts:
+            scores = self._analyzer.polarity_scores(text)
+            token = self.cfg.tokens.get(self.sentiment(scores["compound"]))
+            results.append(
+                ClassifierResult(
+                    control_tokens=[token] if token else [],
+                    scores={k: float(scores[k]) for k in ("compound", "pos", "neu", "neg")},
+                )
+            )
+        return results
+
+
+def vader_fingerprint(cfg: VaderClassifierConfig, name: str) -> str:
+    import importlib.metadata as md
+
+    try:
+        version = md.version("vaderSentiment")
+    except md.PackageNotFoundError:
+        version = "unknown"
+    return make_fingerprint("vader", {"name": name, "version": version, **cfg.model_dump()})
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+
+def multi_label(problem_type: str, model_problem_type: str | None, num_labels: int) -> bool:
+    """Sigmoid per label (True) or softmax over labels (False), as configured or per the model."""
+    if problem_type != "auto":
+        return problem_type == "multi_label"
+    return model_problem_type == "multi_label_classification" or num_labels == 1
+
+
+def label_tokens(
+    probabilities: dict[str, float], threshold: float, tokens: dict[str, str], absent: dict[str, str]
+) -> list[str]:
+    """Tokens for one text: labels in `tokens` order when present, `absent` ones when not."""
+    out = []
+    for label in dict.fromkeys([*tokens, *absent]):
+        present = probabilities[label] >= threshold
+        token = tokens.get(label) if present else absent.get(label)
+        if token:
+            out.append(token)
+    return out
+
+
+class HFSequenceClassifier:
+    """A Hugging Face sequence-classification checkpoint (e.g. Detoxify-style toxicity).
+
+    Loaded once (safetensors only) onto the actor's device; texts are classified in batches.
+    """
+
+    def __init__(self, cfg: HFClassifierConfig, name: str = "toxicity",
+                 storage: StorageConfig | None = None):
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as exc:
+            raise ImportError(
+                "the `hf` classifier needs torch and transformers: pip install 'condlabel[hf]'"
+            ) from exc
+        from condlabel.model_files import local_model_path, pick_device, pick_dtype
+
+        if not cfg.model:
+            raise ValueError("hf classifier: `hf.model` is required")
+        self.cfg = cfg
+        self._name = name
+        self._torch = torch
+        path = local_model_path(cfg.model, storage)
+        self.device = pick_device(cfg.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, revision=cfg.revision, use_safetensors=True,
+            dtype=pick_dtype(cfg.dtype, self.device),
+        ).to(self.device).eval()
+        if self.tokenizer.pad_token is None:
+            # Padding is masked out by the attention mask; any known token will do.
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        config = self.model.config
+        self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
+        unknown = sorted((set(cfg.tokens) | set(cfg.absent_tokens)) - set(self.labels))
+        if unknown:
+            raise ValueError(
+                f"hf classifier {cfg.model}: label(s) {unknown} in tokens/absent_tokens are not "
+                f"labels of the model; its labels: {self.labels}"
+            )
+        self.multi_label = multi_label(cfg.problem_type, config.problem_type, config.num_labels)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def fingerprint(self) -> str:
+        return hf_fingerprint(self.cfg, self._name)
+
+    def probabilities(self, texts: list[str]) -> list[dict[str, float]]:
+        torch = self._torch
+        out: list[dict[str, float]] = []
+        for start in range(0, len(texts), self.cfg.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.cfg.batch_size], padding=True, truncation=True,
+                max_length=self.cfg.max_length, return_tensors="pt",
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**batch).logits.float()
+            probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+            out.extend(dict(zip(self.labels, row, strict=True)) for row in probs.cpu().tolist())
+        return out
+
+    def classify(self, texts: list[str]) -> list[ClassifierResult]:
+        return [
+            ClassifierResult(
+                label_tokens(p, self.cfg.threshold, self.cfg.tokens, self.cfg.absent_tokens), p
+            )
+            for p in self.probabilities(texts)
+        ]
+
+
+def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
+    params = cfg.model_dump(exclude={"batch_size", "device"})
+    return make_fingerprint("hf-classifier", {"name": name, **params})
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def build_classifier(cfg: ClassifierConfig, storage: StorageConfig | None = None) -> ControlClassifier:
+    name = cfg.effective_name
+    if cfg.backend == "vader":
+        return VaderClassifier(cfg.vader, name)
+    if cfg.backend == "hf":
+        return HFSequenceClassifier(cfg.hf, name, storage)
+    raise ValueError(f"unknown classifier backend {cfg.backend!r}; valid: hf, vader")
+
+
+def build_classifiers(
+    cfgs: Sequence[ClassifierConfig], storage: StorageConfig | None = None
+) -> list[ControlClassifier]:
+    """One classifier per config, in order; two classifiers may not share a name (score keys)."""
+    names = [c.effective_name for c in cfgs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"classifiers: name(s) {dupes} used twice; set `name` to tell them apart")
+    return [build_classifier(c, storage) for c in cfgs]
+
+
+def classifier_fingerprints(cfgs: Sequence[ClassifierConfig]) -> list[str]:
+    """Fingerprints from config alone (the driver never loads a model to know them)."""
+    out = []
+    for c in cfgs:
+        if c.backend == "vader":
+            out.append(vader_fingerprint(c.vader, c.effective_name))
+        else:
+            out.append(hf_fingerprint(c.hf, c.effective_name))
+    return out
+
+
+# --------------------------------------------------------------------------- table step
+
+
+def classify_table(
+    classifiers: Sequence[ControlClassifier], table: pa.Table, text_column: str = "text"
+) -> pa.Table:
+    """Append each classifier's tokens to `control_tokens` and put its scores in `scores`.
+
+    Existing `control_tokens` (e.g. from the labeler) come first; an existing `scores` column is
+    kept and extended. Both columns are replaced in place or appended at the end.
+    """
+    texts = table.column(text_column).to_pylist()
+    n = len(texts)
+    tokens: list[list[str]] = (
+        [list(t or []) for t in table.column("control_tokens").to_pylist()]
+        if "control_tokens" in table.column_names else [[] for _ in range(n)]
+    )
+    scores: list[dict[str, float]] = (
+        [dict(s or []) for s in table.column("scores").to_pylist()]
+        if "scores" in table.column_names else [{} for _ in range(n)]
+    )
+    for classifier in classifiers:
+        results = classifier.classify(texts)
+        if len(results) != n:
+            raise RuntimeError(
+                f"classifier {classifier.fingerprint} returned {len(results)} results for {n} texts"
+            )
+        for row_tokens, row_scores, result in zip(tokens, scores, results, strict=True):
+            row_tokens.extend(result.control_tokens)
+            for key, value in result.scores.items():
+                row_scores[f"{classifier.name}.{key}"] = _finite(value)
+    table = _set_column(table, "control_tokens", pa.array(tokens, CONTROL_TOKENS_TYPE))
+    return _set_column(
+        table, "scores", pa.array([list(s.items()) for s in scores], SCORES_TYPE)
+    )
+
+
+def _finite(value: Any) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"classifier score {value} is not finite")
+    return value
+
+
+def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), pa.field(name, values.type), values)
+    return table.append_column(pa.field(name, values.type), values)

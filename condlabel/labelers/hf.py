@@ -1,0 +1,320 @@
+"""The `hf` labeler: a transformers seq2seq or causal LM (optionally LoRA-merged) that writes
+`Synopsis: ... Tags: [...]` for each chunk, scored by the log-probability of what it wrote.
+
+One `label(texts)` call:
+1. renders and tokenizes every chunk; an input longer than the model's limit is cut (the chunk
+   text is shortened, the template and special tokens kept) and flagged `truncated`;
+2. sorts the chunks by input length and splits them into `generate` calls of at most
+   `max_batch_size` rows and `max_batch_tokens` padded positions (little compute on padding);
+3. runs each call with a `StepScorer` (condlabel.labelers.scoring) in place of the sampler: it
+   gathers the chosen token's raw log-probability at every step and picks the token greedily or
+   by Gumbel-max sampling from a generator private to the chunk (seeded by the chunk text and
+   `seed`);
+4. masks every position after a sequence's EOS and parses the text.
+
+Reproducibility: greedy outputs and all scores depend on the chunk and the config only, never on
+batch mates; sampling too, because each row draws from its own generator. The limit, for both:
+a padded batch runs matrix products of another shape than a chunk alone, so logits agree to
+float rounding (~1e-6 in float32, ~1e-2 in bfloat16), not bit for bit; a token whose score ties
+its runner-up within that rounding can flip, after which the two continuations differ. Samples
+are reproducible on the same kind of device (torch's CPU and CUDA generators draw different
+streams).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from condlabel.config import HFLabelerConfig, StorageConfig
+from condlabel.labelers import LabelResult, make_fingerprint
+from condlabel.prompts import PROMPT_VERSION, parse_label
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("condlabel")
+
+_RUNTIME_ONLY = {"device", "max_batch_size", "max_batch_tokens", "cache_dir", "merge_adapter"}
+"""Options that change how fast, not what: outputs are batch-invariant and a merged adapter
+gives the unmerged outputs."""
+_SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
+_DEFAULT_INPUT_LIMIT = 2048  # models with relative positions (T5/UL2) declare no hard limit
+_POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def _short_name(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
+
+
+def fingerprint(cfg: HFLabelerConfig) -> str:
+    """From config alone (no model load): model, adapter, revisions, prompt, generation, score."""
+    params = cfg.model_dump(exclude=_RUNTIME_ONLY | (set() if cfg.do_sample else _SAMPLING_ONLY))
+    name = _short_name(cfg.model or "")
+    if cfg.adapter:
+        name += "+" + _short_name(cfg.adapter)
+    return make_fingerprint("hf", {**params, "name": name, "prompt": PROMPT_VERSION})
+
+
+def plan_batches(
+    lengths: Sequence[int], max_rows: int, max_tokens: int, new_tokens: int
+) -> list[list[int]]:
+    """Indices grouped into `generate` calls: longest first (an out-of-memory shows at once),
+    neighbours in length share a call, each call within `max_rows` rows and `max_tokens`
+    positions (rows x (longest input + new_tokens)). A single over-long row still gets a call."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (
+            len(current) + 1 > max_rows or (len(current) + 1) * (longest + new_tokens) > max_tokens
+        ):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class HFLabeler:
+    """Loads the model once (per actor), then labels batches of chunk texts."""
+
+    def __init__(self, cfg: HFLabelerConfig, storage: StorageConfig | None = None):
+        from transformers import GenerationConfig
+
+        from condlabel.models import load_model
+
+        if not cfg.model:
+            raise ValueError("labeler.hf.model: required for backend `hf`")
+        self.cfg = cfg
+        self._fingerprint = fingerprint(cfg)
+        loaded = load_model(
+            cfg.model,
+            cfg.adapter,
+            revision=cfg.revision,
+            adapter_revision=cfg.adapter_revision,
+            architecture=cfg.architecture,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            merge_adapter=cfg.merge_adapter,
+            storage=storage,
+            cache_dir=cfg.cache_dir,
+        )
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.seq2seq, self.device = loaded.seq2seq, loaded.device
+        self.eos_ids = self._eos_ids()
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.eos_ids[0]
+        self._prefix, self._suffix = cfg.prompt_template.split("{text}")
+        self.input_limit = self._input_limit()
+        # The labeler config is the whole of the generation settings (and of the fingerprint):
+        # none of the checkpoint's generation defaults may add a processor behind our back.
+        settings = {
+            "max_new_tokens": cfg.max_new_tokens,
+            "do_sample": False,  # the StepScorer samples; generate only takes its choice
+            "num_beams": 1,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "use_cache": True,
+        }
+        if self.seq2seq:
+            start = self.model.config.decoder_start_token_id
+            settings["decoder_start_token_id"] = self.pad_id if start is None else start
+        self.model.generation_config = GenerationConfig(**settings)
+        self._generation_config = self.model.generation_config
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ inputs
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (self.model.generation_config.eos_token_id, self.model.config.eos_token_id,
+                       self.tokenizer.eos_token_id):
+            for value in source if isinstance(source, list | tuple) else [source]:
+                if value is not None and value not in ids:
+                    ids.append(int(value))
+            if ids:
+                break
+        if not ids:
+            raise ValueError(f"model {self.cfg.model}: no EOS token id in its configs or tokenizer")
+        return ids
+
+    def _input_limit(self) -> int:
+        config = self.model.config
+        positions = next(
+            (v for name in _POSITION_LIMITS if isinstance(v := getattr(config, name, None), int) and v > 0),
+            None,
+        )
+        if self.cfg.max_input_tokens:
+            limit = self.cfg.max_input_tokens
+        else:
+            known = [positions] if positions else []
+            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+            if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+                known.append(tokenizer_limit)
+            limit = min(known) if known else _DEFAULT_INPUT_LIMIT
+        if not self.seq2seq and positions:
+            limit = min(limit, positions - self.cfg.max_new_tokens)
+        overhead = len(self._encode_one(""))
+        if limit <= overhead:
+            raise ValueError(
+                f"labeler.hf: input limit {limit} tokens leaves no room for the chunk (template "
+                f"and special tokens take {overhead}); raise max_input_tokens or lower max_new_tokens"
+            )
+        return limit
+
+    def _encode_one(self, text: str) -> list[int]:
+        return self.tokenizer(self._prefix + text + self._suffix, verbose=False)["input_ids"]
+
+    def _truncate(self, text: str, ids: list[int]) -> list[int]:
+        """Shorten the chunk (not the template, not the special tokens) until the input fits."""
+        pieces = self.tokenizer(text, add_special_tokens=False, verbose=False,
+                                return_offsets_mapping=self.tokenizer.is_fast)
+        text_ids = pieces["input_ids"]
+        keep = len(text_ids) - (len(ids) - self.input_limit)
+        for _ in range(8):  # merges across the cut can change the count by a token or two
+            keep = max(0, keep)
+            if self.tokenizer.is_fast:
+                cut = text[: pieces["offset_mapping"][keep - 1][1]] if keep else ""
+            else:
+                cut = self.tokenizer.decode(text_ids[:keep])
+            ids = self._encode_one(cut)
+            if len(ids) <= self.input_limit:
+                return ids
+            keep -= len(ids) - self.input_limit
+        return ids[: self.input_limit]  # pragma: no cover - pathological tokenizers
+
+    def encode(self, texts: Sequence[str]) -> list[tuple[list[int], bool]]:
+        """Token ids fed to the model for each chunk, and whether the chunk was cut."""
+        prompts = [self._prefix + t + self._suffix for t in texts]
+        # verbose=False: over-long inputs are expected here and cut below, not an error.
+        encoded = self.tokenizer(prompts, verbose=False)["input_ids"] if prompts else []
+        out = []
+        for text, ids in zip(texts, encoded, strict=True):
+            if len(ids) > self.input_limit:
+                out.append((self._truncate(text, ids), True))
+            else:
+                out.append((ids, False))
+        return out
+
+    # ------------------------------------------------------------------ generation
+
+    def _processors(self, scorer):
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        cfg = self.cfg
+        chain = [scorer.first()]
+        # The same processors, in the same order, as generate(do_sample=True, ...) would use.
+        if cfg.repetition_penalty != 1.0:
+            chain.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
+        if cfg.do_sample:
+            if cfg.temperature != 1.0:
+                chain.append(TemperatureLogitsWarper(cfg.temperature))
+            if cfg.top_k:
+                chain.append(TopKLogitsWarper(cfg.top_k, min_tokens_to_keep=1))
+            if cfg.top_p < 1.0:
+                chain.append(TopPLogitsWarper(cfg.top_p, min_tokens_to_keep=1))
+        chain.append(scorer.last())
+        return LogitsProcessorList(chain)
+
+    def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            # Encoder inputs pad on the right; decoder-only prompts on the left, so every row's
+            # next token comes right after its own last token.
+            span = slice(0, len(row)) if self.seq2seq else slice(width - len(row), width)
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _generate(self, rows: list[list[int]], texts: list[str]) -> list[dict]:
+        import torch
+
+        from condlabel.labelers.scoring import StepScorer, chunk_seed, generated_lengths, sequence_scores
+
+        generators = None
+        if self.cfg.do_sample:
+            generators = []
+            for text in texts:
+                g = torch.Generator(device=self.device)
+                g.manual_seed(chunk_seed(text, self.cfg.seed))
+                generators.append(g)
+        reference = self.cfg.score == "reference"
+        scorer = StepScorer(generators, self.pad_id, reference=reference)
+        ids, mask = self._padded(rows)
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=self._generation_config,
+                logits_processor=self._processors(scorer),
+            )
+        generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
+        steps = generated.shape[1]
+        lengths = generated_lengths(generated, self.eos_ids)
+        raw = sequence_scores(scorer.step_logprobs(steps), lengths)
+        ref = scorer.reference_scores(lengths, steps) if reference else None
+        token_lists = generated.cpu().tolist()
+        out = []
+        for i, n in enumerate(raw.num_tokens):
+            tokens = token_lists[i][:n]
+            if tokens and tokens[-1] in self.eos_ids:
+                tokens = tokens[:-1]
+            logprob = ref[i] if ref is not None else raw.logprob[i]
+            out.append(
+                {
+                    "text": self.tokenizer.decode(tokens, skip_special_tokens=False),
+                    "logprob": logprob,
+                    "mean_logprob": logprob / n if n else 0.0,
+                    "num_generated_tokens": n,
+                    "padded_tokens": ids.shape[1] + steps,
+                    "extra": {"generated_ids": token_lists[i][:n]}
+                    | ({"raw_logprob": raw.logprob[i]} if ref is not None else {}),
+                }
+            )
+        return out
+
+    def label(self, texts: list[str]) -> list[LabelResult]:
+        encoded = self.encode(texts)
+        results: list[LabelResult | None] = [None] * len(texts)
+        batches = plan_batches(
+            [len(ids) for ids, _ in encoded],
+            self.cfg.max_batch_size,
+            self.cfg.max_batch_tokens,
+            self.cfg.max_new_tokens,
+        )
+        for batch in batches:
+            outputs = self._generate([encoded[i][0] for i in batch], [texts[i] for i in batch])
+            for i, out in zip(batch, outputs, strict=True):
+                # A causal labeler prompted with "...Synopsis:" continues after the marker.
+                parsed = parse_label(("" if self.seq2seq else self._suffix) + out["text"])
+                results[i] = LabelResult(
+                    synopsis=parsed.synopsis,
+                    tags=parsed.tags,
+                    raw_output=out["text"],
+                    parse_ok=parsed.ok,
+                    logprob=out["logprob"],
+                    mean_logprob=out["mean_logprob"],
+                    num_generated_tokens=out["num_generated_tokens"],
+                    truncated=encoded[i][1],
+                    input_tokens=len(encoded[i][0]),
+                    padded_tokens=out["padded_tokens"],
+                    extra=out["extra"],
+                )
+        return [r for r in results if r is not None]

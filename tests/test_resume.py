@@ -1,0 +1,257 @@
+"""Runs that lose nothing: rerun, incremental, fingerprint guard, lease, rejects, manifest."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from condlabel import read_tagged
+from condlabel.cli import main
+from condlabel.config import load_convert_config
+from condlabel.pipeline import run_conversion
+from condlabel.runstate import Lease, RunRefused, read_manifests
+from helpers import expected_chunks, make_docs, write_jsonl
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+MAX_WORDS = 60
+
+
+def config(inputs, output, *overrides):
+    return load_convert_config(
+        inputs=[str(i) for i in inputs], output=str(output),
+        overrides=[f"chunking.max_words={MAX_WORDS}", "output.rows_per_file=8",
+                   "output.lease_ttl_s=30", *overrides],
+    )
+
+
+def all_rows(output) -> pa.Table:
+    return pads.dataset(str(output), format="parquet", ignore_prefixes=["_", "."]).to_table()
+
+
+def keys(table: pa.Table) -> list[tuple]:
+    return list(zip(table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True))
+
+
+def test_rerun_over_a_complete_output_labels_nothing(tmp_path):
+    docs = make_docs(8, "a")
+    src = write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    first = run_conversion(config([src], tmp_path / "out"))
+    n = expected_chunks(docs, MAX_WORDS)
+    assert first.rows_written == n
+    second = run_conversion(config([src], tmp_path / "out"))
+    assert second.rows_written == 0
+    assert second.skipped_done == second.chunks == n
+    assert all_rows(tmp_path / "out").num_rows == n
+
+
+def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
+    inp = tmp_path / "in"
+    docs = make_docs(6, "a")
+    write_jsonl(inp / "a.jsonl", docs)
+    run_conversion(config([inp], tmp_path / "out"))
+
+    new_docs = make_docs(3, "b")
+    write_jsonl(inp / "b.jsonl", new_docs)
+    changed = dict(docs[2], text="A completely rewritten text about lighthouses and fog horns.")
+    docs[2] = changed
+    write_jsonl(inp / "a.jsonl", docs)
+
+    again = run_conversion(config([inp], tmp_path / "out"))
+    assert again.rows_written == expected_chunks(new_docs, MAX_WORDS) + expected_chunks([changed], MAX_WORDS)
+    history = all_rows(tmp_path / "out")
+    assert set(history.filter(pa.compute.equal(history["run_id"], again.run_id))["doc_id"].to_pylist()) == {
+        changed["id"], *(d["id"] for d in new_docs)}
+
+    # Readers get only the latest version of the changed document, every chunk once.
+    latest = read_tagged(str(tmp_path / "out"))
+    assert latest.num_rows == expected_chunks(docs + new_docs, MAX_WORDS)
+    assert len(set(keys(latest))) == latest.num_rows
+    [row] = [r for r in latest.to_pylist() if r["doc_id"] == changed["id"]]
+    assert row["text"] == changed["text"]
+    # A filter never resurrects an old version.
+    only_old_text = read_tagged(str(tmp_path / "out"),
+                                filter=pads.field("text") != changed["text"], columns=["doc_id"])
+    assert changed["id"] not in only_old_text["doc_id"].to_pylist()
+    assert read_tagged(str(tmp_path / "out"), latest_only=False).num_rows == history.num_rows
+
+
+def test_fingerprint_guard_names_both_and_allow_mixed_overrides(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "a.jsonl", make_docs(2, "a"))
+    out = tmp_path / "out"
+    first = run_conversion(config([src], out, "labeler.keyphrase.num_tags=3"))
+    write_jsonl(tmp_path / "b.jsonl", make_docs(2, "b"))
+    args = ["convert", "--input", str(tmp_path / "a.jsonl"), "--input", str(tmp_path / "b.jsonl"),
+            "--output", str(out), "--set", f"chunking.max_words={MAX_WORDS}",
+            "--set", "labeler.keyphrase.num_tags=4"]
+    assert main(args) == 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    other = load_convert_config(overrides=["labeler.keyphrase.num_tags=4"])
+    from condlabel.labelers import labeler_fingerprint
+
+    assert first.labeler in err and labeler_fingerprint(other.labeler) in err
+    assert main([*args, "--allow-mixed"]) == 0
+    assert len(set(all_rows(out)["labeler"].to_pylist())) == 2
+
+
+def test_second_writer_is_refused_and_a_stale_lease_is_taken_over(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "a.jsonl", make_docs(2, "a"))
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = config([src], out)
+    holder = Lease(str(out), "run-holding-it", cfg.storage, ttl_s=60, settle_s=0)
+    holder.acquire()
+    try:
+        with pytest.raises(RunRefused, match="run-holding-it"):
+            run_conversion(cfg)
+        assert main(["convert", "--input", str(src), "--output", str(out)]) == 4
+        assert "run-holding-it" in capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        holder._stop.set()  # the holder "dies": its lease is never renewed nor released
+
+    # A killed run's lease expires and the next run takes it over.
+    lease_path = out / "_lease.json"
+    stale = json.loads(lease_path.read_text())
+    stale["expires_at"] = time.time() - 1
+    lease_path.write_text(json.dumps(stale))
+    summary = run_conversion(cfg)
+    assert summary.status == "succeeded" and summary.rows_written > 0
+    assert not lease_path.exists()  # released at the end
+
+
+def test_every_kind_of_bad_input_is_kept_with_its_reason(tmp_path):
+    inp = tmp_path / "in"
+    good = make_docs(4, "good")
+    lines = [json.dumps(good[0]).encode(), b'{"id": "x", "text": ', json.dumps(good[1]).encode(),
+             b'{"id": "nt", "body": "no text"}', b'{"id": "num", "text": 12}',
+             b'{"id": "u8", "text": "caf\xe9"}', b'{"id": "ws", "text": "  \\n\\t "}',
+             b'{"id": "empty", "text": ""}']
+    inp.mkdir()
+    (inp / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    payload = gzip.compress("".join(json.dumps(d) + "\n" for d in make_docs(40, "gz")).encode())
+    (inp / "truncated.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    (inp / "corrupt.parquet").write_bytes(b"PAR1 garbage, not a parquet file PAR1")
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": [good[2]["text"], None]}), inp / "ok.parquet")
+    write_jsonl(inp / "fine.jsonl", [good[3]])
+
+    summary = run_conversion(config([inp], tmp_path / "out"))
+    assert summary.status == "succeeded"
+    assert summary.rejected == {"invalid_json": 1, "missing_text_field": 2, "text_not_string": 1,
+                                "invalid_utf8": 1, "empty_text": 2, "unreadable_file": 2}
+    rejects = pads.dataset(str(tmp_path / "out" / "_rejects"), format="parquet").to_table().to_pylist()
+    by_reason = {(Path(r["source"]).name, r["position"], r["reason"]) for r in rejects}
+    assert ("mixed.jsonl", 2, "invalid_json") in by_reason
+    assert ("mixed.jsonl", 6, "invalid_utf8") in by_reason
+    assert ("ok.parquet", 2, "missing_text_field") in by_reason
+    assert ("corrupt.parquet", 0, "unreadable_file") in by_reason
+    assert any(name == "truncated.jsonl.gz" and reason == "unreadable_file" for name, _, reason in by_reason)
+    assert next(r for r in rejects if r["position"] == 2 and r["reason"] == "invalid_json")["raw"] == lines[1] + b"\n"
+
+    rows = all_rows(tmp_path / "out")
+    got = set(rows["doc_id"].to_pylist())
+    assert {"good-0", "good-1", "p1", "good-3"} <= got
+    truncated_docs = {d for d in got if d.startswith("gz-")}
+    assert 0 < len(truncated_docs) < 40  # the readable part of the truncated file is labeled
+
+
+def test_manifest_and_status(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "a.jsonl", make_docs(3, "a"))
+    out = tmp_path / "out"
+    cfg = config([src], out, "storage.secret_access_key=super-secret-value")
+    summary = run_conversion(cfg)
+    [manifest] = read_manifests(str(out), cfg.storage)
+    assert manifest["run_id"] == summary.run_id and manifest["status"] == "succeeded"
+    assert manifest["counts"]["labeled"] == summary.rows_written == expected_chunks(make_docs(3, "a"), MAX_WORDS)
+    assert manifest["labeler"] == summary.labeler
+    assert manifest["inputs"] == [{"uri": str(src), "bytes": src.stat().st_size}]
+    assert manifest["versions"]["ray"] and manifest["versions"]["pyarrow"]
+    assert "super-secret-value" not in (out / "_manifest" / f"{summary.run_id}.json").read_text()
+
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["totals"]["runs"] == 1 and status["totals"]["rows"] == summary.rows_written
+    assert status["totals"]["duplicate_keys"] == 0 and status["lease"] is None
+
+
+def test_dry_run_lists_work_and_writes_nothing(tmp_path, capsys):
+    inp = tmp_path / "in"
+    write_jsonl(inp / "a.jsonl", make_docs(3, "a"))
+    run_conversion(config([inp], tmp_path / "out"))
+    write_jsonl(inp / "b.jsonl", make_docs(2, "b") + [{"id": "bad"}])
+    before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
+    capsys.readouterr()
+    assert main(["convert", "--input", str(inp), "--output", str(tmp_path / "out"), "--dry-run", "--json",
+                 "--set", f"chunking.max_words={MAX_WORDS}"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    per_file = {Path(f["uri"]).name: f for f in plan["files"]}
+    assert per_file["a.jsonl"]["to_label"] == 0
+    assert per_file["b.jsonl"]["to_label"] == expected_chunks(make_docs(2, "b"), MAX_WORDS)
+    assert per_file["b.jsonl"]["rejected"] == 1
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
+
+
+def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "a.jsonl", make_docs(1, "a"))
+    rc = main(["convert", "--input", str(src), "--output", "s3://bucket/out",
+               "--set", "storage.endpoint_url=http://127.0.0.1:9", "--set", "storage.retries=0"])
+    assert rc == 3
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "s3://bucket/out" in last and "127.0.0.1:9" in last
+
+
+def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path):
+    """SIGKILL a conversion (driver and its embedded Ray) mid-run, rerun, check exactly once."""
+    docs = make_docs(160, "k")
+    s3fs_client.pipe(f"{s3_bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in docs[:80]).encode())
+    s3fs_client.pipe(f"{s3_bucket}/in/b.jsonl", "".join(json.dumps(d) + "\n" for d in docs[80:]).encode())
+    out = f"s3://{s3_bucket}/out"
+    args = [str(Path(sys.executable).parent / "condlabel"), "convert", "--input", f"s3://{s3_bucket}/in/",
+            "--output", out, "--set", f"chunking.max_words={MAX_WORDS}", "--set", "output.rows_per_file=4",
+            "--set", "compute.batch_size=2", "--set", "output.lease_ttl_s=4", "--set", "compute.num_cpus=2",
+            "--set", "labeler.keyphrase.max_ngram=5"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(args, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    written = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        s3fs_client.invalidate_cache()
+        written = [p for p in s3fs_client.ls(f"{s3_bucket}/out", detail=False) if p.endswith(".parquet")] \
+            if s3fs_client.exists(f"{s3_bucket}/out") else []
+        if len(written) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, like a lost node
+    proc.wait(30)
+    n = expected_chunks(docs, MAX_WORDS)
+    s3fs_client.invalidate_cache()
+    partial = pads.dataset(f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet",
+                           ignore_prefixes=["_", "."]).to_table(columns=["doc_id"]).num_rows
+    assert 0 < partial < n
+
+    time.sleep(4.5)  # the killed run's lease expires
+    rerun = subprocess.run(args + ["--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped_done"] >= partial
+    assert summary["rows_written"] + summary["skipped_done"] == summary["chunks"] == n
+
+    s3fs_client.invalidate_cache()
+    table = pads.dataset(f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet",
+                         ignore_prefixes=["_", "."]).to_table(columns=["doc_id", "chunk_index"])
+    assert table.num_rows == n
+    assert len(set(keys(table))) == n
+    assert {d for d, _ in keys(table)} == {d["id"] for d in docs}

@@ -1,0 +1,211 @@
+"""The Ray-free pieces of training: examples, untagged fraction, packing, masking, schedule,
+control tokens and the checkpoint files (full and LoRA) on a tiny GPT-2."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from condlabel.config import (
+    FormatConfig,
+    OptimizationConfig,
+    TrainConfig,
+    TrainDataConfig,
+    build_config,
+)
+from condlabel.format import render_prefix
+from condlabel.train import (
+    IGNORE_INDEX,
+    SequencePacker,
+    add_control_tokens,
+    build_examples,
+    export_model,
+    load_for_training,
+    lr_multiplier,
+    pack_examples,
+    save_checkpoint,
+    tokenize_examples,
+    training_prefix,
+)
+
+ROW = {
+    "text": "The cat sat on the mat.",
+    "synopsis": "A cat sits.",
+    "tags": ["cats", "mats", "sitting"],
+    "control_tokens": ["<|pos|>", "<|nontoxic|>"],
+    "parse_ok": True,
+}
+
+
+def test_prefix_is_the_conversion_template_or_control_tokens_only():
+    rng = random.Random(0)
+    cfg = TrainDataConfig(untagged_fraction=0.0)
+    expected = render_prefix(FormatConfig(), "A cat sits.", ROW["tags"], ROW["control_tokens"], True)
+    assert training_prefix(ROW, cfg, rng) == expected
+    assert expected == "<|pos|><|nontoxic|>Synopsis: A cat sits. Tags: [cats, mats, sitting]\n"
+    tokens_only = TrainDataConfig(untagged_fraction=0.0, prefix="control_tokens")
+    assert training_prefix(ROW, tokens_only, rng) == "<|pos|><|nontoxic|>"
+    assert training_prefix({**ROW, "parse_ok": False}, cfg, rng) == "<|pos|><|nontoxic|>"
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
+def test_untagged_fraction_is_honoured_on_a_seeded_sample(fraction):
+    n = 20_000
+    cfg = TrainDataConfig(untagged_fraction=fraction, seed=7)
+    examples = build_examples([ROW] * n, cfg, random.Random(7))
+    untagged = sum(1 for prefix, _ in examples if prefix == "")
+    sigma = (n * fraction * (1 - fraction)) ** 0.5
+    assert abs(untagged - n * fraction) < 4 * sigma, (untagged, n * fraction)
+    # The same seed draws the same rows.
+    again = build_examples([ROW] * n, cfg, random.Random(7))
+    assert [p for p, _ in again] == [p for p, _ in examples]
+    assert all(text == ROW["text"] for _, text in examples)
+
+
+def test_untagged_fraction_zero_and_one():
+    assert all(p for p, _ in build_examples([ROW] * 500, TrainDataConfig(untagged_fraction=0),
+                                            random.Random(1)))
+    assert not any(p for p, _ in build_examples([ROW] * 500, TrainDataConfig(untagged_fraction=1),
+                                                random.Random(1)))
+
+
+def test_tag_shuffling_and_dropping():
+    row = {**ROW, "tags": [f"t{i}" for i in range(8)]}
+    shuffled = TrainDataConfig(untagged_fraction=0, shuffle_tags=True, prefix="template",
+                               format=FormatConfig(prefix_template="{tags}|"))
+    orders = {training_prefix(row, shuffled, random.Random(s)) for s in range(20)}
+    assert len(orders) > 10
+    assert all(sorted(o.rstrip("|").split(", ")) == sorted(row["tags"]) for o in orders)
+    dropping = shuffled.model_copy(update={"shuffle_tags": False, "tag_drop_probability": 0.5})
+    kept = [training_prefix(row, dropping, random.Random(s)).rstrip("|") for s in range(400)]
+    counts = [len([t for t in k.split(", ") if t]) for k in kept]
+    assert 3.4 < sum(counts) / len(counts) < 4.6  # 8 tags x 0.5
+    assert all(k.split(", ") == sorted(k.split(", "), key=lambda t: int(t[1:])) for k in kept if k)
+
+
+def test_packing_joins_with_eos_and_cuts_fixed_blocks():
+    eos = 0
+    tokenized = [([1, 2], [10, 11, 12]), ([3], [13]), ([], [14, 15, 16, 17])]
+    blocks = pack_examples(tokenized, seq_len=4, eos_id=eos)
+    stream = [1, 2, 10, 11, 12, 0, 3, 13, 0, 14, 15, 16, 17, 0]
+    assert [ids for ids, _ in blocks] == [stream[0:4], stream[4:8], stream[8:12]]
+    assert all(ids == labels for ids, labels in blocks)  # loss on all tokens
+    packer = SequencePacker(4, eos)
+    for prefix, text in tokenized:
+        packer.add(prefix, text)
+    assert packer.pending_tokens == len(stream) % 4
+
+
+def test_prefix_masking_masks_exactly_the_prefix_tokens(tiny_gpt2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
+    add_control_tokens(tok, model, ["<|pos|>", "<|nontoxic|>"])
+    rows = [ROW, {**ROW, "text": "Dogs bark at night, loudly and often.", "tags": ["dogs"]},
+            {**ROW, "text": "x" * 3, "control_tokens": []}]
+    examples = build_examples(rows, TrainDataConfig(untagged_fraction=0), random.Random(0))
+    tokenized = tokenize_examples(tok, examples)
+    seq_len = 16
+    blocks = pack_examples(tokenized, seq_len=seq_len, eos_id=tok.eos_token_id, mask_prefix=True)
+    ids = [i for block, _ in blocks for i in block]
+    labels = [label for _, block in blocks for label in block]
+    # Rebuild the expected mask independently: prefix positions masked, text and EOS kept.
+    expected_mask = []
+    for prefix, text in examples:
+        n_prefix = len(tok(prefix, add_special_tokens=False)["input_ids"])
+        n_text = len(tok(text, add_special_tokens=False)["input_ids"])
+        expected_mask += [True] * n_prefix + [False] * (n_text + 1)
+    expected_mask = expected_mask[: len(ids)]
+    assert len(ids) == (len(expected_mask) // seq_len) * seq_len and len(ids) >= 2 * seq_len
+    assert [label == IGNORE_INDEX for label in labels] == expected_mask
+    assert all(label == i for i, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX)
+    # The control tokens are single tokens and sit at the masked positions.
+    pos = tok.convert_tokens_to_ids("<|pos|>")
+    assert ids[0] == pos and labels[0] == IGNORE_INDEX
+    unmasked = pack_examples(tokenized, seq_len=seq_len, eos_id=tok.eos_token_id)
+    assert [b for b, _ in unmasked] == [b for b, _ in blocks]
+
+
+def test_control_tokens_become_special_tokens_with_embeddings(tiny_gpt2_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
+    before = len(tok)
+    ids = add_control_tokens(tok, model, ["<|pos|>", "<|neg|>", "<|pos|>"])
+    assert len(tok) == before + 2 and ids[0] == ids[2] and min(ids) >= before
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert tok("<|pos|>great<|neg|>", add_special_tokens=False)["input_ids"][0] == ids[0]
+    add_control_tokens(tok, model, ["<|pos|>"])  # idempotent
+    assert len(tok) == before + 2
+
+
+def test_learning_rate_schedule():
+    cfg = OptimizationConfig(max_steps=110, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_multiplier(0, cfg) == pytest.approx(0.1)
+    assert lr_multiplier(9, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(10, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(60, cfg) == pytest.approx(0.55)
+    assert lr_multiplier(110, cfg) == pytest.approx(0.1)
+    linear = cfg.model_copy(update={"schedule": "linear"})
+    assert lr_multiplier(60, linear) == pytest.approx(0.55)
+    assert lr_multiplier(35, linear) == pytest.approx(0.1 + 0.9 * 0.75)
+    assert lr_multiplier(50, cfg.model_copy(update={"schedule": "constant"})) == 1.0
+
+
+def _train_steps(loaded, steps=3):
+    import torch
+
+    from condlabel.train import make_optimizer
+
+    model, tok = loaded.model, loaded.tokenizer
+    optimizer, scheduler = make_optimizer(model, OptimizationConfig(learning_rate=1e-2, max_steps=10))
+    ids = torch.tensor([tok("<|pos|>Synopsis: good. Tags: [a]\nA very good day.",
+                            add_special_tokens=False)["input_ids"]])
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return ids, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = build_config(TrainConfig, {
+        "model": {"path": str(tiny_gpt2_dir), "lora": {"enabled": lora, "r": 4}},
+        "optimization": {"max_steps": 10},
+    })
+    loaded = load_for_training(cfg)
+    ids, opt_state = _train_steps(loaded)
+    loaded.model.eval()
+    with torch.no_grad():
+        want = loaded.model(input_ids=ids).logits
+    ckpt = save_checkpoint(tmp_path / "ckpt", loaded.model, loaded.tokenizer, 3, 99, opt_state)
+    names = {p.name for p in ckpt.iterdir()}
+    assert ("adapter_model.safetensors" if lora else "model.safetensors") in names
+    assert not any(n.endswith(".bin") for n in names)
+
+    resumed = load_for_training(cfg, str(ckpt))
+    assert (resumed.step, resumed.tokens_seen) == (3, 99)
+    assert resumed.optimizer_state["scheduler"]["last_epoch"] == 3
+    resumed.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(resumed.model(input_ids=ids).logits, want, atol=1e-5)
+    trainable = [n for n, p in resumed.model.named_parameters() if p.requires_grad]
+    if lora:  # only the adapter and the new control-token rows learn
+        assert trainable and all("lora_" in n or "token_adapter" in n for n in trainable)
+        assert any("token_adapter" in n for n in trainable)
+
+    export_model(tmp_path / "final", resumed.model, resumed.tokenizer)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "final", use_safetensors=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, want, atol=1e-4)
+    out = plain.generate(ids[:, :4], max_new_tokens=5, do_sample=False,
+                         pad_token_id=resumed.tokenizer.eos_token_id)
+    assert out.shape == (1, 9)
