@@ -23,8 +23,8 @@ log = logging.getLogger("condlabel")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
-def _config_keys_epilog() -> str:
-    rows = describe_fields(ConvertConfig)
+def _config_keys_epilog(model: type = ConvertConfig) -> str:
+    rows = describe_fields(model)
     width = max(len(k) for k, _, _ in rows)
     lines = ["configuration keys (YAML file or --set key=value; default in brackets):"]
     for key, default, doc in rows:
@@ -106,6 +106,50 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("uri", metavar="URI", help="output prefix written by convert")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_config_args(status)
+
+    from condlabel.config import EvalConfig, TrainConfig
+
+    train = sub.add_parser(
+        "train", help="finetune a causal LM on tagged shards (Ray Train)",
+        description="Stream the tagged parquet under data.paths (local or s3://) through Ray "
+        "Data to a Ray Train worker group that finetunes model.path (full or LoRA, DDP or FSDP) "
+        "on prefix + text. Checkpoints (Hugging Face format) go to checkpoint.storage_path every "
+        "checkpoint.every_steps; rerunning with the same checkpoint.name resumes from the latest. "
+        "The final model is exported to checkpoint.export_uri.",
+        epilog=_config_keys_epilog(TrainConfig), formatter_class=fmt,
+    )
+    _add_config_args(train)
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the inputs and print the plan; train nothing")
+    train.add_argument("--json", action="store_true", help="print the final summary as JSON")
+
+    evaluate = sub.add_parser(
+        "eval", help="measure how well a trained model honours its conditionals",
+        description="Generate continuations under each configured conditional (control tokens, "
+        "tags, synopsis) and unconditioned, relabel them with the configured classifiers or "
+        "labeler, and print per conditional the misalignment score (share of generations whose "
+        "labels contradict the conditional) next to the unconditioned baseline.",
+        epilog=_config_keys_epilog(EvalConfig), formatter_class=fmt,
+    )
+    _add_config_args(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    merge = sub.add_parser(
+        "merge", help="merge a LoRA adapter into its base model and write it (safetensors)",
+        description="Load --base and --adapter (local directory, s3:// prefix or hub id; "
+        "safetensors only), merge the adapter into the weights (float32 on the CPU, so the "
+        "merge is exact) and write the merged model and tokenizer to --output (local directory "
+        "or s3:// prefix). Point labeler.hf.model at the result and leave labeler.hf.adapter "
+        "unset: a cluster merges once and every actor loads merged weights.",
+    )
+    merge.add_argument("--base", required=True, metavar="MODEL", help="base model")
+    merge.add_argument("--adapter", required=True, metavar="ADAPTER", help="peft LoRA adapter")
+    merge.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
+    merge.add_argument("--revision", help="hub revision of --base")
+    merge.add_argument("--adapter-revision", help="hub revision of --adapter")
+    merge.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                       default="auto", help="dtype of the saved weights (auto: the base's)")
+    _add_config_args(merge)  # storage.* options for s3:// (endpoint, profile)
 
     config = sub.add_parser(
         "config", help="validate and print a resolved configuration (defaults + file + --set)",
@@ -284,6 +328,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from condlabel.models import merge_model
+
+    storage = load_convert_config(args.config, args.overrides).storage
+    uri = merge_model(args.base, args.adapter, args.output, revision=args.revision,
+                      adapter_revision=args.adapter_revision, dtype=args.dtype, storage=storage)
+    print(f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
+          f"--set labeler.hf.model={uri}")
+    return EXIT_OK
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -295,8 +350,52 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from condlabel.config import load_train_config
+    from condlabel.train import plan_training, run_training
+
+    cfg = load_train_config(args.config, args.overrides)
+    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    if args.dry_run:
+        files = plan_training(cfg)
+        c, o = cfg.compute, cfg.optimization
+        print(f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
+              f"{o.strategy}) on {len(files)} parquet file(s):")
+        for uri in files[:20]:
+            print(f"  {uri}")
+        if len(files) > 20:
+            print(f"  ... and {len(files) - 20} more")
+        print(f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
+              + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
+              + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
+              f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
+              f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
+              f"{cfg.checkpoint.effective_export_uri}")
+        return EXIT_OK
+    summary = run_training(cfg)
+    _print_summary(summary, args.json)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from condlabel.config import load_eval_config
+    from condlabel.evaluate import run_evaluation
+
+    cfg = load_eval_config(args.config, args.overrides)
+    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    report = run_evaluation(cfg)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(f"model {report.model}; judges: {', '.join(report.judges)}")
+        print(report.table())
+        if cfg.output:
+            print(f"report: {cfg.output}")
+    return EXIT_OK
+
+
 COMMANDS = {"convert": cmd_convert, "demo": cmd_demo, "inspect": cmd_inspect, "status": cmd_status,
-            "config": cmd_config}
+            "config": cmd_config, "train": cmd_train, "eval": cmd_eval, "merge": cmd_merge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,14 +57,22 @@ class InputConfig(_Strict):
 
 
 class ChunkConfig(_Strict):
+    unit: Literal["window", "sentence"] = "window"
+    """`window`: chunks of up to max_words words on paragraph/sentence boundaries (for the
+    synopsis+tags labeler); `sentence`: one chunk per sentence (for control-token datasets like
+    the reference's; sentences longer than max_words are split)."""
     max_words: int = Field(2000, ge=1)
     """Largest chunk, in whitespace-separated words (the reference labeler reads ~2,000 words)."""
     min_words: int | None = Field(None, ge=1)
-    """Smallest trailing chunk before it is merged or rebalanced; default max_words // 4."""
+    """Window unit: smallest trailing chunk before it is merged or rebalanced (default
+    max_words // 4). Sentence unit: sentences with fewer words are dropped and counted
+    (default 1: keep all)."""
 
     @property
     def effective_min_words(self) -> int:
-        return self.min_words if self.min_words is not None else max(1, self.max_words // 4)
+        if self.min_words is not None:
+            return self.min_words
+        return 1 if self.unit == "sentence" else max(1, self.max_words // 4)
 
 
 class KeyphraseLabelerConfig(_Strict):
@@ -148,9 +156,10 @@ class HFLabelerConfig(_Strict):
 
 
 class LabelerConfig(_Strict):
-    backend: Literal["keyphrase", "hf"] = "keyphrase"
+    backend: Literal["keyphrase", "hf", "none"] = "keyphrase"
     """Labeler backend: `keyphrase` (CPU, no weights; the default); `hf` (a transformers
-    seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha)."""
+    seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha);
+    `none` (no synopsis or tags: control tokens from `classifiers` only)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)
     """Options of the `keyphrase` backend."""
     hf: HFLabelerConfig = Field(default_factory=HFLabelerConfig)
@@ -201,9 +210,10 @@ class OutputConfig(_Strict):
 
 class ComputeConfig(_Strict):
     address: str | None = None
-    """Ray address; unset starts (or joins) a local Ray, `auto` joins a running cluster."""
+    """Ray address (`auto` joins a running cluster); unset: RAY_ADDRESS if set (as under
+    `ray job submit`), else a new embedded local Ray."""
     num_cpus: int | None = Field(None, ge=1)
-    """Logical CPUs for an embedded local Ray (unset: Ray detects them)."""
+    """Logical CPUs of an embedded local Ray (unset: the machine's cores + 1)."""
     actors: int | None = Field(None, ge=1)
     """Labeler actors; unset sizes the pool from the cluster's resources, leaving room for readers."""
     num_cpus_per_actor: float = Field(1.0, gt=0)
@@ -451,6 +461,8 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
             rows.extend(describe_fields(ann, key + "."))
             continue
         default = field.get_default(call_default_factory=True)
+        if isinstance(default, list) and any(isinstance(d, BaseModel) for d in default):
+            default = [d.model_dump(mode="json", exclude_unset=True) for d in default]
         shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
         shown = shown.removesuffix("\n...").removesuffix("...").strip()
         rows.append((key, shown, " ".join((field.description or "").split())))
@@ -579,9 +591,10 @@ class TrainCheckpointConfig(_Strict):
 
 class TrainComputeConfig(_Strict):
     address: str | None = None
-    """Ray address; unset starts (or joins) a local Ray, `auto` joins a running cluster."""
+    """Ray address (`auto` joins a running cluster); unset: RAY_ADDRESS if set (as under
+    `ray job submit`), else a new embedded local Ray."""
     num_cpus: int | None = Field(None, ge=1)
-    """Logical CPUs for an embedded local Ray (unset: Ray detects them)."""
+    """Logical CPUs of an embedded local Ray (unset: the machine's cores + 1)."""
     num_workers: int = Field(1, ge=1)
     """Training workers (one process each; DDP/FSDP across them)."""
     use_gpu: bool = False
@@ -676,7 +689,7 @@ class EvalConfig(_Strict):
     """Prefix template (use the one the model was trained with)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     """Generation settings (part of the result: they change the scores)."""
-    classifiers: list[ClassifierConfig] = Field(default_factory=lambda: [ClassifierConfig()])
+    classifiers: list[ClassifierConfig] = Field(default_factory=lambda: [ClassifierConfig(backend="vader")])
     """Classifiers that relabel the generations (judge control-token conditionals)."""
     labeler: LabelerConfig | None = None
     """Labeler that relabels the generations (judges tag conditionals); null: none."""

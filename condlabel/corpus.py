@@ -61,7 +61,9 @@ def content_hash(text: str) -> str:
 def doc_version(text: str, chunking: ChunkConfig) -> str:
     """The `doc_hash` stored with every chunk: content hash of the text *as chunked*, so a
     changed text or changed chunking settings both make the document's chunks new work."""
-    return content_hash(f"{chunking.max_words}/{chunking.effective_min_words}\x00{text}")
+    return content_hash(
+        f"{chunking.unit}/{chunking.max_words}/{chunking.effective_min_words}\x00{text}"
+    )
 
 
 def auto_doc_id(source: str, position: int) -> str:
@@ -294,8 +296,26 @@ def chunk_text(text: str, max_words: int, min_words: int) -> list[tuple[int, int
     return [(w[0][0], w[-1][1], sum(s[2] for s in w)) for w in windows]
 
 
+def sentence_units(text: str, max_words: int, min_words: int) -> list[tuple[int, int, int]]:
+    """(start, end, words) per sentence; sentences over max_words are split into windows and
+    sentences under min_words are dropped (the reference removes short fragments)."""
+    units: list[tuple[int, int, int]] = []
+    for ps, pe in _paragraph_spans(text):
+        for ss, se in _spans(_SENTENCE_END, text, ps, pe):
+            n = _word_count(text, ss, se)
+            if n > max_words:
+                words = [(w.start(), w.end()) for w in _WORD.finditer(text, ss, se)]
+                for i in range(0, len(words), max_words):
+                    window = words[i : i + max_words]
+                    units.append((window[0][0], window[-1][1], len(window)))
+            elif n >= min_words:
+                units.append((ss, se, n))
+    return units
+
+
 def chunk_document(doc: Document, cfg: ChunkConfig) -> list[Chunk]:
-    return [
-        Chunk(doc.doc_id, i, doc.text[s:e], n, s)
-        for i, (s, e, n) in enumerate(chunk_text(doc.text, cfg.max_words, cfg.effective_min_words))
-    ]
+    if cfg.unit == "sentence":
+        spans = sentence_units(doc.text, cfg.max_words, cfg.effective_min_words)
+    else:
+        spans = chunk_text(doc.text, cfg.max_words, cfg.effective_min_words)
+    return [Chunk(doc.doc_id, i, doc.text[s:e], n, s) for i, (s, e, n) in enumerate(spans)]

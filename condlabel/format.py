@@ -8,10 +8,11 @@ from condlabel.config import FormatConfig
 def render_prefix(
     cfg: FormatConfig, synopsis: str, tags: list[str], control_tokens: list[str], parse_ok: bool
 ) -> str:
-    """The prefix for one chunk. A row whose label did not parse gets only its control tokens,
-    so a failed labeler output never becomes training text."""
+    """The prefix for one chunk. A row whose label did not parse, or that has no synopsis and
+    no tags (labeler `none`), gets only its control tokens: a failed labeler output never
+    becomes training text, and an empty `Synopsis:  Tags: []` never either."""
     tokens = "".join(control_tokens)
-    if not parse_ok:
+    if not parse_ok or not (synopsis or tags):
         return tokens
     return cfg.prefix_template.format(synopsis=synopsis, tags=", ".join(tags), control_tokens=tokens)
 

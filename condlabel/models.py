@@ -213,6 +213,8 @@ def merge_model(
     if dtype == "auto":
         stored = getattr(AutoConfig.from_pretrained(resolve_source(base, storage, cache_dir),
                                                     revision=revision), "dtype", None)
+        if isinstance(stored, str):
+            stored = getattr(torch, stored, None)
         save_dtype = stored if isinstance(stored, torch.dtype) else torch.float32
     else:
         save_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,

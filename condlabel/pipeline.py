@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import uuid
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from condlabel.config import ConvertConfig, LabelerConfig
+from condlabel.config import ConvertConfig
 from condlabel.corpus import SUPPORTED_SUFFIXES
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
 from condlabel.runstate import (
@@ -115,17 +116,19 @@ def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
 
 
 def init_ray(cfg: ConvertConfig) -> bool:
-    """Connect to (or start) Ray; True when this call started it."""
+    """Connect to Ray (compute.address, or RAY_ADDRESS as under `ray job submit`), or start an
+    embedded local Ray; True when this call started or connected it."""
     import ray
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True}
-    if cfg.compute.address:
-        kwargs["address"] = cfg.compute.address
-    elif cfg.compute.num_cpus:
-        kwargs["num_cpus"] = cfg.compute.num_cpus
-    ray.init(**kwargs)
+    address = cfg.compute.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # One logical CPU more than the cores: labeler actors take whole CPUs, and the light
+        # read/write tasks need a share left over, or the pipeline stalls on a small machine.
+        ray.init(address="local", num_cpus=cfg.compute.num_cpus or (os.cpu_count() or 1) + 1)
     return True
 
 
@@ -140,21 +143,39 @@ def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
     return max(1, math.floor(spare / c.num_cpus_per_actor))
 
 
+def run_fingerprint(cfg: ConvertConfig) -> str:
+    """What the `labeler` column records: the labeler, plus each control-token classifier."""
+    from condlabel.classifiers import classifier_fingerprints
+
+    return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
+
+
 class _LabelStage:
-    """Stateful per-actor UDF: builds the labeler (loads weights) once, then labels batches.
+    """Stateful per-actor UDF: builds the labeler and classifiers (loads weights) once, then
+    labels batches. One actor holds both, so they share its GPU.
 
     The build happens on the first batch rather than in __init__, so a rerun over a complete
     output (nothing left to label) never loads a model.
     """
 
-    def __init__(self, labeler_cfg: LabelerConfig):
-        self.labeler_cfg = labeler_cfg
+    def __init__(self, cfg: ConvertConfig):
+        self.cfg = cfg
+        self.fingerprint = run_fingerprint(cfg)
         self.labeler: Labeler | None = None
+        self.classifiers: list = []
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.labeler is None:
-            self.labeler = build_labeler(self.labeler_cfg)
-        return label_table(self.labeler, batch)
+            from condlabel.classifiers import build_classifiers
+
+            self.labeler = build_labeler(self.cfg.labeler)
+            self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
+        table = label_table(self.labeler, batch, self.fingerprint)
+        if self.classifiers:
+            from condlabel.classifiers import classify_table
+
+            table = classify_table(self.classifiers, table)
+        return table
 
 
 def _counter_actor():
@@ -205,7 +226,7 @@ def prepare_run(cfg: ConvertConfig, allow_mixed: bool) -> tuple[list[InputFile],
     """Checks that need no Ray and touch nothing: inputs, output, labelers already there."""
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
-    fingerprint = labeler_fingerprint(cfg.labeler)
+    fingerprint = run_fingerprint(cfg)
     state = read_output_state(cfg.output.uri, cfg.storage)
     check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
     return files, fingerprint, state
@@ -329,7 +350,7 @@ def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFil
         .map_batches(read, batch_size=1, num_cpus=cfg.compute.num_cpus_per_reader)
         .map_batches(
             _LabelStage,
-            fn_constructor_args=(cfg.labeler,),
+            fn_constructor_args=(cfg,),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.labeler_actors),

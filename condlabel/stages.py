@@ -40,6 +40,7 @@ LABEL_FIELDS = [
     ("synopsis", pa.string()),
     ("tags", pa.list_(pa.string())),
     ("control_tokens", pa.list_(pa.string())),
+    ("scores", pa.map_(pa.string(), pa.float64())),
     ("logprob", pa.float64()),
     ("mean_logprob", pa.float64()),
     ("num_generated_tokens", pa.int32()),
@@ -171,18 +172,20 @@ def write_rejects(
     return path
 
 
-def label_table(labeler: Labeler, table: pa.Table) -> pa.Table:
-    """Add the label columns to a chunk table."""
+def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = None) -> pa.Table:
+    """Add the label columns to a chunk table; `fingerprint` (default: the labeler's) is what
+    the `labeler` column records, e.g. labeler + classifiers."""
     results = labeler.label(table.column("text").to_pylist())
     if len(results) != table.num_rows:
         raise RuntimeError(
             f"labeler {labeler.fingerprint} returned {len(results)} results for {table.num_rows} chunks"
         )
-    fp = labeler.fingerprint
+    fp = fingerprint or labeler.fingerprint
     columns = {
         "synopsis": [r.synopsis for r in results],
         "tags": [r.tags for r in results],
         "control_tokens": [list(r.extra.get("control_tokens", [])) for r in results],
+        "scores": [list(r.extra.get("scores", {}).items()) for r in results],
         "logprob": [r.logprob for r in results],
         "mean_logprob": [r.mean_logprob for r in results],
         "num_generated_tokens": [r.num_generated_tokens for r in results],

@@ -153,5 +153,9 @@ def tagged_table(texts: list[str], run_id: str = "test-run"):
         "raw_output": [""] * n,
         "labeler": ["test:fixture"] * n,
     })
-    labeled = classify_table([VaderClassifier(VaderClassifierConfig())], chunks).drop_columns(["scores"])
+    from condlabel.stages import OUTPUT_SCHEMA
+
+    labeled = classify_table([VaderClassifier(VaderClassifierConfig())], chunks)
+    if "scores" not in OUTPUT_SCHEMA.names:
+        labeled = labeled.drop_columns(["scores"])
     return format_table(FormatConfig(), labeled, run_id)

@@ -111,3 +111,35 @@ def test_offsets_point_into_the_document():
     text = paragraphs(8, 60, seed=5)
     for c in chunk_document(Document("d", text, "s", 1), ChunkConfig(max_words=100)):
         assert text[c.start : c.start + len(c.text)] == c.text
+
+
+def test_sentence_units_one_chunk_per_sentence():
+    text = "I love this park. It is wonderful!\n\nThe service was awful? Never again. Ok."
+    cfg = ChunkConfig(unit="sentence", max_words=50)
+    chunks = [c.text for c in chunk_document(Document("d", text, "s", 1), cfg)]
+    assert chunks == ["I love this park.", "It is wonderful!", "The service was awful?", "Never again.", "Ok."]
+    dropped = ChunkConfig(unit="sentence", max_words=50, min_words=3)
+    assert [c.text for c in chunk_document(Document("d", text, "s", 1), dropped)] == [
+        "I love this park.", "It is wonderful!", "The service was awful?"]
+
+
+def test_sentence_units_split_overlong_sentences_without_losing_words():
+    text = " ".join(f"w{i}" for i in range(130)) + "."
+    chunks = chunks_of_unit(text, "sentence", 50)
+    assert [len(c.split()) for c in chunks] == [50, 50, 30]
+    assert words_of(chunks) == text.split()
+
+
+def chunks_of_unit(text: str, unit: str, max_words: int) -> list[str]:
+    cfg = ChunkConfig(unit=unit, max_words=max_words)
+    return [c.text for c in chunk_document(Document("d", text, "s", 1), cfg)]
+
+
+def test_chunking_settings_change_the_document_version():
+    from condlabel.corpus import doc_version
+
+    text = paragraphs(3, 50)
+    assert doc_version(text, ChunkConfig()) == doc_version(text, ChunkConfig())
+    assert doc_version(text, ChunkConfig()) != doc_version(text, ChunkConfig(max_words=100))
+    assert doc_version(text, ChunkConfig()) != doc_version(text, ChunkConfig(unit="sentence"))
+    assert doc_version(text, ChunkConfig()) != doc_version(text + " ", ChunkConfig())

@@ -26,12 +26,12 @@ pytest.importorskip("peft")
 from conftest import _wait_for_port, free_port  # noqa: E402
 from tiny_models import sample_texts  # noqa: E402
 
-from condlabel.config import HFLabelerConfig, LabelerConfig, StorageConfig  # noqa: E402
+from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
 from condlabel.labelers import build_labeler, labeler_fingerprint  # noqa: E402
 from condlabel.labelers.hf import HFLabeler, fingerprint, plan_batches  # noqa: E402
 from condlabel.prompts import parse_label  # noqa: E402
 
-TOL = 1e-4  # padded batches run other matmul shapes: float32 rounding, not bit equality
+TOL = 2e-4  # padded batches and merged weights change float32 rounding, not the math
 NEW_TOKENS = 16
 
 
@@ -57,7 +57,7 @@ def _same(a, b) -> None:
     assert a.raw_output == b.raw_output
     assert a.extra["generated_ids"] == b.extra["generated_ids"]
     assert a.num_generated_tokens == b.num_generated_tokens
-    assert a.logprob == pytest.approx(b.logprob, abs=TOL)
+    assert a.logprob == pytest.approx(b.logprob, rel=TOL, abs=TOL)
 
 
 # --------------------------------------------------------------------------- config only
@@ -408,14 +408,3 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
         assert row["raw_output"] == result.raw_output
         assert row["logprob"] == pytest.approx(result.logprob, abs=TOL)
 
-
-def test_merge_config_storage_options(tmp_path):
-    """`merge` reads storage options from --config/--set like every other command."""
-    from condlabel.cli import build_parser
-
-    args = build_parser().parse_args(
-        ["merge", "--base", "b", "--adapter", "a", "--output", str(tmp_path),
-         "--set", "storage.endpoint_url=http://127.0.0.1:1", "--dtype", "bfloat16"]
-    )
-    assert args.command == "merge" and args.dtype == "bfloat16"
-    assert StorageConfig(endpoint_url="http://127.0.0.1:1").endpoint_url == "http://127.0.0.1:1"

@@ -74,10 +74,24 @@ def _hf() -> Backend:
     return Backend(lambda c: hf.HFLabeler(c.hf), lambda c: hf.fingerprint(c.hf))
 
 
+class NoLabeler:
+    """No synopsis and no tags: for runs whose prefix is control tokens only."""
+
+    fingerprint = "none"
+
+    def label(self, texts: list[str]) -> list[LabelResult]:
+        return [LabelResult(synopsis="", tags=[], raw_output="", parse_ok=True) for _ in texts]
+
+
+def _none() -> Backend:
+    return Backend(lambda c: NoLabeler(), lambda c: NoLabeler.fingerprint)
+
+
 # Backends are imported lazily: torch/transformers/vllm load only where they are used.
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "keyphrase": _keyphrase,
     "hf": _hf,
+    "none": _none,
 }
 
 
