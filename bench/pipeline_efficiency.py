@@ -27,7 +27,9 @@ from condlabel.labelers import build_labeler
 
 def build_corpus(directory: Path, copies: int, files: int = 4) -> list[Path]:
     docs = [
-        {"id": f"{d['id']}-{c}", "text": d["text"]} for c in range(copies) for d in sample_documents()
+        {"id": f"{d['id']}-{c}", "text": d["text"]}
+        for c in range(copies)
+        for d in sample_documents()
     ]
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -68,12 +70,22 @@ def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
     init_ray(cfg)
     startup = time.perf_counter() - t0
     summary = run_conversion(cfg)
-    print(json.dumps({"rows": summary.rows_written, "seconds": summary.seconds,
-                      "actors": summary.labeler_actors, "ray_startup_s": startup}))
+    print(
+        json.dumps(
+            {
+                "rows": summary.rows_written,
+                "seconds": summary.seconds,
+                "actors": summary.labeler_actors,
+                "ray_startup_s": startup,
+            }
+        )
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--copies", type=int, default=3, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=400)
     parser.add_argument("--variant", nargs=3, help=argparse.SUPPRESS)
@@ -96,16 +108,27 @@ def main() -> None:
     for name, extra in variants.items():
         out = work / f"out-{len(name)}-{abs(hash(name))}"
         proc = subprocess.run(
-            [sys.executable, __file__, "--variant", str(work / "corpus"), str(out), json.dumps(common + extra)],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                __file__,
+                "--variant",
+                str(work / "corpus"),
+                str(out),
+                json.dumps(common + extra),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         rate = r["rows"] / r["seconds"]
-        print(f"{name:<22} {r['rows']} chunks in {r['seconds']:6.1f} s = {rate:6.1f} chunks/s "
-              f"({r['actors']} actor(s); Ray start-up {r['ray_startup_s']:.1f} s not counted)  "
-              f"ratio vs bare loop: {rate / bare_rate:.2f}")
+        print(
+            f"{name:<22} {r['rows']} chunks in {r['seconds']:6.1f} s = {rate:6.1f} chunks/s "
+            f"({r['actors']} actor(s); Ray start-up {r['ray_startup_s']:.1f} s not counted)  "
+            f"ratio vs bare loop: {rate / bare_rate:.2f}"
+        )
         if r["rows"] != n_bare:
             sys.exit(f"{name}: {r['rows']} chunks written, the bare loop labeled {n_bare}")
 

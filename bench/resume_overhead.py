@@ -17,22 +17,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_efficiency import build_corpus  # noqa: E402
+from pipeline_efficiency import build_corpus
 
-from condlabel.config import load_convert_config  # noqa: E402
-from condlabel.pipeline import init_ray, run_conversion  # noqa: E402
+from condlabel.config import load_convert_config
+from condlabel.pipeline import init_ray, run_conversion
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--copies", type=int, default=4, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=400)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="condlabel-resume-bench-"))
     build_corpus(work / "corpus", args.copies)
-    cfg = load_convert_config(inputs=[str(work / "corpus")], output=str(work / "out"),
-                              overrides=[f"chunking.max_words={args.max_words}"])
+    cfg = load_convert_config(
+        inputs=[str(work / "corpus")],
+        output=str(work / "out"),
+        overrides=[f"chunking.max_words={args.max_words}"],
+    )
     init_ray(cfg)
 
     t0 = time.perf_counter()
@@ -42,9 +47,13 @@ def main() -> None:
     rerun = run_conversion(cfg)
     t_rerun = time.perf_counter() - t0
 
-    print(f"first run  {first.rows_written} chunks labeled in {t_first:6.1f} s "
-          f"({first.input_bytes / 1e6:.1f} MB of input, {first.labeler_actors} actor(s))")
-    print(f"rerun      {rerun.rows_written} chunks labeled, {rerun.skipped_done} skipped, in {t_rerun:6.1f} s")
+    print(
+        f"first run  {first.rows_written} chunks labeled in {t_first:6.1f} s "
+        f"({first.input_bytes / 1e6:.1f} MB of input, {first.labeler_actors} actor(s))"
+    )
+    print(
+        f"rerun      {rerun.rows_written} chunks labeled, {rerun.skipped_done} skipped, in {t_rerun:6.1f} s"
+    )
     print(f"ratio rerun/first: {t_rerun / t_first:.3f}  (goal <= 0.05)")
     if rerun.rows_written != 0 or rerun.skipped_done != first.rows_written:
         sys.exit("the rerun did not skip exactly the first run's chunks")

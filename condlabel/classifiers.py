@@ -15,7 +15,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from condlabel.config import ClassifierConfig, HFClassifierConfig, StorageConfig, VaderClassifierConfig
+from condlabel.config import (
+    ClassifierConfig,
+    HFClassifierConfig,
+    StorageConfig,
+    VaderClassifierConfig,
+)
 from condlabel.labelers import make_fingerprint
 
 SCORES_TYPE = pa.map_(pa.string(), pa.float64())
@@ -108,7 +113,10 @@ def multi_label(problem_type: str, model_problem_type: str | None, num_labels: i
 
 
 def label_tokens(
-    probabilities: dict[str, float], threshold: float, tokens: dict[str, str], absent: dict[str, str]
+    probabilities: dict[str, float],
+    threshold: float,
+    tokens: dict[str, str],
+    absent: dict[str, str],
 ) -> list[str]:
     """Tokens for one text: labels in `tokens` order when present, `absent` ones when not."""
     out = []
@@ -126,8 +134,9 @@ class HFSequenceClassifier:
     Loaded once (safetensors only) onto the actor's device; texts are classified in batches.
     """
 
-    def __init__(self, cfg: HFClassifierConfig, name: str = "toxicity",
-                 storage: StorageConfig | None = None):
+    def __init__(
+        self, cfg: HFClassifierConfig, name: str = "toxicity", storage: StorageConfig | None = None
+    ):
         try:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -145,10 +154,16 @@ class HFSequenceClassifier:
         path = local_model_path(cfg.model, storage)
         self.device = pick_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, revision=cfg.revision, use_safetensors=True,
-            dtype=pick_dtype(cfg.dtype, self.device),
-        ).to(self.device).eval()
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                path,
+                revision=cfg.revision,
+                use_safetensors=True,
+                dtype=pick_dtype(cfg.dtype, self.device),
+            )
+            .to(self.device)
+            .eval()
+        )
         if self.tokenizer.pad_token is None:
             # Padding is masked out by the attention mask; any known token will do.
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -175,8 +190,11 @@ class HFSequenceClassifier:
         out: list[dict[str, float]] = []
         for start in range(0, len(texts), self.cfg.batch_size):
             batch = self.tokenizer(
-                texts[start : start + self.cfg.batch_size], padding=True, truncation=True,
-                max_length=self.cfg.max_length, return_tensors="pt",
+                texts[start : start + self.cfg.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.cfg.max_length,
+                return_tensors="pt",
             ).to(self.device)
             with torch.inference_mode():
                 logits = self.model(**batch).logits.float()
@@ -201,7 +219,9 @@ def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
 # --------------------------------------------------------------------------- registry
 
 
-def build_classifier(cfg: ClassifierConfig, storage: StorageConfig | None = None) -> ControlClassifier:
+def build_classifier(
+    cfg: ClassifierConfig, storage: StorageConfig | None = None
+) -> ControlClassifier:
     name = cfg.effective_name
     if cfg.backend == "vader":
         return VaderClassifier(cfg.vader, name)
@@ -247,11 +267,13 @@ def classify_table(
     n = len(texts)
     tokens: list[list[str]] = (
         [list(t or []) for t in table.column("control_tokens").to_pylist()]
-        if "control_tokens" in table.column_names else [[] for _ in range(n)]
+        if "control_tokens" in table.column_names
+        else [[] for _ in range(n)]
     )
     scores: list[dict[str, float]] = (
         [dict(s or []) for s in table.column("scores").to_pylist()]
-        if "scores" in table.column_names else [{} for _ in range(n)]
+        if "scores" in table.column_names
+        else [{} for _ in range(n)]
     )
     for classifier in classifiers:
         results = classifier.classify(texts)
@@ -264,9 +286,7 @@ def classify_table(
             for key, value in result.scores.items():
                 row_scores[f"{classifier.name}.{key}"] = _finite(value)
     table = _set_column(table, "control_tokens", pa.array(tokens, CONTROL_TOKENS_TYPE))
-    return _set_column(
-        table, "scores", pa.array([list(s.items()) for s in scores], SCORES_TYPE)
-    )
+    return _set_column(table, "scores", pa.array([list(s.items()) for s in scores], SCORES_TYPE))
 
 
 def _finite(value: Any) -> float:

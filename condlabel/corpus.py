@@ -16,8 +16,18 @@ import fsspec
 
 from condlabel.config import ChunkConfig, InputConfig
 
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz",
-                  ".jsonl.zst", ".json.zst", ".ndjson.zst", ".jsonl.zstd")
+JSONL_SUFFIXES = (
+    ".jsonl",
+    ".json",
+    ".ndjson",
+    ".jsonl.gz",
+    ".json.gz",
+    ".ndjson.gz",
+    ".jsonl.zst",
+    ".json.zst",
+    ".ndjson.zst",
+    ".jsonl.zstd",
+)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
 
@@ -95,48 +105,95 @@ def _check_record(
     record: object, cfg: InputConfig, source: str, position: int, raw: bytes
 ) -> Document | Reject:
     if not isinstance(record, dict):
-        return Reject(source, position, "<record>", REJECT_NOT_AN_OBJECT,
-                      f"expected a JSON object, got {type(record).__name__}", raw)
+        return Reject(
+            source,
+            position,
+            "<record>",
+            REJECT_NOT_AN_OBJECT,
+            f"expected a JSON object, got {type(record).__name__}",
+            raw,
+        )
     if cfg.text_field not in record:
         present = ", ".join(sorted(map(str, record))[:10])
-        return Reject(source, position, cfg.text_field, REJECT_MISSING_TEXT,
-                      f"no {cfg.text_field!r} field (fields present: {present})", raw)
+        return Reject(
+            source,
+            position,
+            cfg.text_field,
+            REJECT_MISSING_TEXT,
+            f"no {cfg.text_field!r} field (fields present: {present})",
+            raw,
+        )
     text = record[cfg.text_field]
     if not isinstance(text, str):
-        return Reject(source, position, cfg.text_field, REJECT_TEXT_NOT_STRING,
-                      f"expected a string, got {type(text).__name__}", raw)
+        return Reject(
+            source,
+            position,
+            cfg.text_field,
+            REJECT_TEXT_NOT_STRING,
+            f"expected a string, got {type(text).__name__}",
+            raw,
+        )
     if not text.strip():
-        return Reject(source, position, cfg.text_field, REJECT_EMPTY_TEXT,
-                      "empty or whitespace-only text", raw)
+        return Reject(
+            source,
+            position,
+            cfg.text_field,
+            REJECT_EMPTY_TEXT,
+            "empty or whitespace-only text",
+            raw,
+        )
     doc_id = _doc_id(record.get(cfg.id_field), source, position)
     if doc_id is None:
-        return Reject(source, position, cfg.id_field, REJECT_INVALID_ID,
-                      f"expected a string or number, got {type(record[cfg.id_field]).__name__}", raw)
+        return Reject(
+            source,
+            position,
+            cfg.id_field,
+            REJECT_INVALID_ID,
+            f"expected a string or number, got {type(record[cfg.id_field]).__name__}",
+            raw,
+        )
     return Document(doc_id, text, source, position)
 
 
 def iter_jsonl(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
     position = 0
     try:
-        for position, line in enumerate(f, start=1):  # noqa: B007 - position used after loop
+        for position, line in enumerate(f, start=1):
             if not line.strip():
                 continue  # blank lines are layout, not records
             try:
                 decoded = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield Reject(source, position, "<line>", REJECT_INVALID_UTF8,
-                             f"byte {exc.start}: {exc.reason}", line)
+                yield Reject(
+                    source,
+                    position,
+                    "<line>",
+                    REJECT_INVALID_UTF8,
+                    f"byte {exc.start}: {exc.reason}",
+                    line,
+                )
                 continue
             try:
                 record = json.loads(decoded)
             except json.JSONDecodeError as exc:
-                yield Reject(source, position, "<line>", REJECT_INVALID_JSON,
-                             f"column {exc.colno}: {exc.msg}", line)
+                yield Reject(
+                    source,
+                    position,
+                    "<line>",
+                    REJECT_INVALID_JSON,
+                    f"column {exc.colno}: {exc.msg}",
+                    line,
+                )
                 continue
             yield _check_record(record, cfg, source, position, line)
-    except Exception as exc:  # noqa: BLE001 - a broken stream (truncated gzip, bad zstd frame)
-        yield Reject(source, position + 1, "<file>", REJECT_UNREADABLE_FILE,
-                     f"stopped after line {position}: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        yield Reject(
+            source,
+            position + 1,
+            "<file>",
+            REJECT_UNREADABLE_FILE,
+            f"stopped after line {position}: {type(exc).__name__}: {exc}",
+        )
 
 
 def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
@@ -148,13 +205,23 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
         pf = pq.ParquetFile(f)
         names = pf.schema_arrow.names
         if cfg.text_field not in names:
-            yield Reject(source, 0, cfg.text_field, REJECT_MISSING_TEXT,
-                         f"no {cfg.text_field!r} column (columns: {', '.join(names[:20])})")
+            yield Reject(
+                source,
+                0,
+                cfg.text_field,
+                REJECT_MISSING_TEXT,
+                f"no {cfg.text_field!r} column (columns: {', '.join(names[:20])})",
+            )
             return
         text_type = pf.schema_arrow.field(cfg.text_field).type
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-            yield Reject(source, 0, cfg.text_field, REJECT_TEXT_NOT_STRING,
-                         f"column type is {text_type}, expected string")
+            yield Reject(
+                source,
+                0,
+                cfg.text_field,
+                REJECT_TEXT_NOT_STRING,
+                f"column type is {text_type}, expected string",
+            )
             return
         columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
         for batch in pf.iter_batches(batch_size=cfg.docs_per_batch, columns=columns):
@@ -164,9 +231,14 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
                     record.pop(cfg.text_field)  # null text is a missing text
                 raw = json.dumps(record, default=str, ensure_ascii=False).encode()
                 yield _check_record(record, cfg, source, position, raw)
-    except Exception as exc:  # noqa: BLE001 - corrupt footer, bad page, truncated file
-        yield Reject(source, position + 1 if position else 0, "<file>", REJECT_UNREADABLE_FILE,
-                     f"stopped after row {position}: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        yield Reject(
+            source,
+            position + 1 if position else 0,
+            "<file>",
+            REJECT_UNREADABLE_FILE,
+            f"stopped after row {position}: {type(exc).__name__}: {exc}",
+        )
 
 
 def iter_file(
@@ -175,19 +247,28 @@ def iter_file(
     """Documents and rejects of one file, in file order; never raises for bad content."""
     fmt = detect_format(source, cfg.format)
     if fmt is None:
-        yield Reject(source, 0, "<file>", REJECT_UNSUPPORTED_FORMAT,
-                     f"unknown extension; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        yield Reject(
+            source,
+            0,
+            "<file>",
+            REJECT_UNSUPPORTED_FORMAT,
+            f"unknown extension; supported: {', '.join(SUPPORTED_SUFFIXES)}",
+        )
         return
     try:
         compression = "infer" if fmt == "jsonl" else None
         f = fs.open(path, "rb", compression=compression)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         yield Reject(source, 0, "<file>", REJECT_UNREADABLE_FILE, f"{type(exc).__name__}: {exc}")
         return
     with f:
         if fmt == "jsonl":
             # zstandard's reader has no readline; a buffer gives every codec line iteration.
-            yield from iter_jsonl(io.BufferedReader(f) if compression and not isinstance(f, io.BufferedIOBase) else f, cfg, source)
+            yield from iter_jsonl(
+                io.BufferedReader(f) if compression and not isinstance(f, io.BufferedIOBase) else f,
+                cfg,
+                source,
+            )
         else:
             yield from iter_parquet(f, cfg, source)
 
@@ -210,7 +291,9 @@ class Chunk:
     """Character offset of the chunk in the document text."""
 
 
-def _spans(pattern_split: re.Pattern[str], text: str, start: int, end: int) -> list[tuple[int, int]]:
+def _spans(
+    pattern_split: re.Pattern[str], text: str, start: int, end: int
+) -> list[tuple[int, int]]:
     """Split text[start:end] at the pattern's matches; spans are stripped of surrounding space."""
     spans = []
     pos = start
@@ -264,7 +347,9 @@ def _pack(segments: list[tuple[int, int, int]], max_words: int) -> list[list[tup
     return windows
 
 
-def _rebalance_tail(windows: list[list[tuple[int, int, int]]], max_words: int, min_words: int) -> None:
+def _rebalance_tail(
+    windows: list[list[tuple[int, int, int]]], max_words: int, min_words: int
+) -> None:
     """Avoid a tiny last window: merge it into the previous one, or split the pair evenly."""
     if len(windows) < 2:
         return

@@ -54,5 +54,10 @@ def write_sample_corpus(directory: str | Path, limit: int | None = None) -> list
     with gzip.open(gz, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in parts[1])
     parquet = out / "part-2.parquet"
-    pq.write_table(pa.Table.from_pylist(parts[2] or [], schema=pa.schema([("id", pa.string()), ("text", pa.string())])), parquet)
+    pq.write_table(
+        pa.Table.from_pylist(
+            parts[2] or [], schema=pa.schema([("id", pa.string()), ("text", pa.string())])
+        ),
+        parquet,
+    )
     return [jsonl, gz, parquet]

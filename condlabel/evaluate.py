@@ -39,7 +39,9 @@ def _norm(tag: str) -> str:
 
 
 def contradicts(
-    conditional: ConditionalConfig, labels: GenerationLabels, opposites: dict[str, str],
+    conditional: ConditionalConfig,
+    labels: GenerationLabels,
+    opposites: dict[str, str],
     min_tag_overlap: int = 1,
 ) -> bool:
     """True when a generation's labels contradict the conditional it was generated under.
@@ -62,7 +64,9 @@ def contradicts(
 
 
 def misalignment(
-    conditional: ConditionalConfig, labels: Sequence[GenerationLabels], opposites: dict[str, str],
+    conditional: ConditionalConfig,
+    labels: Sequence[GenerationLabels],
+    opposites: dict[str, str],
     min_tag_overlap: int = 1,
 ) -> tuple[int, float | None]:
     """(number misaligned, share misaligned) over `labels`; the share is None for no labels."""
@@ -77,8 +81,9 @@ def conditional_name(cond: ConditionalConfig, prefix: str) -> str:
     return cond.name or (prefix.strip() or "(unconditioned)")
 
 
-def generate(model, tokenizer, prefix: str, prompts: Sequence[str], settings: GenerationSettings,
-             device: str) -> list[tuple[str, str]]:
+def generate(
+    model, tokenizer, prefix: str, prompts: Sequence[str], settings: GenerationSettings, device: str
+) -> list[tuple[str, str]]:
     """`settings.num_samples` continuations per prompt, as (prompt, continuation) pairs.
 
     The input is `EOS + prefix + prompt`, tokenized the way training saw it (prefix and text
@@ -98,16 +103,23 @@ def generate(model, tokenizer, prefix: str, prompts: Sequence[str], settings: Ge
     for i in range(0, len(jobs), settings.batch_size):
         batch = jobs[i : i + settings.batch_size]
         width = max(len(ids) for _, ids in batch)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch],
-                            device=device)
+        input_ids = torch.tensor(
+            [[pad] * (width - len(ids)) + ids for _, ids in batch], device=device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=device
+        )
         kwargs: dict[str, Any] = {
-            "max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
-            "repetition_penalty": settings.repetition_penalty, "pad_token_id": pad,
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": settings.do_sample,
+            "repetition_penalty": settings.repetition_penalty,
+            "pad_token_id": pad,
             "eos_token_id": eos,
         }
         if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+            kwargs.update(
+                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
+            )
         if settings.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
         with torch.inference_mode():
@@ -148,15 +160,26 @@ class EvalReport:
         rows = [("conditional", "n", "misaligned", "score", "baseline", "delta")]
         for r in self.results:
             base = r.baseline_misalignment
-            rows.append((
-                r.name, str(r.n), str(r.misaligned), _pct(r.misalignment), _pct(base),
-                _pct(r.misalignment - base, signed=True)
-                if r.misalignment is not None and base is not None else "-",
-            ))
+            rows.append(
+                (
+                    r.name,
+                    str(r.n),
+                    str(r.misaligned),
+                    _pct(r.misalignment),
+                    _pct(base),
+                    _pct(r.misalignment - base, signed=True)
+                    if r.misalignment is not None and base is not None
+                    else "-",
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                 for row in rows]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
@@ -201,8 +224,13 @@ class Judges:
 
 def _records(pairs: list[tuple[str, str]], judged) -> list[dict[str, Any]]:
     return [
-        {"prompt": p, "text": t, "control_tokens": lab.control_tokens, "tags": lab.tags,
-         "scores": sc}
+        {
+            "prompt": p,
+            "text": t,
+            "control_tokens": lab.control_tokens,
+            "tags": lab.tags,
+            "scores": sc,
+        }
         for (p, t), (lab, sc) in zip(pairs, judged, strict=True)
     ]
 
@@ -227,11 +255,15 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype)
     model = model.to(device).eval()
-    unknown = sorted({t for c in cfg.conditionals for t in c.control_tokens}
-                     - set(tokenizer.get_vocab()))
+    unknown = sorted(
+        {t for c in cfg.conditionals for t in c.control_tokens} - set(tokenizer.get_vocab())
+    )
     if unknown:
-        log.warning("control token(s) %s are not in the model's vocabulary: the model was not "
-                    "trained on them and will see them as plain text", unknown)
+        log.warning(
+            "control token(s) %s are not in the model's vocabulary: the model was not "
+            "trained on them and will see them as plain text",
+            unknown,
+        )
     judges = Judges(cfg)
 
     def generate_and_judge(prefix: str) -> list[dict[str, Any]]:
@@ -242,23 +274,33 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     baseline = generate_and_judge("") if cfg.baseline else []
     results = []
     for cond in cfg.conditionals:
-        prefix = conditional_prompt(cfg.format, cfg.prefix, cond.control_tokens, cond.tags,
-                                    cond.synopsis)
+        prefix = conditional_prompt(
+            cfg.format, cfg.prefix, cond.control_tokens, cond.tags, cond.synopsis
+        )
         records = generate_and_judge(prefix)
         bad, share = misalignment(cond, _labels(records), cfg.opposites, cfg.min_tag_overlap)
-        result = ConditionalResult(conditional_name(cond, prefix), prefix, len(records), bad, share,
-                                   generations=records)
+        result = ConditionalResult(
+            conditional_name(cond, prefix), prefix, len(records), bad, share, generations=records
+        )
         if baseline:
             result.baseline_misaligned, result.baseline_misalignment = misalignment(
-                cond, _labels(baseline), cfg.opposites, cfg.min_tag_overlap)
+                cond, _labels(baseline), cfg.opposites, cfg.min_tag_overlap
+            )
         for record in records:
             record["misaligned"] = contradicts(
-                cond, GenerationLabels(record["control_tokens"], record["tags"]), cfg.opposites,
-                cfg.min_tag_overlap)
+                cond,
+                GenerationLabels(record["control_tokens"], record["tags"]),
+                cfg.opposites,
+                cfg.min_tag_overlap,
+            )
         results.append(result)
     report = EvalReport(
-        model=cfg.model, judges=judges.fingerprints, generation=cfg.generation.model_dump(),
-        results=results, baseline_generations=baseline, seconds=time.perf_counter() - started,
+        model=cfg.model,
+        judges=judges.fingerprints,
+        generation=cfg.generation.model_dump(),
+        results=results,
+        baseline_generations=baseline,
+        seconds=time.perf_counter() - started,
     )
     if cfg.output:
         write_report(report, cfg)

@@ -14,7 +14,9 @@ def render_prefix(
     tokens = "".join(control_tokens)
     if not parse_ok or not (synopsis or tags):
         return tokens
-    return cfg.prefix_template.format(synopsis=synopsis, tags=", ".join(tags), control_tokens=tokens)
+    return cfg.prefix_template.format(
+        synopsis=synopsis, tags=", ".join(tags), control_tokens=tokens
+    )
 
 
 def conditional_text(

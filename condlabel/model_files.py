@@ -40,7 +40,7 @@ def local_model_path(
     """
     if is_remote(uri):
         return _download(uri, storage, Path(cache_dir) if cache_dir else cache_root())
-    scheme, path = split_uri(uri)
+    _, path = split_uri(uri)
     if uri.startswith("file://") or os.path.isdir(path):
         if not os.path.isdir(path):
             raise StorageError(f"model {uri}: no such directory")

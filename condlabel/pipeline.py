@@ -83,8 +83,11 @@ class RunSummary:
         return self.padded_tokens / self.useful_tokens if self.useful_tokens else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "chunks_per_second": round(self.chunks_per_second, 3),
-                "padding_ratio": self.padding_ratio}
+        return {
+            **asdict(self),
+            "chunks_per_second": round(self.chunks_per_second, 3),
+            "padding_ratio": self.padding_ratio,
+        }
 
     def lines(self) -> list[str]:
         rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
@@ -232,19 +235,28 @@ def prepare_run(cfg: ConvertConfig, allow_mixed: bool) -> tuple[list[InputFile],
     return files, fingerprint, state
 
 
-def _manifest(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile],
-              started_at: str, state: OutputState) -> dict[str, Any]:
+def _manifest(
+    cfg: ConvertConfig,
+    summary: RunSummary,
+    files: list[InputFile],
+    started_at: str,
+    state: OutputState,
+) -> dict[str, Any]:
     return {
         "run_id": summary.run_id,
         "status": summary.status,
         "started_at": started_at,
-        "finished_at": None if summary.status == "running"
+        "finished_at": None
+        if summary.status == "running"
         else datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "labeler": summary.labeler,
         "config": cfg.redacted(),
         "inputs": [{"uri": f.uri, "bytes": f.size} for f in files],
-        "output_before": {"rows": state.rows, "labelers": state.labelers,
-                          "duplicate_keys": state.duplicate_keys},
+        "output_before": {
+            "rows": state.rows,
+            "labelers": state.labelers,
+            "duplicate_keys": state.duplicate_keys,
+        },
         "counts": {
             "documents": summary.documents,
             "chunks": summary.chunks,
@@ -253,18 +265,25 @@ def _manifest(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile],
             "rejected": summary.rejected,
             "shards": summary.shards_written,
         },
-        "timings": {"seconds": round(summary.seconds, 3),
-                    "seconds_planning": round(summary.seconds_planning, 3),
-                    "chunks_per_second": round(summary.chunks_per_second, 3)},
-        "tokens": {"useful": summary.useful_tokens, "padded": summary.padded_tokens,
-                   "padding_ratio": summary.padding_ratio},
+        "timings": {
+            "seconds": round(summary.seconds, 3),
+            "seconds_planning": round(summary.seconds_planning, 3),
+            "chunks_per_second": round(summary.chunks_per_second, 3),
+        },
+        "tokens": {
+            "useful": summary.useful_tokens,
+            "padded": summary.padded_tokens,
+            "padding_ratio": summary.padding_ratio,
+        },
         "labeler_actors": summary.labeler_actors,
         "error": summary.error,
         "versions": versions(),
     }
 
 
-def run_conversion(cfg: ConvertConfig, run_id: str | None = None, allow_mixed: bool = False) -> RunSummary:
+def run_conversion(
+    cfg: ConvertConfig, run_id: str | None = None, allow_mixed: bool = False
+) -> RunSummary:
     """Label every chunk of the configured inputs that is not yet in `cfg.output.uri`."""
     run_id = run_id or new_run_id()
     started = time.monotonic()
@@ -274,17 +293,32 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None, allow_mixed: b
     lease.acquire()
     if lease.previous and lease.previous.get("run_id") != run_id:
         log.warning("took over the expired lease of run %s", lease.previous.get("run_id"))
-    summary = RunSummary(run_id, cfg.output.uri, fingerprint, input_files=len(files),
-                         input_bytes=sum(f.size for f in files))
+    summary = RunSummary(
+        run_id,
+        cfg.output.uri,
+        fingerprint,
+        input_files=len(files),
+        input_bytes=sum(f.size for f in files),
+    )
     try:
         # Read the done index under the lease: nobody else can be adding rows now.
         state = read_output_state(cfg.output.uri, cfg.storage)
-        check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
+        check_fingerprint(
+            fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers
+        )
         summary.rows_before = state.rows
         summary.seconds_planning = time.monotonic() - started
-        write_manifest(cfg.output.uri, run_id, _manifest(cfg, summary, files, started_at, state), cfg.storage)
-        log.info("run %s: %d input file(s), %.1f MB; %d chunk(s) already in %s",
-                 run_id, len(files), summary.input_bytes / 1e6, len(state.done), cfg.output.uri)
+        write_manifest(
+            cfg.output.uri, run_id, _manifest(cfg, summary, files, started_at, state), cfg.storage
+        )
+        log.info(
+            "run %s: %d input file(s), %.1f MB; %d chunk(s) already in %s",
+            run_id,
+            len(files),
+            summary.input_bytes / 1e6,
+            len(state.done),
+            cfg.output.uri,
+        )
         try:
             _execute(cfg, summary, files, state, started)
             summary.status = "succeeded"
@@ -295,17 +329,26 @@ def run_conversion(cfg: ConvertConfig, run_id: str | None = None, allow_mixed: b
         finally:
             summary.seconds = time.monotonic() - started
             try:
-                write_manifest(cfg.output.uri, run_id, _manifest(cfg, summary, files, started_at, state),
-                               cfg.storage)
-            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                write_manifest(
+                    cfg.output.uri,
+                    run_id,
+                    _manifest(cfg, summary, files, started_at, state),
+                    cfg.storage,
+                )
+            except Exception as exc:
                 log.warning("could not write the run manifest: %s", exc)
     finally:
         lease.release()
     return summary
 
 
-def _execute(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile], state: OutputState,
-             started: float) -> None:
+def _execute(
+    cfg: ConvertConfig,
+    summary: RunSummary,
+    files: list[InputFile],
+    state: OutputState,
+    started: float,
+) -> None:
     import ray
 
     started_ray = init_ray(cfg)
@@ -316,8 +359,13 @@ def _execute(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile], st
             ray.shutdown()
 
 
-def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFile],
-                   state: OutputState, started: float) -> None:
+def _execute_graph(
+    cfg: ConvertConfig,
+    summary: RunSummary,
+    files: list[InputFile],
+    state: OutputState,
+    started: float,
+) -> None:
     import ray
     import ray.data
 
@@ -329,8 +377,9 @@ def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFil
     def read(batch: dict[str, Any]):
         done = ray.get(done_ref)
         for uri, size in zip(batch["uri"], batch["size"], strict=True):
-            for item in read_and_chunk(str(uri), cfg, run_id, done=done,
-                                       rows_per_batch=cfg.compute.batch_size * 8):
+            for item in read_and_chunk(
+                str(uri), cfg, run_id, done=done, rows_per_batch=cfg.compute.batch_size * 8
+            ):
                 if isinstance(item, FileStats):
                     item.bytes = int(size)
                     ray.get(counter.add.remote(item))
@@ -338,15 +387,23 @@ def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFil
                     yield item
 
     def format_and_write(batch: pa.Table) -> dict[str, list]:
-        shard = write_shard(format_table(cfg.format, batch, run_id), cfg.output.uri, cfg.storage,
-                            cfg.output.compression)
-        return {"path": [shard], "rows": [batch.num_rows],
-                "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
-                "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0]}
+        shard = write_shard(
+            format_table(cfg.format, batch, run_id),
+            cfg.output.uri,
+            cfg.storage,
+            cfg.output.compression,
+        )
+        return {
+            "path": [shard],
+            "rows": [batch.num_rows],
+            "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
+            "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0],
+        }
 
     ds = (
-        ray.data.from_items([{"uri": f.uri, "size": f.size} for f in files],
-                            override_num_blocks=len(files))
+        ray.data.from_items(
+            [{"uri": f.uri, "size": f.size} for f in files], override_num_blocks=len(files)
+        )
         .map_batches(read, batch_size=1, num_cpus=cfg.compute.num_cpus_per_reader)
         .map_batches(
             _LabelStage,
@@ -357,8 +414,12 @@ def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFil
             num_cpus=cfg.compute.num_cpus_per_actor,
             num_gpus=cfg.compute.num_gpus_per_actor or None,
         )
-        .map_batches(format_and_write, batch_size=cfg.output.rows_per_file,
-                     batch_format="pyarrow", num_cpus=_WRITER_CPUS)
+        .map_batches(
+            format_and_write,
+            batch_size=cfg.output.rows_per_file,
+            batch_format="pyarrow",
+            num_cpus=_WRITER_CPUS,
+        )
     )
 
     last_report = time.monotonic()
@@ -371,9 +432,14 @@ def _execute_graph(cfg: ConvertConfig, summary: RunSummary, files: list[InputFil
         if now - last_report >= cfg.compute.progress_interval_s:
             last_report = now
             stats = ray.get(counter.all.remote())
-            log.info("progress: %d chunks labeled, %.1f chunks/s, %d/%d files read, %s",
-                     summary.rows_written, summary.rows_written / (now - started), len(stats),
-                     summary.input_files, _eta(summary, stats, now - started))
+            log.info(
+                "progress: %d chunks labeled, %.1f chunks/s, %d/%d files read, %s",
+                summary.rows_written,
+                summary.rows_written / (now - started),
+                len(stats),
+                summary.input_files,
+                _eta(summary, stats, now - started),
+            )
     _tally(summary, ray.get(counter.all.remote()))
     ray.kill(counter)
 
@@ -389,7 +455,13 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
 
     def count(batch: dict[str, Any]) -> dict[str, list]:
         done = ray.get(done_ref)
-        rows: dict[str, list] = {"uri": [], "documents": [], "chunks": [], "done": [], "rejected": []}
+        rows: dict[str, list] = {
+            "uri": [],
+            "documents": [],
+            "chunks": [],
+            "done": [],
+            "rejected": [],
+        }
         for uri in batch["uri"]:
             for item in read_and_chunk(str(uri), cfg, "dry-run", done=done, keep_rejects=False):
                 if isinstance(item, FileStats):
@@ -408,14 +480,18 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     if started_ray:
         ray.shutdown()
     sizes = {f.uri: f.size for f in files}
-    per_file = sorted(({**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]}
-                       for r in per_file), key=lambda r: r["uri"])
+    per_file = sorted(
+        ({**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]} for r in per_file),
+        key=lambda r: r["uri"],
+    )
     return {
         "output": cfg.output.uri,
         "labeler": fingerprint,
         "output_rows": state.rows,
         "output_labelers": state.labelers,
         "files": per_file,
-        "totals": {k: sum(r[k] for r in per_file)
-                   for k in ("bytes", "documents", "chunks", "done", "to_label", "rejected")},
+        "totals": {
+            k: sum(r[k] for r in per_file)
+            for k in ("bytes", "documents", "chunks", "done", "to_label", "rejected")
+        },
     }

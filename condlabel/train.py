@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -88,7 +87,9 @@ def conditional_prompt(
 # --------------------------------------------------------------------------- tokens and packing
 
 
-def tokenize_examples(tokenizer, examples: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+def tokenize_examples(
+    tokenizer, examples: Sequence[tuple[str, str]]
+) -> list[tuple[list[int], list[int]]]:
     """(prefix ids, text ids) per example, tokenized apart.
 
     Apart, because at generation time the prefix is the whole prompt: the boundary tokens the
@@ -116,7 +117,9 @@ class SequencePacker:
     _ids: list[int] = field(default_factory=list)
     _labels: list[int] = field(default_factory=list)
 
-    def add(self, prefix_ids: Sequence[int], text_ids: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    def add(
+        self, prefix_ids: Sequence[int], text_ids: Sequence[int]
+    ) -> list[tuple[list[int], list[int]]]:
         """Append one example; returns the blocks it completed."""
         self._ids.extend(prefix_ids)
         self._labels.extend([IGNORE_INDEX] * len(prefix_ids) if self.mask_prefix else prefix_ids)
@@ -136,7 +139,9 @@ class SequencePacker:
 
 
 def pack_examples(
-    tokenized: Sequence[tuple[Sequence[int], Sequence[int]]], seq_len: int, eos_id: int,
+    tokenized: Sequence[tuple[Sequence[int], Sequence[int]]],
+    seq_len: int,
+    eos_id: int,
     mask_prefix: bool = False,
 ) -> list[tuple[list[int], list[int]]]:
     """Every full block from a list of tokenized examples (the tail is dropped)."""
@@ -207,7 +212,9 @@ def load_for_training(cfg: TrainConfig, checkpoint_dir: str | None = None) -> Lo
     lora = cfg.model.lora.enabled
     base_path = local_model_path(cfg.model.path, cfg.storage)
     source = checkpoint_dir if (checkpoint_dir and not lora) else base_path
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir or base_path, revision=cfg.model.revision)
+    tokenizer = AutoTokenizer.from_pretrained(
+        checkpoint_dir or base_path, revision=cfg.model.revision
+    )
     model = AutoModelForCausalLM.from_pretrained(
         source, revision=cfg.model.revision, use_safetensors=True, dtype=torch.float32
     )
@@ -221,12 +228,18 @@ def load_for_training(cfg: TrainConfig, checkpoint_dir: str | None = None) -> Lo
         else:
             added = new_token_ids(tokenizer, vocab_before, cfg.model.control_tokens)
             lcfg = cfg.model.lora
-            model = get_peft_model(model, LoraConfig(
-                task_type="CAUSAL_LM", r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                target_modules=lcfg.target_modules,
-                # The new control-token rows must learn, or every conditional looks the same.
-                trainable_token_indices=added or None,
-            ))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    task_type="CAUSAL_LM",
+                    r=lcfg.r,
+                    lora_alpha=lcfg.alpha,
+                    lora_dropout=lcfg.dropout,
+                    target_modules=lcfg.target_modules,
+                    # The new control-token rows must learn, or every conditional looks the same.
+                    trainable_token_indices=added or None,
+                ),
+            )
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if lora:
@@ -254,14 +267,21 @@ def gather_full_state(model, strategy: str) -> dict[str, Any] | None:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     with FSDP.state_dict_type(
-        model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+        model,
+        StateDictType.FULL_STATE_DICT,
+        FullStateDictConfig(offload_to_cpu=True, rank0_only=True),
     ):
         return model.state_dict()
 
 
 def save_checkpoint(
-    directory: str | Path, model, tokenizer, step: int, tokens_seen: int,
-    optimizer_state: dict[str, Any] | None, full_state: dict[str, Any] | None = None,
+    directory: str | Path,
+    model,
+    tokenizer,
+    step: int,
+    tokens_seen: int,
+    optimizer_state: dict[str, Any] | None,
+    full_state: dict[str, Any] | None = None,
 ) -> Path:
     """A Hugging Face checkpoint (safetensors) plus the trainer state needed to resume."""
     import torch
@@ -280,7 +300,9 @@ def save_checkpoint(
     return directory
 
 
-def export_model(directory: str | Path, model, tokenizer, full_state: dict[str, Any] | None = None) -> Path:
+def export_model(
+    directory: str | Path, model, tokenizer, full_state: dict[str, Any] | None = None
+) -> Path:
     """The final model as a plain HF checkpoint `from_pretrained` loads (LoRA merged in)."""
     directory = Path(directory)
     module = unwrap(model)
@@ -302,8 +324,10 @@ def make_optimizer(model, cfg: OptimizationConfig):
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=cfg.learning_rate,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
@@ -313,7 +337,9 @@ def make_optimizer(model, cfg: OptimizationConfig):
 # --------------------------------------------------------------------------- Ray Train wiring
 
 
-def _micro_batches(shard, tokenizer, cfg: TrainConfig, rank: int, epoch: int) -> Iterator[tuple[list, list]]:
+def _micro_batches(
+    shard, tokenizer, cfg: TrainConfig, rank: int, epoch: int
+) -> Iterator[tuple[list, list]]:
     """One epoch of this worker's micro-batches: rows -> examples -> packed blocks."""
     data, opt = cfg.data, cfg.optimization
     rng = random.Random(f"{data.seed}:{rank}:{epoch}")
@@ -321,8 +347,10 @@ def _micro_batches(shard, tokenizer, cfg: TrainConfig, rank: int, epoch: int) ->
     pending: list[tuple[list[int], list[int]]] = []
     kwargs: dict[str, Any] = {"batch_size": data.rows_per_batch, "batch_format": "pyarrow"}
     if data.shuffle_buffer_rows:
-        kwargs.update(local_shuffle_buffer_size=data.shuffle_buffer_rows,
-                      local_shuffle_seed=data.seed + 1000 * epoch + rank)
+        kwargs.update(
+            local_shuffle_buffer_size=data.shuffle_buffer_rows,
+            local_shuffle_seed=data.seed + 1000 * epoch + rank,
+        )
     for batch in shard.iter_batches(**kwargs):
         examples = build_examples(batch.to_pylist(), data, rng)
         for prefix_ids, text_ids in tokenize_examples(tokenizer, examples):
@@ -388,8 +416,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         if opt.strategy == "fsdp" and hasattr(model, "module"):
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-            state = {**state, "optimizer": FSDP.optim_state_dict_to_load(
-                model, optimizer, state["optimizer"])}
+            state = {
+                **state,
+                "optimizer": FSDP.optim_state_dict_to_load(model, optimizer, state["optimizer"]),
+            }
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     use_bf16 = opt.precision == "bf16" or (opt.precision == "auto" and device.type == "cuda")
@@ -430,7 +460,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             label_ids = torch.tensor(labels, device=device)
             # Only the last micro-batch of an accumulation synchronises gradients across workers.
             sync = micro == opt.grad_accum_steps - 1 or not hasattr(model, "no_sync")
-            with (torch.enable_grad() if sync else model.no_sync()), autocast:
+            with torch.enable_grad() if sync else model.no_sync(), autocast:
                 loss = model(input_ids=input_ids, labels=label_ids).loss / opt.grad_accum_steps
             loss.backward()
             window_loss += loss.item()
@@ -448,16 +478,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         if step % opt.log_every_steps and not save:
             continue
         elapsed = time.perf_counter() - window_start
-        loss_mean, tokens_total = _mean_over_workers([window_loss / window_steps, window_tokens], device)
+        loss_mean, tokens_total = _mean_over_workers(
+            [window_loss / window_steps, window_tokens], device
+        )
         tokens_total *= world
         tokens_seen += int(tokens_total)
-        metrics = {"step": step, "loss": loss_mean, "learning_rate": lr, "epoch": epoch,
-                   "tokens_per_s": tokens_total / elapsed if elapsed > 0 else 0.0,
-                   "tokens_seen": tokens_seen}
+        metrics = {
+            "step": step,
+            "loss": loss_mean,
+            "learning_rate": lr,
+            "epoch": epoch,
+            "tokens_per_s": tokens_total / elapsed if elapsed > 0 else 0.0,
+            "tokens_seen": tokens_seen,
+        }
         history.append(metrics)
         if rank == 0:
-            print(f"[condlabel train] step {step}/{opt.max_steps} loss {loss_mean:.4f} "
-                  f"lr {lr:.2e} tokens/s {metrics['tokens_per_s']:.0f}", flush=True)
+            print(
+                f"[condlabel train] step {step}/{opt.max_steps} loss {loss_mean:.4f} "
+                f"lr {lr:.2e} tokens/s {metrics['tokens_per_s']:.0f}",
+                flush=True,
+            )
         window_loss, window_steps, window_tokens = 0.0, 0, 0
         if save:
             _report_with_checkpoint(model, optimizer, scheduler, tokenizer, cfg, metrics, rank)
@@ -474,13 +514,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             export_model(tmp, model, tokenizer, full_state)
             upload_directory(tmp, export_uri, cfg.storage)
         print(f"[condlabel train] exported the final model to {export_uri}", flush=True)
-        return {"start_step": start_step, "final_step": step, "history": history,
-                "export_uri": export_uri}
+        return {
+            "start_step": start_step,
+            "final_step": step,
+            "history": history,
+            "export_uri": export_uri,
+        }
     return None
 
 
-def _report_with_checkpoint(model, optimizer, scheduler, tokenizer, cfg: TrainConfig,
-                            metrics: dict[str, Any], rank: int) -> None:
+def _report_with_checkpoint(
+    model, optimizer, scheduler, tokenizer, cfg: TrainConfig, metrics: dict[str, Any], rank: int
+) -> None:
     import ray.train
 
     full_state = gather_full_state(model, cfg.optimization.strategy)
@@ -494,10 +539,20 @@ def _report_with_checkpoint(model, optimizer, scheduler, tokenizer, cfg: TrainCo
         return
     tmp = tempfile.mkdtemp(prefix="condlabel-ckpt-")
     try:
-        save_checkpoint(tmp, model, tokenizer, metrics["step"], metrics["tokens_seen"],
-                        optimizer_state, full_state)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"checkpoint-{metrics['step']:08d}")
+        save_checkpoint(
+            tmp,
+            model,
+            tokenizer,
+            metrics["step"],
+            metrics["tokens_seen"],
+            optimizer_state,
+            full_state,
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint-{metrics['step']:08d}",
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -606,8 +661,9 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
     arrow_fs = _arrow_filesystem(cfg.storage)
     remote_files = all("://" in f and not f.startswith("file://") for f in files)
     if arrow_fs is not None and remote_files:
-        dataset = ray.data.read_parquet([_strip_scheme(f) for f in files], columns=DATA_COLUMNS,
-                                        filesystem=arrow_fs)
+        dataset = ray.data.read_parquet(
+            [_strip_scheme(f) for f in files], columns=DATA_COLUMNS, filesystem=arrow_fs
+        )
     else:
         dataset = ray.data.read_parquet(files, columns=DATA_COLUMNS)
 
@@ -619,10 +675,15 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg},
-        scaling_config=ScalingConfig(num_workers=cfg.compute.num_workers, use_gpu=cfg.compute.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.compute.num_workers,
+            use_gpu=cfg.compute.use_gpu,
+            resources_per_worker=resources,
+        ),
         run_config=RunConfig(
-            name=ck.name, storage_path=storage_path, storage_filesystem=storage_fs,
+            name=ck.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=ck.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=ck.num_to_keep),
         ),
@@ -635,10 +696,13 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
         raise RuntimeError(f"training failed: {result.error}") from result.error
     returned = result.return_value or {}
     return TrainSummary(
-        name=ck.name, storage_path=ck.storage_path, export_uri=ck.effective_export_uri,
+        name=ck.name,
+        storage_path=ck.storage_path,
+        export_uri=ck.effective_export_uri,
         start_step=int(returned.get("start_step", 0)),
         final_step=int(returned.get("final_step", (result.metrics or {}).get("step", 0))),
         metrics=dict(result.metrics or {}),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
-        seconds=seconds, history=list(returned.get("history", [])),
+        seconds=seconds,
+        history=list(returned.get("history", [])),
     )

@@ -8,8 +8,16 @@ from pathlib import Path
 from condlabel.config import ChunkConfig
 from condlabel.corpus import Document, chunk_document
 
-TOPICS = ["rivers and bridges", "trains and stations", "harbours and ships", "orchards and bees",
-          "glaciers and valleys", "printing presses", "clock towers", "salt marshes"]
+TOPICS = [
+    "rivers and bridges",
+    "trains and stations",
+    "harbours and ships",
+    "orchards and bees",
+    "glaciers and valleys",
+    "printing presses",
+    "clock towers",
+    "salt marshes",
+]
 
 
 def make_docs(n: int, prefix: str, start: int = 0) -> list[dict]:

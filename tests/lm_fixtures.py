@@ -26,8 +26,12 @@ def local_text(limit_chars: int = 400_000) -> list[str]:
     return out
 
 
-def train_tokenizer(out_dir: Path, vocab_size: int = 1000, pad: str | None = None,
-                    extra_text: list[str] | None = None):
+def train_tokenizer(
+    out_dir: Path,
+    vocab_size: int = 1000,
+    pad: str | None = None,
+    extra_text: list[str] | None = None,
+):
     """Byte-level BPE with `<|endoftext|>` as bos/eos/unk (GPT-2 style); optional pad token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -37,12 +41,18 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1000, pad: str | None = Non
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(local_text() + list(extra_text or []), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=pad,
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=pad,
     )
     fast.save_pretrained(out_dir)
     return fast
@@ -52,27 +62,41 @@ def build_tiny_gpt2(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Pat
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tok = train_tokenizer(out_dir, vocab_size=vocab_size)
+    # The sentiment sentences of the training tests are in the tokenizer's corpus, so their
+    # words are whole tokens (as a real tokenizer's would be for common words).
+    tok = train_tokenizer(out_dir, vocab_size=vocab_size, extra_text=sentiment_sentences(3000))
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     GPT2LMHeadModel(config).save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
 
-def build_tiny_bert_classifier(out_dir: Path, labels: list[str], multi_label: bool,
-                               seed: int = 0) -> Path:
+def build_tiny_bert_classifier(
+    out_dir: Path, labels: list[str], multi_label: bool, seed: int = 0
+) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     tok = train_tokenizer(out_dir, vocab_size=600, pad="<pad>")
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-        num_labels=len(labels), id2label=dict(enumerate(labels)),
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
@@ -111,8 +135,9 @@ NEGATIVE_WORDS = ["terrible", "awful", "horrible", "dreadful", "disgusting", "sa
 NOUNS = ["day", "meal", "trip", "film", "concert", "garden", "book", "visit", "party", "game"]
 
 
-def sentiment_sentences(n: int, seed: int = 0) -> list[str]:
-    """Short sentences, half clearly positive and half clearly negative (for VADER)."""
+def sentiment_sentences(n: int, seed: int = 0, simple: bool = False) -> list[str]:
+    """Short sentences, half clearly positive and half clearly negative (for VADER); `simple`
+    ones carry a single sentiment word ("The day was lovely.")."""
     import random
 
     rng = random.Random(seed)
@@ -120,7 +145,10 @@ def sentiment_sentences(n: int, seed: int = 0) -> list[str]:
     for i in range(n):
         words = POSITIVE_WORDS if i % 2 == 0 else NEGATIVE_WORDS
         a, b = rng.sample(words, 2)
-        out.append(f"The {rng.choice(NOUNS)} was {a} and the {rng.choice(NOUNS)} was {b}.")
+        if simple:
+            out.append(f"The {rng.choice(NOUNS)} was {a}.")
+        else:
+            out.append(f"The {rng.choice(NOUNS)} was {a} and the {rng.choice(NOUNS)} was {b}.")
     return out
 
 
@@ -133,26 +161,28 @@ def tagged_table(texts: list[str], run_id: str = "test-run"):
     from condlabel.stages import format_table
 
     n = len(texts)
-    chunks = pa.table({
-        "doc_id": [f"doc-{i}" for i in range(n)],
-        "chunk_index": pa.array([0] * n, pa.int32()),
-        "num_chunks": pa.array([1] * n, pa.int32()),
-        "source": ["memory://sentences"] * n,
-        "doc_hash": [f"h{i}" for i in range(n)],
-        "num_words": pa.array([len(t.split()) for t in texts], pa.int32()),
-        "text": texts,
-        "synopsis": [t.split(" and ")[0] + "." for t in texts],
-        "tags": [[t.split()[1], "review"] for t in texts],
-        "control_tokens": pa.array([[] for _ in texts], pa.list_(pa.string())),
-        "logprob": pa.array([None] * n, pa.float64()),
-        "mean_logprob": pa.array([None] * n, pa.float64()),
-        "num_generated_tokens": pa.array([0] * n, pa.int32()),
-        "parse_ok": [True] * n,
-        "truncated": [False] * n,
-        "input_tokens": pa.array([None] * n, pa.int32()),
-        "raw_output": [""] * n,
-        "labeler": ["test:fixture"] * n,
-    })
+    chunks = pa.table(
+        {
+            "doc_id": [f"doc-{i}" for i in range(n)],
+            "chunk_index": pa.array([0] * n, pa.int32()),
+            "num_chunks": pa.array([1] * n, pa.int32()),
+            "source": ["memory://sentences"] * n,
+            "doc_hash": [f"h{i}" for i in range(n)],
+            "num_words": pa.array([len(t.split()) for t in texts], pa.int32()),
+            "text": texts,
+            "synopsis": [t.split(" and ")[0] + "." for t in texts],
+            "tags": [[t.split()[1], "review"] for t in texts],
+            "control_tokens": pa.array([[] for _ in texts], pa.list_(pa.string())),
+            "logprob": pa.array([None] * n, pa.float64()),
+            "mean_logprob": pa.array([None] * n, pa.float64()),
+            "num_generated_tokens": pa.array([0] * n, pa.int32()),
+            "parse_ok": [True] * n,
+            "truncated": [False] * n,
+            "input_tokens": pa.array([None] * n, pa.int32()),
+            "raw_output": [""] * n,
+            "labeler": ["test:fixture"] * n,
+        }
+    )
     from condlabel.stages import OUTPUT_SCHEMA
 
     labeled = classify_table([VaderClassifier(VaderClassifierConfig())], chunks)

@@ -95,7 +95,9 @@ def test_chunk_ids_are_stable_across_runs():
     doc = Document("doc-1", text, "s3://b/x.jsonl", 4)
     a = chunk_document(doc, ChunkConfig(max_words=300))
     b = chunk_document(doc, ChunkConfig(max_words=300))
-    assert [(c.doc_id, c.chunk_index, c.text) for c in a] == [(c.doc_id, c.chunk_index, c.text) for c in b]
+    assert [(c.doc_id, c.chunk_index, c.text) for c in a] == [
+        (c.doc_id, c.chunk_index, c.text) for c in b
+    ]
     assert [c.chunk_index for c in a] == list(range(len(a)))
 
 
@@ -117,10 +119,19 @@ def test_sentence_units_one_chunk_per_sentence():
     text = "I love this park. It is wonderful!\n\nThe service was awful? Never again. Ok."
     cfg = ChunkConfig(unit="sentence", max_words=50)
     chunks = [c.text for c in chunk_document(Document("d", text, "s", 1), cfg)]
-    assert chunks == ["I love this park.", "It is wonderful!", "The service was awful?", "Never again.", "Ok."]
+    assert chunks == [
+        "I love this park.",
+        "It is wonderful!",
+        "The service was awful?",
+        "Never again.",
+        "Ok.",
+    ]
     dropped = ChunkConfig(unit="sentence", max_words=50, min_words=3)
     assert [c.text for c in chunk_document(Document("d", text, "s", 1), dropped)] == [
-        "I love this park.", "It is wonderful!", "The service was awful?"]
+        "I love this park.",
+        "It is wonderful!",
+        "The service was awful?",
+    ]
 
 
 def test_sentence_units_split_overlong_sentences_without_losing_words():

@@ -54,7 +54,8 @@ def test_vader_thresholds_and_token_map_as_configured():
     assert 0.05 < compound < 0.9
     strict = VaderClassifier(
         VaderClassifierConfig(
-            positive_threshold=0.9, negative_threshold=-0.9,
+            positive_threshold=0.9,
+            negative_threshold=-0.9,
             tokens={"positive": "<|p|>", "negative": "<|n|>", "neutral": "<|neutral|>"},
         )
     )
@@ -62,7 +63,8 @@ def test_vader_thresholds_and_token_map_as_configured():
     assert strict.classify([POSITIVE[1]])[0].control_tokens == ["<|p|>"]
     only_negative = VaderClassifier(VaderClassifierConfig(tokens={"negative": "<|neg|>"}))
     assert [r.control_tokens for r in only_negative.classify([POSITIVE[0], NEGATIVE[0]])] == [
-        [], ["<|neg|>"]
+        [],
+        ["<|neg|>"],
     ]
 
 
@@ -70,8 +72,13 @@ def test_classifier_config_is_strict_and_collects_problems():
     with pytest.raises(ConfigError) as err:
         build_config(
             ConvertConfig,
-            {"classifiers": [{"backend": "hf"}, {"vader": {"tokens": {"happy": "<|h|>"}}},
-                             {"backend": "bert"}]},
+            {
+                "classifiers": [
+                    {"backend": "hf"},
+                    {"vader": {"tokens": {"happy": "<|h|>"}}},
+                    {"backend": "bert"},
+                ]
+            },
         )
     text = str(err.value)
     assert "classifiers.0: Value error, hf.model: required" in text
@@ -100,8 +107,15 @@ def _independent_probabilities(model_dir, texts, multi_label):
         with torch.no_grad():
             logits = model(**tok(text, return_tensors="pt")).logits[0]
         probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
-        out.append(dict(zip([model.config.id2label[i] for i in range(len(probs))],
-                            probs.tolist(), strict=True)))
+        out.append(
+            dict(
+                zip(
+                    [model.config.id2label[i] for i in range(len(probs))],
+                    probs.tolist(),
+                    strict=True,
+                )
+            )
+        )
     return out
 
 
@@ -125,7 +139,8 @@ def test_hf_multi_label_scores_tokens_and_batching(tiny_toxicity_dir):
 
 def test_hf_single_label_softmax(tiny_sentiment_dir):
     cfg = HFClassifierConfig(
-        model=str(tiny_sentiment_dir), tokens={"positive": "<|pos|>", "negative": "<|neg|>"},
+        model=str(tiny_sentiment_dir),
+        tokens={"positive": "<|pos|>", "negative": "<|neg|>"},
         absent_tokens={},
     )
     clf = HFSequenceClassifier(cfg)
@@ -150,8 +165,9 @@ def test_hf_unknown_label_names_the_model_labels(tiny_toxicity_dir):
 
 
 @pytest.mark.s3
-def test_hf_classifier_loads_from_s3(tiny_toxicity_dir, s3_bucket, s3fs_client, tmp_path,
-                                     monkeypatch):
+def test_hf_classifier_loads_from_s3(
+    tiny_toxicity_dir, s3_bucket, s3fs_client, tmp_path, monkeypatch
+):
     monkeypatch.setenv("CONDLABEL_CACHE", str(tmp_path / "cache"))
     s3fs_client.put(str(tiny_toxicity_dir) + "/", f"{s3_bucket}/models/tox/", recursive=True)
     local = HFSequenceClassifier(HFClassifierConfig(model=str(tiny_toxicity_dir)))
@@ -164,30 +180,45 @@ def test_hf_classifier_loads_from_s3(tiny_toxicity_dir, s3_bucket, s3fs_client, 
 def test_classify_table_appends_in_configured_order(tiny_toxicity_dir):
     cfgs = [
         ClassifierConfig(backend="vader"),
-        ClassifierConfig(backend="hf", hf=HFClassifierConfig(model=str(tiny_toxicity_dir),
-                                                             threshold=0.0)),
+        ClassifierConfig(
+            backend="hf", hf=HFClassifierConfig(model=str(tiny_toxicity_dir), threshold=0.0)
+        ),
     ]
     classifiers = build_classifiers(cfgs)
-    table = pa.table({
-        "doc_id": ["a", "b", "c"],
-        "text": [POSITIVE[0], NEGATIVE[0], NEUTRAL[0]],
-        "control_tokens": pa.array([["<|lab|>"], [], None], pa.list_(pa.string())),
-    })
+    table = pa.table(
+        {
+            "doc_id": ["a", "b", "c"],
+            "text": [POSITIVE[0], NEGATIVE[0], NEUTRAL[0]],
+            "control_tokens": pa.array([["<|lab|>"], [], None], pa.list_(pa.string())),
+        }
+    )
     out = classify_table(classifiers, table)
     assert out.column_names == ["doc_id", "text", "control_tokens", "scores"]
     assert out.schema.field("scores").type == pa.map_(pa.string(), pa.float64())
     # threshold 0 -> every text is "toxic"; the labeler's token stays first.
     assert out.column("control_tokens").to_pylist() == [
-        ["<|lab|>", "<|pos|>", "<|toxic|>"], ["<|neg|>", "<|toxic|>"], ["<|toxic|>"]
+        ["<|lab|>", "<|pos|>", "<|toxic|>"],
+        ["<|neg|>", "<|toxic|>"],
+        ["<|toxic|>"],
     ]
     scores = [dict(s) for s in out.column("scores").to_pylist()]
-    assert set(scores[0]) == {"vader.compound", "vader.pos", "vader.neu", "vader.neg",
-                              "toxicity.toxic", "toxicity.insult", "toxicity.threat"}
+    assert set(scores[0]) == {
+        "vader.compound",
+        "vader.pos",
+        "vader.neu",
+        "vader.neg",
+        "toxicity.toxic",
+        "toxicity.insult",
+        "toxicity.threat",
+    }
     assert scores[1]["vader.compound"] < -0.5
     # Running again extends the existing columns rather than dropping them.
     again = classify_table(classifiers[:1], out)
     assert again.column("control_tokens").to_pylist()[0] == [
-        "<|lab|>", "<|pos|>", "<|toxic|>", "<|pos|>"
+        "<|lab|>",
+        "<|pos|>",
+        "<|toxic|>",
+        "<|pos|>",
     ]
     assert len(classifier_fingerprints(cfgs)) == 2
     assert classifier_fingerprints(cfgs)[0] == classifiers[0].fingerprint

@@ -17,7 +17,9 @@ def test_defaults_need_no_file():
 def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("chunking:\n  max_words: 500\ninput:\n  paths: [a.jsonl]\n")
-    cfg = load_convert_config(path, ["chunking.min_words=50", "input.paths=[x, y]", "storage.anon=true"])
+    cfg = load_convert_config(
+        path, ["chunking.min_words=50", "input.paths=[x, y]", "storage.anon=true"]
+    )
     assert cfg.chunking.max_words == 500
     assert cfg.chunking.min_words == 50
     assert cfg.input.paths == ["x", "y"]
@@ -79,7 +81,9 @@ def test_missing_config_file():
 
 
 def test_secrets_are_redacted():
-    cfg = load_convert_config(overrides=["storage.access_key_id=AKIAXXXX", "storage.secret_access_key=s3cr3t"])
+    cfg = load_convert_config(
+        overrides=["storage.access_key_id=AKIAXXXX", "storage.secret_access_key=s3cr3t"]
+    )
     dumped = str(cfg.redacted())
     assert "s3cr3t" not in dumped and "AKIAXXXX" not in dumped
     assert "s3cr3t" not in repr(cfg)

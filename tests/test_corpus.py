@@ -14,7 +14,11 @@ import zstandard
 from condlabel.config import InputConfig
 from condlabel.corpus import Document, Reject, auto_doc_id, iter_file
 
-DOCS = [{"id": "a", "text": "Alpha text."}, {"id": 7, "text": "Beta text."}, {"text": "No id here."}]
+DOCS = [
+    {"id": "a", "text": "Alpha text."},
+    {"id": 7, "text": "Beta text."},
+    {"text": "No id here."},
+]
 
 
 def read(path, cfg: InputConfig | None = None) -> list[Document | Reject]:
@@ -39,8 +43,12 @@ def test_every_format_reads_the_same_documents(tmp_path, suffix):
         payload = "".join(json.dumps(r) + "\n" for r in DOCS).encode()
         path.write_bytes(zstandard.ZstdCompressor().compress(payload))
     else:
-        pq.write_table(pa.Table.from_pylist([{"id": str(r.get("id")) if "id" in r else None,
-                                              "text": r["text"]} for r in DOCS]), path)
+        pq.write_table(
+            pa.Table.from_pylist(
+                [{"id": str(r.get("id")) if "id" in r else None, "text": r["text"]} for r in DOCS]
+            ),
+            path,
+        )
     docs = read(path)
     assert all(isinstance(d, Document) for d in docs)
     assert [d.text for d in docs] == [r["text"] for r in DOCS]
@@ -73,7 +81,7 @@ def test_bad_records_are_rejected_with_line_field_and_reason(tmp_path):
         b'{"id": "bad-utf8", "text": "caf\xe9"}',
         b'{"id": "empty", "text": "   \\n  "}',
         b'{"id": {"nested": 1}, "text": "Bad id."}',
-        b'',
+        b"",
         b'{"id": "ok2", "text": "Also fine."}',
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -82,8 +90,13 @@ def test_bad_records_are_rejected_with_line_field_and_reason(tmp_path):
     rejects = {i.position: i for i in items if isinstance(i, Reject)}
     assert [d.doc_id for d in docs] == ["ok1", "ok2"]
     assert {p: r.reason for p, r in rejects.items()} == {
-        2: "invalid_json", 3: "not_an_object", 4: "missing_text_field", 5: "text_not_string",
-        6: "invalid_utf8", 7: "empty_text", 8: "invalid_id",
+        2: "invalid_json",
+        3: "not_an_object",
+        4: "missing_text_field",
+        5: "text_not_string",
+        6: "invalid_utf8",
+        7: "empty_text",
+        8: "invalid_id",
     }
     assert rejects[4].field == "text"
     assert rejects[2].raw == lines[1] + b"\n"  # nothing lost: the original bytes are kept
@@ -92,7 +105,9 @@ def test_bad_records_are_rejected_with_line_field_and_reason(tmp_path):
 
 def test_truncated_gzip_keeps_the_good_lines_and_rejects_the_file_tail(tmp_path):
     path = tmp_path / "cut.jsonl.gz"
-    write_jsonl(path, [{"id": str(i), "text": f"Document {i} " * 50} for i in range(200)], gzip.open)
+    write_jsonl(
+        path, [{"id": str(i), "text": f"Document {i} " * 50} for i in range(200)], gzip.open
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     items = read(path)

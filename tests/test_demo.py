@@ -23,15 +23,29 @@ def test_demo_command_runs_and_its_output_reads_back(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     exe = Path(sys.executable).parent / "condlabel"
     proc = subprocess.run(
-        [str(exe), "demo", "--output", str(tmp_path), "--docs", "24", "--set", "compute.num_cpus=2"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            str(exe),
+            "demo",
+            "--output",
+            str(tmp_path),
+            "--docs",
+            "24",
+            "--set",
+            "compute.num_cpus=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "documents     24 read" in out
     assert "top tags:" in out and "Synopsis: " in out
     assert f"output: {tmp_path / 'tagged'}" in out
-    table = pads.dataset(tmp_path / "tagged", format="parquet", ignore_prefixes=["_", "."]).to_table()
+    table = pads.dataset(
+        tmp_path / "tagged", format="parquet", ignore_prefixes=["_", "."]
+    ).to_table()
     assert table.num_rows >= 24
     assert set(table.column("doc_id").to_pylist()) == {d["id"] for d in sample_documents(24)}
     assert all(table.column("parse_ok").to_pylist())

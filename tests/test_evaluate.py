@@ -34,11 +34,18 @@ def test_misalignment_hand_computed():
         GenerationLabels([NEG, TOX]),  # both contradicted: still one misaligned generation
     ]
     assert [contradicts(cond, lab, DEFAULT_OPPOSITES) for lab in labels] == [
-        False, True, True, False, True
+        False,
+        True,
+        True,
+        False,
+        True,
     ]
     assert misalignment(cond, labels, DEFAULT_OPPOSITES) == (3, 3 / 5)
     # A token without an opposite contradicts nothing.
-    assert misalignment(ConditionalConfig(control_tokens=["<|x|>"]), labels, DEFAULT_OPPOSITES) == (0, 0.0)
+    assert misalignment(ConditionalConfig(control_tokens=["<|x|>"]), labels, DEFAULT_OPPOSITES) == (
+        0,
+        0.0,
+    )
     assert misalignment(cond, [], DEFAULT_OPPOSITES) == (0, None)
 
 
@@ -53,7 +60,10 @@ def test_tag_misalignment_hand_computed():
     assert misalignment(cond, labels, {}, min_tag_overlap=1) == (2, 0.5)
     assert misalignment(cond, labels, {}, min_tag_overlap=2) == (3, 0.75)
     # Overlap asked beyond the conditional's own tags means "all of them".
-    assert misalignment(ConditionalConfig(tags=["python"]), labels, {}, min_tag_overlap=3) == (3, 0.75)
+    assert misalignment(ConditionalConfig(tags=["python"]), labels, {}, min_tag_overlap=3) == (
+        3,
+        0.75,
+    )
 
 
 def test_eval_config_checks_judges():
@@ -63,10 +73,9 @@ def test_eval_config_checks_judges():
         load_eval_config(overrides=["classifiers=[]"])
 
 
-@pytest.fixture(scope="module")
-def sentiment_lm_dir(tiny_gpt2_dir, tmp_path_factory):
+def train_sentiment_lm(base_dir, out_dir, steps: int):
     """A tiny GPT-2 taught `<|pos|>` / `<|neg|>` on VADER-tagged sentences, with the training
-    module's own pieces (examples, packing, optimizer, checkpoint export) in a plain loop."""
+    module's own pieces (examples, packing, optimizer, schedule, export) in a plain loop."""
     import torch
 
     from condlabel.train import (
@@ -78,49 +87,68 @@ def sentiment_lm_dir(tiny_gpt2_dir, tmp_path_factory):
         tokenize_examples,
     )
 
-    cfg = build_config(TrainConfig, {
-        "model": {"path": str(tiny_gpt2_dir)},
-        "data": {"prefix": "control_tokens", "untagged_fraction": 0.1},
-        "optimization": {"learning_rate": 3e-3, "max_steps": 150, "warmup_steps": 5,
-                         "seq_len": 64},
-    })
+    cfg = build_config(
+        TrainConfig,
+        {
+            "model": {"path": str(base_dir)},
+            "data": {"prefix": "control_tokens", "untagged_fraction": 0.1},
+            "optimization": {
+                "learning_rate": 3e-3,
+                "max_steps": steps,
+                "warmup_steps": 5,
+                "seq_len": 32,
+            },
+        },
+    )
     torch.manual_seed(0)
     loaded = load_for_training(cfg)
-    rows = tagged_table(sentiment_sentences(400, seed=3)).to_pylist()
+    rows = tagged_table(sentiment_sentences(400, seed=3, simple=True)).to_pylist()
     examples = build_examples(rows, cfg.data, random.Random(0))
-    blocks = pack_examples(tokenize_examples(loaded.tokenizer, examples), 64,
-                           loaded.tokenizer.eos_token_id)
+    blocks = pack_examples(
+        tokenize_examples(loaded.tokenizer, examples), 32, loaded.tokenizer.eos_token_id
+    )
     optimizer, scheduler = make_optimizer(loaded.model, cfg.optimization)
     loaded.model.train()
     rng = random.Random(0)
-    for _ in range(cfg.optimization.max_steps):
-        batch = rng.sample(blocks, 8)
+    for _ in range(steps):
+        batch = rng.sample(blocks, 16)
         ids = torch.tensor([b for b, _ in batch])
         loaded.model(input_ids=ids, labels=torch.tensor([b for _, b in batch])).loss.backward()
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-    out = tmp_path_factory.mktemp("sentiment-lm")
-    export_model(out, loaded.model, loaded.tokenizer)
-    return out
+    export_model(out_dir, loaded.model, loaded.tokenizer)
+    return out_dir
 
 
-def test_evaluation_end_to_end_with_vader(sentiment_lm_dir, tmp_path, capsys):
-    from condlabel.cli import main
+@pytest.fixture(scope="module")
+def sentiment_lm_dir(tiny_gpt2_dir, tmp_path_factory):
+    """Briefly trained: enough for fluent sentences, not yet for conditioning (that takes ~500
+    steps, see the slow test)."""
+    return train_sentiment_lm(tiny_gpt2_dir, tmp_path_factory.mktemp("sentiment-lm"), steps=120)
 
+
+def _eval_config(tmp_path, model_dir, num_samples: int) -> str:
     config = tmp_path / "eval.yaml"
     config.write_text(
-        f"model: {sentiment_lm_dir}\n"
+        f"model: {model_dir}\n"
         "prefix: control_tokens\n"
         "conditionals:\n"
         "  - control_tokens: ['<|pos|>']\n"
         "  - {name: negative, control_tokens: ['<|neg|>']}\n"
         "prompts: ['', 'The']\n"
-        "generation: {num_samples: 12, max_new_tokens: 14, batch_size: 12, seed: 1}\n"
+        f"generation: {{num_samples: {num_samples}, max_new_tokens: 14, batch_size: 16, seed: 1}}\n"
         "classifiers: [{backend: vader}]\n"
         f"output: {tmp_path / 'out'}\n"
     )
-    assert main(["eval", "--config", str(config)]) == 0
+    return str(config)
+
+
+def test_evaluation_end_to_end_with_vader(sentiment_lm_dir, tmp_path, capsys):
+    from condlabel.cli import main
+
+    config = _eval_config(tmp_path, sentiment_lm_dir, num_samples=12)
+    assert main(["eval", "--config", config]) == 0
     printed = capsys.readouterr().out
     assert "conditional" in printed and "<|pos|>" in printed and "negative" in printed
 
@@ -140,11 +168,26 @@ def test_evaluation_end_to_end_with_vader(sentiment_lm_dir, tmp_path, capsys):
         assert [g["misaligned"] for g in gens] == bad
         assert result["misaligned"] == sum(bad)
         assert result["misalignment"] == pytest.approx(sum(bad) / 24)
-        base_bad = sum(opposite in r.control_tokens
-                       for r in vader.classify([g["text"] for g in baseline]))
+        base_bad = sum(
+            opposite in r.control_tokens for r in vader.classify([g["text"] for g in baseline])
+        )
         assert result["baseline_misalignment"] == pytest.approx(base_bad / 24)
-        # The trained model honours its conditional, and clearly better than unconditioned.
-        assert result["misalignment"] <= 0.25, gens
-        assert result["misalignment"] < result["baseline_misalignment"]
-    assert all(g["scores"]["vader.compound"] == pytest.approx(
-        vader.classify([g["text"]])[0].scores["compound"]) for g in baseline[:3])
+    assert all(
+        g["scores"]["vader.compound"]
+        == pytest.approx(vader.classify([g["text"]])[0].scores["compound"])
+        for g in baseline[:3]
+    )
+
+
+@pytest.mark.slow
+def test_trained_model_honours_its_conditionals(tiny_gpt2_dir, tmp_path):
+    """Trained long enough, the tiny model follows `<|pos|>` / `<|neg|>`: the misalignment under
+    each is low and well below the unconditioned baseline (a real learning check)."""
+    from condlabel.config import load_eval_config
+
+    model_dir = train_sentiment_lm(tiny_gpt2_dir, tmp_path / "lm", steps=700)
+    report = run_evaluation(load_eval_config(_eval_config(tmp_path, model_dir, num_samples=24)))
+    for result in report.results:
+        assert result.n == 48
+        assert result.misalignment <= 0.2, (result.name, result.misalignment)
+        assert result.misalignment + 0.2 <= result.baseline_misalignment, result

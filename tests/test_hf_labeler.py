@@ -277,14 +277,6 @@ def _upload(fs, local: Path, prefix: str) -> None:
         fs.put_file(str(path), f"{prefix}/{path.name}")
 
 
-def _resolve_in_subprocess(args):
-    from condlabel.config import StorageConfig
-    from condlabel.models import resolve_source
-
-    uri, endpoint, cache = args
-    return resolve_source(uri, StorageConfig(endpoint_url=endpoint), cache)
-
-
 @pytest.fixture()
 def logged_s3(tmp_path):
     """A separate S3 server process whose request log we read (to count downloads)."""
@@ -314,14 +306,19 @@ def test_s3_model_is_downloaded_once_by_concurrent_processes(
         monkeypatch.setenv(key, "testing")
     _upload(fs, tiny_t5, "models/t5")
     _upload(fs, tiny_t5_adapter, "models/t5-lora")
-    cache = tmp_path / "cache"
-    jobs = [("s3://models/t5", endpoint, str(cache))] * 4
-    with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
-        paths = list(pool.map(_resolve_in_subprocess, jobs))
+    from condlabel.config import StorageConfig
+    from condlabel.models import resolve_source
+
+    cache, n = tmp_path / "cache", 3
+    storage = StorageConfig(endpoint_url=endpoint)
+    # Fresh processes (as Ray actors are) that import only condlabel.models, not this module.
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+        paths = list(pool.map(resolve_source, ["s3://models/t5"] * n, [storage] * n,
+                              [str(cache)] * n))
     assert len(set(paths)) == 1
     weights = [line for line in log_path.read_text().splitlines()
                if "GET /models/t5/model.safetensors" in line]
-    assert len(weights) == 1, weights  # four actors, one download
+    assert len(weights) == 1, weights  # three actors, one download
     local = Path(paths[0])
     assert (local / "model.safetensors").read_bytes() == (tiny_t5 / "model.safetensors").read_bytes()
     assert not [p for p in cache.iterdir() if p.name.startswith(".partial")]

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import pyarrow.dataset as pads
 import pytest
+from helpers import write_jsonl
 
 from condlabel.config import load_convert_config
 from condlabel.pipeline import run_conversion
-from helpers import write_jsonl
-from lm_fixtures import tiny_toxicity_dir  # noqa: F401 - session fixture
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 DOCS = [
-    {"id": "pos", "text": "What a wonderful, lovely day. The concert was amazing and I loved every minute."},
-    {"id": "neg", "text": "This was a terrible, awful experience. The food was disgusting and the staff rude."},
-    {"id": "two", "text": "I adore this beautiful garden. I hate the horrible noise from the road."},
+    {
+        "id": "pos",
+        "text": "What a wonderful, lovely day. The concert was amazing and I loved every minute.",
+    },
+    {
+        "id": "neg",
+        "text": "This was a terrible, awful experience. The food was disgusting and the staff rude.",
+    },
+    {
+        "id": "two",
+        "text": "I adore this beautiful garden. I hate the horrible noise from the road.",
+    },
 ]
 
 
@@ -26,9 +34,13 @@ def rows(out):
 
 def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny_toxicity_dir):
     src = write_jsonl(tmp_path / "in.jsonl", DOCS)
-    cfg = load_convert_config(inputs=[str(src)], output=str(tmp_path / "out"), overrides=[
-        f"classifiers=[{{backend: vader}}, {{backend: hf, hf: {{model: '{tiny_toxicity_dir}'}}}}]",
-    ])
+    cfg = load_convert_config(
+        inputs=[str(src)],
+        output=str(tmp_path / "out"),
+        overrides=[
+            f"classifiers=[{{backend: vader}}, {{backend: hf, hf: {{model: '{tiny_toxicity_dir}'}}}}]",
+        ],
+    )
     summary = run_conversion(cfg)
     assert summary.rows_written == 3
     assert summary.labeler.count("+") == 2  # labeler + vader + toxicity fingerprints
@@ -44,14 +56,22 @@ def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny
         # default template: control tokens, then the synopsis and tags, then the text
         assert row["conditional_text"].startswith("".join(row["control_tokens"]) + "Synopsis: ")
         assert row["conditional_text"].endswith(row["text"])
-    assert dict(pos["scores"])["vader.compound"] > 0.5 > -0.5 > dict(neg["scores"])["vader.compound"]
+    assert (
+        dict(pos["scores"])["vader.compound"] > 0.5 > -0.5 > dict(neg["scores"])["vader.compound"]
+    )
 
 
 def test_control_tokens_only_at_sentence_level(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", DOCS)
-    cfg = load_convert_config(inputs=[str(src)], output=str(tmp_path / "out"), overrides=[
-        "labeler.backend=none", "chunking.unit=sentence", "classifiers=[{backend: vader}]",
-    ])
+    cfg = load_convert_config(
+        inputs=[str(src)],
+        output=str(tmp_path / "out"),
+        overrides=[
+            "labeler.backend=none",
+            "chunking.unit=sentence",
+            "classifiers=[{backend: vader}]",
+        ],
+    )
     summary = run_conversion(cfg)
     out = rows(tmp_path / "out")
     assert summary.rows_written == len(out) == 6

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from helpers import expected_chunks, make_docs
 
 from condlabel.cli import main
 from condlabel.config import load_convert_config
 from condlabel.stages import OUTPUT_SCHEMA
-from helpers import expected_chunks, make_docs
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -23,7 +23,10 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def upload_corpus(fs, bucket: str) -> list[dict]:
     a, b, c = make_docs(6, "jsonl"), make_docs(5, "gz"), make_docs(4, "pq")
     fs.pipe(f"{bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in a).encode())
-    fs.pipe(f"{bucket}/in/sub/b.jsonl.gz", gzip.compress("".join(json.dumps(d) + "\n" for d in b).encode()))
+    fs.pipe(
+        f"{bucket}/in/sub/b.jsonl.gz",
+        gzip.compress("".join(json.dumps(d) + "\n" for d in b).encode()),
+    )
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(c), sink)
     fs.pipe(f"{bucket}/in/c.parquet", sink.getvalue())
@@ -34,8 +37,20 @@ def upload_corpus(fs, bucket: str) -> list[dict]:
 def test_convert_from_s3_to_s3(s3_bucket, s3fs_client, capsys):
     docs = upload_corpus(s3fs_client, s3_bucket)
     out = f"s3://{s3_bucket}/tagged"
-    rc = main(["convert", "--input", f"s3://{s3_bucket}/in/", "--output", out,
-               "--set", "chunking.max_words=60", "--set", "output.rows_per_file=16", "--json"])
+    rc = main(
+        [
+            "convert",
+            "--input",
+            f"s3://{s3_bucket}/in/",
+            "--output",
+            out,
+            "--set",
+            "chunking.max_words=60",
+            "--set",
+            "output.rows_per_file=16",
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     n_chunks = expected_chunks(docs, 60)
@@ -45,31 +60,46 @@ def test_convert_from_s3_to_s3(s3_bucket, s3fs_client, capsys):
 
     # Read back with pyarrow.dataset over s3fs ...
     s3fs_client.invalidate_cache()
-    ds = pads.dataset(f"{s3_bucket}/tagged", filesystem=s3fs_client, format="parquet",
-                      ignore_prefixes=["_", "."])
+    ds = pads.dataset(
+        f"{s3_bucket}/tagged", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
+    )
     table = ds.to_table()
     assert table.num_rows == n_chunks
     assert table.schema.remove_metadata() == OUTPUT_SCHEMA
-    keys = list(zip(table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True))
+    keys = list(
+        zip(
+            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
+        )
+    )
     assert len(set(keys)) == len(keys)
     assert {d for d, _ in keys} == {d["id"] for d in docs}
     for row in table.slice(0, 5).to_pylist():
-        assert row["conditional_text"].startswith(f"Synopsis: {row['synopsis']} Tags: [{', '.join(row['tags'])}]\n")
+        assert row["conditional_text"].startswith(
+            f"Synopsis: {row['synopsis']} Tags: [{', '.join(row['tags'])}]\n"
+        )
         assert row["conditional_text"].endswith(row["text"])
         assert row["labeler"].startswith("keyphrase:")
         assert row["tags"] and row["parse_ok"]
 
     # ... and with polars, straight from S3.
-    frame = pl.read_parquet(f"s3://{s3_bucket}/tagged/*.parquet", storage_options={
-        "aws_endpoint_url": s3fs_client.client_kwargs["endpoint_url"],
-        "aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret-never-logged",
-        "aws_region": "us-east-1", "aws_allow_http": "true"})
+    frame = pl.read_parquet(
+        f"s3://{s3_bucket}/tagged/*.parquet",
+        storage_options={
+            "aws_endpoint_url": s3fs_client.client_kwargs["endpoint_url"],
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing-secret-never-logged",
+            "aws_region": "us-east-1",
+            "aws_allow_http": "true",
+        },
+    )
     assert frame.height == n_chunks
     assert frame.select(pl.struct("doc_id", "chunk_index").n_unique()).item() == n_chunks
 
 
 def test_missing_input_fails_at_once_naming_it(s3_bucket, tmp_path, capsys):
-    rc = main(["convert", "--input", f"s3://{s3_bucket}/nothing-here/", "--output", str(tmp_path / "o")])
+    rc = main(
+        ["convert", "--input", f"s3://{s3_bucket}/nothing-here/", "--output", str(tmp_path / "o")]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert f"s3://{s3_bucket}/nothing-here/" in err and "no such file" in err
@@ -95,9 +125,11 @@ def test_missing_bucket_is_unwritable(s3_server, tmp_path, capsys):
 
 def test_bad_rows_do_not_crash_the_run(tmp_path):
     src = tmp_path / "mixed.jsonl"
-    src.write_text('{"id": "a", "text": "A good document about sailing boats and harbours."}\n'
-                   '{"id": "b", "text": \n'
-                   '{"id": "c", "body": "no text"}\n')
+    src.write_text(
+        '{"id": "a", "text": "A good document about sailing boats and harbours."}\n'
+        '{"id": "b", "text": \n'
+        '{"id": "c", "body": "no text"}\n'
+    )
     from condlabel.pipeline import run_conversion
 
     cfg = load_convert_config(inputs=[str(src)], output=str(tmp_path / "out"))

@@ -17,7 +17,10 @@ def test_default_prefix_follows_the_reference_format():
 
 def test_control_tokens_and_custom_template():
     cfg = FormatConfig(prefix_template="{control_tokens}[{tags}] ")
-    assert render_prefix(cfg, "s", ["x", "y"], ["<|pos|>", "<|nontoxic|>"], True) == "<|pos|><|nontoxic|>[x, y] "
+    assert (
+        render_prefix(cfg, "s", ["x", "y"], ["<|pos|>", "<|nontoxic|>"], True)
+        == "<|pos|><|nontoxic|>[x, y] "
+    )
 
 
 def test_failed_parse_gets_only_control_tokens():
@@ -35,14 +38,22 @@ def test_render_and_parse_round_trip():
     ("raw", "synopsis", "tags", "ok"),
     [
         # the model card's example: leading space inside the brackets
-        ("Synopsis: The document outlines X. Tags: [ human language understanding, chatbots]",
-         "The document outlines X.", ["human language understanding", "chatbots"], True),
+        (
+            "Synopsis: The document outlines X. Tags: [ human language understanding, chatbots]",
+            "The document outlines X.",
+            ["human language understanding", "chatbots"],
+            True,
+        ),
         ("Synopsis: Missing brackets. Tags: a, b, c", "Missing brackets.", ["a", "b", "c"], True),
         ("Synopsis: No tags part at all.", "No tags part at all.", [], True),
         ("Synopsis: Dups. Tags: [a, b, A, a ]", "Dups.", ["a", "b"], True),
         ("Synopsis: Special. Tags: [x, y]</s><pad><pad>", "Special.", ["x", "y"], True),
-        ("Synopsis: Cut at max_new_tokens. Tags: [first tag, second ta",
-         "Cut at max_new_tokens.", ["first tag", "second ta"], True),
+        (
+            "Synopsis: Cut at max_new_tokens. Tags: [first tag, second ta",
+            "Cut at max_new_tokens.",
+            ["first tag", "second ta"],
+            True,
+        ),
         ("Synopsis: Cut inside the synopsis and nev", "Cut inside the synopsis and nev", [], True),
         ("<pad> synopsis:lower case. tags:[q]", "lower case.", ["q"], True),
         ("random words without structure", "", [], False),

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from helpers import expected_chunks, make_docs, write_jsonl
 
 from condlabel import read_tagged
 from condlabel.cli import main
 from condlabel.config import load_convert_config
 from condlabel.pipeline import run_conversion
 from condlabel.runstate import Lease, RunRefused, read_manifests
-from helpers import expected_chunks, make_docs, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -30,9 +30,14 @@ MAX_WORDS = 60
 
 def config(inputs, output, *overrides):
     return load_convert_config(
-        inputs=[str(i) for i in inputs], output=str(output),
-        overrides=[f"chunking.max_words={MAX_WORDS}", "output.rows_per_file=8",
-                   "output.lease_ttl_s=30", *overrides],
+        inputs=[str(i) for i in inputs],
+        output=str(output),
+        overrides=[
+            f"chunking.max_words={MAX_WORDS}",
+            "output.rows_per_file=8",
+            "output.lease_ttl_s=30",
+            *overrides,
+        ],
     )
 
 
@@ -41,7 +46,11 @@ def all_rows(output) -> pa.Table:
 
 
 def keys(table: pa.Table) -> list[tuple]:
-    return list(zip(table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True))
+    return list(
+        zip(
+            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
+        )
+    )
 
 
 def test_rerun_over_a_complete_output_labels_nothing(tmp_path):
@@ -69,10 +78,13 @@ def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
     write_jsonl(inp / "a.jsonl", docs)
 
     again = run_conversion(config([inp], tmp_path / "out"))
-    assert again.rows_written == expected_chunks(new_docs, MAX_WORDS) + expected_chunks([changed], MAX_WORDS)
+    assert again.rows_written == expected_chunks(new_docs, MAX_WORDS) + expected_chunks(
+        [changed], MAX_WORDS
+    )
     history = all_rows(tmp_path / "out")
-    assert set(history.filter(pa.compute.equal(history["run_id"], again.run_id))["doc_id"].to_pylist()) == {
-        changed["id"], *(d["id"] for d in new_docs)}
+    assert set(
+        history.filter(pa.compute.equal(history["run_id"], again.run_id))["doc_id"].to_pylist()
+    ) == {changed["id"], *(d["id"] for d in new_docs)}
 
     # Readers get only the latest version of the changed document, every chunk once.
     latest = read_tagged(str(tmp_path / "out"))
@@ -81,8 +93,9 @@ def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
     [row] = [r for r in latest.to_pylist() if r["doc_id"] == changed["id"]]
     assert row["text"] == changed["text"]
     # A filter never resurrects an old version.
-    only_old_text = read_tagged(str(tmp_path / "out"),
-                                filter=pads.field("text") != changed["text"], columns=["doc_id"])
+    only_old_text = read_tagged(
+        str(tmp_path / "out"), filter=pads.field("text") != changed["text"], columns=["doc_id"]
+    )
     assert changed["id"] not in only_old_text["doc_id"].to_pylist()
     assert read_tagged(str(tmp_path / "out"), latest_only=False).num_rows == history.num_rows
 
@@ -92,9 +105,19 @@ def test_fingerprint_guard_names_both_and_allow_mixed_overrides(tmp_path, capsys
     out = tmp_path / "out"
     first = run_conversion(config([src], out, "labeler.keyphrase.num_tags=3"))
     write_jsonl(tmp_path / "b.jsonl", make_docs(2, "b"))
-    args = ["convert", "--input", str(tmp_path / "a.jsonl"), "--input", str(tmp_path / "b.jsonl"),
-            "--output", str(out), "--set", f"chunking.max_words={MAX_WORDS}",
-            "--set", "labeler.keyphrase.num_tags=4"]
+    args = [
+        "convert",
+        "--input",
+        str(tmp_path / "a.jsonl"),
+        "--input",
+        str(tmp_path / "b.jsonl"),
+        "--output",
+        str(out),
+        "--set",
+        f"chunking.max_words={MAX_WORDS}",
+        "--set",
+        "labeler.keyphrase.num_tags=4",
+    ]
     assert main(args) == 4
     err = capsys.readouterr().err.strip().splitlines()[-1]
     other = load_convert_config(overrides=["labeler.keyphrase.num_tags=4"])
@@ -133,30 +156,52 @@ def test_second_writer_is_refused_and_a_stale_lease_is_taken_over(tmp_path, caps
 def test_every_kind_of_bad_input_is_kept_with_its_reason(tmp_path):
     inp = tmp_path / "in"
     good = make_docs(4, "good")
-    lines = [json.dumps(good[0]).encode(), b'{"id": "x", "text": ', json.dumps(good[1]).encode(),
-             b'{"id": "nt", "body": "no text"}', b'{"id": "num", "text": 12}',
-             b'{"id": "u8", "text": "caf\xe9"}', b'{"id": "ws", "text": "  \\n\\t "}',
-             b'{"id": "empty", "text": ""}']
+    lines = [
+        json.dumps(good[0]).encode(),
+        b'{"id": "x", "text": ',
+        json.dumps(good[1]).encode(),
+        b'{"id": "nt", "body": "no text"}',
+        b'{"id": "num", "text": 12}',
+        b'{"id": "u8", "text": "caf\xe9"}',
+        b'{"id": "ws", "text": "  \\n\\t "}',
+        b'{"id": "empty", "text": ""}',
+    ]
     inp.mkdir()
     (inp / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     payload = gzip.compress("".join(json.dumps(d) + "\n" for d in make_docs(40, "gz")).encode())
     (inp / "truncated.jsonl.gz").write_bytes(payload[: len(payload) // 2])
     (inp / "corrupt.parquet").write_bytes(b"PAR1 garbage, not a parquet file PAR1")
-    pq.write_table(pa.table({"id": ["p1", "p2"], "text": [good[2]["text"], None]}), inp / "ok.parquet")
+    pq.write_table(
+        pa.table({"id": ["p1", "p2"], "text": [good[2]["text"], None]}), inp / "ok.parquet"
+    )
     write_jsonl(inp / "fine.jsonl", [good[3]])
 
     summary = run_conversion(config([inp], tmp_path / "out"))
     assert summary.status == "succeeded"
-    assert summary.rejected == {"invalid_json": 1, "missing_text_field": 2, "text_not_string": 1,
-                                "invalid_utf8": 1, "empty_text": 2, "unreadable_file": 2}
-    rejects = pads.dataset(str(tmp_path / "out" / "_rejects"), format="parquet").to_table().to_pylist()
+    assert summary.rejected == {
+        "invalid_json": 1,
+        "missing_text_field": 2,
+        "text_not_string": 1,
+        "invalid_utf8": 1,
+        "empty_text": 2,
+        "unreadable_file": 2,
+    }
+    rejects = (
+        pads.dataset(str(tmp_path / "out" / "_rejects"), format="parquet").to_table().to_pylist()
+    )
     by_reason = {(Path(r["source"]).name, r["position"], r["reason"]) for r in rejects}
     assert ("mixed.jsonl", 2, "invalid_json") in by_reason
     assert ("mixed.jsonl", 6, "invalid_utf8") in by_reason
     assert ("ok.parquet", 2, "missing_text_field") in by_reason
     assert ("corrupt.parquet", 0, "unreadable_file") in by_reason
-    assert any(name == "truncated.jsonl.gz" and reason == "unreadable_file" for name, _, reason in by_reason)
-    assert next(r for r in rejects if r["position"] == 2 and r["reason"] == "invalid_json")["raw"] == lines[1] + b"\n"
+    assert any(
+        name == "truncated.jsonl.gz" and reason == "unreadable_file"
+        for name, _, reason in by_reason
+    )
+    assert (
+        next(r for r in rejects if r["position"] == 2 and r["reason"] == "invalid_json")["raw"]
+        == lines[1] + b"\n"
+    )
 
     rows = all_rows(tmp_path / "out")
     got = set(rows["doc_id"].to_pylist())
@@ -172,7 +217,11 @@ def test_manifest_and_status(tmp_path, capsys):
     summary = run_conversion(cfg)
     [manifest] = read_manifests(str(out), cfg.storage)
     assert manifest["run_id"] == summary.run_id and manifest["status"] == "succeeded"
-    assert manifest["counts"]["labeled"] == summary.rows_written == expected_chunks(make_docs(3, "a"), MAX_WORDS)
+    assert (
+        manifest["counts"]["labeled"]
+        == summary.rows_written
+        == expected_chunks(make_docs(3, "a"), MAX_WORDS)
+    )
     assert manifest["labeler"] == summary.labeler
     assert manifest["inputs"] == [{"uri": str(src), "bytes": src.stat().st_size}]
     assert manifest["versions"]["ray"] and manifest["versions"]["pyarrow"]
@@ -192,8 +241,22 @@ def test_dry_run_lists_work_and_writes_nothing(tmp_path, capsys):
     write_jsonl(inp / "b.jsonl", make_docs(2, "b") + [{"id": "bad"}])
     before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
     capsys.readouterr()
-    assert main(["convert", "--input", str(inp), "--output", str(tmp_path / "out"), "--dry-run", "--json",
-                 "--set", f"chunking.max_words={MAX_WORDS}"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--input",
+                str(inp),
+                "--output",
+                str(tmp_path / "out"),
+                "--dry-run",
+                "--json",
+                "--set",
+                f"chunking.max_words={MAX_WORDS}",
+            ]
+        )
+        == 0
+    )
     plan = json.loads(capsys.readouterr().out)
     per_file = {Path(f["uri"]).name: f for f in plan["files"]}
     assert per_file["a.jsonl"]["to_label"] == 0
@@ -204,8 +267,19 @@ def test_dry_run_lists_work_and_writes_nothing(tmp_path, capsys):
 
 def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(1, "a"))
-    rc = main(["convert", "--input", str(src), "--output", "s3://bucket/out",
-               "--set", "storage.endpoint_url=http://127.0.0.1:9", "--set", "storage.retries=0"])
+    rc = main(
+        [
+            "convert",
+            "--input",
+            str(src),
+            "--output",
+            "s3://bucket/out",
+            "--set",
+            "storage.endpoint_url=http://127.0.0.1:9",
+            "--set",
+            "storage.retries=0",
+        ]
+    )
     assert rc == 3
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "s3://bucket/out" in last and "127.0.0.1:9" in last
@@ -214,32 +288,63 @@ def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
 def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path):
     """SIGKILL a conversion (driver and its embedded Ray) mid-run, rerun, check exactly once."""
     docs = make_docs(160, "k")
-    s3fs_client.pipe(f"{s3_bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in docs[:80]).encode())
-    s3fs_client.pipe(f"{s3_bucket}/in/b.jsonl", "".join(json.dumps(d) + "\n" for d in docs[80:]).encode())
+    s3fs_client.pipe(
+        f"{s3_bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in docs[:80]).encode()
+    )
+    s3fs_client.pipe(
+        f"{s3_bucket}/in/b.jsonl", "".join(json.dumps(d) + "\n" for d in docs[80:]).encode()
+    )
     out = f"s3://{s3_bucket}/out"
-    args = [str(Path(sys.executable).parent / "condlabel"), "convert", "--input", f"s3://{s3_bucket}/in/",
-            "--output", out, "--set", f"chunking.max_words={MAX_WORDS}", "--set", "output.rows_per_file=4",
-            "--set", "compute.batch_size=2", "--set", "output.lease_ttl_s=4", "--set", "compute.num_cpus=2",
-            "--set", "labeler.keyphrase.max_ngram=5"]
+    args = [
+        str(Path(sys.executable).parent / "condlabel"),
+        "convert",
+        "--input",
+        f"s3://{s3_bucket}/in/",
+        "--output",
+        out,
+        "--set",
+        f"chunking.max_words={MAX_WORDS}",
+        "--set",
+        "output.rows_per_file=4",
+        "--set",
+        "compute.batch_size=2",
+        "--set",
+        "output.lease_ttl_s=4",
+        "--set",
+        "compute.num_cpus=2",
+        "--set",
+        "labeler.keyphrase.max_ngram=5",
+    ]
     env = {**os.environ, "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(args, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 180
     written = []
     while time.monotonic() < deadline and proc.poll() is None:
         s3fs_client.invalidate_cache()
-        written = [p for p in s3fs_client.ls(f"{s3_bucket}/out", detail=False) if p.endswith(".parquet")] \
-            if s3fs_client.exists(f"{s3_bucket}/out") else []
+        written = (
+            [p for p in s3fs_client.ls(f"{s3_bucket}/out", detail=False) if p.endswith(".parquet")]
+            if s3fs_client.exists(f"{s3_bucket}/out")
+            else []
+        )
         if len(written) >= 3:
             break
         time.sleep(0.2)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    assert proc.poll() is None, (
+        f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    )
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, like a lost node
     proc.wait(30)
     n = expected_chunks(docs, MAX_WORDS)
     s3fs_client.invalidate_cache()
-    partial = pads.dataset(f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet",
-                           ignore_prefixes=["_", "."]).to_table(columns=["doc_id"]).num_rows
+    partial = (
+        pads.dataset(
+            f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
+        )
+        .to_table(columns=["doc_id"])
+        .num_rows
+    )
     assert 0 < partial < n
 
     time.sleep(4.5)  # the killed run's lease expires
@@ -250,8 +355,71 @@ def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path)
     assert summary["rows_written"] + summary["skipped_done"] == summary["chunks"] == n
 
     s3fs_client.invalidate_cache()
-    table = pads.dataset(f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet",
-                         ignore_prefixes=["_", "."]).to_table(columns=["doc_id", "chunk_index"])
+    table = pads.dataset(
+        f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
+    ).to_table(columns=["doc_id", "chunk_index"])
     assert table.num_rows == n
     assert len(set(keys(table))) == n
     assert {d for d, _ in keys(table)} == {d["id"] for d in docs}
+
+
+def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL the labeler actor's process mid-run, then rerun: every chunk exactly once.
+
+    On Ray 2.60 the killed Ray Data actor is often not restarted (ray-project/ray#53727: actor
+    restarts fail when a constructor argument lives in the object store), so the first run may
+    fail; what must hold either way is that its shards are complete and the rerun finishes the
+    job without relabeling or duplicating anything.
+    """
+    import threading
+
+    import psutil
+    import ray
+
+    # Our own Ray's raylet; the labeler actor is one of its worker processes (other Ray
+    # instances on the machine are left alone).
+    raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+
+    def labeler_actor_pids() -> list[int]:
+        pids = []
+        for proc in raylet.children(recursive=True):
+            try:
+                if "_LabelStage" in " ".join(proc.cmdline()):
+                    pids.append(proc.pid)
+            except psutil.Error:
+                continue
+        return pids
+
+    docs = make_docs(60, "act")
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    cfg = config([src], tmp_path / "out", "compute.batch_size=2", "output.rows_per_file=4",
+                 "compute.actors=1", "labeler.keyphrase.max_ngram=5", "output.lease_ttl_s=2")
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["summary"] = run_conversion(cfg)
+        except Exception as exc:  # noqa: BLE001 - recorded and checked below
+            result["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and runner.is_alive():
+        if len(list((tmp_path / "out").glob("part-*.parquet"))) >= 2:
+            for pid in labeler_actor_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+        time.sleep(0.1)
+    runner.join(300)
+    assert killed, "the run finished before its actor could be killed"
+    n = expected_chunks(docs, MAX_WORDS)
+    before = all_rows(tmp_path / "out")
+    assert len(set(keys(before))) == before.num_rows  # whatever landed, landed once
+
+    rerun = run_conversion(cfg)
+    assert rerun.status == "succeeded"
+    assert rerun.skipped_done == before.num_rows and rerun.rows_written == n - before.num_rows
+    table = all_rows(tmp_path / "out")
+    assert table.num_rows == n and len(set(keys(table))) == n

@@ -63,13 +63,20 @@ def test_train_two_workers_checkpoints_resume_export(
     assert first.history[-1]["tokens_seen"] == 30 * 2 * 4 * 64  # steps x workers x micro x seq
 
     s3fs_client.invalidate_cache()
-    checkpoints = sorted(p.rsplit("/", 1)[-1] for p in s3fs_client.ls(f"{s3_bucket}/runs/tiny")
-                         if "checkpoint-" in p)
+    checkpoints = sorted(
+        p.rsplit("/", 1)[-1] for p in s3fs_client.ls(f"{s3_bucket}/runs/tiny") if "checkpoint-" in p
+    )
     assert checkpoints == ["checkpoint-00000020", "checkpoint-00000030"]  # num_to_keep=2
-    files = {p.rsplit("/", 1)[-1] for p in
-             s3fs_client.ls(f"{s3_bucket}/runs/tiny/checkpoint-00000030")}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "trainer_state.json",
-            "optimizer.pt"} <= files
+    files = {
+        p.rsplit("/", 1)[-1] for p in s3fs_client.ls(f"{s3_bucket}/runs/tiny/checkpoint-00000030")
+    }
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "trainer_state.json",
+        "optimizer.pt",
+    } <= files
 
     # Same run name, more steps: Ray Train hands the latest checkpoint back and the count goes on.
     second = run_training(load_train_config(overrides=[*overrides, "optimization.max_steps=40"]))

