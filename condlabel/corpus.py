@@ -10,7 +10,8 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 import fsspec
 
@@ -60,7 +61,7 @@ class Reject:
     field: str
     reason: str
     detail: str
-    raw: bytes = field(default=b"", repr=False)
+    raw: bytes = dataclasses.field(default=b"", repr=False)
     """The record as read (the line's bytes, or the row as JSON), so nothing is lost."""
 
 

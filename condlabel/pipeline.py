@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -423,7 +423,8 @@ def _execute_graph(
     )
 
     last_report = time.monotonic()
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for raw_batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        batch = cast(pa.Table, raw_batch)
         summary.rows_written += pc.sum(batch.column("rows")).as_py()
         summary.shards_written += batch.num_rows
         summary.useful_tokens += pc.sum(batch.column("useful")).as_py()

