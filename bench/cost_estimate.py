@@ -47,18 +47,24 @@ def per_chunk_seconds(peak_flops: float, bandwidth: float) -> tuple[float, float
 
 
 def main() -> None:
-    print(f"encoder {enc_params / 1e9:.1f}B + decoder {dec_params / 1e9:.1f}B parameters; "
-          f"{tokens_in:.0f} tokens in, {TOKENS_OUT} out, batch {BATCH}")
-    print("| GPU | prefill s/chunk | decode s/chunk | chunks/s per GPU | GPU-hours per 1B input tokens "
-          "| GPU-hours per 1B words |")
+    print(
+        f"encoder {enc_params / 1e9:.1f}B + decoder {dec_params / 1e9:.1f}B parameters; "
+        f"{tokens_in:.0f} tokens in, {TOKENS_OUT} out, batch {BATCH}"
+    )
+    print(
+        "| GPU | prefill s/chunk | decode s/chunk | chunks/s per GPU | GPU-hours per 1B input tokens "
+        "| GPU-hours per 1B words |"
+    )
     print("|---|---|---|---|---|---|")
     for name, (flops, bandwidth) in GPUS.items():
         prefill, decode = per_chunk_seconds(flops, bandwidth)
         rate = 1 / (prefill + decode)
         per_b_tokens = 1e9 / tokens_in / rate / 3600
         per_b_words = 1e9 / WORDS_IN / rate / 3600
-        print(f"| {name} | {prefill:.3f} | {decode:.3f} | {rate:.2f} | {per_b_tokens:.0f} "
-              f"| {per_b_words:.0f} |")
+        print(
+            f"| {name} | {prefill:.3f} | {decode:.3f} | {rate:.2f} | {per_b_tokens:.0f} "
+            f"| {per_b_words:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python bench/labeler_vs_reference.py            # ~2-4 min on 2 CPU cores
 
 Builds (tests/tiny_models.py) a tiny T5 whose output layer has flan-ul2's 32,128 rows, plus a
-LoRA adapter, and ~100 chunks of varied length. Then, each in a fresh subprocess so memory
+LoRA adapter, and 96 chunks cut by our chunker (max 500 words) from Python's help topics. Then, each in a fresh subprocess so memory
 figures do not mix, it labels every chunk with:
 
 - `reference`: a faithful re-implementation of the seed code (REFERENCES.md): PeftModel with the
@@ -42,8 +42,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-GENERATION = {"max_new_tokens": 80, "do_sample": True, "top_p": 0.95, "temperature": 0.5,
-              "top_k": 5}
+GENERATION = {
+    "max_new_tokens": 80,
+    "do_sample": True,
+    "top_p": 0.95,
+    "temperature": 0.5,
+    "top_k": 5,
+}
 METHODS = ("reference", "reference-merged", "hf-window-16", "hf")
 
 
@@ -94,16 +99,25 @@ def run_reference(work: Path, texts: list[str], batch_size: int, merged: bool) -
     def generate_condlabels(batch: list[str]) -> tuple[list, int, int]:
         inputs = tokenizer(batch, return_tensors="pt", padding=True)
         outputs = model.generate(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-            num_return_sequences=1, bos_token_id=0, eos_token_id=1, repetition_penalty=1.0,
-            return_dict_in_generate=True, output_scores=True, use_cache=True, **GENERATION,
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            num_return_sequences=1,
+            bos_token_id=0,
+            eos_token_id=1,
+            repetition_penalty=1.0,
+            return_dict_in_generate=True,
+            output_scores=True,
+            use_cache=True,
+            **GENERATION,
         )
         output_tuple = []
         probs = torch.stack(outputs.scores, dim=1).softmax(-1)
         for z, i in enumerate(outputs.sequences):
             out_text = tokenizer.decode(i, skip_special_tokens=False)
-            logprobs = sum(math.log(probs[z][counter][k.item()].item() + 0.001)
-                           for counter, k in enumerate(i[1:]))
+            logprobs = sum(
+                math.log(probs[z][counter][k.item()].item() + 0.001)
+                for counter, k in enumerate(i[1:])
+            )
             output_tuple.append((out_text, round(logprobs, 2)))
         # bookkeeping for the padding ratio (not part of the method)
         steps = outputs.sequences.shape[1] - 1
@@ -122,18 +136,28 @@ def run_reference(work: Path, texts: list[str], batch_size: int, merged: bool) -
                 _, u, p = generate_condlabels(batch)
                 useful, padded = useful + u, padded + p
             seconds = time.perf_counter() - started
-    return {"seconds": seconds, "useful": useful, "padded": padded, "rss_start": mem.start,
-            "rss_peak": mem.peak}
+    return {
+        "seconds": seconds,
+        "useful": useful,
+        "padded": padded,
+        "rss_start": mem.start,
+        "rss_peak": mem.peak,
+    }
 
 
 def run_ours(work: Path, texts: list[str], batch_size: int, window: int) -> dict:
     from condlabel.config import HFLabelerConfig
     from condlabel.labelers.hf import HFLabeler
 
-    labeler = HFLabeler(HFLabelerConfig(
-        model=str(work / "t5"), adapter=str(work / "t5-lora"), max_batch_size=batch_size,
-        max_input_tokens=4096, **GENERATION,
-    ))
+    labeler = HFLabeler(
+        HFLabelerConfig(
+            model=str(work / "t5"),
+            adapter=str(work / "t5-lora"),
+            max_batch_size=batch_size,
+            max_input_tokens=4096,
+            **GENERATION,
+        )
+    )
     labeler.label(texts[:batch_size])  # warm-up
     useful = padded = 0
     with PeakRSS() as mem:
@@ -143,8 +167,13 @@ def run_ours(work: Path, texts: list[str], batch_size: int, window: int) -> dict
                 useful += r.input_tokens + r.num_generated_tokens
                 padded += r.padded_tokens
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "useful": useful, "padded": padded, "rss_start": mem.start,
-            "rss_peak": mem.peak}
+    return {
+        "seconds": seconds,
+        "useful": useful,
+        "padded": padded,
+        "rss_start": mem.start,
+        "rss_peak": mem.peak,
+    }
 
 
 def child(method: str, work: Path, batch_size: int, window: int) -> None:
@@ -152,30 +181,45 @@ def child(method: str, work: Path, batch_size: int, window: int) -> None:
     if method.startswith("reference"):
         result = run_reference(work, texts, batch_size, merged=method == "reference-merged")
     else:
-        result = run_ours(work, texts, batch_size, batch_size if method == "hf-window-16" else window)
+        result = run_ours(
+            work, texts, batch_size, batch_size if method == "hf-window-16" else window
+        )
     result["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result["chunks"] = len(texts)
     print("RESULT " + json.dumps(result))
 
 
-def build(work: Path, chunks: int, vocab: int) -> None:
-    from tiny_models import build_lora_adapter, build_tiny_t5, sample_texts
+def build(work: Path, chunks: int, vocab: int, max_words: int) -> None:
+    from pydoc_data.topics import topics
+
+    from tiny_models import build_lora_adapter, build_tiny_t5
+
+    from condlabel.corpus import chunk_text
 
     if not (work / "t5" / "model.safetensors").exists():
         build_tiny_t5(work / "t5", vocab_size=vocab)
         build_lora_adapter(work / "t5", work / "t5-lora")
-    # Chunk lengths as a chunker leaves them: mostly long, some short document tails.
-    texts = sample_texts(chunks, min_words=40, max_words=700, seed=42)
-    (work / "chunks.json").write_text(json.dumps(texts))
+    # Real documents (Python's help topics) cut by our chunker, in document order: mostly
+    # full-size chunks, some shorter document tails and short documents — what a corpus gives.
+    texts: list[str] = []
+    for key in sorted(topics):
+        doc = topics[key]
+        texts.extend(doc[s:e] for s, e, _ in chunk_text(doc, max_words, max_words // 4))
+    (work / "chunks.json").write_text(json.dumps(texts[:chunks]))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--window", type=int, default=96,
-                        help="chunks handed to our labeler per call (compute.batch_size)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=96,
+        help="chunks handed to our labeler per call (compute.batch_size)",
+    )
     parser.add_argument("--vocab", type=int, default=32128, help="output rows of the tiny T5")
+    parser.add_argument("--max-words", type=int, default=500, help="chunker's max_words")
     parser.add_argument("--workdir", help="keep models and chunks here (default: a temp dir)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
@@ -187,12 +231,22 @@ def main() -> int:
         child(args.child, work, args.batch_size, args.window)
         return 0
     work.mkdir(parents=True, exist_ok=True)
-    build(work, args.chunks, args.vocab)
+    build(work, args.chunks, args.vocab, args.max_words)
 
     results = {}
     for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--child", method, "--workdir", str(work),
-               "--batch-size", str(args.batch_size), "--window", str(args.window)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            method,
+            "--workdir",
+            str(work),
+            "--batch-size",
+            str(args.batch_size),
+            "--window",
+            str(args.window),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -201,26 +255,34 @@ def main() -> int:
         results[method] = json.loads(line.removeprefix("RESULT "))
 
     mib = 1 << 20
-    print(f"\n{args.chunks} chunks, generate batch {args.batch_size}, window {args.window}, "
-          f"vocab {args.vocab}, {GENERATION}, torch threads: default\n")
+    print(
+        f"\n{args.chunks} chunks, generate batch {args.batch_size}, window {args.window}, "
+        f"vocab {args.vocab}, {GENERATION}, torch threads: default\n"
+    )
     print(f"{'method':<18}{'chunks/s':>10}{'peak MiB':>10}{'maxrss MiB':>12}{'padded/useful':>15}")
     for method, r in results.items():
         r["rate"] = r["chunks"] / r["seconds"]
         r["work_mem"] = r["rss_peak"] - r["rss_start"]
-        print(f"{method:<18}{r['rate']:>10.2f}{r['work_mem'] / mib:>10.1f}"
-              f"{r['maxrss'] / mib:>12.1f}{r['padded'] / r['useful']:>15.3f}")
+        print(
+            f"{method:<18}{r['rate']:>10.2f}{r['work_mem'] / mib:>10.1f}"
+            f"{r['maxrss'] / mib:>12.1f}{r['padded'] / r['useful']:>15.3f}"
+        )
     if "reference" in results and "hf" in results:
         ref, ours = results["reference"], results["hf"]
         speed = ours["rate"] / ref["rate"]
         memory = ours["work_mem"] / max(ref["work_mem"], 1)
         padding = ours["padded"] / ours["useful"]
-        print(f"\nhf vs reference: chunks/s x{speed:.2f} (goal >= 3), peak memory "
-              f"x{memory:.2f} (goal <= 0.5), padded/useful {padding:.3f} (goal <= 1.1)")
+        print(
+            f"\nhf vs reference: chunks/s x{speed:.2f} (goal >= 3), peak memory "
+            f"x{memory:.2f} (goal <= 0.5), padded/useful {padding:.3f} (goal <= 1.1)"
+        )
         for other in ("reference-merged", "hf-window-16"):
             if other in results:
                 r = results[other]
-                print(f"  {other}: chunks/s x{r['rate'] / ref['rate']:.2f} of reference, "
-                      f"peak memory x{r['work_mem'] / max(ref['work_mem'], 1):.2f}")
+                print(
+                    f"  {other}: chunks/s x{r['rate'] / ref['rate']:.2f} of reference, "
+                    f"peak memory x{r['work_mem'] / max(ref['work_mem'], 1):.2f}"
+                )
     return 0
 
 

@@ -3,7 +3,7 @@
 A classifier reads a batch of texts and returns, per text, the control tokens it assigns
 (`<|pos|>`, `<|nontoxic|>`, ...) and its raw scores. `classify_table` runs the configured
 classifiers over a chunk table: their tokens are appended to `control_tokens` in configured
-order and their scores land in a `scores` map column keyed `<classifier name>.<score>`.
+order and their scores land in the `scores` column as (name, score) pairs named `<classifier name>.<score>`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from condlabel.config import (
     VaderClassifierConfig,
 )
 from condlabel.labelers import make_fingerprint
+from condlabel.stages import SCORES_TYPE, scores_as_dict, scores_cell
 
-SCORES_TYPE = pa.map_(pa.string(), pa.float64())
 CONTROL_TOKENS_TYPE = pa.list_(pa.string())
 
 
@@ -271,7 +271,7 @@ def classify_table(
         else [[] for _ in range(n)]
     )
     scores: list[dict[str, float]] = (
-        [dict(s or []) for s in table.column("scores").to_pylist()]
+        [scores_as_dict(s) for s in table.column("scores").to_pylist()]
         if "scores" in table.column_names
         else [{} for _ in range(n)]
     )
@@ -286,7 +286,7 @@ def classify_table(
             for key, value in result.scores.items():
                 row_scores[f"{classifier.name}.{key}"] = _finite(value)
     table = _set_column(table, "control_tokens", pa.array(tokens, CONTROL_TOKENS_TYPE))
-    return _set_column(table, "scores", pa.array([list(s.items()) for s in scores], SCORES_TYPE))
+    return _set_column(table, "scores", pa.array([scores_cell(s) for s in scores], SCORES_TYPE))
 
 
 def _finite(value: Any) -> float:

@@ -142,6 +142,10 @@ class HFLabelerConfig(_Strict):
     (compute.batch_size chunks) by length and splits it into calls of at most this many."""
     max_batch_tokens: int = Field(65536, ge=1)
     """Cap per `generate` call on rows x (longest input + max_new_tokens) token positions."""
+    max_encoder_tokens: int = Field(8192, ge=1)
+    """Seq2seq: a call's inputs are encoded in slices of at most this many padded tokens, then
+    decoded together. Encoder attention memory grows with rows x length^2, so slicing bounds
+    the peak of long inputs; outputs are the same."""
     cache_dir: str | None = None
     """Local cache for s3:// models; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
 
@@ -303,6 +307,9 @@ class ComputeConfig(_Strict):
     """CPUs reserved by each labeler actor."""
     num_gpus_per_actor: float = Field(0.0, ge=0)
     """GPUs reserved by each labeler actor (1 for the reference labeler on a GPU cluster)."""
+    actor_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each labeler actor requests, e.g. `{gpu_80gb: 1}` so a 20B labeler
+    only lands on nodes that declare that resource (see cluster.yaml)."""
     batch_size: int = Field(16, ge=1)
     """Chunks per labeler call."""
     num_cpus_per_reader: float = Field(0.5, gt=0)

@@ -132,7 +132,6 @@ def load_model(
     else the CPU; `dtype="auto"` is bfloat16 on GPU and float32 on CPU.
     """
     _require_hf()
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from condlabel.model_files import pick_device, pick_dtype
@@ -211,14 +210,20 @@ def merge_model(
         cache_dir=cache_dir,
     )
     if dtype == "auto":
-        stored = getattr(AutoConfig.from_pretrained(resolve_source(base, storage, cache_dir),
-                                                    revision=revision), "dtype", None)
+        stored = getattr(
+            AutoConfig.from_pretrained(resolve_source(base, storage, cache_dir), revision=revision),
+            "dtype",
+            None,
+        )
         if isinstance(stored, str):
             stored = getattr(torch, stored, None)
         save_dtype = stored if isinstance(stored, torch.dtype) else torch.float32
     else:
-        save_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                      "float16": torch.float16}[dtype]
+        save_dtype = {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[dtype]
     net = loaded.model.to(save_dtype)
     with tempfile.TemporaryDirectory(prefix="condlabel-merge-") as tmp:
         net.save_pretrained(tmp, safe_serialization=True)

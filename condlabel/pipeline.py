@@ -413,6 +413,7 @@ def _execute_graph(
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.labeler_actors),
             num_cpus=cfg.compute.num_cpus_per_actor,
             num_gpus=cfg.compute.num_gpus_per_actor or None,
+            resources=cfg.compute.actor_resources or None,
         )
         .map_batches(
             format_and_write,

@@ -130,59 +130,86 @@ def render_report(info: dict[str, Any], table: pa.Table, source: str) -> str:
     it was computed from (SUMMARY_COLUMNS suffice)."""
     rows = info["rows"]
     lp_values = _column(table, "logprob")
-    logprob_plot = plot_histogram(lp_values, "Labeler log-probability (sum over generated tokens)",
-                                  "logprob")
-    lp_missing = ("No log-probabilities: the labeler(s) of this output do not score their outputs "
-                  "(e.g. the keyphrase labeler), so every logprob is null.")
+    logprob_plot = plot_histogram(
+        lp_values, "Labeler log-probability (sum over generated tokens)", "logprob"
+    )
+    lp_missing = (
+        "No log-probabilities: the labeler(s) of this output do not score their outputs "
+        "(e.g. the keyphrase labeler), so every logprob is null."
+    )
     words_plot = plot_histogram(_column(table, "num_words"), "Chunk length", "words per chunk")
-    tokens_plot = plot_histogram(_column(table, "input_tokens"), "Chunk length in labeler tokens",
-                                 "input tokens per chunk")
+    tokens_plot = plot_histogram(
+        _column(table, "input_tokens"), "Chunk length in labeler tokens", "input tokens per chunk"
+    )
     tags_plot = plot_tag_frequencies(info["top_tags"])
 
     overview = [
-        ["rows (chunks)", rows], ["documents", info["documents"]], ["source files", info["sources"]],
+        ["rows (chunks)", rows],
+        ["documents", info["documents"]],
+        ["source files", info["sources"]],
         ["parse failures", f"{info['parse_failures']:,} ({info['parse_failure_rate']:.2%})"],
-        ["truncated chunks", info["truncated"]], ["distinct tags", info["distinct_tags"]],
+        ["truncated chunks", info["truncated"]],
+        ["distinct tags", info["distinct_tags"]],
         ["words (total)", (info.get("num_words") or {}).get("sum")],
         ["input tokens (total)", (info.get("input_tokens") or {}).get("sum")],
         ["generated tokens (total)", (info.get("num_generated_tokens") or {}).get("sum")],
     ]
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>condlabel report: {html.escape(source)}</title><style>{_CSS}</style></head><body>",
         f"<h1>condlabel output report</h1><p class='muted'>{html.escape(source)} — generated "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
-        "<h2>Overview</h2>", _table(["", "value"], overview, "kv"),
+        "<h2>Overview</h2>",
+        _table(["", "value"], overview, "kv"),
         "<h2>Labelers</h2>",
         _table(["labeler fingerprint", "rows"], [[k, v] for k, v in info["labelers"].items()]),
         _table(["run", "rows"], [[k, v] for k, v in info["runs"].items()]),
-        "<h2>Tags</h2>", _image(tags_plot, "tag frequencies", "No tags in this output."),
-        _table(["tag", "chunks", "share of chunks"],
-               [[t, n, f"{n / rows:.1%}" if rows else "—"] for t, n in info["top_tags"]]),
+        "<h2>Tags</h2>",
+        _image(tags_plot, "tag frequencies", "No tags in this output."),
+        _table(
+            ["tag", "chunks", "share of chunks"],
+            [[t, n, f"{n / rows:.1%}" if rows else "—"] for t, n in info["top_tags"]],
+        ),
     ]
     if info["control_tokens"]:
-        parts += ["<h3>Control tokens</h3>",
-                  _table(["token", "chunks"], [list(x) for x in info["control_tokens"]])]
+        parts += [
+            "<h3>Control tokens</h3>",
+            _table(["token", "chunks"], [list(x) for x in info["control_tokens"]]),
+        ]
     parts += [
-        "<h2>Log-probabilities</h2>", _image(logprob_plot, "log-probability histogram", lp_missing),
+        "<h2>Log-probabilities</h2>",
+        _image(logprob_plot, "log-probability histogram", lp_missing),
         "<h2>Distributions</h2>",
-        _table(["column", *_DIST_KEYS], _distribution_rows(info, [
-            ("logprob", "logprob"), ("mean_logprob", "mean logprob"),
-            ("num_generated_tokens", "generated tokens"), ("tags_per_chunk", "tags per chunk"),
-            ("num_words", "words per chunk"), ("input_tokens", "input tokens per chunk"),
-            ("chunks_per_document", "chunks per document"),
-        ])),
-        "<h2>Chunk lengths</h2>", _image(words_plot, "chunk length histogram", "No chunks."),
+        _table(
+            ["column", *_DIST_KEYS],
+            _distribution_rows(
+                info,
+                [
+                    ("logprob", "logprob"),
+                    ("mean_logprob", "mean logprob"),
+                    ("num_generated_tokens", "generated tokens"),
+                    ("tags_per_chunk", "tags per chunk"),
+                    ("num_words", "words per chunk"),
+                    ("input_tokens", "input tokens per chunk"),
+                    ("chunks_per_document", "chunks per document"),
+                ],
+            ),
+        ),
+        "<h2>Chunk lengths</h2>",
+        _image(words_plot, "chunk length histogram", "No chunks."),
     ]
     if tokens_plot is not None:
         parts.append(_image(tokens_plot, "chunk token histogram", ""))
     if info["samples"]:
         parts.append("<h2>Samples</h2>")
         for row in info["samples"]:
-            parts.append(f"<p class='muted'>{html.escape(str(row.get('doc_id')))} chunk "
-                         f"{html.escape(str(row.get('chunk_index')))} — "
-                         f"{html.escape(str(row.get('source')))}</p>"
-                         f"<pre>{html.escape(row.get('conditional_text') or '')}</pre>")
+            parts.append(
+                f"<p class='muted'>{html.escape(str(row.get('doc_id')))} chunk "
+                f"{html.escape(str(row.get('chunk_index')))} — "
+                f"{html.escape(str(row.get('source')))}</p>"
+                f"<pre>{html.escape(row.get('conditional_text') or '')}</pre>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -36,11 +36,25 @@ CHUNK_SCHEMA = pa.schema(
         ("text", pa.string()),
     ]
 )
+# Scores as a list of (name, score) pairs rather than a map: every reader the output contract
+# names (HF datasets included, which cannot load parquet maps) reads a list of structs.
+SCORES_TYPE = pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
+
+
+def scores_as_dict(value: list[dict] | None) -> dict[str, float]:
+    """A row's `scores` cell -> {"vader.compound": 0.93, ...}."""
+    return {item["name"]: item["score"] for item in value or []}
+
+
+def scores_cell(scores: dict[str, float]) -> list[dict]:
+    return [{"name": k, "score": v} for k, v in scores.items()]
+
+
 LABEL_FIELDS = [
     ("synopsis", pa.string()),
     ("tags", pa.list_(pa.string())),
     ("control_tokens", pa.list_(pa.string())),
-    ("scores", pa.map_(pa.string(), pa.float64())),
+    ("scores", SCORES_TYPE),
     ("logprob", pa.float64()),
     ("mean_logprob", pa.float64()),
     ("num_generated_tokens", pa.int32()),
@@ -185,7 +199,7 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
         "synopsis": [r.synopsis for r in results],
         "tags": [r.tags for r in results],
         "control_tokens": [list(r.extra.get("control_tokens", [])) for r in results],
-        "scores": [list(r.extra.get("scores", {}).items()) for r in results],
+        "scores": [scores_cell(r.extra.get("scores", {})) for r in results],
         "logprob": [r.logprob for r in results],
         "mean_logprob": [r.mean_logprob for r in results],
         "num_generated_tokens": [r.num_generated_tokens for r in results],

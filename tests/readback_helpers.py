@@ -18,8 +18,11 @@ def make_tagged_output(work: Path, docs: int = 24) -> tuple[Path, list[dict]]:
     corpus.mkdir(parents=True, exist_ok=True)
     (corpus / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = work / "tagged"
-    cfg = load_convert_config(overrides=["chunking.max_words=400", "output.rows_per_file=16"],
-                              inputs=[str(corpus)], output=str(out))
+    cfg = load_convert_config(
+        overrides=["chunking.max_words=400", "output.rows_per_file=16"],
+        inputs=[str(corpus)],
+        output=str(out),
+    )
     summary = run_conversion(cfg)
     if summary.rows_written == 0:
         raise RuntimeError(f"the conversion wrote nothing: {summary.lines()}")

@@ -24,6 +24,7 @@ from condlabel.config import (
     VaderClassifierConfig,
     build_config,
 )
+from condlabel.stages import SCORES_TYPE, scores_as_dict
 
 POSITIVE = [
     "I love this wonderful little cafe, the coffee is excellent and the staff are so kind.",
@@ -194,14 +195,14 @@ def test_classify_table_appends_in_configured_order(tiny_toxicity_dir):
     )
     out = classify_table(classifiers, table)
     assert out.column_names == ["doc_id", "text", "control_tokens", "scores"]
-    assert out.schema.field("scores").type == pa.map_(pa.string(), pa.float64())
+    assert out.schema.field("scores").type == SCORES_TYPE
     # threshold 0 -> every text is "toxic"; the labeler's token stays first.
     assert out.column("control_tokens").to_pylist() == [
         ["<|lab|>", "<|pos|>", "<|toxic|>"],
         ["<|neg|>", "<|toxic|>"],
         ["<|toxic|>"],
     ]
-    scores = [dict(s) for s in out.column("scores").to_pylist()]
+    scores = [scores_as_dict(s) for s in out.column("scores").to_pylist()]
     assert set(scores[0]) == {
         "vader.compound",
         "vader.pos",

@@ -6,7 +6,7 @@ import copy
 import json
 import re
 import shlex
-import tomllib
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import jsonschema
@@ -24,8 +24,13 @@ RAYJOB = REPO / "deploy" / "kuberay-rayjob.yaml"
 RUNTIME_ENV = REPO / "ray_jobs" / "runtime_env.yaml"
 
 # Anything that looks like a credential: AWS key ids, secret-key settings, inline tokens.
-SECRET_PATTERNS = [r"AKIA[0-9A-Z]{16}", r"(?i)aws_secret_access_key", r"(?i)aws_access_key_id",
-                   r"(?i)aws_session_token", r"(?i)RAY_AUTH_TOKEN\b"]
+SECRET_PATTERNS = [
+    r"AKIA[0-9A-Z]{16}",
+    r"(?i)aws_secret_access_key",
+    r"(?i)aws_access_key_id",
+    r"(?i)aws_session_token",
+    r"(?i)RAY_AUTH_TOKEN\b",
+]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +94,9 @@ def _setup_commands(cluster: dict, node_type: str) -> list[str]:
 
 
 def test_every_node_installs_pinned_ray_and_condlabel(cluster):
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert version == condlabel.__version__
+    pyproject = (REPO / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    assert version == condlabel.__version__ == installed_version("condlabel")
     wheel = f"condlabel-{version}-py3-none-any.whl"
     for node_type, spec in cluster["available_node_types"].items():
         commands = " ".join(_setup_commands(cluster, node_type))
@@ -105,7 +111,9 @@ def test_every_node_installs_pinned_ray_and_condlabel(cluster):
 def test_dashboard_listens_on_localhost_and_token_auth_is_on(cluster):
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head
-    for command in cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]:
+    for command in (
+        cluster["head_start_ray_commands"][1:] + cluster["worker_start_ray_commands"][1:]
+    ):
         assert "RAY_AUTH_MODE=token" in command
     assert cluster["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
 
@@ -136,7 +144,8 @@ def test_runtime_env_is_valid_and_holds_no_secrets():
     data = yaml.safe_load(RUNTIME_ENV.read_text())
     RuntimeEnv(**data)  # Ray's own validation of the keys and their types
     assert not any(k.startswith("AWS_") for k in data.get("env_vars", {}))
-    body = "\n".join(line for line in RUNTIME_ENV.read_text().splitlines()
-                     if not line.lstrip().startswith("#"))
+    body = "\n".join(
+        line for line in RUNTIME_ENV.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
     for pattern in SECRET_PATTERNS:
         assert not re.search(pattern, body), pattern

@@ -64,21 +64,35 @@ def _same(a, b) -> None:
 
 
 def test_fingerprint_is_computed_from_config_without_loading():
-    base = LabelerConfig(backend="hf", hf={"model": "google/flan-ul2",
-                                          "adapter": "rallio67/condlabeler-alpha"})
+    base = LabelerConfig(
+        backend="hf", hf={"model": "google/flan-ul2", "adapter": "rallio67/condlabeler-alpha"}
+    )
     fp = labeler_fingerprint(base)
     assert fp.startswith("hf:flan-ul2+condlabeler-alpha:")
 
     def with_(**changes):
         return fingerprint(base.hf.model_copy(update=changes))
 
-    for change in ({"revision": "abc"}, {"adapter": None}, {"temperature": 0.7},
-                   {"max_new_tokens": 60}, {"score": "reference"}, {"prompt_template": "x {text}"},
-                   {"seed": 1}, {"dtype": "float32"}, {"max_input_tokens": 1024}):
+    for change in (
+        {"revision": "abc"},
+        {"adapter": None},
+        {"temperature": 0.7},
+        {"max_new_tokens": 60},
+        {"score": "reference"},
+        {"prompt_template": "x {text}"},
+        {"seed": 1},
+        {"dtype": "float32"},
+        {"max_input_tokens": 1024},
+    ):
         assert with_(**change) != fp, change
     # How fast, not what: batch sizes, device, cache and merging leave outputs unchanged.
-    for change in ({"max_batch_size": 2}, {"max_batch_tokens": 100}, {"device": "cpu"},
-                   {"cache_dir": "/x"}, {"merge_adapter": False}):
+    for change in (
+        {"max_batch_size": 2},
+        {"max_batch_tokens": 100},
+        {"device": "cpu"},
+        {"cache_dir": "/x"},
+        {"merge_adapter": False},
+    ):
         assert with_(**change) == fp, change
     greedy = base.hf.model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"seed": 5, "top_k": 9}))
@@ -97,17 +111,28 @@ def test_plan_batches_sorts_by_length_and_caps_rows_and_tokens():
     ("raw", "synopsis", "tags", "ok"),
     [
         # the model card's full example
-        ("Synopsis: The document outlines the conditional pretraining of large language models "
-         "and provides information about the ChatGPT project. Tags: [ human language "
-         "understanding, conditional pretraining, chatbots, machine learning]",
-         "The document outlines the conditional pretraining of large language models and "
-         "provides information about the ChatGPT project.",
-         ["human language understanding", "conditional pretraining", "chatbots",
-          "machine learning"], True),
+        (
+            "Synopsis: The document outlines the conditional pretraining of large language models "
+            "and provides information about the ChatGPT project. Tags: [ human language "
+            "understanding, conditional pretraining, chatbots, machine learning]",
+            "The document outlines the conditional pretraining of large language models and "
+            "provides information about the ChatGPT project.",
+            [
+                "human language understanding",
+                "conditional pretraining",
+                "chatbots",
+                "machine learning",
+            ],
+            True,
+        ),
         ("Synopsis: Two\nlines. \nTags:\n[ a,\n b ]</s>", "Two lines.", ["a", "b"], True),
         ("Synopsis: Quotes. Tags: ['x', \"y\", , z,]", "Quotes.", ["x", "y", "z"], True),
-        ("Synopsis: Spaces. Tags: [machine  learning, Machine learning]", "Spaces.",
-         ["machine learning"], True),
+        (
+            "Synopsis: Spaces. Tags: [machine  learning, Machine learning]",
+            "Spaces.",
+            ["machine learning"],
+            True,
+        ),
         ("Synopsis: Singular. Tag: [only]<pad><pad>", "Singular.", ["only"], True),
         ("Synopsis: After. Tags: [a, b] and then noise, c", "After.", ["a", "b"], True),
         ("Synopsis: Special inside</s> the text<pad>", "Special inside the text", [], True),
@@ -121,8 +146,9 @@ def test_parser_edge_cases(raw, synopsis, tags, ok):
 
 
 def test_causal_prompt_ending_in_the_synopsis_marker_parses(tiny_llama):
-    labeler = _labeler(tiny_llama, prompt_template="{text}\n\nSynopsis:", do_sample=False,
-                       max_new_tokens=4)
+    labeler = _labeler(
+        tiny_llama, prompt_template="{text}\n\nSynopsis:", do_sample=False, max_new_tokens=4
+    )
     result = labeler.label(["A short text."])[0]
     # The model continues after "Synopsis:", so the marker is prepended before parsing.
     assert result.parse_ok == bool(result.raw_output.split("Tags:")[0].strip())
@@ -150,8 +176,7 @@ def test_merged_and_unmerged_give_the_same_outputs_and_scores(model_pair, texts,
     for a, b, c in zip(unmerged, merged_at_load, merged_ahead, strict=True):
         _same(a, b)
         _same(a, c)
-    assert {p.name for p in (tmp_path / "merged").iterdir()} >= {"model.safetensors",
-                                                                 "config.json"}
+    assert {p.name for p in (tmp_path / "merged").iterdir()} >= {"model.safetensors", "config.json"}
     assert not list((tmp_path / "merged").glob("*.bin"))
     # and the adapter matters: the base alone writes something else
     plain = _labeler(base).label(batch)
@@ -197,6 +222,13 @@ def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, tex
     assert abs(ref_together.logprob - ref_alone.logprob) > 1.0  # depends on its batch mates
 
 
+def test_encoding_in_slices_changes_nothing(tiny_t5, tiny_t5_adapter, texts):
+    whole = _labeler(tiny_t5, tiny_t5_adapter).label(texts[:6])
+    sliced = _labeler(tiny_t5, tiny_t5_adapter, max_encoder_tokens=300).label(texts[:6])
+    for a, b in zip(whole, sliced, strict=True):
+        _same(a, b)
+
+
 def test_reruns_reproduce_samples_and_seed_changes_them(tiny_t5, tiny_t5_adapter, texts):
     first = _labeler(tiny_t5, tiny_t5_adapter, temperature=2.0, top_k=0, top_p=1.0)
     again = _labeler(tiny_t5, tiny_t5_adapter, temperature=2.0, top_k=0, top_p=1.0)
@@ -219,8 +251,10 @@ def test_score_equals_a_teacher_forced_forward_pass(model_pair, texts, do_sample
         with torch.no_grad():
             if labeler.seq2seq:
                 start = model.generation_config.decoder_start_token_id
-                logits = model(input_ids=torch.tensor([ids]),
-                               decoder_input_ids=torch.tensor([[start, *generated]])).logits[0, :-1]
+                logits = model(
+                    input_ids=torch.tensor([ids]),
+                    decoder_input_ids=torch.tensor([[start, *generated]]),
+                ).logits[0, :-1]
             else:
                 logits = model(input_ids=torch.tensor([ids + generated])).logits[0]
                 logits = logits[len(ids) - 1 : -1]
@@ -235,18 +269,25 @@ def test_score_equals_a_teacher_forced_forward_pass(model_pair, texts, do_sample
 def test_reference_score_equals_the_seed_method_on_the_same_batch(tiny_t5, tiny_t5_adapter, texts):
     """Greedy, one generate call: the option reproduces the seed code's numbers exactly
     (generate with output_scores, stacked softmax, per-token loop over the padded length)."""
-    labeler = _labeler(tiny_t5, tiny_t5_adapter, do_sample=False, score="reference",
-                       max_batch_size=16)
+    labeler = _labeler(
+        tiny_t5, tiny_t5_adapter, do_sample=False, score="reference", max_batch_size=16
+    )
     batch = sorted(texts[:6], key=lambda t: -len(labeler.encode([t])[0][0]))
     ours = labeler.label(batch)
     enc = labeler.tokenizer(batch, return_tensors="pt", padding=True)
     with torch.no_grad():
-        out = labeler.model.generate(**enc, do_sample=False, max_new_tokens=NEW_TOKENS,
-                                     return_dict_in_generate=True, output_scores=True)
+        out = labeler.model.generate(
+            **enc,
+            do_sample=False,
+            max_new_tokens=NEW_TOKENS,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
     probs = torch.stack(out.scores, dim=1).softmax(-1)
     for z, seq in enumerate(out.sequences):
-        seed_score = sum(math.log(probs[z][i][k.item()].item() + 0.001)
-                         for i, k in enumerate(seq[1:]))
+        seed_score = sum(
+            math.log(probs[z][i][k.item()].item() + 0.001) for i, k in enumerate(seq[1:])
+        )
         assert ours[z].logprob == pytest.approx(seed_score, abs=1e-3)
 
 
@@ -259,9 +300,10 @@ def test_long_inputs_are_truncated_and_flagged(tiny_t5, tiny_llama):
     assert t5.encode([long_text])[0][0][-1] == t5.tokenizer.eos_token_id  # </s> kept
 
     template = "Document: {text}\n\nSynopsis:"
-    llama = _labeler(tiny_llama, do_sample=False, max_new_tokens=4, max_input_tokens=64,
-                     prompt_template=template)
-    (ids, truncated), = llama.encode([long_text])
+    llama = _labeler(
+        tiny_llama, do_sample=False, max_new_tokens=4, max_input_tokens=64, prompt_template=template
+    )
+    ((ids, truncated),) = llama.encode([long_text])
     assert truncated and len(ids) <= 64
     assert llama.tokenizer.decode(ids, skip_special_tokens=True).endswith("\n\nSynopsis:")
     assert llama.label([long_text])[0].truncated
@@ -286,12 +328,17 @@ def logged_s3(tmp_path):
     port = free_port()
     log_path = tmp_path / "moto.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
     _wait_for_port(port, proc)
     endpoint = f"http://127.0.0.1:{port}"
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True,
-                           key="testing", secret="testing")
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": endpoint},
+        skip_instance_cache=True,
+        key="testing",
+        secret="testing",
+    )
     fs.mkdir("models")
     yield endpoint, fs, log_path
     proc.send_signal(signal.SIGTERM)
@@ -313,14 +360,20 @@ def test_s3_model_is_downloaded_once_by_concurrent_processes(
     storage = StorageConfig(endpoint_url=endpoint)
     # Fresh processes (as Ray actors are) that import only condlabel.models, not this module.
     with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        paths = list(pool.map(resolve_source, ["s3://models/t5"] * n, [storage] * n,
-                              [str(cache)] * n))
+        paths = list(
+            pool.map(resolve_source, ["s3://models/t5"] * n, [storage] * n, [str(cache)] * n)
+        )
     assert len(set(paths)) == 1
-    weights = [line for line in log_path.read_text().splitlines()
-               if "GET /models/t5/model.safetensors" in line]
+    weights = [
+        line
+        for line in log_path.read_text().splitlines()
+        if "GET /models/t5/model.safetensors" in line
+    ]
     assert len(weights) == 1, weights  # three actors, one download
     local = Path(paths[0])
-    assert (local / "model.safetensors").read_bytes() == (tiny_t5 / "model.safetensors").read_bytes()
+    assert (local / "model.safetensors").read_bytes() == (
+        tiny_t5 / "model.safetensors"
+    ).read_bytes()
     assert not [p for p in cache.iterdir() if p.name.startswith(".partial")]
 
     # Base model and adapter both from s3:// give what the local directories give.
@@ -389,8 +442,9 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
     assert summary.padding_ratio is not None and summary.padding_ratio >= 1.0
 
     s3 = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
-    table = pads.dataset(f"{s3_bucket}/out", filesystem=s3, format="parquet",
-                         exclude_invalid_files=True).to_table()
+    table = pads.dataset(
+        f"{s3_bucket}/out", filesystem=s3, format="parquet", exclude_invalid_files=True
+    ).to_table()
     assert table.num_rows == summary.rows_written
     assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
     logprobs = table.column("logprob").to_pylist()
@@ -405,3 +459,15 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
         assert row["raw_output"] == result.raw_output
         assert row["logprob"] == pytest.approx(result.logprob, abs=TOL)
 
+
+def test_fingerprint_needs_neither_torch_nor_transformers():
+    code = (
+        "import sys\n"
+        "from condlabel.config import LabelerConfig\n"
+        "from condlabel.labelers import labeler_fingerprint\n"
+        "print(labeler_fingerprint(LabelerConfig(backend='hf', hf={'model': 'm'})))\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("hf:m:")

@@ -8,6 +8,7 @@ from helpers import write_jsonl
 
 from condlabel.config import load_convert_config
 from condlabel.pipeline import run_conversion
+from condlabel.stages import scores_as_dict
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -49,7 +50,7 @@ def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny
     assert pos["control_tokens"][0] == "<|pos|>" and neg["control_tokens"][0] == "<|neg|>"
     for row in (pos, neg):
         assert row["control_tokens"][1] in ("<|toxic|>", "<|nontoxic|>")
-        scores = dict(row["scores"])
+        scores = scores_as_dict(row["scores"])
         assert {"vader.compound", "toxicity.toxic"} <= scores.keys()
         expected_toxic = "<|toxic|>" if scores["toxicity.toxic"] >= 0.5 else "<|nontoxic|>"
         assert row["control_tokens"][1] == expected_toxic
@@ -57,7 +58,7 @@ def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny
         assert row["conditional_text"].startswith("".join(row["control_tokens"]) + "Synopsis: ")
         assert row["conditional_text"].endswith(row["text"])
     assert (
-        dict(pos["scores"])["vader.compound"] > 0.5 > -0.5 > dict(neg["scores"])["vader.compound"]
+        scores_as_dict(pos["scores"])["vader.compound"] > 0.5 > -0.5 > scores_as_dict(neg["scores"])["vader.compound"]
     )
 
 

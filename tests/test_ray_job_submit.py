@@ -10,6 +10,7 @@ RAY_AUTH_MODE=token. (Without RAY_AUTH_TOKEN_PATH both would use ~/.ray/auth_tok
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -71,16 +72,12 @@ def _head_processes(temp_dir: str) -> list[psutil.Process]:
 def _kill_head(temp_dir: str) -> None:
     procs = _head_processes(temp_dir)
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=15)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=10)
 
 
@@ -112,8 +109,20 @@ def ray_head(s3_server):
         "--runtime-env-agent-port": free_port(),
         "--metrics-export-port": free_port(),
     }
-    cmd = [RAY, "start", "--head", "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
-           "--include-dashboard", "true", "--temp-dir", temp_dir, "--disable-usage-stats"]
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--num-cpus",
+        "2",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard",
+        "true",
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
+    ]
     for flag, port in ports.items():
         cmd += [flag, str(port)]
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -145,8 +154,9 @@ def _wait_for_job_server(address: str, token: str, timeout: float = 90) -> None:
 
 
 def _ray(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [RAY, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _job_status(env: dict[str, str], address: str, job_id: str) -> str:
@@ -177,10 +187,26 @@ def test_submit_conversion_as_in_the_readme(ray_head, s3_bucket, s3fs_client, tm
     # The README's line, word for word, with its placeholders filled in.
     job_id = f"condlabel-convert-{secrets.token_hex(4)}"
     submitted = _ray(
-        env, "job", "submit", "--address", address, "--submission-id", job_id,
-        "--runtime-env", "ray_jobs/runtime_env.yaml", "--working-dir", ".", "--",
-        "python", "ray_jobs/convert_corpus.py", "--config", CONFIG,
-        "--input", input_uri, "--output", output_uri,
+        env,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        job_id,
+        "--runtime-env",
+        "ray_jobs/runtime_env.yaml",
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "ray_jobs/convert_corpus.py",
+        "--config",
+        CONFIG,
+        "--input",
+        input_uri,
+        "--output",
+        output_uri,
     )
     logs = _ray(env, "job", "logs", "--address", address, job_id, timeout=60).stdout
     assert submitted.returncode == 0, f"{submitted.stdout}\n{submitted.stderr}\n{logs}"
@@ -203,8 +229,11 @@ def test_submit_conversion_as_in_the_readme(ray_head, s3_bucket, s3fs_client, tm
     assert set(table.column("doc_id").to_pylist()) == {d["id"] for d in docs}
     assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
     assert all(table.column("parse_ok").to_pylist())
-    keys = list(zip(table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(),
-                    strict=True))
+    keys = list(
+        zip(
+            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
+        )
+    )
     assert len(keys) == len(set(keys)), "a chunk was written twice"
 
 
@@ -214,10 +243,26 @@ def test_bad_config_fails_and_says_why_in_the_job_logs(ray_head, tmp_path):
     bad.write_text("chunking:\n  max_words: 0\nlabeler:\n  backend: keyphrase\n  tmperature: 0.5\n")
     job_id = f"condlabel-bad-{secrets.token_hex(4)}"
     submitted = _ray(
-        env, "job", "submit", "--address", address, "--submission-id", job_id,
-        "--runtime-env", "ray_jobs/runtime_env.yaml", "--working-dir", ".", "--",
-        "python", "ray_jobs/convert_corpus.py", "--config", str(bad),
-        "--input", "s3://nowhere/in/", "--output", "s3://nowhere/out/",
+        env,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        job_id,
+        "--runtime-env",
+        "ray_jobs/runtime_env.yaml",
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "ray_jobs/convert_corpus.py",
+        "--config",
+        str(bad),
+        "--input",
+        "s3://nowhere/in/",
+        "--output",
+        "s3://nowhere/out/",
     )
     assert submitted.returncode != 0
     assert _job_status(env, address, job_id) == "FAILED"

@@ -46,7 +46,7 @@ def namespace(tagged, tmp_path_factory):
         if i == 0:
             code = OUTPUT_LINE.sub(f"output = {str(out)!r}", code)
         if "load_dataset(" in code:  # keep the HF cache inside the test's temp dir
-            code = code.replace('split="train")', f'split="train", cache_dir={str(cache)!r})')
+            code = code.replace('split="train",', f'split="train", cache_dir={str(cache)!r},')
         exec(compile(code, f"README.md snippet {i}", "exec"), ns)
     return ns
 
@@ -79,7 +79,10 @@ def test_pandas(namespace, tagged):
     assert len(df) == table.num_rows
     assert list(df.columns) == ["doc_id", "chunk_index", "synopsis", "tags", "parse_ok"]
     assert sorted(zip(df.doc_id, df.chunk_index, strict=True)) == sorted(
-        zip(table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True))
+        zip(
+            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
+        )
+    )
 
 
 def test_huggingface_datasets(namespace, tagged):
@@ -87,7 +90,9 @@ def test_huggingface_datasets(namespace, tagged):
     dataset = namespace["dataset"]
     assert dataset.column_names == ["conditional_text"]
     assert len(dataset) == table.num_rows
-    assert sorted(dataset["conditional_text"]) == sorted(table.column("conditional_text").to_pylist())
+    assert sorted(dataset["conditional_text"]) == sorted(
+        table.column("conditional_text").to_pylist()
+    )
 
 
 def test_duckdb(namespace, tagged):
@@ -95,3 +100,13 @@ def test_duckdb(namespace, tagged):
     expected = Counter(t for tags in table.column("tags").to_pylist() for t in tags)
     top = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     assert [tuple(r) for r in namespace["top_tags"]] == top
+
+
+def test_huggingface_datasets_reads_every_column(tagged, tmp_path):
+    from datasets import load_dataset
+
+    out, _, table = tagged
+    dataset = load_dataset(
+        "parquet", data_files=f"{out}/part-*.parquet", split="train", cache_dir=str(tmp_path)
+    )
+    assert len(dataset) == table.num_rows

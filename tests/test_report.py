@@ -100,8 +100,7 @@ def test_report_plots_a_logprob_histogram_when_there_are_scores(tagged):
     _, _, table = tagged
     # Scores as a model-based labeler writes them (sums of token log-probs, some rows unscored).
     scores = [-(3.0 + (i % 17) * 1.7) for i in range(table.num_rows - 1)] + [None]
-    scored = table.set_column(table.schema.get_field_index("logprob"), "logprob",
-                              [scores])
+    scored = table.set_column(table.schema.get_field_index("logprob"), "logprob", [scores])
     info = summarize(scored)
     assert info["logprob"]["count"] == table.num_rows - 1 and info["logprob"]["null"] == 1
     page = render_report(info, scored, "scored-output")
@@ -115,7 +114,13 @@ def test_distribution_of_an_empty_or_null_column():
 
     assert distribution(pa.array([], pa.float64()))["p50"] is None
     stats = distribution(pa.array([None, 2.0, 4.0]))
-    assert (stats["count"], stats["null"], stats["mean"], stats["p00"], stats["p100"]) == (2, 1, 3.0, 2.0, 4.0)
+    assert (stats["count"], stats["null"], stats["mean"], stats["p00"], stats["p100"]) == (
+        2,
+        1,
+        3.0,
+        2.0,
+        4.0,
+    )
 
 
 def test_inspect_output_reads_only_what_it_needs(tagged):
@@ -129,11 +134,18 @@ def test_inspect_output_reads_only_what_it_needs(tagged):
 def test_report_without_matplotlib_says_what_to_install(tagged, tmp_path):
     out, _, _ = tagged
     # A fresh interpreter in which `import matplotlib` fails, as on an install without the extra.
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from condlabel.cli import main\n"
-            f"sys.exit(main(['inspect', {str(out)!r}, '--report', {str(tmp_path / 'r.html')!r}]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RAY_ADDRESS": ""})
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from condlabel.cli import main\n"
+        f"sys.exit(main(['inspect', {str(out)!r}, '--report', {str(tmp_path / 'r.html')!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     assert proc.returncode == 1
     assert "pip install 'condlabel[report]'" in proc.stderr
     assert not (tmp_path / "r.html").exists()
@@ -147,10 +159,20 @@ def test_report_renders_in_headless_chromium(tagged, tmp_path):
     assert main(["inspect", str(out), "--report", str(report)]) == 0
     shot = tmp_path / "report.png"
     proc = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1100,2400", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1100,2400",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert shot.exists(), proc.stderr[-2000:]
     image = matplotlib.image.imread(shot)

