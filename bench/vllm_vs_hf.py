@@ -110,6 +110,11 @@ def main() -> int:
             f"batch {b:>3}: hf {hf_rate:6.2f} chunks/s, vllm {vllm_rate:6.2f} chunks/s, "
             f"vllm/hf = {vllm_rate / hf_rate:.2f}x  ({same}/{len(chunks)} identical texts)"
         )
+    if not args.greedy:
+        print("(sampled texts differ between the backends: each draws from its own random stream)")
+    print(
+        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+    )
     return 0
 
 

@@ -8,8 +8,8 @@ One `label(texts)` call:
    `max_batch_size` rows and `max_batch_tokens` padded positions (little compute on padding);
 3. runs each call with a `StepScorer` (condlabel.labelers.scoring) in place of the sampler: it
    gathers the chosen token's raw log-probability at every step and picks the token greedily or
-   by Gumbel-max sampling from a generator private to the chunk (seeded by the chunk text and
-   `seed`);
+   by inverse-CDF sampling with a generator private to the chunk (seeded by the chunk text and
+   `seed`, one draw per step);
 4. masks every position after a sequence's EOS and parses the text.
 
 Reproducibility: greedy outputs and all scores depend on the chunk and the config only, never on

@@ -70,29 +70,30 @@ def chunk_seed(text: str, seed: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-def gumbel_noise(
-    generators: list[torch.Generator], vocab: int, device: torch.device
-) -> torch.Tensor:
-    """[B, V] Gumbel(0, 1) noise, row b drawn from `generators[b]` only.
-
-    argmax(logits + noise) is an exact sample from softmax(logits) (the Gumbel-max trick), so
-    each row samples from its own random stream.
-    """
-    rows = [torch.rand(vocab, generator=g, device=device) for g in generators]
-    u = torch.stack(rows).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+def sample_rows(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row of `probs` [B, V] by inverse-CDF sampling, row b with one uniform
+    draw from `generators[b]` per step: a row's sample depends on its own distribution and
+    random stream only, never on its batch mates (one random number per row and step)."""
+    u = torch.stack([torch.rand((), generator=g, device=probs.device) for g in generators])
+    cdf = probs.cumsum(dim=-1)
+    # Scale by the row total (not exactly 1 in float) so the draw always lands on a token
+    # of non-zero probability: the CDF only rises at those.
+    target = (u * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
 
 class StepScorer:
     """Scores one batched `generate` call step by step, and picks its tokens.
 
     It contributes two logits processors: `first()` goes before every other processor and sees
-    the raw logits (it keeps their log-softmax for the current step only); `last()` goes after
-    the warpers, picks the next token of every row (argmax, or a Gumbel-max sample from the
-    row's own generator), records the chosen token's raw log-probability — and, for the
-    reference score, its warped probability and the padding token's — and returns scores in
-    which only the chosen token is finite, so `generate`'s greedy argmax takes exactly it.
-    Memory: one [B, V] tensor per step in flight, [B, T] values kept.
+    the raw logits (it keeps them and their log-normaliser for the current step only); `last()`
+    goes after the warpers, picks the next token of every row (argmax, or a sample drawn with
+    the row's own generator), records the chosen token's raw log-probability — and, for the
+    reference score, its warped probability and the padding token's — and, when sampling,
+    returns scores in which only the chosen token is finite, so `generate`'s greedy argmax
+    takes exactly it. The warpers never modify their input in place, so the raw logits kept
+    by `first()` are intact when `last()` reads them (the teacher-forcing test checks this).
+    Memory: [B, V] tensors of the current step in flight, [B, T] values kept.
     """
 
     def __init__(
@@ -101,7 +102,8 @@ class StepScorer:
         self.generators = generators
         self.pad_id = pad_id
         self.reference = reference
-        self._raw_step: torch.Tensor | None = None
+        self._raw: torch.Tensor | None = None
+        self._raw_norm: torch.Tensor | None = None
         self.raw_chosen: list[torch.Tensor] = []
         self.warped_chosen: list[torch.Tensor] = []
         self.warped_pad: list[torch.Tensor] = []
@@ -112,19 +114,27 @@ class StepScorer:
     def last(self) -> _ChooseStep:
         return _ChooseStep(self)
 
+    def _keep_raw(self, scores: torch.Tensor) -> None:
+        self._raw = scores
+        self._raw_norm = torch.logsumexp(scores.float(), dim=-1)
+
     def _choose(self, scores: torch.Tensor) -> torch.Tensor:
+        warped = None
         if self.generators is None:
             choice = scores.argmax(dim=-1)
         else:
-            noise = gumbel_noise(self.generators, scores.shape[-1], scores.device)
-            choice = (scores + noise).argmax(dim=-1)
-        index = choice[:, None]
-        self.raw_chosen.append(self._raw_step.gather(1, index).squeeze(1))
-        self._raw_step = None
-        if self.reference:
             warped = torch.softmax(scores, dim=-1)
+            choice = sample_rows(warped, self.generators)
+        index = choice[:, None]
+        raw = self._raw.gather(1, index).squeeze(1).float() - self._raw_norm
+        self.raw_chosen.append(raw)
+        self._raw = self._raw_norm = None
+        if self.reference:
+            warped = torch.softmax(scores, dim=-1) if warped is None else warped
             self.warped_chosen.append(warped.gather(1, index).squeeze(1))
             self.warped_pad.append(warped[:, self.pad_id])
+        if self.generators is None:
+            return scores  # generate's argmax picks the same token (first maximal index)
         only = torch.full_like(scores, -torch.inf)
         return only.scatter_(1, index, 0.0)
 
@@ -144,7 +154,7 @@ class _RawStep:
         self.scorer = scorer
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.scorer._raw_step = torch.log_softmax(scores.float(), dim=-1)
+        self.scorer._keep_raw(scores)
         return scores
 
 
