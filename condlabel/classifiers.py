@@ -18,6 +18,7 @@ import pyarrow as pa
 from condlabel.config import (
     ClassifierConfig,
     HFClassifierConfig,
+    Sentiment,
     StorageConfig,
     VaderClassifierConfig,
 )
@@ -71,7 +72,7 @@ class VaderClassifier:
     def fingerprint(self) -> str:
         return vader_fingerprint(self.cfg, self._name)
 
-    def sentiment(self, compound: float) -> str:
+    def sentiment(self, compound: float) -> Sentiment:
         if compound >= self.cfg.positive_threshold:
             return "positive"
         if compound <= self.cfg.negative_threshold:

@@ -146,6 +146,10 @@ class HFLabelerConfig(_Strict):
     """Seq2seq: a call's inputs are encoded in slices of at most this many padded tokens, then
     decoded together. Encoder attention memory grows with rows x length^2, so slicing bounds
     the peak of long inputs; outputs are the same."""
+    max_encoder_padding: float = Field(0.05, ge=0)
+    """Seq2seq: a call's inputs are encoded in groups of similar length, each padded to its own
+    longest, with at most this share of padding positions (0.05: padded <= 1.05 x useful); 0
+    encodes each length apart. Outputs are the same."""
     cache_dir: str | None = None
     """Local cache for s3:// models; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
 
@@ -335,7 +339,8 @@ class StorageConfig(_Strict):
     """Retries of transient S3 errors (botocore's adaptive retry mode)."""
 
 
-SENTIMENT_TOKENS = {"positive": "<|pos|>", "negative": "<|neg|>"}
+Sentiment = Literal["positive", "negative", "neutral"]
+SENTIMENT_TOKENS: dict[Sentiment, str] = {"positive": "<|pos|>", "negative": "<|neg|>"}
 TOXICITY_TOKENS = {"toxic": "<|toxic|>"}
 NONTOXIC_TOKENS = {"toxic": "<|nontoxic|>"}
 
@@ -345,9 +350,7 @@ class VaderClassifierConfig(_Strict):
     """Compound score at or above which a text is `positive` (VADER's own convention: 0.05)."""
     negative_threshold: float = Field(-0.05, ge=-1, le=1)
     """Compound score at or below which a text is `negative`; in between is `neutral`."""
-    tokens: dict[Literal["positive", "negative", "neutral"], str] = Field(
-        default_factory=lambda: dict(SENTIMENT_TOKENS)
-    )
+    tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
     """Control token per sentiment class; a class without an entry (default: neutral) adds none."""
 
     @model_validator(mode="after")
@@ -553,9 +556,13 @@ def load_convert_config(
 CONFIG_MODELS: dict[str, type[_Strict]] = {"convert": ConvertConfig}
 
 
-def load_config(kind: str, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+def load_config(
+    kind: str, path: str | Path | None = None, overrides: list[str] | None = None
+) -> Any:
     if kind not in CONFIG_MODELS:
-        raise ConfigError([f"--kind: unknown config kind {kind!r}; valid: {', '.join(CONFIG_MODELS)}"])
+        raise ConfigError(
+            [f"--kind: unknown config kind {kind!r}; valid: {', '.join(CONFIG_MODELS)}"]
+        )
     data = apply_overrides(load_mapping(path), list(overrides or []))
     return build_config(CONFIG_MODELS[kind], data, source=str(path) if path else None)
 
@@ -572,7 +579,9 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
         default = field.get_default(call_default_factory=True)
         if isinstance(default, list) and any(isinstance(d, BaseModel) for d in default):
             default = [d.model_dump(mode="json", exclude_unset=True) for d in default]
-        shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        shown = (
+            "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        )
         shown = shown.removesuffix("\n...").removesuffix("...").strip()
         rows.append((key, shown, " ".join((field.description or "").split())))
     return rows
@@ -732,11 +741,15 @@ class TrainConfig(_Strict):
         if self.optimization.warmup_steps >= self.optimization.max_steps:
             problems.append("optimization.warmup_steps: must be below optimization.max_steps")
         if self.optimization.strategy == "fsdp" and self.model.lora.enabled:
-            problems.append("optimization.strategy: fsdp with model.lora.enabled is not supported; "
-                            "use ddp for LoRA (the frozen base is small to replicate)")
+            problems.append(
+                "optimization.strategy: fsdp with model.lora.enabled is not supported; "
+                "use ddp for LoRA (the frozen base is small to replicate)"
+            )
         if self.optimization.strategy == "fsdp" and not self.compute.use_gpu:
-            problems.append("optimization.strategy: fsdp needs compute.use_gpu (Ray Train's FSDP "
-                            "runs on GPUs); use ddp on CPU")
+            problems.append(
+                "optimization.strategy: fsdp needs compute.use_gpu (Ray Train's FSDP "
+                "runs on GPUs); use ddp on CPU"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -801,7 +814,9 @@ class EvalConfig(_Strict):
     """Prefix template (use the one the model was trained with)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     """Generation settings (part of the result: they change the scores)."""
-    classifiers: list[ClassifierConfig] = Field(default_factory=lambda: [ClassifierConfig(backend="vader")])
+    classifiers: list[ClassifierConfig] = Field(
+        default_factory=lambda: [ClassifierConfig(backend="vader")]
+    )
     """Classifiers that relabel the generations (judge control-token conditionals)."""
     labeler: LabelerConfig | None = None
     """Labeler that relabels the generations (judges tag conditionals); null: none."""
@@ -838,11 +853,15 @@ class EvalConfig(_Strict):
 CONFIG_MODELS.update({"train": TrainConfig, "eval": EvalConfig})
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
     """YAML file (optional) + `--set` overrides -> validated training config."""
     return load_config("train", path, overrides)
 
 
-def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EvalConfig:
+def load_eval_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> EvalConfig:
     """YAML file (optional) + `--set` overrides -> validated evaluation config."""
     return load_config("eval", path, overrides)

@@ -5,12 +5,12 @@ Plain functions over fsspec file objects: no Ray here, so everything is unit-tes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import re
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass
 
 import fsspec
@@ -187,7 +187,7 @@ def iter_jsonl(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
                 )
                 continue
             yield _check_record(record, cfg, source, position, line)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken stream (truncated gzip, bad zstd frame)
         yield Reject(
             source,
             position + 1,
@@ -232,7 +232,7 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
                     record.pop(cfg.text_field)  # null text is a missing text
                 raw = json.dumps(record, default=str, ensure_ascii=False).encode()
                 yield _check_record(record, cfg, source, position, raw)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt footer, bad page, truncated file
         yield Reject(
             source,
             position + 1 if position else 0,
@@ -259,7 +259,7 @@ def iter_file(
     try:
         compression = "infer" if fmt == "jsonl" else None
         f = fs.open(path, "rb", compression=compression)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any open failure is this file's reject
         yield Reject(source, 0, "<file>", REJECT_UNREADABLE_FILE, f"{type(exc).__name__}: {exc}")
         return
     with f:

@@ -217,8 +217,8 @@ class Judges:
                 lab.control_tokens.extend(res.control_tokens)
                 sc.update({f"{classifier.name}.{k}": v for k, v in res.scores.items()})
         if self.labeler is not None:
-            for lab, res in zip(labels, self.labeler.label(texts), strict=True):
-                lab.tags = list(res.tags)
+            for lab, labeled in zip(labels, self.labeler.label(texts), strict=True):
+                lab.tags = list(labeled.tags)
         return list(zip(labels, scores, strict=True))
 
 
@@ -254,7 +254,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     tokenizer = AutoTokenizer.from_pretrained(path)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype)
-    model = model.to(device).eval()
+    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub for .to
     unknown = sorted(
         {t for c in cfg.conditionals for t in c.control_tokens} - set(tokenizer.get_vocab())
     )
@@ -312,6 +312,8 @@ def write_report(report: EvalReport, cfg: EvalConfig) -> str:
 
     from condlabel.storage import resolve, write_bytes_atomic
 
+    if not cfg.output:
+        raise ValueError("output: no report location configured")
     fs, path = resolve(cfg.output, cfg.storage)
     if not path.endswith(".json"):
         path = posixpath.join(path, "eval.json")

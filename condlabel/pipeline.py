@@ -335,7 +335,7 @@ def run_conversion(
                     _manifest(cfg, summary, files, started_at, state),
                     cfg.storage,
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
                 log.warning("could not write the run manifest: %s", exc)
     finally:
         lease.release()

@@ -19,14 +19,18 @@ def tagged_dataset(uri: str, storage: StorageConfig | None = None) -> pads.Datas
     if not fs.exists(path):
         raise StorageError(f"{uri}: no such output prefix")
     return pads.dataset(
-        path, format="parquet", filesystem=fs, ignore_prefixes=["_", "."], exclude_invalid_files=False
+        path,
+        format="parquet",
+        filesystem=fs,
+        ignore_prefixes=["_", "."],
+        exclude_invalid_files=False,
     )
 
 
 def read_tagged(
     uri: str,
     columns: list[str] | None = None,
-    filter: pads.Expression | None = None,  # noqa: A002 - mirrors pyarrow's name
+    filter: pads.Expression | None = None,
     storage: StorageConfig | None = None,
     latest_only: bool = True,
 ) -> pa.Table:
@@ -52,9 +56,22 @@ def read_tagged(
 
 # Columns `summarize` and the report need; the heavy text columns are read only for samples.
 SUMMARY_COLUMNS = [
-    "doc_id", "chunk_index", "num_chunks", "source", "num_words", "tags", "control_tokens",
-    "logprob", "mean_logprob", "num_generated_tokens", "parse_ok", "truncated", "input_tokens",
-    "labeler", "run_id", "schema_version",
+    "doc_id",
+    "chunk_index",
+    "num_chunks",
+    "source",
+    "num_words",
+    "tags",
+    "control_tokens",
+    "logprob",
+    "mean_logprob",
+    "num_generated_tokens",
+    "parse_ok",
+    "truncated",
+    "input_tokens",
+    "labeler",
+    "run_id",
+    "schema_version",
 ]
 SAMPLE_COLUMNS = ["doc_id", "chunk_index", "source", "synopsis", "tags", "conditional_text"]
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -89,8 +106,11 @@ def tag_counts(table: pa.Table, column: str = "tags") -> Counter[str]:
     if len(flat) == 0:
         return Counter()
     counts = pc.value_counts(flat)
-    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
-                            strict=True)))
+    return Counter(
+        dict(
+            zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+        )
+    )
 
 
 def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
@@ -107,8 +127,9 @@ def _chunks_per_document(table: pa.Table) -> dict[str, Any] | None:
     return distribution(pc.filter(table.column("num_chunks"), first))
 
 
-def summarize(table: pa.Table, top_tags: int = 15, samples: int = 2,
-              sample_table: pa.Table | None = None) -> dict[str, Any]:
+def summarize(
+    table: pa.Table, top_tags: int = 15, samples: int = 2, sample_table: pa.Table | None = None
+) -> dict[str, Any]:
     """Counts, labelers, parse failures, tags, log-prob and length distributions of an output.
 
     `table` needs the `SUMMARY_COLUMNS` it has (missing ones are skipped); samples come from
@@ -120,16 +141,20 @@ def summarize(table: pa.Table, top_tags: int = 15, samples: int = 2,
     tags = tag_counts(table, "tags")
     parse_ok = table.column("parse_ok") if "parse_ok" in names else pa.chunked_array([], pa.bool_())
     failures = int(pc.sum(pc.invert(pc.fill_null(parse_ok, False))).as_py() or 0) if rows else 0
-    tags_per_chunk = (pc.list_value_length(table.column("tags")) if "tags" in names
-                      else pa.array([], pa.int32()))
+    tags_per_chunk = (
+        pc.list_value_length(table.column("tags")) if "tags" in names else pa.array([], pa.int32())
+    )
     documents = len(pc.unique(table.column("doc_id"))) if "doc_id" in names else 0
 
     def dist(name: str) -> dict[str, Any] | None:
         return distribution(table.column(name)) if name in names else None
 
     source = sample_table if sample_table is not None else table
-    sample_rows = (source.slice(0, samples).select([c for c in SAMPLE_COLUMNS if c in source.column_names])
-                   .to_pylist())
+    sample_rows = (
+        source.slice(0, samples)
+        .select([c for c in SAMPLE_COLUMNS if c in source.column_names])
+        .to_pylist()
+    )
     for row in sample_rows:
         text = row.get("conditional_text") or ""
         if len(text) > 400:
@@ -144,7 +169,8 @@ def summarize(table: pa.Table, top_tags: int = 15, samples: int = 2,
         "parse_failures": failures,
         "parse_failure_rate": failures / rows if rows else 0.0,
         "truncated": int(pc.sum(pc.fill_null(table.column("truncated"), False)).as_py() or 0)
-        if "truncated" in names and rows else 0,
+        if "truncated" in names and rows
+        else 0,
         "distinct_tags": len(tags),
         "tags_per_chunk": distribution(tags_per_chunk),
         "top_tags": tags.most_common(top_tags),
@@ -173,10 +199,13 @@ def inspect_output(
         # Fetch the text of the first rows only, by key, instead of every row's text.
         keys = table.slice(0, samples).select(["doc_id", "chunk_index"]).to_pylist()
         wanted = pads.field("doc_id").isin([k["doc_id"] for k in keys])
-        found = read_tagged(uri, columns=[c for c in SAMPLE_COLUMNS if c in present],
-                            filter=wanted, storage=storage).to_pylist()
+        found = read_tagged(
+            uri, columns=[c for c in SAMPLE_COLUMNS if c in present], filter=wanted, storage=storage
+        ).to_pylist()
         order = {(k["doc_id"], k["chunk_index"]): i for i, k in enumerate(keys)}
-        rows = sorted((r for r in found if (r["doc_id"], r.get("chunk_index")) in order),
-                      key=lambda r: order[(r["doc_id"], r.get("chunk_index"))])
+        rows = sorted(
+            (r for r in found if (r["doc_id"], r.get("chunk_index")) in order),
+            key=lambda r: order[(r["doc_id"], r.get("chunk_index"))],
+        )
         sample_table = pa.Table.from_pylist(rows) if rows else table.slice(0, 0)
     return summarize(table, top_tags=top_tags, samples=samples, sample_table=sample_table), table

@@ -234,7 +234,7 @@ class Lease:
         while not self._stop.wait(self.ttl_s / 4):
             try:
                 self._write()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - keep renewing; storage errors surface in the run
                 self.renew_error = exc
 
     def release(self) -> None:

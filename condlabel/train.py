@@ -215,7 +215,7 @@ def load_for_training(cfg: TrainConfig, checkpoint_dir: str | None = None) -> Lo
     tokenizer = AutoTokenizer.from_pretrained(
         checkpoint_dir or base_path, revision=cfg.model.revision
     )
-    model = AutoModelForCausalLM.from_pretrained(
+    model: Any = AutoModelForCausalLM.from_pretrained(
         source, revision=cfg.model.revision, use_safetensors=True, dtype=torch.float32
     )
     vocab_before = model.get_input_embeddings().weight.shape[0]
@@ -409,7 +409,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if rank == 0 and start_step:
         print(f"[condlabel train] resuming from step {start_step}", flush=True)
 
-    model = ray.train.torch.prepare_model(loaded.model, parallel_strategy=opt.strategy)
+    model: Any = ray.train.torch.prepare_model(loaded.model, parallel_strategy=opt.strategy)
     optimizer, scheduler = make_optimizer(model, opt)
     if loaded.optimizer_state is not None:
         state = loaded.optimizer_state
@@ -673,7 +673,7 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
     if cfg.compute.use_gpu:
         resources["GPU"] = cfg.compute.gpus_per_worker
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_loop_per_worker,  # type: ignore[arg-type]  # Train V2 passes its return value on
         train_loop_config={"cfg": cfg},
         scaling_config=ScalingConfig(
             num_workers=cfg.compute.num_workers,
@@ -694,7 +694,7 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
     seconds = time.perf_counter() - start
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}") from result.error
-    returned = result.return_value or {}
+    returned = getattr(result, "return_value", None) or {}  # Train V2 Result
     return TrainSummary(
         name=ck.name,
         storage_path=ck.storage_path,

@@ -58,7 +58,10 @@ def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny
         assert row["conditional_text"].startswith("".join(row["control_tokens"]) + "Synopsis: ")
         assert row["conditional_text"].endswith(row["text"])
     assert (
-        scores_as_dict(pos["scores"])["vader.compound"] > 0.5 > -0.5 > scores_as_dict(neg["scores"])["vader.compound"]
+        scores_as_dict(pos["scores"])["vader.compound"]
+        > 0.5
+        > -0.5
+        > scores_as_dict(neg["scores"])["vader.compound"]
     )
 
 

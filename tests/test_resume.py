@@ -392,8 +392,15 @@ def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
 
     docs = make_docs(60, "act")
     src = write_jsonl(tmp_path / "a.jsonl", docs)
-    cfg = config([src], tmp_path / "out", "compute.batch_size=2", "output.rows_per_file=4",
-                 "compute.actors=1", "labeler.keyphrase.max_ngram=5", "output.lease_ttl_s=2")
+    cfg = config(
+        [src],
+        tmp_path / "out",
+        "compute.batch_size=2",
+        "output.rows_per_file=4",
+        "compute.actors=1",
+        "labeler.keyphrase.max_ngram=5",
+        "output.lease_ttl_s=2",
+    )
     result: dict = {}
 
     def run() -> None:

@@ -41,6 +41,7 @@ _RUNTIME_ONLY = {
     "max_batch_size",
     "max_batch_tokens",
     "max_encoder_tokens",
+    "max_encoder_padding",
     "cache_dir",
     "merge_adapter",
 }
@@ -84,6 +85,28 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def encoder_groups(lengths: Sequence[int], max_tokens: int, max_padding: float) -> list[range]:
+    """Consecutive rows of a `generate` call grouped into encoder calls, each padded to its own
+    longest row: a group is cut before a row that would take it over `max_tokens` padded
+    positions (rows x longest) or over `max_padding` padding share (padded positions above
+    (1 + max_padding) x the rows' own tokens). Rows sorted by length (as `plan_batches` gives
+    them) make groups of near-equal length; a single row is always its own group."""
+    groups: list[range] = []
+    start, useful, longest = 0, 0, 0
+    for i, n in enumerate(lengths):
+        if i > start:
+            wider = max(longest, n)
+            padded = (i - start + 1) * wider
+            if padded > max_tokens or padded > (1 + max_padding) * (useful + n):
+                groups.append(range(start, i))
+                start, useful, longest = i, 0, 0
+        useful += n
+        longest = max(longest, n)
+    if lengths:
+        groups.append(range(start, len(lengths)))
+    return groups
 
 
 class HFLabeler:
@@ -278,6 +301,81 @@ class HFLabeler:
         ]
         return BaseModelOutput(last_hidden_state=torch.cat(states))
 
+    def _encode_grouped(self, rows: list[list[int]]):
+        """Seq2seq: encoder states [B, W, d] of a call's rows (W = its longest row) and their
+        mask, computed by `encoder_groups`: each group padded only to its own longest row, so
+        little encoder compute goes to padding. A row's states depend on that row only; the
+        positions past a row's end stay zero and masked. Also returns, per row, the padded
+        width its group was encoded at."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        encoder = self.model.get_encoder()
+        states = None
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        widths = [0] * len(rows)
+        groups = encoder_groups(
+            [len(r) for r in rows], self.cfg.max_encoder_tokens, self.cfg.max_encoder_padding
+        )
+        for group in groups:
+            ids, group_mask = self._padded([rows[i] for i in group])
+            hidden = encoder(input_ids=ids, attention_mask=group_mask).last_hidden_state
+            if states is None:
+                states = hidden.new_zeros((len(rows), width, hidden.shape[-1]))
+            span = slice(group.start, group.stop)
+            states[span, : ids.shape[1]] = hidden
+            mask[span, : ids.shape[1]] = group_mask
+            for i in group:
+                widths[i] = ids.shape[1]
+        return states, mask, widths
+
+    def _decode(self, rows: list[list[int]], scorer, processors):
+        """Seq2seq decoding, step by step with the KV cache, that drops every row at its EOS:
+        the cache, encoder states and mask keep the rows still generating, so a step costs what
+        its live rows cost (`generate` computes every row until the call's longest one stops).
+        Same processors, same order and same token choice (the scorer's) as with `generate`;
+        the processors see each live row's decoder ids, start token included, as there.
+        Returns the generated ids [B, T] (padding after a row's EOS) and, per row, the token
+        positions computed (encoder width + decoder steps)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        states, mask, widths = self._encode_grouped(rows)
+        size, limit = len(rows), self.cfg.max_new_tokens
+        start = self._generation_config.decoder_start_token_id
+        decoded = torch.full((size, limit + 1), self.pad_id, dtype=torch.long, device=self.device)
+        decoded[:, 0] = start
+        eos = torch.tensor(self.eos_ids, device=self.device)
+        live = torch.arange(size, device=self.device)
+        cache = None
+        scorer.size = size
+        steps = 0
+        for step in range(limit):
+            outputs = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                attention_mask=mask,
+                decoder_input_ids=decoded[live, step : step + 1],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = outputs.past_key_values
+            logits = outputs.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            del outputs
+            scorer.rows = live
+            processors(decoded[live, : step + 1], logits)
+            decoded[live, step + 1] = scorer.choice
+            steps = step + 1
+            going = ~torch.isin(scorer.choice, eos)
+            if not bool(going.any()):
+                break
+            if not bool(going.all()):
+                keep = going.nonzero().squeeze(1)
+                live, states, mask = live[keep], states[keep], mask[keep]
+                cache.batch_select_indices(keep)
+        scorer.rows = None
+        generated = decoded[:, 1 : steps + 1]
+        return generated, widths
+
     def _generate(self, rows: list[list[int]], texts: list[str]) -> list[dict]:
         import torch
 
@@ -297,19 +395,25 @@ class HFLabeler:
                 generators.append(g)
         reference = self.cfg.score == "reference"
         scorer = StepScorer(generators, self.pad_id, reference=reference)
-        ids, mask = self._padded(rows)
+        # The reference score needs every row at every step of the call (it sums the padding
+        # token's probability after EOS): `generate`, as the seed code does. Causal LMs too.
+        own_loop = self.seq2seq and not reference
         with torch.inference_mode():
-            extra = {}
-            if self.seq2seq and ids.numel() > self.cfg.max_encoder_tokens:
-                extra["encoder_outputs"] = self._encode_in_slices(ids, mask)
-            sequences = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                generation_config=self._generation_config,
-                logits_processor=self._processors(scorer),
-                **extra,
-            )
-        generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
+            if own_loop:
+                generated, widths = self._decode(rows, scorer, self._processors(scorer))
+            else:
+                ids, mask = self._padded(rows)
+                extra = {}
+                if self.seq2seq and ids.numel() > self.cfg.max_encoder_tokens:
+                    extra["encoder_outputs"] = self._encode_in_slices(ids, mask)
+                sequences = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    generation_config=self._generation_config,
+                    logits_processor=self._processors(scorer),
+                    **extra,
+                )
+                generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
         steps = generated.shape[1]
         lengths = generated_lengths(generated, self.eos_ids)
         raw = sequence_scores(scorer.step_logprobs(steps), lengths)
@@ -327,7 +431,9 @@ class HFLabeler:
                     "logprob": logprob,
                     "mean_logprob": logprob / n if n else 0.0,
                     "num_generated_tokens": n,
-                    "padded_tokens": ids.shape[1] + steps,
+                    # positions computed for this row: its encoder input (padding included)
+                    # plus its decoder steps (all the call's steps under `generate`)
+                    "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
                     "extra": {"generated_ids": token_lists[i][:n]}
                     | ({"raw_logprob": raw.logprob[i]} if ref is not None else {}),
                 }

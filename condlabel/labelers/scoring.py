@@ -107,6 +107,15 @@ class StepScorer:
         self.raw_chosen: list[torch.Tensor] = []
         self.warped_chosen: list[torch.Tensor] = []
         self.warped_pad: list[torch.Tensor] = []
+        self.rows: torch.Tensor | None = None
+        """Set by a decode loop that drops finished rows: the call's rows (indices into
+        `generators` and into the recorded [B, T] values) still generating at this step; the
+        scores it passes hold these rows only. None: every row of the call."""
+        self.size = 0
+        """Rows of the call (with `rows` set): recorded values are scattered back to this size,
+        zero at the rows no longer computed (they are past their EOS, so masked anyway)."""
+        self.choice: torch.Tensor | None = None
+        """The tokens picked at the last step, one per scored row."""
 
     def first(self) -> _RawStep:
         return _RawStep(self)
@@ -124,12 +133,20 @@ class StepScorer:
             choice = scores.argmax(dim=-1)
         else:
             warped = torch.softmax(scores, dim=-1)
-            choice = sample_rows(warped, self.generators)
+            generators = self.generators
+            if self.rows is not None:
+                generators = [generators[i] for i in self.rows.tolist()]
+            choice = sample_rows(warped, generators)
+        self.choice = choice
         index = choice[:, None]
         raw = self._raw.gather(1, index).squeeze(1).float() - self._raw_norm
+        if self.rows is not None:
+            raw = raw.new_zeros(self.size).index_copy_(0, self.rows.to(raw.device), raw)
         self.raw_chosen.append(raw)
         self._raw = self._raw_norm = None
         if self.reference:
+            if self.rows is not None:
+                raise ValueError("the reference score needs every row at every step")
             warped = torch.softmax(scores, dim=-1) if warped is None else warped
             self.warped_chosen.append(warped.gather(1, index).squeeze(1))
             self.warped_pad.append(warped[:, self.pad_id])
