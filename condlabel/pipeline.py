@@ -410,7 +410,13 @@ def _execute_graph(
             fn_constructor_args=(cfg,),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.labeler_actors),
+            compute=ray.data.ActorPoolStrategy(
+                # Start the whole pool at once (loading weights in parallel while the readers
+                # work); it may shrink to one actor when input runs dry.
+                min_size=1,
+                max_size=summary.labeler_actors,
+                initial_size=summary.labeler_actors,
+            ),
             num_cpus=cfg.compute.num_cpus_per_actor,
             num_gpus=cfg.compute.num_gpus_per_actor or None,
             resources=cfg.compute.actor_resources or None,
