@@ -28,7 +28,12 @@ from tiny_models import sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
 from condlabel.labelers import build_labeler, labeler_fingerprint  # noqa: E402
-from condlabel.labelers.hf import HFLabeler, fingerprint, plan_batches  # noqa: E402
+from condlabel.labelers.hf import (  # noqa: E402
+    HFLabeler,
+    encoder_groups,
+    fingerprint,
+    plan_batches,
+)
 from condlabel.prompts import parse_label  # noqa: E402
 
 TOL = 2e-4  # padded batches and merged weights change float32 rounding, not the math
@@ -92,6 +97,7 @@ def test_fingerprint_is_computed_from_config_without_loading():
         {"device": "cpu"},
         {"cache_dir": "/x"},
         {"merge_adapter": False},
+        {"max_encoder_padding": 0.5},
     ):
         assert with_(**change) == fp, change
     greedy = base.hf.model_copy(update={"do_sample": False})
@@ -105,6 +111,18 @@ def test_plan_batches_sorts_by_length_and_caps_rows_and_tokens():
     # 2 * (100 + 10) > 200: the token cap splits before the row cap does
     assert plan_batches(lengths, max_rows=8, max_tokens=200, new_tokens=10)[1:3] == [[1], [5]]
     assert sorted(i for b in plan_batches(lengths, 2, 1, 0) for i in b) == list(range(7))
+
+
+def test_encoder_groups_cap_padding_share_and_tokens():
+    lengths = [100, 98, 97, 60, 58, 10]
+    groups = [list(g) for g in encoder_groups(lengths, max_tokens=10_000, max_padding=0.05)]
+    assert groups == [[0, 1, 2], [3, 4], [5]]
+    for group in groups:  # padded positions within 1.05 x the rows' own tokens
+        assert len(group) * max(lengths[i] for i in group) <= 1.05 * sum(lengths[i] for i in group)
+    assert [list(g) for g in encoder_groups(lengths, 10_000, 0.0)] == [[0], [1], [2], [3], [4], [5]]
+    assert [list(g) for g in encoder_groups(lengths, 200, 1.0)] == [[0, 1], [2, 3], [4, 5]]
+    assert [list(g) for g in encoder_groups(lengths, 10_000, 100.0)] == [list(range(6))]
+    assert encoder_groups([], 100, 0.05) == []
 
 
 @pytest.mark.parametrize(
@@ -206,7 +224,11 @@ def _pick(labeler: HFLabeler, texts: list[str]):
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
 def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, texts, do_sample):
     base, adapter = model_pair
-    labeler = _labeler(base, adapter, do_sample=do_sample, max_batch_size=8)
+    # One encoder group per call (seq2seq), so the target's input is padded to its batch's
+    # longest; test_rows_leave_the_decoder_at_eos covers the default grouping.
+    labeler = _labeler(
+        base, adapter, do_sample=do_sample, max_batch_size=8, max_encoder_padding=100.0
+    )
     alone, target, batch = _pick(labeler, texts)
     together = dict(zip(batch, labeler.label(batch), strict=True))
     for text in batch:  # every chunk, not only the target, is labeled as if alone
@@ -220,6 +242,49 @@ def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, tex
     assert ref_together.raw_output == ref_alone.raw_output
     assert ref_together.extra["raw_logprob"] == pytest.approx(alone[target].logprob, abs=TOL)
     assert abs(ref_together.logprob - ref_alone.logprob) > 1.0  # depends on its batch mates
+
+
+@pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
+def test_rows_leave_the_decoder_at_eos(tiny_t5, tiny_t5_adapter, texts, do_sample):
+    """Seq2seq decoding drops each row at its EOS: the decoder computes exactly the generated
+    tokens (counted at the model's forward), the outputs are those of each chunk alone and of
+    `generate` (the reference-score path keeps it), and padded_tokens counts what was run."""
+    labeler = _labeler(tiny_t5, tiny_t5_adapter, do_sample=do_sample, max_batch_size=8)
+    alone, _, batch = _pick(labeler, texts)
+    forward = labeler.model.forward
+    decoder_rows = []
+
+    def counting(*args, **kwargs):
+        decoder_rows.append(kwargs["decoder_input_ids"].numel())
+        return forward(*args, **kwargs)
+
+    labeler.model.forward = counting
+    together = labeler.label(batch)
+    labeler.model.forward = forward
+    generated = [r.num_generated_tokens for r in together]
+    assert len(set(generated)) > 1  # rows stopped at different steps
+    assert sum(decoder_rows) == sum(generated) < len(batch) * max(generated)
+    for text, result in zip(batch, together, strict=True):
+        _same(result, alone[text])
+        assert result.padded_tokens >= result.input_tokens + result.num_generated_tokens
+    encoded = sum(r.padded_tokens - r.num_generated_tokens for r in together)
+    assert encoded <= 1.05 * sum(r.input_tokens for r in together)  # max_encoder_padding
+
+    # Each length encoded apart: nothing but useful positions computed.
+    exact = _labeler(
+        tiny_t5, tiny_t5_adapter, do_sample=do_sample, max_batch_size=8, max_encoder_padding=0
+    ).label(batch)
+    for a, b in zip(exact, together, strict=True):
+        _same(a, b)
+        assert a.padded_tokens == a.input_tokens + a.num_generated_tokens
+    # `generate` (kept for the reference score) writes the same tokens with the same raw score.
+    via_generate = _labeler(
+        tiny_t5, tiny_t5_adapter, do_sample=do_sample, max_batch_size=8, score="reference"
+    ).label(batch)
+    for a, b in zip(via_generate, together, strict=True):
+        assert a.extra["generated_ids"] == b.extra["generated_ids"]
+        assert a.extra["raw_logprob"] == pytest.approx(b.logprob, rel=TOL, abs=TOL)
+        assert a.padded_tokens >= b.padded_tokens
 
 
 def test_encoding_in_slices_changes_nothing(tiny_t5, tiny_t5_adapter, texts):

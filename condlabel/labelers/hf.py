@@ -4,13 +4,22 @@
 One `label(texts)` call:
 1. renders and tokenizes every chunk; an input longer than the model's limit is cut (the chunk
    text is shortened, the template and special tokens kept) and flagged `truncated`;
-2. sorts the chunks by input length and splits them into `generate` calls of at most
-   `max_batch_size` rows and `max_batch_tokens` padded positions (little compute on padding);
-3. runs each call with a `StepScorer` (condlabel.labelers.scoring) in place of the sampler: it
+2. sorts the chunks by input length and splits them into calls of at most `max_batch_size`
+   rows and `max_batch_tokens` padded positions;
+3. seq2seq: encodes a call's inputs in groups of near-equal length (`encoder_groups`, at most
+   `max_encoder_padding` padding share), then decodes step by step with the KV cache, dropping
+   each row from the batch at its EOS (`_decode`), so little compute goes to padding on either
+   side; causal LMs, and the `reference` score (which needs every row at every step), use
+   `generate`;
+4. picks tokens with a `StepScorer` (condlabel.labelers.scoring) in place of the sampler: it
    gathers the chosen token's raw log-probability at every step and picks the token greedily or
    by inverse-CDF sampling with a generator private to the chunk (seeded by the chunk text and
-   `seed`, one draw per step);
-4. masks every position after a sequence's EOS and parses the text.
+   `seed`, one draw per step), after the processors `generate(do_sample=True)` would run, in
+   its order;
+5. masks every position after a sequence's EOS and parses the text.
+
+`padded_tokens` per chunk counts the positions computed for it: its encoder group's width plus
+its decoder steps (under `generate`: the call's padded input plus all of the call's steps).
 
 Reproducibility: greedy outputs and all scores depend on the chunk and the config only, never on
 batch mates; sampling too, because each row draws from its own generator. The limit, for both:
@@ -305,8 +314,8 @@ class HFLabeler:
         """Seq2seq: encoder states [B, W, d] of a call's rows (W = its longest row) and their
         mask, computed by `encoder_groups`: each group padded only to its own longest row, so
         little encoder compute goes to padding. A row's states depend on that row only; the
-        positions past a row's end stay zero and masked. Also returns, per row, the padded
-        width its group was encoded at."""
+        positions past a row's end are masked. Also returns, per row, the padded width its
+        group was encoded at (the encoder positions computed for it)."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -335,9 +344,10 @@ class HFLabeler:
         its live rows cost (`generate` computes every row until the call's longest one stops).
         Same processors, same order and same token choice (the scorer's) as with `generate`;
         the processors see each live row's decoder ids, start token included, as there.
-        Returns the generated ids [B, T] (padding after a row's EOS) and, per row, the token
-        positions computed (encoder width + decoder steps)."""
+        Returns the generated ids [B, T] (padding after a row's EOS) and, per row, its encoder
+        width; the decoder computed exactly the row's tokens up to and including its EOS."""
         import torch
+        from transformers import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
         states, mask, widths = self._encode_grouped(rows)
@@ -347,7 +357,12 @@ class HFLabeler:
         decoded[:, 0] = start
         eos = torch.tensor(self.eos_ids, device=self.device)
         live = torch.arange(size, device=self.device)
-        cache = None
+        # Both caches, as `generate` makes them: left to itself the decoder would keep only the
+        # self-attention one and recompute the cross-attention keys at every step.
+        text_config = self.model.config.get_text_config(decoder=True)
+        cache = EncoderDecoderCache(
+            DynamicCache(config=text_config), DynamicCache(config=text_config)
+        )
         scorer.size = size
         steps = 0
         for step in range(limit):

@@ -93,6 +93,8 @@ class StepScorer:
     returns scores in which only the chosen token is finite, so `generate`'s greedy argmax
     takes exactly it. The warpers never modify their input in place, so the raw logits kept
     by `first()` are intact when `last()` reads them (the teacher-forcing test checks this).
+    A decode loop that drops finished rows sets `rows` before each step (see there); it reads
+    the picked tokens from `choice`.
     Memory: [B, V] tensors of the current step in flight, [B, T] values kept.
     """
 
