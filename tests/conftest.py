@@ -91,7 +91,9 @@ def s3fs_client(s3_server):
     import s3fs
 
     return s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True, use_listings_cache=False
+        client_kwargs={"endpoint_url": s3_server},
+        skip_instance_cache=True,
+        use_listings_cache=False,
     )
 
 
@@ -104,7 +106,12 @@ def ray_local(s3_server):
     """
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
     yield ray
     ray.shutdown()

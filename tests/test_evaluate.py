@@ -177,4 +177,3 @@ def test_evaluation_end_to_end_with_vader(sentiment_lm_dir, tmp_path, capsys):
         == pytest.approx(vader.classify([g["text"]])[0].scores["compound"])
         for g in baseline[:3]
     )
-

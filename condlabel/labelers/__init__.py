@@ -64,8 +64,10 @@ class Backend:
 def _keyphrase() -> Backend:
     from condlabel.labelers import keyphrase
 
-    return Backend(lambda c: keyphrase.KeyphraseLabeler(c.keyphrase),
-                   lambda c: keyphrase.fingerprint(c.keyphrase))
+    return Backend(
+        lambda c: keyphrase.KeyphraseLabeler(c.keyphrase),
+        lambda c: keyphrase.fingerprint(c.keyphrase),
+    )
 
 
 def _hf() -> Backend:

@@ -308,7 +308,7 @@ class HFLabeler:
             ).last_hidden_state
             for i in range(0, ids.shape[0], rows)
         ]
-        return BaseModelOutput(last_hidden_state=torch.cat(states))
+        return BaseModelOutput(last_hidden_state=torch.cat(states))  # type: ignore[arg-type]
 
     def _encode_grouped(self, rows: list[list[int]]):
         """Seq2seq: encoder states [B, W, d] of a call's rows (W = its longest row) and their

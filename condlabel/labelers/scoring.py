@@ -141,6 +141,8 @@ class StepScorer:
             choice = sample_rows(warped, generators)
         self.choice = choice
         index = choice[:, None]
+        if self._raw is None or self._raw_norm is None:
+            raise RuntimeError("StepScorer: the raw-logits processor did not run before the choice")
         raw = self._raw.gather(1, index).squeeze(1).float() - self._raw_norm
         if self.rows is not None:
             raw = raw.new_zeros(self.size).index_copy_(0, self.rows.to(raw.device), raw)
