@@ -87,7 +87,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--copies", type=int, default=3, help="copies of the sample corpus")
-    parser.add_argument("--max-words", type=int, default=400)
+    parser.add_argument("--max-words", type=int, default=2000)
     parser.add_argument("--variant", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:

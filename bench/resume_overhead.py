@@ -27,8 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--copies", type=int, default=4, help="copies of the sample corpus")
-    parser.add_argument("--max-words", type=int, default=400)
+    parser.add_argument("--copies", type=int, default=40, help="copies of the sample corpus")
+    parser.add_argument("--max-words", type=int, default=2000)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="condlabel-resume-bench-"))
