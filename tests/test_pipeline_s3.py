@@ -136,3 +136,27 @@ def test_bad_rows_do_not_crash_the_run(tmp_path):
     summary = run_conversion(cfg)
     assert summary.rows_written == 1
     assert summary.rejected == {"invalid_json": 1, "missing_text_field": 1}
+
+
+def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
+    from helpers import write_jsonl
+
+    from condlabel.pipeline import run_conversion
+
+    src = write_jsonl(tmp_path / "a.jsonl", make_docs(12, "p"))
+    cfg = load_convert_config(
+        inputs=[str(src)],
+        output=str(tmp_path / "out"),
+        overrides=[
+            "chunking.max_words=40",
+            "output.rows_per_file=2",
+            "compute.progress_interval_s=0.001",
+        ],
+    )
+    with caplog.at_level("INFO", logger="condlabel"):
+        summary = run_conversion(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert lines, "no progress line was logged"
+    assert all("chunks/s" in line and "files read" in line for line in lines)
+    assert any("ETA" in line and "ETA unknown" not in line for line in lines)
+    assert summary.rows_written == expected_chunks(make_docs(12, "p"), 40)
