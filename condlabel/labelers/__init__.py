@@ -53,6 +53,27 @@ def make_fingerprint(backend: str, params: dict[str, Any]) -> str:
     return f"{backend}:{name}:{digest}"
 
 
+# Generation settings that only matter when sampling; left out of a greedy labeler's fingerprint.
+SAMPLING_ONLY = frozenset({"temperature", "top_p", "top_k", "seed"})
+
+
+def _short_name(source: str) -> str:
+    return source.rstrip("/").rsplit("/", 1)[-1] or source
+
+
+def model_fingerprint(backend: str, cfg: Any, runtime_only: set[str], prompt_version: str) -> str:
+    """Fingerprint of a generative labeler from its config alone (no model load): every field
+    but the runtime-only ones (and sampling settings when decoding greedily), named after the
+    model and adapter."""
+    exclude = set(runtime_only) | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    name = _short_name(cfg.model or "")
+    if cfg.adapter:
+        name += "+" + _short_name(cfg.adapter)
+    return make_fingerprint(
+        backend, {**cfg.model_dump(exclude=exclude), "name": name, "prompt": prompt_version}
+    )
+
+
 @dataclass(frozen=True)
 class Backend:
     build: Callable[[LabelerConfig], Labeler]

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from condlabel.config import HFLabelerConfig, StorageConfig
-from condlabel.labelers import LabelResult, make_fingerprint
+from condlabel.labelers import LabelResult, model_fingerprint
 from condlabel.prompts import PROMPT_VERSION, parse_label
 
 if TYPE_CHECKING:
@@ -56,22 +56,13 @@ _RUNTIME_ONLY = {
 }
 """Options that change how fast, not what: outputs are batch-invariant and a merged adapter
 gives the unmerged outputs."""
-_SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
 _DEFAULT_INPUT_LIMIT = 2048  # models with relative positions (T5/UL2) declare no hard limit
 _POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 
 
-def _short_name(source: str) -> str:
-    return source.rstrip("/").rsplit("/", 1)[-1] or source
-
-
 def fingerprint(cfg: HFLabelerConfig) -> str:
     """From config alone (no model load): model, adapter, revisions, prompt, generation, score."""
-    params = cfg.model_dump(exclude=_RUNTIME_ONLY | (set() if cfg.do_sample else _SAMPLING_ONLY))
-    name = _short_name(cfg.model or "")
-    if cfg.adapter:
-        name += "+" + _short_name(cfg.adapter)
-    return make_fingerprint("hf", {**params, "name": name, "prompt": PROMPT_VERSION})
+    return model_fingerprint("hf", cfg, _RUNTIME_ONLY, PROMPT_VERSION)
 
 
 def plan_batches(

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from condlabel.config import StorageConfig, VLLMLabelerConfig
-from condlabel.labelers import LabelResult, make_fingerprint
+from condlabel.labelers import LabelResult, model_fingerprint
 from condlabel.prompts import PROMPT_VERSION, parse_label
 
 log = logging.getLogger("condlabel")
@@ -62,22 +62,13 @@ _RUNTIME_ONLY = {
     "cache_dir",
 }
 """Options that change how fast or where, not what."""
-_SAMPLING_ONLY = {"temperature", "top_p", "top_k", "seed"}
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's LoRA kernels accept
 _LORA_NAME = "condlabel-labeler"
 
 
-def _short_name(source: str) -> str:
-    return source.rstrip("/").rsplit("/", 1)[-1] or source
-
-
 def fingerprint(cfg: VLLMLabelerConfig) -> str:
     """From config alone (no vllm import): model, adapter, revisions, prompt, generation."""
-    params = cfg.model_dump(exclude=_RUNTIME_ONLY | (set() if cfg.do_sample else _SAMPLING_ONLY))
-    name = _short_name(cfg.model or "")
-    if cfg.adapter:
-        name += "+" + _short_name(cfg.adapter)
-    return make_fingerprint("vllm", {**params, "name": name, "prompt": PROMPT_VERSION})
+    return model_fingerprint("vllm", cfg, _RUNTIME_ONLY, PROMPT_VERSION)
 
 
 def _require_vllm():
