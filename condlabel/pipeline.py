@@ -225,14 +225,18 @@ def _eta(summary: RunSummary, stats: list[FileStats], elapsed: float) -> str:
     return f"ETA {approx}{left / rate:.0f} s ({summary.rows_written}/{approx}{to_label})"
 
 
-def prepare_run(cfg: ConvertConfig, allow_mixed: bool) -> tuple[list[InputFile], str, OutputState]:
-    """Checks that need no Ray and touch nothing: inputs, output, labelers already there."""
+def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
+    """Checks that need no Ray and touch nothing: the inputs exist, the output is writable."""
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
-    fingerprint = run_fingerprint(cfg)
+    return files, run_fingerprint(cfg)
+
+
+def output_state(cfg: ConvertConfig, fingerprint: str, allow_mixed: bool) -> OutputState:
+    """Scan the output's key columns once (the done index) and apply the fingerprint guard."""
     state = read_output_state(cfg.output.uri, cfg.storage)
     check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
-    return files, fingerprint, state
+    return state
 
 
 def _manifest(
@@ -288,7 +292,7 @@ def run_conversion(
     run_id = run_id or new_run_id()
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    files, fingerprint, _ = prepare_run(cfg, allow_mixed)
+    files, fingerprint = prepare_run(cfg)
     lease = Lease(cfg.output.uri, run_id, cfg.storage, cfg.output.lease_ttl_s)
     lease.acquire()
     if lease.previous and lease.previous.get("run_id") != run_id:
@@ -302,10 +306,7 @@ def run_conversion(
     )
     try:
         # Read the done index under the lease: nobody else can be adding rows now.
-        state = read_output_state(cfg.output.uri, cfg.storage)
-        check_fingerprint(
-            fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers
-        )
+        state = output_state(cfg, fingerprint, allow_mixed)
         summary.rows_before = state.rows
         summary.seconds_planning = time.monotonic() - started
         write_manifest(
@@ -457,7 +458,8 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     import ray
     import ray.data
 
-    files, fingerprint, state = prepare_run(cfg, allow_mixed)
+    files, fingerprint = prepare_run(cfg)
+    state = output_state(cfg, fingerprint, allow_mixed)
     started_ray = init_ray(cfg)
     done_ref = ray.put(state.done)
 
