@@ -167,6 +167,16 @@ def _job_status(env: dict[str, str], address: str, job_id: str) -> str:
     raise AssertionError(f"no status in `ray job status` output:\n{out.stdout}\n{out.stderr}")
 
 
+def _submit_conversion(env, address, job_id, config, input_uri, output_uri):
+    """The README's `ray job submit` line, word for word, with its placeholders filled in."""
+    return _ray(
+        env, "job", "submit", "--address", address, "--submission-id", job_id,
+        "--runtime-env", "ray_jobs/runtime_env.yaml", "--working-dir", ".", "--",
+        "python", "ray_jobs/convert_corpus.py", "--config", config,
+        "--input", input_uri, "--output", output_uri,
+    )  # fmt: skip
+
+
 def test_token_auth_is_enforced(ray_head):
     address, env = ray_head
     wrong = {**env, "RAY_AUTH_TOKEN_PATH": "", "RAY_AUTH_TOKEN": "0" * 64}
@@ -184,30 +194,8 @@ def test_submit_conversion_as_in_the_readme(ray_head, s3_bucket, s3fs_client, tm
     s3fs_client.put(str(local_corpus), f"{s3_bucket}/corpus/docs.jsonl")
     input_uri, output_uri = f"s3://{s3_bucket}/corpus/", f"s3://{s3_bucket}/tagged/"
 
-    # The README's line, word for word, with its placeholders filled in.
     job_id = f"condlabel-convert-{secrets.token_hex(4)}"
-    submitted = _ray(
-        env,
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--submission-id",
-        job_id,
-        "--runtime-env",
-        "ray_jobs/runtime_env.yaml",
-        "--working-dir",
-        ".",
-        "--",
-        "python",
-        "ray_jobs/convert_corpus.py",
-        "--config",
-        CONFIG,
-        "--input",
-        input_uri,
-        "--output",
-        output_uri,
-    )
+    submitted = _submit_conversion(env, address, job_id, CONFIG, input_uri, output_uri)
     logs = _ray(env, "job", "logs", "--address", address, job_id, timeout=60).stdout
     assert submitted.returncode == 0, f"{submitted.stdout}\n{submitted.stderr}\n{logs}"
     assert _job_status(env, address, job_id) == "SUCCEEDED"
@@ -242,27 +230,8 @@ def test_bad_config_fails_and_says_why_in_the_job_logs(ray_head, tmp_path):
     bad = tmp_path / "bad.yaml"  # the head is on this machine, so an absolute path reaches it
     bad.write_text("chunking:\n  max_words: 0\nlabeler:\n  backend: keyphrase\n  tmperature: 0.5\n")
     job_id = f"condlabel-bad-{secrets.token_hex(4)}"
-    submitted = _ray(
-        env,
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--submission-id",
-        job_id,
-        "--runtime-env",
-        "ray_jobs/runtime_env.yaml",
-        "--working-dir",
-        ".",
-        "--",
-        "python",
-        "ray_jobs/convert_corpus.py",
-        "--config",
-        str(bad),
-        "--input",
-        "s3://nowhere/in/",
-        "--output",
-        "s3://nowhere/out/",
+    submitted = _submit_conversion(
+        env, address, job_id, str(bad), "s3://nowhere/in/", "s3://nowhere/out/"
     )
     assert submitted.returncode != 0
     assert _job_status(env, address, job_id) == "FAILED"
