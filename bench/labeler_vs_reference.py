@@ -201,7 +201,7 @@ def build(work: Path, chunks: int, vocab: int, max_words: int) -> None:
 
     from tiny_models import build_lora_adapter, build_tiny_t5
 
-    from condlabel.corpus import chunk_text
+    from condlabel.convert.chunking import chunk_text
 
     if not (work / "t5" / "model.safetensors").exists():
         build_tiny_t5(work / "t5", vocab_size=vocab)

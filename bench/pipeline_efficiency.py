@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from condlabel.config import load_convert_config
-from condlabel.corpus import chunk_document, iter_file
+from condlabel.convert.chunking import chunk_document
+from condlabel.convert.reading import iter_file
 from condlabel.demo import sample_documents
 from condlabel.labelers import build_labeler
 
@@ -63,7 +64,7 @@ def bare_loop(corpus: Path, overrides: list[str]) -> tuple[int, float]:
 
 def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
     """Run in a subprocess: start Ray, then time the conversion alone."""
-    from condlabel.pipeline import init_ray, run_conversion
+    from condlabel.convert.pipeline import init_ray, run_conversion
 
     cfg = load_convert_config(inputs=[corpus], output=output, overrides=overrides)
     t0 = time.perf_counter()

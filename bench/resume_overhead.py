@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_efficiency import build_corpus
 
 from condlabel.config import load_convert_config
-from condlabel.pipeline import init_ray, run_conversion
+from condlabel.convert.pipeline import init_ray, run_conversion
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from lm_fixtures import build_tiny_gpt2, sentiment_sentences, tagged_table
 
 from condlabel.config import load_train_config
-from condlabel.train import run_training
+from condlabel.train.loop import run_training
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from tiny_models import build_tiny_llama, sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig, VLLMLabelerConfig  # noqa: E402
-from condlabel.prompts import DECODER_PROMPT_TEMPLATE  # noqa: E402
+from condlabel.labelers.prompts import DECODER_PROMPT_TEMPLATE  # noqa: E402
 
 CONTEXT = 512  # the tiny Llama's positions
 

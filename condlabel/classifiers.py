@@ -23,7 +23,7 @@ from condlabel.config import (
     VaderClassifierConfig,
 )
 from condlabel.labelers import make_fingerprint
-from condlabel.stages import SCORES_TYPE, scores_as_dict, scores_cell
+from condlabel.schema import SCORES_TYPE, scores_as_dict, scores_cell
 
 CONTROL_TOKENS_TYPE = pa.list_(pa.string())
 

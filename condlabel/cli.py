@@ -226,7 +226,7 @@ def _print_summary(summary, as_json: bool) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from condlabel.pipeline import dry_run, run_conversion
+    from condlabel.convert.pipeline import dry_run, plan_lines, run_conversion
 
     cfg = load_convert_config(args.config, args.overrides, args.inputs, args.output)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
@@ -235,35 +235,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(plan, indent=2))
         else:
-            _print_plan(plan)
+            print("\n".join(plan_lines(plan)))
         return EXIT_OK
     summary = run_conversion(cfg, allow_mixed=args.allow_mixed)
     _print_summary(summary, args.json)
     return EXIT_OK
 
 
-def _print_plan(plan: dict) -> None:
-    print(
-        f"dry run: nothing labeled or written\noutput  {plan['output']} "
-        f"({plan['output_rows']} rows already)\nlabeler {plan['labeler']}"
-    )
-    print(f"{'documents':>10} {'chunks':>8} {'done':>8} {'to label':>8} {'rejected':>8}  file")
-    for r in plan["files"]:
-        print(
-            f"{r['documents']:>10} {r['chunks']:>8} {r['done']:>8} {r['to_label']:>8} "
-            f"{r['rejected']:>8}  {r['uri']}"
-        )
-    t = plan["totals"]
-    print(
-        f"{t['documents']:>10} {t['chunks']:>8} {t['done']:>8} {t['to_label']:>8} "
-        f"{t['rejected']:>8}  total ({len(plan['files'])} files, {t['bytes'] / 1e6:.1f} MB)"
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
+    from condlabel.convert.pipeline import run_conversion
     from condlabel.demo import write_sample_corpus
-    from condlabel.pipeline import run_conversion
-    from condlabel.readback import read_tagged, summarize
+    from condlabel.readback import inspect_lines, read_tagged, summarize
 
     work = Path(args.output or tempfile.mkdtemp(prefix="condlabel-demo-")).resolve()
     files = write_sample_corpus(work / "corpus", limit=args.docs)
@@ -273,55 +255,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     summary = run_conversion(cfg)
     print("\n".join(summary.lines()))
-    _print_inspect(summarize(read_tagged(cfg.output.uri, storage=cfg.storage)), top=10)
+    print(
+        "\n".join(
+            inspect_lines(summarize(read_tagged(cfg.output.uri, storage=cfg.storage)), top=10)
+        )
+    )
     print(f"\noutput: {cfg.output.uri}\nread it back: condlabel inspect {cfg.output.uri}")
     return EXIT_OK
 
 
-def _fmt_dist(stats: dict | None, digits: int = 0) -> str:
-    if not stats or not stats["count"]:
-        return "all null" if stats else "absent"
-    f = f"{{:,.{digits}f}}"
-    return (
-        f"min {f.format(stats['p00'])}  p05 {f.format(stats['p05'])}  "
-        f"median {f.format(stats['p50'])}  p95 {f.format(stats['p95'])}  "
-        f"max {f.format(stats['p100'])}  mean {stats['mean']:,.2f}"
-        + (f"  ({stats['null']:,} null)" if stats["null"] else "")
-    )
-
-
-def _print_inspect(info: dict, top: int) -> None:
-    words, tokens = info.get("num_words"), info.get("input_tokens")
-    print(
-        f"rows {info['rows']:,}  documents {info['documents']:,}  "
-        f"parse failures {info['parse_failures']:,} ({info['parse_failure_rate']:.1%})  "
-        f"truncated {info['truncated']:,}"
-    )
-    print(
-        f"words {(words or {}).get('sum') or 0:,.0f}  "
-        f"input tokens {(tokens or {}).get('sum') or 0:,.0f}"
-        + ("" if tokens and tokens["count"] else " (not counted by this labeler)")
-    )
-    for fp, n in info["labelers"].items():
-        print(f"labeler {fp}: {n:,} rows")
-    print(f"chunks/document  {_fmt_dist(info.get('chunks_per_document'))}")
-    print(f"words/chunk      {_fmt_dist(words)}")
-    print(f"tokens/chunk     {_fmt_dist(tokens)}")
-    print(f"logprob          {_fmt_dist(info.get('logprob'), 2)}")
-    print(f"mean logprob     {_fmt_dist(info.get('mean_logprob'), 3)}")
-    print(f"top tags: ({info['distinct_tags']:,} distinct)")
-    for tag, n in info["top_tags"][:top]:
-        share = n / info["rows"] if info["rows"] else 0.0
-        print(f"  {n:8,d}  {share:6.1%}  {tag}")
-    if info["control_tokens"]:
-        print("control tokens: " + ", ".join(f"{t} {n:,}" for t, n in info["control_tokens"]))
-    for row in info["samples"]:
-        print(f"\n--- {row['doc_id']} chunk {row['chunk_index']} ({row['source']})")
-        print(row["conditional_text"])
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from condlabel.readback import inspect_output
+    from condlabel.readback import inspect_lines, inspect_output
 
     storage = load_convert_config(args.config, args.overrides).storage
     if args.report:
@@ -332,7 +276,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
-        _print_inspect(info, args.top)
+        print("\n".join(inspect_lines(info, args.top)))
     if args.report:
         from condlabel.report import write_report
 
@@ -342,63 +286,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from condlabel.runstate import Lease, read_manifests, read_output_state
+    from condlabel.convert.runstate import status_info, status_lines
 
     storage = load_convert_config(args.config, args.overrides).storage
-    runs = read_manifests(args.uri, storage)
-    state = read_output_state(args.uri, storage)
-    lease = Lease(args.uri, "status", storage, ttl_s=1).read()
-    info = {
-        "output": args.uri,
-        "runs": [
-            {
-                "run_id": m.get("run_id"),
-                "status": m.get("status"),
-                "started_at": m.get("started_at"),
-                "labeler": m.get("labeler"),
-                **(m.get("counts") or {}),
-                "seconds": (m.get("timings") or {}).get("seconds"),
-                "error": m.get("error"),
-            }
-            for m in runs
-        ],
-        "totals": {
-            "runs": len(runs),
-            "succeeded": sum(1 for m in runs if m.get("status") == "succeeded"),
-            "rows": state.rows,
-            "latest_chunks": len(state.done),
-            "duplicate_keys": state.duplicate_keys,
-            "labeled": sum((m.get("counts") or {}).get("labeled", 0) for m in runs),
-            "labelers": state.labelers,
-        },
-        "lease": lease,
-    }
+    info = status_info(args.uri, storage)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return EXIT_OK
-    print(f"output {args.uri}")
-    print(
-        f"{'run':<34} {'status':<10} {'labeled':>8} {'skipped':>8} {'rejected':>8} {'seconds':>8}"
-    )
-    for r in info["runs"]:
-        rejected = sum((r.get("rejected") or {}).values())
-        print(
-            f"{r['run_id']!s:<34} {r['status']!s:<10} {r.get('labeled', 0):>8} "
-            f"{r.get('skipped_done', 0):>8} {rejected:>8} {r.get('seconds') or 0:>8.1f}"
-        )
-        if r.get("error"):
-            print(f"    error: {r['error']}")
-    t = info["totals"]
-    print(
-        f"totals: {t['runs']} run(s), {t['succeeded']} succeeded; {t['rows']} rows, "
-        f"{t['latest_chunks']} chunks in their latest version, {t['duplicate_keys']} duplicate keys"
-    )
-    for fp, n in t["labelers"].items():
-        print(f"labeler {fp}: {n} rows")
-    if lease:
-        print(
-            f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}"
-        )
+    else:
+        print("\n".join(status_lines(info)))
     return EXIT_OK
 
 
@@ -435,7 +330,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from condlabel.config import load_train_config
-    from condlabel.train import plan_training, run_training
+    from condlabel.train.loop import plan_training, run_training
 
     cfg = load_train_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
@@ -466,7 +361,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from condlabel.config import load_eval_config
-    from condlabel.evaluate import run_evaluation
+    from condlabel.train.evaluate import run_evaluation
 
     cfg = load_eval_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
@@ -503,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from condlabel.runstate import RunRefused
+    from condlabel.convert.runstate import RunRefused
 
     try:
         return COMMANDS[args.command](args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -41,8 +42,6 @@ def read_tagged(
     whose text changed between runs appears only in its latest version, each chunk once;
     `latest_only=False` returns every row ever written (history).
     """
-    from condlabel.runstate import latest_keys, select_latest
-
     dataset = tagged_dataset(uri, storage)
     if not latest_only or not dataset.files:
         return dataset.to_table(columns=columns, filter=filter)
@@ -52,6 +51,47 @@ def read_tagged(
     wanted = list(columns) if columns is not None else dataset.schema.names
     read = wanted + [k for k in ("doc_id", "doc_hash", "chunk_index") if k not in wanted]
     return select_latest(dataset.to_table(columns=read, filter=filter), latest).select(wanted)
+
+
+def latest_keys(keys: pa.Table) -> pa.Table:
+    """(doc_id, doc_hash) of each document's latest content version.
+
+    A document whose text changed is relabeled under a new doc_hash and its old rows stay in
+    the output; the latest version is the doc_hash written by the most recent run (run ids
+    sort by start time). Needs the columns doc_id, doc_hash, run_id.
+    """
+    versions = keys.group_by(["doc_id", "doc_hash"]).aggregate([("run_id", "max")])
+    newest = versions.group_by("doc_id").aggregate([("run_id_max", "max")])
+    latest = versions.join(
+        newest,
+        keys=["doc_id", "run_id_max"],
+        right_keys=["doc_id", "run_id_max_max"],
+        join_type="inner",
+    )
+    # One run reads each document once, so ties cannot happen; break them deterministically.
+    latest = latest.group_by("doc_id").aggregate([("doc_hash", "max")])
+    return latest.rename_columns(["doc_id", "doc_hash"])
+
+
+def select_latest(table: pa.Table, latest: pa.Table) -> pa.Table:
+    """Rows of `table` that belong to a latest version, each (doc_id, doc_hash, chunk_index)
+    once, in their original order."""
+    if table.num_rows == 0:
+        return table
+    with_pos = table.select(["doc_id", "doc_hash", "chunk_index"]).append_column(
+        "_row", pa.array(np.arange(table.num_rows))
+    )
+    kept = with_pos.join(latest, keys=["doc_id", "doc_hash"], join_type="inner")
+    first = kept.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([("_row", "min")])
+    rows = first.column("_row_min")
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
+
+
+def latest_versions(table: pa.Table) -> pa.Table:
+    """`select_latest` over a table that holds the version columns itself."""
+    if table.num_rows == 0:
+        return table
+    return select_latest(table, latest_keys(table))
 
 
 # Columns `summarize` and the report need; the heavy text columns are read only for samples.
@@ -209,3 +249,50 @@ def inspect_output(
         )
         sample_table = pa.Table.from_pylist(rows) if rows else table.slice(0, 0)
     return summarize(table, top_tags=top_tags, samples=samples, sample_table=sample_table), table
+
+
+def _format_distribution(stats: dict | None, digits: int = 0) -> str:
+    if not stats or not stats["count"]:
+        return "all null" if stats else "absent"
+    f = f"{{:,.{digits}f}}"
+    return (
+        f"min {f.format(stats['p00'])}  p05 {f.format(stats['p05'])}  "
+        f"median {f.format(stats['p50'])}  p95 {f.format(stats['p95'])}  "
+        f"max {f.format(stats['p100'])}  mean {stats['mean']:,.2f}"
+        + (f"  ({stats['null']:,} null)" if stats["null"] else "")
+    )
+
+
+def inspect_lines(info: dict[str, Any], top: int) -> list[str]:
+    """`summarize`/`inspect_output` info as the text `condlabel inspect` prints."""
+    lines: list[str] = []
+    words, tokens = info.get("num_words"), info.get("input_tokens")
+    lines.append(
+        f"rows {info['rows']:,}  documents {info['documents']:,}  "
+        f"parse failures {info['parse_failures']:,} ({info['parse_failure_rate']:.1%})  "
+        f"truncated {info['truncated']:,}"
+    )
+    lines.append(
+        f"words {(words or {}).get('sum') or 0:,.0f}  "
+        f"input tokens {(tokens or {}).get('sum') or 0:,.0f}"
+        + ("" if tokens and tokens["count"] else " (not counted by this labeler)")
+    )
+    for fp, n in info["labelers"].items():
+        lines.append(f"labeler {fp}: {n:,} rows")
+    lines.append(f"chunks/document  {_format_distribution(info.get('chunks_per_document'))}")
+    lines.append(f"words/chunk      {_format_distribution(words)}")
+    lines.append(f"tokens/chunk     {_format_distribution(tokens)}")
+    lines.append(f"logprob          {_format_distribution(info.get('logprob'), 2)}")
+    lines.append(f"mean logprob     {_format_distribution(info.get('mean_logprob'), 3)}")
+    lines.append(f"top tags: ({info['distinct_tags']:,} distinct)")
+    for tag, n in info["top_tags"][:top]:
+        share = n / info["rows"] if info["rows"] else 0.0
+        lines.append(f"  {n:8,d}  {share:6.1%}  {tag}")
+    if info["control_tokens"]:
+        lines.append(
+            "control tokens: " + ", ".join(f"{t} {n:,}" for t, n in info["control_tokens"])
+        )
+    for row in info["samples"]:
+        lines.append(f"\n--- {row['doc_id']} chunk {row['chunk_index']} ({row['source']})")
+        lines.append(row["conditional_text"])
+    return lines

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from condlabel.config import ChunkConfig
-from condlabel.corpus import Document, chunk_document
+from condlabel.convert.chunking import chunk_document
+from condlabel.convert.reading import Document
 
 TOPICS = [
     "rivers and bridges",

@@ -158,7 +158,7 @@ def tagged_table(texts: list[str], run_id: str = "test-run"):
 
     from condlabel.classifiers import VaderClassifier, classify_table
     from condlabel.config import FormatConfig, VaderClassifierConfig
-    from condlabel.stages import format_table
+    from condlabel.convert.stages import format_table
 
     n = len(texts)
     chunks = pa.table(
@@ -183,7 +183,7 @@ def tagged_table(texts: list[str], run_id: str = "test-run"):
             "labeler": ["test:fixture"] * n,
         }
     )
-    from condlabel.stages import OUTPUT_SCHEMA
+    from condlabel.schema import OUTPUT_SCHEMA
 
     labeled = classify_table([VaderClassifier(VaderClassifierConfig())], chunks)
     if "scores" not in OUTPUT_SCHEMA.names:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from condlabel.config import load_convert_config
+from condlabel.convert.pipeline import run_conversion
 from condlabel.demo import sample_documents
-from condlabel.pipeline import run_conversion
 
 
 def make_tagged_output(work: Path, docs: int = 24) -> tuple[Path, list[dict]]:

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from condlabel.config import ChunkConfig
-from condlabel.corpus import Document, chunk_document, chunk_text
+from condlabel.convert.chunking import chunk_document, chunk_text
+from condlabel.convert.reading import Document
 
 
 def words_of(chunks: list[str]) -> list[str]:
@@ -147,7 +148,7 @@ def chunks_of_unit(text: str, unit: str, max_words: int) -> list[str]:
 
 
 def test_chunking_settings_change_the_document_version():
-    from condlabel.corpus import doc_version
+    from condlabel.convert.chunking import doc_version
 
     text = paragraphs(3, 50)
     assert doc_version(text, ChunkConfig()) == doc_version(text, ChunkConfig())

@@ -24,7 +24,7 @@ from condlabel.config import (
     VaderClassifierConfig,
     build_config,
 )
-from condlabel.stages import SCORES_TYPE, scores_as_dict
+from condlabel.schema import SCORES_TYPE, scores_as_dict
 
 POSITIVE = [
     "I love this wonderful little cafe, the coffee is excellent and the staff are so kind.",

@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from condlabel.config import InputConfig
-from condlabel.corpus import Document, Reject, auto_doc_id, iter_file
+from condlabel.convert.reading import Document, Reject, auto_doc_id, iter_file
 
 DOCS = [
     {"id": "a", "text": "Alpha text."},

@@ -19,7 +19,7 @@ from condlabel.config import (
     build_config,
     load_eval_config,
 )
-from condlabel.evaluate import GenerationLabels, contradicts, misalignment
+from condlabel.train.evaluate import GenerationLabels, contradicts, misalignment
 
 POS, NEG, TOX, NONTOX = "<|pos|>", "<|neg|>", "<|toxic|>", "<|nontoxic|>"
 
@@ -78,7 +78,7 @@ def train_sentiment_lm(base_dir, out_dir, steps: int):
     module's own pieces (examples, packing, optimizer, schedule, export) in a plain loop."""
     import torch
 
-    from condlabel.train import (
+    from condlabel.train.loop import (
         build_examples,
         export_model,
         load_for_training,

@@ -34,7 +34,7 @@ from condlabel.labelers.hf import (  # noqa: E402
     fingerprint,
     plan_batches,
 )
-from condlabel.prompts import parse_label  # noqa: E402
+from condlabel.labelers.prompts import parse_label  # noqa: E402
 
 TOL = 2e-4  # padded batches and merged weights change float32 rounding, not the math
 NEW_TOKENS = 16
@@ -478,7 +478,7 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
     import pyarrow.fs as pafs
 
     from condlabel.config import load_convert_config
-    from condlabel.pipeline import run_conversion
+    from condlabel.convert.pipeline import run_conversion
 
     _upload(s3fs_client, tiny_t5, f"{s3_bucket}/models/t5")
     _upload(s3fs_client, tiny_t5_adapter, f"{s3_bucket}/models/t5-lora")

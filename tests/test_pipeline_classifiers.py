@@ -7,8 +7,8 @@ import pytest
 from helpers import write_jsonl
 
 from condlabel.config import load_convert_config
-from condlabel.pipeline import run_conversion
-from condlabel.stages import scores_as_dict
+from condlabel.convert.pipeline import run_conversion
+from condlabel.schema import scores_as_dict
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -15,7 +15,7 @@ from helpers import expected_chunks, make_docs
 
 from condlabel.cli import main
 from condlabel.config import load_convert_config
-from condlabel.stages import OUTPUT_SCHEMA
+from condlabel.schema import OUTPUT_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -130,7 +130,7 @@ def test_bad_rows_do_not_crash_the_run(tmp_path):
         '{"id": "b", "text": \n'
         '{"id": "c", "body": "no text"}\n'
     )
-    from condlabel.pipeline import run_conversion
+    from condlabel.convert.pipeline import run_conversion
 
     cfg = load_convert_config(inputs=[str(src)], output=str(tmp_path / "out"))
     summary = run_conversion(cfg)
@@ -141,7 +141,7 @@ def test_bad_rows_do_not_crash_the_run(tmp_path):
 def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
     from helpers import write_jsonl
 
-    from condlabel.pipeline import run_conversion
+    from condlabel.convert.pipeline import run_conversion
 
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(12, "p"))
     cfg = load_convert_config(

@@ -28,9 +28,10 @@ import pyarrow.dataset as pads
 import pytest
 
 from condlabel.config import load_convert_config
+from condlabel.convert.stages import FileStats, read_and_chunk
 from condlabel.demo import sample_documents
 from condlabel.labelers import labeler_fingerprint
-from condlabel.stages import OUTPUT_SCHEMA, FileStats, read_and_chunk
+from condlabel.schema import OUTPUT_SCHEMA
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from helpers import expected_chunks, make_docs, write_jsonl
 from condlabel import read_tagged
 from condlabel.cli import main
 from condlabel.config import load_convert_config
-from condlabel.pipeline import run_conversion
-from condlabel.runstate import Lease, RunRefused, read_manifests
+from condlabel.convert.pipeline import run_conversion
+from condlabel.convert.runstate import Lease, RunRefused, read_manifests
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

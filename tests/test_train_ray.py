@@ -11,7 +11,7 @@ import pytest
 from lm_fixtures import sentiment_sentences, tagged_table
 
 from condlabel.config import load_train_config
-from condlabel.train import run_training
+from condlabel.train.loop import run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -113,7 +113,7 @@ def test_train_two_workers_checkpoints_resume_export(
 
     # The evaluation reads the exported model straight from S3 and writes its report there.
     from condlabel.config import load_eval_config
-    from condlabel.evaluate import run_evaluation
+    from condlabel.train.evaluate import run_evaluation
 
     report = run_evaluation(
         load_eval_config(

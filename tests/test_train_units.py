@@ -14,8 +14,8 @@ from condlabel.config import (
     TrainDataConfig,
     build_config,
 )
-from condlabel.format import render_prefix
-from condlabel.train import (
+from condlabel.convert.format import render_prefix
+from condlabel.train.loop import (
     IGNORE_INDEX,
     SequencePacker,
     add_control_tokens,
@@ -175,7 +175,7 @@ def test_learning_rate_schedule():
 def _train_steps(loaded, steps=3):
     import torch
 
-    from condlabel.train import make_optimizer
+    from condlabel.train.loop import make_optimizer
 
     model, tok = loaded.model, loaded.tokenizer
     optimizer, scheduler = make_optimizer(

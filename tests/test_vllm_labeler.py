@@ -47,8 +47,8 @@ from tiny_models import sample_texts  # noqa: E402
 from condlabel.config import HFLabelerConfig, LabelerConfig, VLLMLabelerConfig  # noqa: E402
 from condlabel.labelers import labeler_fingerprint  # noqa: E402
 from condlabel.labelers.hf import HFLabeler  # noqa: E402
+from condlabel.labelers.prompts import DECODER_PROMPT_TEMPLATE  # noqa: E402
 from condlabel.labelers.vllm import VLLMLabeler, fingerprint  # noqa: E402
-from condlabel.prompts import DECODER_PROMPT_TEMPLATE  # noqa: E402
 
 TOL = 1e-3  # the bound; float32 on both sides agrees to ~1e-5
 NEW_TOKENS = 16
@@ -284,7 +284,7 @@ def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
     import pyarrow.fs as pafs
 
     from condlabel.config import load_convert_config
-    from condlabel.pipeline import run_conversion
+    from condlabel.convert.pipeline import run_conversion
 
     for local, prefix in ((tiny_llama, "models/llama"), (tiny_llama_adapter, "models/llama-lora")):
         for path in sorted(local.iterdir()):

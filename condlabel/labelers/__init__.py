@@ -11,9 +11,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from condlabel.config import LabelerConfig
+if TYPE_CHECKING:  # config imports the prompt templates from this package
+    from condlabel.config import LabelerConfig
 
 
 @dataclass

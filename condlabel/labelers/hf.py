@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from condlabel.config import HFLabelerConfig, StorageConfig
 from condlabel.labelers import LabelResult, model_fingerprint
-from condlabel.prompts import PROMPT_VERSION, parse_label
+from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from importlib.metadata import version
 
 from condlabel.config import KeyphraseLabelerConfig
 from condlabel.labelers import LabelResult, make_fingerprint
-from condlabel.prompts import PROMPT_VERSION, render_label
+from condlabel.labelers.prompts import PROMPT_VERSION, render_label
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")

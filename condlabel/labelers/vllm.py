@@ -43,7 +43,7 @@ from typing import Any
 
 from condlabel.config import StorageConfig, VLLMLabelerConfig
 from condlabel.labelers import LabelResult, model_fingerprint
-from condlabel.prompts import PROMPT_VERSION, parse_label
+from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
 
 log = logging.getLogger("condlabel")
 

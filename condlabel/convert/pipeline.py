@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import uuid
 from collections import Counter
@@ -24,9 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
-from condlabel.corpus import SUPPORTED_SUFFIXES
-from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
-from condlabel.runstate import (
+from condlabel.convert.reading import SUPPORTED_SUFFIXES
+from condlabel.convert.runstate import (
     Lease,
     OutputState,
     check_fingerprint,
@@ -34,7 +32,7 @@ from condlabel.runstate import (
     versions,
     write_manifest,
 )
-from condlabel.stages import (
+from condlabel.convert.stages import (
     PADDED_TOKENS,
     USEFUL_TOKENS,
     FileStats,
@@ -43,6 +41,8 @@ from condlabel.stages import (
     read_and_chunk,
     write_shard,
 )
+from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
+from condlabel.ray_runtime import connect
 from condlabel.storage import InputFile, StorageError, ensure_writable, expand_inputs
 
 log = logging.getLogger("condlabel")
@@ -119,20 +119,8 @@ def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
 
 
 def init_ray(cfg: ConvertConfig) -> bool:
-    """Connect to Ray (compute.address, or RAY_ADDRESS as under `ray job submit`), or start an
-    embedded local Ray; True when this call started or connected it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = cfg.compute.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        # One logical CPU more than the cores: labeler actors take whole CPUs, and the light
-        # read/write tasks need a share left over, or the pipeline stalls on a small machine.
-        ray.init(address="local", num_cpus=cfg.compute.num_cpus or (os.cpu_count() or 1) + 1)
-    return True
+    """Connect to (or start) Ray for this run; True when this call did."""
+    return connect(cfg.compute.address, cfg.compute.num_cpus)
 
 
 def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
@@ -505,3 +493,23 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
             for k in ("bytes", "documents", "chunks", "done", "to_label", "rejected")
         },
     }
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    """The dry run's plan as a table: one line per input file, then the totals."""
+    lines = [
+        f"dry run: nothing labeled or written\noutput  {plan['output']} "
+        f"({plan['output_rows']} rows already)\nlabeler {plan['labeler']}",
+        f"{'documents':>10} {'chunks':>8} {'done':>8} {'to label':>8} {'rejected':>8}  file",
+    ]
+    for r in plan["files"]:
+        lines.append(
+            f"{r['documents']:>10} {r['chunks']:>8} {r['done']:>8} {r['to_label']:>8} "
+            f"{r['rejected']:>8}  {r['uri']}"
+        )
+    t = plan["totals"]
+    lines.append(
+        f"{t['documents']:>10} {t['chunks']:>8} {t['done']:>8} {t['to_label']:>8} "
+        f"{t['rejected']:>8}  total ({len(plan['files'])} files, {t['bytes'] / 1e6:.1f} MB)"
+    )
+    return lines

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from condlabel.config import ConditionalConfig, EvalConfig, GenerationSettings
-from condlabel.train import conditional_prompt
+from condlabel.train.loop import conditional_prompt
 
 log = logging.getLogger("condlabel")
 

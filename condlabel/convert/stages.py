@@ -16,74 +16,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
-from condlabel.corpus import Document, Reject, chunk_document, doc_version, iter_file
-from condlabel.format import conditional_text
+from condlabel.convert.chunking import chunk_document, doc_version
+from condlabel.convert.format import conditional_text
+from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.labelers import Labeler
+from condlabel.schema import (
+    CHUNK_SCHEMA,
+    LABEL_FIELDS,
+    OUTPUT_SCHEMA,
+    REJECT_SCHEMA,
+    REJECTS_DIR,
+    SCHEMA_VERSION,
+    scores_cell,
+)
 from condlabel.storage import resolve, write_bytes_atomic
-
-SCHEMA_VERSION = "condlabel-v1"
-REJECTS_DIR = "_rejects"
-MANIFEST_DIR = "_manifest"
-
-CHUNK_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("chunk_index", pa.int32()),
-        ("num_chunks", pa.int32()),
-        ("source", pa.string()),
-        ("doc_hash", pa.string()),
-        ("num_words", pa.int32()),
-        ("text", pa.string()),
-    ]
-)
-# Scores as a list of (name, score) pairs rather than a map: every reader the output contract
-# names (HF datasets included, which cannot load parquet maps) reads a list of structs.
-SCORES_TYPE = pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
-
-
-def scores_as_dict(value: list[dict] | None) -> dict[str, float]:
-    """A row's `scores` cell -> {"vader.compound": 0.93, ...}."""
-    return {item["name"]: item["score"] for item in value or []}
-
-
-def scores_cell(scores: dict[str, float]) -> list[dict]:
-    return [{"name": k, "score": v} for k, v in scores.items()]
-
-
-LABEL_FIELDS = [
-    ("synopsis", pa.string()),
-    ("tags", pa.list_(pa.string())),
-    ("control_tokens", pa.list_(pa.string())),
-    ("scores", SCORES_TYPE),
-    ("logprob", pa.float64()),
-    ("mean_logprob", pa.float64()),
-    ("num_generated_tokens", pa.int32()),
-    ("parse_ok", pa.bool_()),
-    ("truncated", pa.bool_()),
-    ("input_tokens", pa.int32()),
-    ("raw_output", pa.string()),
-    ("labeler", pa.string()),
-]
-OUTPUT_SCHEMA = pa.schema(
-    list(CHUNK_SCHEMA)
-    + [pa.field(n, t) for n, t in LABEL_FIELDS]
-    + [
-        pa.field("conditional_text", pa.string()),
-        pa.field("run_id", pa.string()),
-        pa.field("schema_version", pa.string()),
-    ]
-)
-REJECT_SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("position", pa.int64()),
-        ("field", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("raw", pa.binary()),
-        ("run_id", pa.string()),
-    ]
-)
 
 USEFUL_TOKENS = "_useful_tokens"
 PADDED_TOKENS = "_padded_tokens"

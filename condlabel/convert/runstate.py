@@ -17,15 +17,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import StorageConfig
-from condlabel.stages import MANIFEST_DIR
+from condlabel.readback import latest_versions, tagged_dataset
+from condlabel.schema import KEY_COLUMNS, LEASE_NAME, MANIFEST_DIR
 from condlabel.storage import resolve, write_bytes_atomic
-
-LEASE_NAME = "_lease.json"
-KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id"]
 
 
 class RunRefused(RuntimeError):
@@ -61,47 +58,6 @@ class DoneIndex:
         return i < self.hashes.size and int(self.hashes[i]) == h
 
 
-def latest_keys(keys: pa.Table) -> pa.Table:
-    """(doc_id, doc_hash) of each document's latest content version.
-
-    A document whose text changed is relabeled under a new doc_hash and its old rows stay in
-    the output; the latest version is the doc_hash written by the most recent run (run ids
-    sort by start time). Needs the columns doc_id, doc_hash, run_id.
-    """
-    versions = keys.group_by(["doc_id", "doc_hash"]).aggregate([("run_id", "max")])
-    newest = versions.group_by("doc_id").aggregate([("run_id_max", "max")])
-    latest = versions.join(
-        newest,
-        keys=["doc_id", "run_id_max"],
-        right_keys=["doc_id", "run_id_max_max"],
-        join_type="inner",
-    )
-    # One run reads each document once, so ties cannot happen; break them deterministically.
-    latest = latest.group_by("doc_id").aggregate([("doc_hash", "max")])
-    return latest.rename_columns(["doc_id", "doc_hash"])
-
-
-def select_latest(table: pa.Table, latest: pa.Table) -> pa.Table:
-    """Rows of `table` that belong to a latest version, each (doc_id, doc_hash, chunk_index)
-    once, in their original order."""
-    if table.num_rows == 0:
-        return table
-    with_pos = table.select(["doc_id", "doc_hash", "chunk_index"]).append_column(
-        "_row", pa.array(np.arange(table.num_rows))
-    )
-    kept = with_pos.join(latest, keys=["doc_id", "doc_hash"], join_type="inner")
-    first = kept.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([("_row", "min")])
-    rows = first.column("_row_min")
-    return table.take(pc.take(rows, pc.sort_indices(rows)))
-
-
-def latest_versions(table: pa.Table) -> pa.Table:
-    """`select_latest` over a table that holds the version columns itself."""
-    if table.num_rows == 0:
-        return table
-    return select_latest(table, latest_keys(table))
-
-
 @dataclass
 class OutputState:
     rows: int
@@ -112,8 +68,6 @@ class OutputState:
 
 def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     """Scan only the key columns of the output (cheap) and build the done index."""
-    from condlabel.readback import tagged_dataset
-
     fs, path = resolve(output_uri, storage)
     empty = OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0)
     if not fs.exists(path):
@@ -293,3 +247,67 @@ def read_manifests(output_uri: str, storage: StorageConfig) -> list[dict[str, An
             except ValueError:
                 manifests.append({"run_id": posixpath.basename(path), "status": "unreadable"})
     return sorted(manifests, key=lambda m: str(m.get("run_id")))
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status_info(uri: str, storage: StorageConfig) -> dict[str, Any]:
+    """What `condlabel status` reports: every run's manifest, the output's totals, the lease."""
+    runs = read_manifests(uri, storage)
+    state = read_output_state(uri, storage)
+    lease = Lease(uri, "status", storage, ttl_s=1).read()
+    info = {
+        "output": uri,
+        "runs": [
+            {
+                "run_id": m.get("run_id"),
+                "status": m.get("status"),
+                "started_at": m.get("started_at"),
+                "labeler": m.get("labeler"),
+                **(m.get("counts") or {}),
+                "seconds": (m.get("timings") or {}).get("seconds"),
+                "error": m.get("error"),
+            }
+            for m in runs
+        ],
+        "totals": {
+            "runs": len(runs),
+            "succeeded": sum(1 for m in runs if m.get("status") == "succeeded"),
+            "rows": state.rows,
+            "latest_chunks": len(state.done),
+            "duplicate_keys": state.duplicate_keys,
+            "labeled": sum((m.get("counts") or {}).get("labeled", 0) for m in runs),
+            "labelers": state.labelers,
+        },
+        "lease": lease,
+    }
+    return info
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """`status_info` as the table `condlabel status` prints."""
+    lines = [f"output {info['output']}"]
+    lines.append(
+        f"{'run':<34} {'status':<10} {'labeled':>8} {'skipped':>8} {'rejected':>8} {'seconds':>8}"
+    )
+    for r in info["runs"]:
+        rejected = sum((r.get("rejected") or {}).values())
+        lines.append(
+            f"{r['run_id']!s:<34} {r['status']!s:<10} {r.get('labeled', 0):>8} "
+            f"{r.get('skipped_done', 0):>8} {rejected:>8} {r.get('seconds') or 0:>8.1f}"
+        )
+        if r.get("error"):
+            lines.append(f"    error: {r['error']}")
+    t = info["totals"]
+    lines.append(
+        f"totals: {t['runs']} run(s), {t['succeeded']} succeeded; {t['rows']} rows, "
+        f"{t['latest_chunks']} chunks in their latest version, {t['duplicate_keys']} duplicate keys"
+    )
+    for fp, n in t["labelers"].items():
+        lines.append(f"labeler {fp}: {n} rows")
+    if lease := info["lease"]:
+        lines.append(
+            f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}"
+        )
+    return lines

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from condlabel.prompts import DECODER_PROMPT_TEMPLATE
+from condlabel.labelers.prompts import DECODER_PROMPT_TEMPLATE
 
 PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
 DEFAULT_PREFIX_TEMPLATE = "{control_tokens}Synopsis: {synopsis} Tags: [{tags}]\n"

@@ -31,7 +31,7 @@ from condlabel.config import (
     TrainConfig,
     TrainDataConfig,
 )
-from condlabel.format import render_prefix
+from condlabel.convert.format import render_prefix
 
 log = logging.getLogger("condlabel")
 

@@ -1,0 +1,77 @@
+"""The output contract: the columns and types of every row condlabel writes, and the names of its
+bookkeeping paths. The writer, the readers, the resume logic and the README test import it from here.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "condlabel-v1"
+
+# Bookkeeping under an output prefix: never data (readers skip names starting with `_` or `.`).
+REJECTS_DIR = "_rejects"
+MANIFEST_DIR = "_manifest"
+LEASE_NAME = "_lease.json"
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("chunk_index", pa.int32()),
+        ("num_chunks", pa.int32()),
+        ("source", pa.string()),
+        ("doc_hash", pa.string()),
+        ("num_words", pa.int32()),
+        ("text", pa.string()),
+    ]
+)
+# Scores as a list of (name, score) pairs rather than a map: every reader the output contract
+# names (HF datasets included, which cannot load parquet maps) reads a list of structs.
+SCORES_TYPE = pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
+
+
+def scores_as_dict(value: list[dict] | None) -> dict[str, float]:
+    """A row's `scores` cell -> {"vader.compound": 0.93, ...}."""
+    return {item["name"]: item["score"] for item in value or []}
+
+
+def scores_cell(scores: dict[str, float]) -> list[dict]:
+    return [{"name": k, "score": v} for k, v in scores.items()]
+
+
+LABEL_FIELDS = [
+    ("synopsis", pa.string()),
+    ("tags", pa.list_(pa.string())),
+    ("control_tokens", pa.list_(pa.string())),
+    ("scores", SCORES_TYPE),
+    ("logprob", pa.float64()),
+    ("mean_logprob", pa.float64()),
+    ("num_generated_tokens", pa.int32()),
+    ("parse_ok", pa.bool_()),
+    ("truncated", pa.bool_()),
+    ("input_tokens", pa.int32()),
+    ("raw_output", pa.string()),
+    ("labeler", pa.string()),
+]
+OUTPUT_SCHEMA = pa.schema(
+    list(CHUNK_SCHEMA)
+    + [pa.field(n, t) for n, t in LABEL_FIELDS]
+    + [
+        pa.field("conditional_text", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("schema_version", pa.string()),
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("position", pa.int64()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw", pa.binary()),
+        ("run_id", pa.string()),
+    ]
+)
+
+# The columns a run scans to know what is done (resume) and which labelers wrote the prefix.
+KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id"]

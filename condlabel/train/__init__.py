@@ -1,0 +1,1 @@
+"""Conditional finetuning on tagged shards (Ray Train) and tag-adherence evaluation."""
