@@ -1,248 +1,215 @@
-"""`condlabel ...`: convert, demo, inspect, config.
+"""`condlabel COMMAND ...`: the command line; each command parses its flags, loads its config
+and calls one library function.
+
+    convert   label a corpus and write tagged parquet shards (local or s3://)
+    demo      build a sample corpus offline and convert it with the CPU labeler
+    inspect   summarise a tagged output prefix (counts, tags, log-probs; --report: HTML)
+    status    summarise the runs and totals of an output prefix
+    merge     merge a LoRA adapter into its base model and write it
+    config    validate and print a resolved configuration of any kind
+    train     finetune a causal LM on tagged shards (Ray Train)
+    eval      measure how well a trained model honours its conditionals
+
+Global options: --version; -v/--verbose (debug logs, and Ray's own logs on the console) and
+-q/--quiet (only warnings and the summary), before or after the command.
 
 Exit codes: 0 success, 2 bad configuration or arguments, 3 storage problem (missing input,
 unwritable output, unreachable endpoint), 4 run refused (another writer holds the output, or
 labelers would mix), 1 anything else. The reason is always on the last line printed.
+
+A command is a pair in `COMMANDS`: a function that adds its flags and a handler whose
+docstring is its --help (first line: what it does; the rest: details).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from condlabel.config import ConfigError, ConvertConfig, describe_fields, load_convert_config
+from condlabel import __version__
+from condlabel.config import (
+    ConfigError,
+    ConvertConfig,
+    EvalConfig,
+    TrainConfig,
+    keys_help,
+    load_config,
+    load_convert_config,
+    load_eval_config,
+    load_storage_config,
+    load_train_config,
+)
 from condlabel.storage import StorageError
 
 log = logging.getLogger("condlabel")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
+Parser = argparse.ArgumentParser
 
-def _config_keys_epilog(model: type = ConvertConfig) -> str:
-    rows = describe_fields(model)
-    width = max(len(k) for k, _, _ in rows)
-    lines = ["configuration keys (YAML file or --set key=value; default in brackets):"]
-    for key, default, doc in rows:
-        wrapped = textwrap.wrap(f"{doc} [{default}]", 100 - width - 4) or [f"[{default}]"]
-        lines.append(f"  {key.ljust(width)}  {wrapped[0]}")
-        lines.extend(f"  {' ' * width}  {more}" for more in wrapped[1:])
-    return "\n".join(lines)
+# --------------------------------------------------------------------------- the parser
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML run config; without it the embedded defaults are used",
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="condlabel",
+        description="Turn text corpora into conditional-pretraining data: chunk documents, label "
+        "each chunk with a synopsis and tags on a Ray actor pool, write tagged parquet.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _loudness_flags(parser, default=False)
+    # -v/-q also after the command (`condlabel convert -v`, and the ray_jobs/ entrypoints);
+    # SUPPRESS there so a command without them keeps what was given before it.
+    loudness = Parser(add_help=False)
+    _loudness_flags(loudness, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add_flags, handler) in COMMANDS.items():
+        # `or name`: under `python -OO` docstrings are gone, and the parser must still build.
+        summary, _, details = (inspect.getdoc(handler) or name).partition("\n\n")
+        add_flags(
+            sub.add_parser(
+                name,
+                help=summary[0].lower() + summary[1:].rstrip("."),
+                # Wrapped here: the raw formatter keeps the epilog's key table as laid out.
+                description=textwrap.fill(f"{summary} {details}", 88),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                parents=[loudness],
+            )
+        )
+    return parser
+
+
+def _loudness_flags(p: Parser, default: Any) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug logs, and Ray's own logs on the console",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="only warnings and the summary"
+    )
+
+
+def _config_flags(p: Parser, storage_only: bool = False) -> None:
+    """--config and --set; `storage_only`: commands that only read or write objects take the
+    storage section of a config of any kind."""
+    if storage_only:
+        what = "a convert, train or eval config; only its storage: section is read"
+        example = "storage.profile=lab"
+    else:
+        what = "YAML run config; without it the embedded defaults are used"
+        example = "chunking.max_words=1000"
+    p.add_argument("--config", metavar="FILE", help=what)
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set chunking.max_words=1000 (repeatable)",
+        help=f"override one config key, e.g. --set {example} (repeatable)",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="condlabel",
-        description="Turn text corpora into conditional-pretraining data: chunk documents, label "
-        "each chunk with a synopsis and tags on a Ray actor pool, write tagged parquet.",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
-
-    convert = sub.add_parser(
-        "convert",
-        help="label a corpus and write tagged parquet shards",
-        description="Read documents from --input (files, directories/prefixes or globs; local, "
-        "file:// or s3://), split them into chunks, label every chunk on a Ray actor pool and "
-        "write parquet shards under --output. S3 endpoint and credentials come from the AWS "
-        "environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, profiles, instance roles).",
-        epilog=_config_keys_epilog(),
-        formatter_class=fmt,
-    )
-    _add_config_args(convert)
-    convert.add_argument(
-        "--input",
-        dest="inputs",
-        action="append",
-        metavar="URI",
-        help="input file, directory/prefix or glob (repeatable; replaces input.paths)",
-    )
-    convert.add_argument("--output", metavar="URI", help="output prefix (replaces output.uri)")
-    convert.add_argument("--json", action="store_true", help="print the final summary as JSON")
-    convert.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="list the input files and, per file, the documents and chunks that "
-        "would be labeled (chunks already in the output are skipped); label nothing",
-    )
-    convert.add_argument(
-        "--allow-mixed",
-        action="store_true",
-        help="add rows to an output prefix that holds rows of another labeler "
-        "fingerprint (refused by default)",
-    )
-
-    demo = sub.add_parser(
-        "demo",
-        help="build a sample corpus offline and convert it with the CPU labeler",
-        description="Write a sample corpus built from text that ships with Python (help topics, "
-        "module docstrings) as .jsonl, .jsonl.gz and .parquet, convert it with the embedded "
-        "defaults and print where the output is, a summary and two sample rows.",
-    )
-    demo.add_argument("--output", metavar="DIR", help="work directory (default: a new temp dir)")
-    demo.add_argument(
-        "--docs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use only the first N sample documents (default: all, ~200)",
-    )
-    _add_config_args(demo)
-
-    inspect = sub.add_parser(
-        "inspect",
-        help="summarise a tagged output prefix (local or s3://)",
-        description="Read every data shard under URI and print the row and document counts, "
-        "labeler fingerprints, parse-failure rate, tag frequencies, the log-prob distribution, "
-        "chunk, word and token counts and sample rows; --report writes the same as an HTML "
-        "page with plots.",
-    )
-    inspect.add_argument("uri", metavar="URI", help="output prefix written by convert")
-    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
-    inspect.add_argument("--top", type=int, default=15, help="how many top tags to show")
-    inspect.add_argument("--samples", type=int, default=2, help="how many sample rows to show")
-    inspect.add_argument(
-        "--report",
-        metavar="FILE.html",
-        help="also write a self-contained HTML report with plots "
-        "(needs: pip install 'condlabel[report]')",
-    )
-    _add_config_args(inspect)
-
-    status = sub.add_parser(
-        "status",
-        help="summarise the runs and totals of an output prefix",
-        description="List the runs recorded under URI/_manifest/ (status, counts, time), the "
-        "rows and labelers in the output, duplicate keys (should be 0) and the current lease.",
-    )
-    status.add_argument("uri", metavar="URI", help="output prefix written by convert")
-    status.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _add_config_args(status)
-
-    from condlabel.config import EvalConfig, TrainConfig
-
-    train = sub.add_parser(
-        "train",
-        help="finetune a causal LM on tagged shards (Ray Train)",
-        description="Stream the tagged parquet under data.paths (local or s3://) through Ray "
-        "Data to a Ray Train worker group that finetunes model.path (full or LoRA, DDP or FSDP) "
-        "on prefix + text. Checkpoints (Hugging Face format) go to checkpoint.storage_path every "
-        "checkpoint.every_steps; rerunning with the same checkpoint.name resumes from the latest. "
-        "The final model is exported to checkpoint.export_uri.",
-        epilog=_config_keys_epilog(TrainConfig),
-        formatter_class=fmt,
-    )
-    _add_config_args(train)
-    train.add_argument(
-        "--dry-run", action="store_true", help="check the inputs and print the plan; train nothing"
-    )
-    train.add_argument("--json", action="store_true", help="print the final summary as JSON")
-
-    evaluate = sub.add_parser(
-        "eval",
-        help="measure how well a trained model honours its conditionals",
-        description="Generate continuations under each configured conditional (control tokens, "
-        "tags, synopsis) and unconditioned, relabel them with the configured classifiers or "
-        "labeler, and print per conditional the misalignment score (share of generations whose "
-        "labels contradict the conditional) next to the unconditioned baseline.",
-        epilog=_config_keys_epilog(EvalConfig),
-        formatter_class=fmt,
-    )
-    _add_config_args(evaluate)
-    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    merge = sub.add_parser(
-        "merge",
-        help="merge a LoRA adapter into its base model and write it (safetensors)",
-        description="Load --base and --adapter (local directory, s3:// prefix or hub id; "
-        "safetensors only), merge the adapter into the weights (float32 on the CPU, so the "
-        "merge is exact) and write the merged model and tokenizer to --output (local directory "
-        "or s3:// prefix). Point labeler.hf.model at the result and leave labeler.hf.adapter "
-        "unset: a cluster merges once and every actor loads merged weights.",
-    )
-    merge.add_argument("--base", required=True, metavar="MODEL", help="base model")
-    merge.add_argument("--adapter", required=True, metavar="ADAPTER", help="peft LoRA adapter")
-    merge.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
-    merge.add_argument("--revision", help="hub revision of --base")
-    merge.add_argument("--adapter-revision", help="hub revision of --adapter")
-    merge.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="dtype of the saved weights (auto: the base's)",
-    )
-    _add_config_args(merge)  # storage.* options for s3:// (endpoint, profile)
-
-    config = sub.add_parser(
-        "config",
-        help="validate and print a resolved configuration (defaults + file + --set)",
-        epilog=_config_keys_epilog(),
-        formatter_class=fmt,
-    )
-    config.add_argument(
-        "--kind",
-        default="convert",
-        help="which configuration: convert (default), or another registered kind "
-        "such as train or eval",
-    )
-    _add_config_args(config)
-    return parser
+def _json_flag(p: Parser, text: str = "print the final summary as JSON") -> None:
+    p.add_argument("--json", action="store_true", help=text)
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+def _output_reader_flags(p: Parser) -> None:
+    """The output prefix to read, and how to print it (inspect, status)."""
+    p.add_argument("uri", metavar="URI", help="output prefix written by convert")
+    _json_flag(p, "print JSON instead of text")
+    _config_flags(p, storage_only=True)
 
 
-def _print_summary(summary, as_json: bool) -> None:
+def _print_summary(summary: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print("\n".join(summary.lines()))
 
 
+def _print_info(info: dict, lines: Callable[[dict], list[str]], as_json: bool) -> None:
+    print(json.dumps(info, indent=2, default=str) if as_json else "\n".join(lines(info)))
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def convert_flags(p: Parser) -> None:
+    p.epilog = keys_help(ConvertConfig)
+    _config_flags(p)
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        metavar="URI",
+        help="input file, directory/prefix or glob (repeatable; replaces input.paths)",
+    )
+    p.add_argument("--output", metavar="URI", help="output prefix (replaces output.uri)")
+    _json_flag(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the input files and, per file, the documents and chunks that "
+        "would be labeled (chunks already in the output are skipped); label nothing",
+    )
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="add rows to an output prefix that holds rows of another labeler "
+        "fingerprint (refused by default)",
+    )
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
+    """Label a corpus and write tagged parquet shards.
+
+    Read documents from --input (files, directories/prefixes or globs; local, file:// or s3://),
+    split them into chunks, label every chunk on a Ray actor pool and write parquet shards under
+    --output. S3 endpoint and credentials come from the AWS environment (AWS_ENDPOINT_URL,
+    AWS_ACCESS_KEY_ID, profiles, instance roles).
+    """
     from condlabel.convert.pipeline import dry_run, plan_lines, run_conversion
 
     cfg = load_convert_config(args.config, args.overrides, args.inputs, args.output)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     if args.dry_run:
-        plan = dry_run(cfg, allow_mixed=args.allow_mixed)
-        if args.json:
-            print(json.dumps(plan, indent=2))
-        else:
-            print("\n".join(plan_lines(plan)))
+        _print_info(dry_run(cfg, allow_mixed=args.allow_mixed), plan_lines, args.json)
         return EXIT_OK
-    summary = run_conversion(cfg, allow_mixed=args.allow_mixed)
-    _print_summary(summary, args.json)
+    _print_summary(run_conversion(cfg, allow_mixed=args.allow_mixed), args.json)
     return EXIT_OK
 
 
+def demo_flags(p: Parser) -> None:
+    p.add_argument("--output", metavar="DIR", help="work directory (default: a new temp dir)")
+    p.add_argument(
+        "--docs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use only the first N sample documents (default: all, ~200)",
+    )
+    _config_flags(p)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Build a sample corpus offline and convert it with the CPU labeler.
+
+    Write a sample corpus built from text that ships with Python (help topics, module
+    docstrings) as .jsonl, .jsonl.gz and .parquet, convert it with the embedded defaults and
+    print where the output is, a summary and two sample rows.
+    """
     from condlabel.convert.pipeline import run_conversion
     from condlabel.demo import write_sample_corpus
     from condlabel.readback import inspect_lines, read_tagged, summarize
@@ -255,28 +222,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     summary = run_conversion(cfg)
     print("\n".join(summary.lines()))
-    print(
-        "\n".join(
-            inspect_lines(summarize(read_tagged(cfg.output.uri, storage=cfg.storage)), top=10)
-        )
-    )
+    info = summarize(read_tagged(cfg.output.uri, storage=cfg.storage))
+    print("\n".join(inspect_lines(info, top=10)))
     print(f"\noutput: {cfg.output.uri}\nread it back: condlabel inspect {cfg.output.uri}")
     return EXIT_OK
 
 
+def inspect_flags(p: Parser) -> None:
+    _output_reader_flags(p)
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="also write a self-contained HTML report with plots "
+        "(needs: pip install 'condlabel[report]')",
+    )
+    p.add_argument("--top", type=int, default=15, help="how many top tags to show")
+    p.add_argument("--samples", type=int, default=2, help="how many sample rows to show")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Summarise a tagged output prefix (local or s3://).
+
+    Read every data shard under URI and print the row and document counts, labeler
+    fingerprints, parse-failure rate, tag frequencies, the log-prob distribution, chunk, word
+    and token counts and sample rows; --report writes the same as an HTML page with plots.
+    """
     from condlabel.readback import inspect_lines, inspect_output
 
-    storage = load_convert_config(args.config, args.overrides).storage
+    storage = load_storage_config(args.config, args.overrides)
     if args.report:
         from condlabel.report import require_matplotlib
 
         require_matplotlib()  # before reading anything: fail fast with the install line
     info, table = inspect_output(args.uri, storage=storage, top_tags=args.top, samples=args.samples)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-    else:
-        print("\n".join(inspect_lines(info, args.top)))
+    _print_info(info, lambda i: inspect_lines(i, args.top), args.json)
     if args.report:
         from condlabel.report import write_report
 
@@ -286,21 +265,44 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Summarise the runs and totals of an output prefix.
+
+    List the runs recorded under URI/_manifest/ (status, counts, time), the rows and labelers in
+    the output, duplicate keys (should be 0) and the current lease.
+    """
     from condlabel.convert.runstate import status_info, status_lines
 
-    storage = load_convert_config(args.config, args.overrides).storage
-    info = status_info(args.uri, storage)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-    else:
-        print("\n".join(status_lines(info)))
+    storage = load_storage_config(args.config, args.overrides)
+    _print_info(status_info(args.uri, storage), status_lines, args.json)
     return EXIT_OK
 
 
+def merge_flags(p: Parser) -> None:
+    p.add_argument("--base", required=True, metavar="MODEL", help="base model")
+    p.add_argument("--adapter", required=True, metavar="ADAPTER", help="peft LoRA adapter")
+    p.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
+    p.add_argument("--revision", help="hub revision of --base")
+    p.add_argument("--adapter-revision", help="hub revision of --adapter")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="dtype of the saved weights (auto: the base's)",
+    )
+    _config_flags(p, storage_only=True)
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge a LoRA adapter into its base model and write it (safetensors).
+
+    Load --base and --adapter (local directory, s3:// prefix or hub id; safetensors only), merge
+    the adapter into the weights (float32 on the CPU, so the merge is exact) and write the
+    merged model and tokenizer to --output (local directory or s3:// prefix). Point
+    labeler.hf.model at the result and leave labeler.hf.adapter unset: a cluster merges once
+    and every actor loads merged weights.
+    """
     from condlabel.models import merge_model
 
-    storage = load_convert_config(args.config, args.overrides).storage
     uri = merge_model(
         args.base,
         args.adapter,
@@ -308,7 +310,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         revision=args.revision,
         adapter_revision=args.adapter_revision,
         dtype=args.dtype,
-        storage=storage,
+        storage=load_storage_config(args.config, args.overrides),
     )
     print(
         f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
@@ -317,10 +319,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    import yaml
+def config_flags(p: Parser) -> None:
+    p.epilog = keys_help(ConvertConfig)
+    p.add_argument(
+        "--kind",
+        default="convert",
+        help="which configuration: convert (default), or another registered kind "
+        "such as train or eval",
+    )
+    _config_flags(p)
 
-    from condlabel.config import load_config
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Validate and print a resolved configuration (defaults + file + --set).
+
+    Secrets are redacted. The keys below are those of a conversion; `condlabel train --help`
+    and `condlabel eval --help` list theirs.
+    """
+    import yaml
 
     cfg = load_config(args.kind, args.config, args.overrides)
     data = cfg.redacted() if hasattr(cfg, "redacted") else cfg.model_dump(mode="json")
@@ -328,39 +344,69 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def train_flags(p: Parser) -> None:
+    p.epilog = keys_help(TrainConfig)
+    _config_flags(p)
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the inputs and print the plan; train nothing"
+    )
+    _json_flag(p)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from condlabel.config import load_train_config
+    """Finetune a causal LM on tagged shards (Ray Train).
+
+    Stream the tagged parquet under data.paths (local or s3://) through Ray Data to a Ray Train
+    worker group that finetunes model.path (full or LoRA, DDP or FSDP) on prefix + text.
+    Checkpoints (Hugging Face format) go to checkpoint.storage_path every
+    checkpoint.every_steps; rerunning with the same checkpoint.name resumes from the latest. The
+    final model is exported to checkpoint.export_uri.
+    """
     from condlabel.train.loop import plan_training, run_training
 
     cfg = load_train_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     if args.dry_run:
-        files = plan_training(cfg)
-        c, o = cfg.compute, cfg.optimization
-        print(
-            f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
-            f"{o.strategy}) on {len(files)} parquet file(s):"
-        )
-        for uri in files[:20]:
-            print(f"  {uri}")
-        if len(files) > 20:
-            print(f"  ... and {len(files) - 20} more")
-        print(
-            f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
-            + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
-            + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
-            f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
-            f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
-            f"{cfg.checkpoint.effective_export_uri}"
-        )
+        print("\n".join(_training_plan_lines(cfg, plan_training(cfg))))
         return EXIT_OK
-    summary = run_training(cfg)
-    _print_summary(summary, args.json)
+    _print_summary(run_training(cfg), args.json)
     return EXIT_OK
 
 
+def _training_plan_lines(cfg: TrainConfig, files: list[str]) -> list[str]:
+    c, o = cfg.compute, cfg.optimization
+    lines = [
+        f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
+        f"{o.strategy}) on {len(files)} parquet file(s):",
+        *(f"  {uri}" for uri in files[:20]),
+    ]
+    if len(files) > 20:
+        lines.append(f"  ... and {len(files) - 20} more")
+    lines.append(
+        f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
+        + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
+        + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
+        f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
+        f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
+        f"{cfg.checkpoint.effective_export_uri}"
+    )
+    return lines
+
+
+def eval_flags(p: Parser) -> None:
+    p.epilog = keys_help(EvalConfig)
+    _config_flags(p)
+    _json_flag(p, "print the report as JSON")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from condlabel.config import load_eval_config
+    """Measure how well a trained model honours its conditionals.
+
+    Generate continuations under each configured conditional (control tokens, tags, synopsis)
+    and unconditioned, relabel them with the configured classifiers or labeler, and print per
+    conditional the misalignment score (share of generations whose labels contradict the
+    conditional) next to the unconditioned baseline.
+    """
     from condlabel.train.evaluate import run_evaluation
 
     cfg = load_eval_config(args.config, args.overrides)
@@ -376,32 +422,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {
-    "convert": cmd_convert,
-    "demo": cmd_demo,
-    "inspect": cmd_inspect,
-    "status": cmd_status,
-    "config": cmd_config,
-    "train": cmd_train,
-    "eval": cmd_eval,
-    "merge": cmd_merge,
+Handler = Callable[[argparse.Namespace], int]
+
+# name -> (adds the command's flags, runs it), in the order `condlabel --help` lists them.
+COMMANDS: dict[str, tuple[Callable[[Parser], None], Handler]] = {
+    "convert": (convert_flags, cmd_convert),
+    "demo": (demo_flags, cmd_demo),
+    "inspect": (inspect_flags, cmd_inspect),
+    "status": (_output_reader_flags, cmd_status),
+    "merge": (merge_flags, cmd_merge),
+    "config": (config_flags, cmd_config),
+    "train": (train_flags, cmd_train),
+    "eval": (eval_flags, cmd_eval),
 }
+
+# --------------------------------------------------------------------------- running
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.quiet)
+    _setup_logging(quiet=args.quiet, verbose=args.verbose)
     try:
         return _run(args)
     finally:
         sys.stdout.flush()
 
 
+def _setup_logging(quiet: bool, verbose: bool = False) -> None:
+    from condlabel.ray_runtime import set_verbose
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # Set both ways: tests call main() many times in one process.
+    log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    set_verbose(verbose)
+
+
 def _run(args: argparse.Namespace) -> int:
     from condlabel.convert.runstate import RunRefused
 
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][1](args)
     except ConfigError as exc:
         print(f"condlabel {args.command}: {exc}", file=sys.stderr)
         print(f"error: invalid configuration ({len(exc.problems)} problem(s))", file=sys.stderr)

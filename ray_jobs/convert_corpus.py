@@ -2,6 +2,9 @@
 
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python ray_jobs/convert_corpus.py --config ray_jobs/configs/s3_keyphrase.yaml
+
+It takes every flag of `condlabel convert`, and -v for debug logs and Ray's own logs on the
+console.
 """
 
 import sys

@@ -4,7 +4,8 @@
         --working-dir . -- python ray_jobs/train_conditional.py \
         --config ray_jobs/configs/train_gpu_lora.yaml
 
-Rerunning the same command (same `checkpoint.name`) resumes from the latest checkpoint.
+Rerunning the same command (same `checkpoint.name`) resumes from the latest checkpoint. It takes
+every flag of `condlabel train`, and -v for debug logs and Ray's own logs on the console.
 """
 
 import sys

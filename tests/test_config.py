@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from condlabel.config import ConfigError, ConvertConfig, load_convert_config
+from condlabel.config import (
+    ConfigError,
+    ConvertConfig,
+    EvalConfig,
+    GenerationSettings,
+    HFLabelerConfig,
+    TrainConfig,
+    VLLMLabelerConfig,
+    describe_fields,
+    load_config,
+    load_convert_config,
+    load_storage_config,
+)
 
 
 def test_defaults_need_no_file():
@@ -93,3 +105,44 @@ def test_secrets_are_redacted():
 def test_config_round_trips_through_its_dump():
     cfg = load_convert_config(overrides=["chunking.max_words=77"])
     assert ConvertConfig.model_validate(cfg.model_dump()) == cfg
+
+
+@pytest.mark.parametrize("kind", ["convert", "train", "eval"])
+def test_every_kind_redacts_its_secrets(kind):
+    secrets = ["storage.access_key_id=AKIAXXXX", "storage.secret_access_key=s3cr3t"]
+    dumped = load_config(kind, overrides=secrets).redacted()
+    assert dumped["storage"]["access_key_id"] == dumped["storage"]["secret_access_key"]
+    assert "s3cr3t" not in str(dumped) and "AKIAXXXX" not in str(dumped)
+
+
+def _sampling(model) -> tuple:
+    return (model.max_new_tokens, model.temperature, model.top_p, model.top_k)
+
+
+def test_generation_fields_are_shared_but_each_keeps_its_defaults():
+    # The labelers sample like the reference labeler; evaluation samples more broadly.
+    assert _sampling(HFLabelerConfig()) == _sampling(VLLMLabelerConfig()) == (80, 0.5, 0.95, 5)
+    assert _sampling(GenerationSettings()) == (48, 1.0, 0.9, 0)
+    with pytest.raises(ValueError, match="greater than 0"):
+        GenerationSettings(temperature=0)
+    for model in (ConvertConfig, TrainConfig, EvalConfig):
+        assert all(doc for _, _, doc in describe_fields(model)), model.__name__
+
+
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_labeler_prompt_template_needs_text_once(backend):
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(overrides=[f"labeler.{backend}.prompt_template=x {{text}} {{y}}"])
+    assert err.value.problems[0].startswith(f"labeler.{backend}.prompt_template: ")
+    assert "exactly once" in err.value.problems[0]
+
+
+def test_storage_section_alone_from_any_kind_of_config(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  path: m\nstorage:\n  region: eu-west-1\n")
+    storage = load_storage_config(path, ["storage.retries=2"])
+    assert (storage.region, storage.retries) == ("eu-west-1", 2)
+    assert load_storage_config().retries == 10
+    with pytest.raises(ConfigError) as err:
+        load_storage_config(path, ["storage.regoin=x"])
+    assert err.value.problems == ["storage.regoin: unknown key"]

@@ -1,0 +1,79 @@
+"""Control-token classifiers' settings (`classifiers:` of a conversion, and the judges of
+`condlabel eval`): VADER sentiment and Hugging Face sequence classifiers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from condlabel.config.common import StrictModel, backend_has_model
+
+Sentiment = Literal["positive", "negative", "neutral"]
+SENTIMENT_TOKENS: dict[Sentiment, str] = {"positive": "<|pos|>", "negative": "<|neg|>"}
+TOXICITY_TOKENS = {"toxic": "<|toxic|>"}
+NONTOXIC_TOKENS = {"toxic": "<|nontoxic|>"}
+
+
+class VaderClassifierConfig(StrictModel):
+    positive_threshold: float = Field(0.05, ge=-1, le=1)
+    """Compound score at or above which a text is `positive` (VADER's own convention: 0.05)."""
+    negative_threshold: float = Field(-0.05, ge=-1, le=1)
+    """Compound score at or below which a text is `negative`; in between is `neutral`."""
+    tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
+    """Control token per sentiment class; a class without an entry (default: neutral) adds none."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VaderClassifierConfig:
+        if self.negative_threshold >= self.positive_threshold:
+            raise ValueError(
+                f"negative_threshold ({self.negative_threshold}) must be below "
+                f"positive_threshold ({self.positive_threshold})"
+            )
+        return self
+
+
+class HFClassifierConfig(StrictModel):
+    model: str | None = None
+    """Sequence-classification checkpoint (safetensors only): local directory, s3:// prefix or
+    hub id, e.g. a Detoxify-style toxicity model. Required for backend `hf`."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `model` is a hub id."""
+    problem_type: Literal["auto", "multi_label", "single_label"] = "auto"
+    """`multi_label`: sigmoid per label; `single_label`: softmax over labels; `auto` follows the
+    model config (`multi_label_classification` or a single output -> sigmoid, else softmax)."""
+    threshold: float = Field(0.5, ge=0, le=1)
+    """Probability at or above which a label counts as present."""
+    tokens: dict[str, str] = Field(default_factory=lambda: dict(TOXICITY_TOKENS))
+    """Model label -> control token added when the label is present (probability >= threshold)."""
+    absent_tokens: dict[str, str] = Field(default_factory=lambda: dict(NONTOXIC_TOKENS))
+    """Model label -> control token added when the label is absent (probability < threshold)."""
+    batch_size: int = Field(32, ge=1)
+    """Texts per forward pass."""
+    max_length: int = Field(512, ge=8)
+    """Texts are truncated to this many tokens."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: the GPU of the actor when it has one, else CPU."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """`auto`: bfloat16 on GPU, float32 on CPU."""
+
+
+class ClassifierConfig(StrictModel):
+    """One control-token classifier; its tokens are appended to a row's `control_tokens` in the
+    order the classifiers are configured, and its scores go to `scores` as `<name>.<key>`."""
+
+    backend: Literal["vader", "hf"] = "vader"
+    """`vader`: sentiment from the VADER lexicon (CPU, no weights); `hf`: a Hugging Face
+    sequence-classification checkpoint (toxicity or any label)."""
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    """Prefix of this classifier's score keys; default `vader`, or `toxicity` for `hf`."""
+    vader: VaderClassifierConfig = Field(default_factory=VaderClassifierConfig)
+    """Options of the `vader` backend."""
+    hf: HFClassifierConfig = Field(default_factory=HFClassifierConfig)
+    """Options of the `hf` backend."""
+
+    _backend_options = model_validator(mode="after")(backend_has_model)
+
+    @property
+    def effective_name(self) -> str:
+        return self.name or {"vader": "vader", "hf": "toxicity"}[self.backend]

@@ -1,0 +1,157 @@
+"""What every config kind shares: the strict base model, `ConfigError`, storage and prefix
+settings, the Ray connection and generation field groups, template checks and secret redaction."""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
+DEFAULT_PREFIX_TEMPLATE = "{control_tokens}Synopsis: {synopsis} Tags: [{tags}]\n"
+REDACTED = "**redacted**"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; `problems` lists every one, each as "key: message"."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} configuration problem(s){where}:\n{lines}")
+
+
+class StrictModel(BaseModel):
+    """Unknown keys fail; attribute docstrings become field descriptions (the `--help` text)."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+def template_fields(template: str) -> list[str]:
+    """The `{field}` names of a str.format template, in order; ValueError if it does not parse."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc})") from exc
+
+
+def backend_has_model(config: Any) -> Any:
+    """`after` validator of a backend choice: a backend that loads weights needs its `model`."""
+    options = getattr(config, config.backend, None)
+    if options is not None and hasattr(options, "model") and not options.model:
+        raise ValueError(
+            f"{config.backend}.model: required for backend `{config.backend}` "
+            "(local dir, s3:// or hub id)"
+        )
+    return config
+
+
+class StorageConfig(StrictModel):
+    endpoint_url: str | None = None
+    """S3 endpoint (with scheme, e.g. http://127.0.0.1:9000); default: AWS_ENDPOINT_URL or AWS."""
+    region: str | None = None
+    """S3 region; default: the AWS chain (AWS_REGION, profile)."""
+    profile: str | None = None
+    """AWS profile name; default: the AWS chain."""
+    anon: bool = False
+    """Access public buckets without credentials."""
+    access_key_id: SecretStr | None = None
+    """Prefer the AWS chain (env, profile, instance role). Never logged or written to manifests."""
+    secret_access_key: SecretStr | None = None
+    """Prefer the AWS chain. Never logged or written to manifests."""
+    retries: int = Field(10, ge=0)
+    """Retries of transient S3 errors (botocore's adaptive retry mode)."""
+
+
+# Read from the model so that a secret field added to StorageConfig is redacted too.
+SECRET_STORAGE_KEYS = tuple(
+    name
+    for name, field in StorageConfig.model_fields.items()
+    if SecretStr in get_args(field.annotation)
+)
+
+
+class RunConfig(StrictModel):
+    """A command's whole configuration; it holds a `storage` section."""
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with every secret replaced; safe for logs and manifests."""
+        data = self.model_dump(mode="json")
+        storage = data.get("storage") or {}
+        for key in SECRET_STORAGE_KEYS:
+            if storage.get(key) is not None:
+                storage[key] = REDACTED
+        return data
+
+
+class FormatConfig(StrictModel):
+    prefix_template: str = DEFAULT_PREFIX_TEMPLATE
+    """Prefix put before each chunk's text; fields: {synopsis}, {tags} (comma-joined),
+    {control_tokens} (concatenated). Rows whose labeler output did not parse get only the
+    control tokens."""
+
+    @field_validator("prefix_template")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        unknown = sorted({n for n in template_fields(value) if n not in PREFIX_FIELDS})
+        if unknown:
+            allowed = ", ".join("{" + f + "}" for f in PREFIX_FIELDS)
+            raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}")
+        return value
+
+
+class RayConnection(StrictModel):
+    """Where a command's Ray runs (convert and train compute sections)."""
+
+    address: str | None = None
+    """Ray address (`auto` joins a running cluster); unset: RAY_ADDRESS if set (as under
+    `ray job submit`), else a new embedded local Ray."""
+    num_cpus: int | None = Field(None, ge=1)
+    """Logical CPUs of an embedded local Ray (unset: the machine's cores + 1)."""
+
+
+# Generation fields whose defaults differ between the labelers and `condlabel eval`: the
+# constraint and description live here, each model states only its default.
+MaxNewTokens = Annotated[
+    int,
+    Field(
+        ge=1, description="Most tokens generated per chunk or sample (the reference labeler: 80)."
+    ),
+]
+Temperature = Annotated[
+    float, Field(gt=0, description="Sampling temperature (the reference labeler: 0.5).")
+]
+TopP = Annotated[
+    float,
+    Field(gt=0, le=1, description="Nucleus sampling mass (the reference labeler: 0.95)."),
+]
+TopK = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="Sample among the k most likely tokens; 0 disables (the reference labeler: 5).",
+    ),
+]
+
+
+class GenerationFields(StrictModel):
+    """Sampling settings of the generative labelers (hf, vllm) and of `condlabel eval`; the
+    defaults here are the reference labeler's."""
+
+    max_new_tokens: MaxNewTokens = 80
+    do_sample: bool = True
+    """Sample (as the reference labeler) or decode greedily; both are reproducible (see `seed`)."""
+    temperature: Temperature = 0.5
+    top_p: TopP = 0.95
+    top_k: TopK = 5
+    repetition_penalty: float = Field(1.0, gt=0)
+    """Above 1 discourages repetition; 1.0 disables it (the reference labeler: 1.0)."""
+    seed: int = 0
+    """Sampling seed. A labeler samples each chunk with its own seed, derived from this and the
+    chunk's text, so a label does not depend on its batch mates; eval starts each conditional
+    from it, so results are reproducible."""

@@ -1,0 +1,123 @@
+"""Settings of a conversion run (`condlabel convert`): input, chunking, labeler, format,
+output, compute, storage and classifiers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from condlabel.config.classifiers import ClassifierConfig
+from condlabel.config.common import (
+    FormatConfig,
+    RayConnection,
+    RunConfig,
+    StorageConfig,
+    StrictModel,
+)
+from condlabel.config.labelers import LabelerConfig
+
+
+class InputConfig(StrictModel):
+    paths: list[str] = Field(default_factory=list)
+    """Input files, directories/prefixes or globs (local path, file://, s3://). Several allowed."""
+    text_field: str = "text"
+    """Field (JSON key or parquet column) holding the document text."""
+    id_field: str = "id"
+    """Field holding the document id; documents without one get a stable id from source + position."""
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet)."""
+    docs_per_batch: int = Field(256, ge=1)
+    """Documents read per block handed to the chunker (memory vs. task overhead)."""
+
+
+class ChunkConfig(StrictModel):
+    unit: Literal["window", "sentence"] = "window"
+    """`window`: chunks of up to max_words words on paragraph/sentence boundaries (for the
+    synopsis+tags labeler); `sentence`: one chunk per sentence (for control-token datasets like
+    the reference's; sentences longer than max_words are split)."""
+    max_words: int = Field(2000, ge=1)
+    """Largest chunk, in whitespace-separated words (the reference labeler reads ~2,000 words)."""
+    min_words: int | None = Field(None, ge=1)
+    """Window unit: smallest trailing chunk before it is merged or rebalanced (default
+    max_words // 4). Sentence unit: sentences with fewer words are dropped and counted
+    (default 1: keep all)."""
+
+    @property
+    def effective_min_words(self) -> int:
+        if self.min_words is not None:
+            return self.min_words
+        return 1 if self.unit == "sentence" else max(1, self.max_words // 4)
+
+
+class OutputConfig(StrictModel):
+    uri: str = "./condlabel-output"
+    """Output prefix (local path, file:// or s3://) that receives the tagged parquet shards."""
+    rows_per_file: int = Field(512, ge=1)
+    """Rows per parquet shard; smaller shards lose less work if a run is killed."""
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    """Parquet compression codec."""
+    lease_ttl_s: float = Field(300.0, ge=1)
+    """Seconds a run's writer lease lives without renewal; a killed run's lease is taken over
+    after this long (renewed every ttl/4 while the run lives)."""
+    allow_mixed_labelers: bool = False
+    """Allow adding rows from a labeler whose fingerprint differs from the one(s) already in the
+    output prefix (same as --allow-mixed)."""
+
+
+class ComputeConfig(RayConnection):
+    actors: int | None = Field(None, ge=1)
+    """Labeler actors; unset sizes the pool from the cluster's resources, leaving room for readers."""
+    num_cpus_per_actor: float = Field(1.0, gt=0)
+    """CPUs reserved by each labeler actor."""
+    num_gpus_per_actor: float = Field(0.0, ge=0)
+    """GPUs reserved by each labeler actor (1 for the reference labeler on a GPU cluster)."""
+    actor_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each labeler actor requests, e.g. `{gpu_80gb: 1}` so a 20B labeler
+    only lands on nodes that declare that resource (see cluster.yaml)."""
+    batch_size: int = Field(16, ge=1)
+    """Chunks per labeler call."""
+    num_cpus_per_reader: float = Field(0.5, gt=0)
+    """CPUs reserved by each read+chunk task (fractional so readers are never starved)."""
+    progress_interval_s: float = Field(15.0, gt=0)
+    """Seconds between driver-side progress lines."""
+
+
+class ConvertConfig(RunConfig):
+    """Configuration of a conversion run (`condlabel convert`)."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    """Where the documents are, and which fields hold their text and id."""
+    chunking: ChunkConfig = Field(default_factory=ChunkConfig)
+    """How documents are cut into the chunks that get labeled."""
+    labeler: LabelerConfig = Field(default_factory=LabelerConfig)
+    """The backend that writes each chunk's synopsis and tags."""
+    format: FormatConfig = Field(default_factory=FormatConfig)
+    """The prefix put before each chunk's text."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    """Where the tagged shards go, and how a run holds the output."""
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    """The Ray cluster and the labeler actor pool."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    """S3 endpoint, profile and credentials for every s3:// path."""
+    classifiers: list[ClassifierConfig] = Field(default_factory=list)
+    """Control-token classifiers run after the labeler (e.g. `[{backend: vader}]`)."""
+
+    @model_validator(mode="after")
+    def _vllm_gpus(self) -> ConvertConfig:
+        # A vLLM engine shards its model over exactly the GPUs its actor reserved.
+        if self.labeler.backend != "vllm":
+            return self
+        tp, gpus = self.labeler.vllm.tensor_parallel_size, self.compute.num_gpus_per_actor
+        if gpus and gpus != tp:
+            raise ValueError(
+                f"compute.num_gpus_per_actor: must equal labeler.vllm.tensor_parallel_size ({tp}) "
+                f"for backend `vllm` (got {gpus:g}): each actor's engine runs one tensor-parallel "
+                "worker per GPU the actor reserved"
+            )
+        if tp > 1 and not gpus:
+            raise ValueError(
+                f"labeler.vllm.tensor_parallel_size: {tp} needs GPUs; set "
+                f"compute.num_gpus_per_actor={tp}"
+            )
+        return self

@@ -1,0 +1,111 @@
+"""Settings of a tag-adherence evaluation (`condlabel eval`): the conditionals, generation, and
+the classifiers and labeler that judge the generations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from condlabel.config.classifiers import ClassifierConfig
+from condlabel.config.common import (
+    FormatConfig,
+    GenerationFields,
+    MaxNewTokens,
+    RunConfig,
+    StorageConfig,
+    StrictModel,
+    Temperature,
+    TopK,
+    TopP,
+)
+from condlabel.config.labelers import LabelerConfig
+
+DEFAULT_OPPOSITES = {
+    "<|pos|>": "<|neg|>",
+    "<|neg|>": "<|pos|>",
+    "<|toxic|>": "<|nontoxic|>",
+    "<|nontoxic|>": "<|toxic|>",
+}
+
+
+class ConditionalConfig(StrictModel):
+    name: str | None = None
+    """Row name in the report; default: the prefix itself."""
+    control_tokens: list[str] = Field(default_factory=list)
+    """Control tokens to condition on, e.g. [<|pos|>]; judged by the classifiers."""
+    tags: list[str] = Field(default_factory=list)
+    """Tags to condition on; judged by the labeler (a generation whose tags share fewer than
+    `min_tag_overlap` of them is misaligned)."""
+    synopsis: str | None = None
+    """Synopsis to condition on (part of the prompt; not judged)."""
+
+
+class GenerationSettings(GenerationFields):
+    """Sampling of the generations under evaluation (defaults: broader than the labelers')."""
+
+    max_new_tokens: MaxNewTokens = 48
+    temperature: Temperature = 1.0
+    top_p: TopP = 0.9
+    top_k: TopK = 0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    """Forbid repeating n-grams of this size; 0 disables it."""
+    num_samples: int = Field(32, ge=1)
+    """Generations per conditional and prompt (and for the unconditioned baseline)."""
+    batch_size: int = Field(16, ge=1)
+    """Generations per forward pass."""
+
+
+class EvalConfig(RunConfig):
+    """Configuration of a tag-adherence evaluation (`condlabel eval`)."""
+
+    model: str | None = None
+    """Trained model (the export of `condlabel train`): local dir, s3:// prefix or hub id."""
+    conditionals: list[ConditionalConfig] = Field(
+        default_factory=lambda: [
+            ConditionalConfig(control_tokens=["<|pos|>"]),
+            ConditionalConfig(control_tokens=["<|neg|>"]),
+        ]
+    )
+    """Conditionals to generate under; each gets a misalignment score."""
+    prompts: list[str] = Field(default_factory=lambda: [""])
+    """Text put after the prefix to start each generation ("" = the model starts from the prefix)."""
+    prefix: Literal["template", "control_tokens"] = "template"
+    """How a conditional is rendered, as in training: a conditional with tags or a synopsis uses
+    `format.prefix_template`; one with control tokens only renders just the tokens."""
+    format: FormatConfig = Field(default_factory=FormatConfig)
+    """Prefix template (use the one the model was trained with)."""
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    """Generation settings (part of the result: they change the scores)."""
+    classifiers: list[ClassifierConfig] = Field(
+        default_factory=lambda: [ClassifierConfig(backend="vader")]
+    )
+    """Classifiers that relabel the generations (judge control-token conditionals)."""
+    labeler: LabelerConfig | None = None
+    """Labeler that relabels the generations (judges tag conditionals); null: none."""
+    opposites: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPPOSITES))
+    """Control token -> the token that contradicts it (a generation conditioned on the key and
+    classified as the value is misaligned)."""
+    min_tag_overlap: int = Field(1, ge=1)
+    """Conditioned tags a generation's relabeled tags must share to count as aligned."""
+    baseline: bool = True
+    """Also generate unconditioned and score those generations against every conditional."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device of generation and classification; `auto`: GPU if visible."""
+    output: str | None = None
+    """Where the JSON report is written (local or s3://); null: printed only."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    """S3 endpoint, profile and credentials for every s3:// path."""
+
+    @model_validator(mode="after")
+    def _judges(self) -> EvalConfig:
+        problems = []
+        if any(c.tags for c in self.conditionals) and self.labeler is None:
+            problems.append("labeler: tag conditionals need a labeler to relabel generations")
+        if any(c.control_tokens for c in self.conditionals) and not self.classifiers:
+            problems.append("classifiers: control-token conditionals need at least one classifier")
+        if not self.conditionals:
+            problems.append("conditionals: give at least one conditional")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

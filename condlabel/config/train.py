@@ -1,0 +1,169 @@
+"""Settings of a conditional finetuning run (`condlabel train`): data, model, optimization,
+checkpoints and compute."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from condlabel.config.common import (
+    FormatConfig,
+    RayConnection,
+    RunConfig,
+    StorageConfig,
+    StrictModel,
+)
+
+DEFAULT_CONTROL_TOKENS = ["<|pos|>", "<|neg|>", "<|toxic|>", "<|nontoxic|>"]
+
+
+class TrainDataConfig(StrictModel):
+    paths: list[str] = Field(default_factory=list)
+    """Tagged output prefixes (or parquet files) written by `condlabel convert`; local or s3://.
+    Bookkeeping paths (`_manifest/`, `_rejects/`) are skipped."""
+    prefix: Literal["template", "control_tokens"] = "template"
+    """Training text = prefix + text; `template` renders `format.prefix_template` (synopsis, tags,
+    control tokens, as in conversion), `control_tokens` puts only the control tokens in front."""
+    format: FormatConfig = Field(default_factory=FormatConfig)
+    """Prefix template used when `prefix: template` (default: the conversion default)."""
+    untagged_fraction: float = Field(0.01, ge=0, le=1)
+    """Share of examples trained without any prefix, so the model also works unconditioned."""
+    shuffle_tags: bool = False
+    """Shuffle the order of each example's tags (the model should not learn an order)."""
+    tag_drop_probability: float = Field(0.0, ge=0, le=1)
+    """Each tag is dropped with this probability (robustness to partial conditionals)."""
+    shuffle_buffer_rows: int = Field(0, ge=0)
+    """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
+    rows_per_batch: int = Field(64, ge=1)
+    """Rows fetched from the dataset shard and tokenized at a time."""
+    seed: int = 0
+    """Seed of the untagged draw and the tag shuffling/dropping."""
+
+
+class LoraTrainConfig(StrictModel):
+    enabled: bool = False
+    """Train a LoRA adapter instead of every weight; the export is merged into the base model."""
+    r: int = Field(8, ge=1)
+    """LoRA rank."""
+    alpha: int = Field(16, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | None = None
+    """Modules that get adapters; default: peft's choice for the architecture."""
+
+
+class TrainModelConfig(StrictModel):
+    path: str | None = None
+    """Causal LM to finetune: local directory, s3:// prefix or hub id (safetensors weights)."""
+    revision: str | None = None
+    """Hub revision when `path` is a hub id."""
+    control_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTROL_TOKENS))
+    """Added to the tokenizer as special tokens (the embeddings are resized) when missing."""
+    lora: LoraTrainConfig = Field(default_factory=LoraTrainConfig)
+    """LoRA instead of a full finetune."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+
+
+class OptimizationConfig(StrictModel):
+    seq_len: int = Field(1024, ge=8)
+    """Tokens per packed training sequence (examples joined by EOS, then cut to this length)."""
+    micro_batch_size: int = Field(4, ge=1)
+    """Sequences per worker per forward pass."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer step (global batch = workers x micro x accum)."""
+    max_steps: int = Field(1000, ge=1)
+    """Optimizer steps of the whole run (a resumed run continues up to this number)."""
+    learning_rate: float = Field(5e-5, gt=0)
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay (not applied to biases and norms)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup from 0 to the peak learning rate."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup, down to `min_lr_ratio` x peak at `max_steps`."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """Final learning rate as a fraction of the peak."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Gradient clipping norm; null disables clipping."""
+    loss_on: Literal["all", "text"] = "all"
+    """`all`: loss on every token; `text`: prefix tokens are masked out of the loss."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism: `ddp` (a full model per worker) or `fsdp` (sharded; large models, GPU)."""
+    seed: int = 0
+    """Seed of weight init for new rows (added tokens, LoRA) and dropout."""
+    log_every_steps: int = Field(10, ge=1)
+    """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
+
+
+class TrainCheckpointConfig(StrictModel):
+    storage_path: str = "./condlabel-train"
+    """Where Ray Train keeps runs and checkpoints (local or s3://)."""
+    name: str = Field("condlabel-train", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Run name; rerunning with the same name resumes from its latest checkpoint."""
+    every_steps: int = Field(100, ge=1)
+    """Steps between checkpoints (Hugging Face format, safetensors)."""
+    num_to_keep: int | None = Field(2, ge=1)
+    """Checkpoints kept (oldest deleted first); null keeps all."""
+    max_failures: int = Field(2, ge=0)
+    """Worker-group failures Ray Train retries from the latest checkpoint before giving up."""
+    export_uri: str | None = None
+    """Where the final model is exported for `from_pretrained` (LoRA merged); default
+    `<storage_path>/<name>/final`."""
+
+    @property
+    def effective_export_uri(self) -> str:
+        return self.export_uri or f"{self.storage_path.rstrip('/')}/{self.name}/final"
+
+
+class TrainComputeConfig(RayConnection):
+    num_workers: int = Field(1, ge=1)
+    """Training workers (one process each; DDP/FSDP across them)."""
+    use_gpu: bool = False
+    """Give each worker GPUs (`gpus_per_worker`); bf16 and NCCL follow."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """CPUs reserved per worker (fractions allowed: 0.5 lets 2 workers share 1 core)."""
+    gpus_per_worker: float = Field(1.0, gt=0)
+    """GPUs per worker when `use_gpu`."""
+    torch_threads: int | None = Field(None, ge=1)
+    """torch intra-op threads per worker on CPU; unset: max(1, floor(cpus_per_worker))."""
+
+
+class TrainConfig(RunConfig):
+    """Configuration of a conditional finetuning run (`condlabel train`)."""
+
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    """The tagged shards, and how each example's prefix is made."""
+    model: TrainModelConfig = Field(default_factory=TrainModelConfig)
+    """The model to finetune, its added tokens, and LoRA."""
+    optimization: OptimizationConfig = Field(default_factory=OptimizationConfig)
+    """Sequence packing, batch, schedule, precision and parallelism."""
+    checkpoint: TrainCheckpointConfig = Field(default_factory=TrainCheckpointConfig)
+    """Where checkpoints and the final model go; resume by run name."""
+    compute: TrainComputeConfig = Field(default_factory=TrainComputeConfig)
+    """The Ray cluster and the training workers."""
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    """S3 endpoint, profile and credentials for every s3:// path."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        problems = []
+        if self.optimization.warmup_steps >= self.optimization.max_steps:
+            problems.append("optimization.warmup_steps: must be below optimization.max_steps")
+        if self.optimization.strategy == "fsdp" and self.model.lora.enabled:
+            problems.append(
+                "optimization.strategy: fsdp with model.lora.enabled is not supported; "
+                "use ddp for LoRA (the frozen base is small to replicate)"
+            )
+        if self.optimization.strategy == "fsdp" and not self.compute.use_gpu:
+            problems.append(
+                "optimization.strategy: fsdp needs compute.use_gpu (Ray Train's FSDP "
+                "runs on GPUs); use ddp on CPU"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
