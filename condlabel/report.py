@@ -128,23 +128,28 @@ pre{white-space:pre-wrap;background:#f8f8f8;padding:.6em;border:1px solid #eee;f
 def render_report(info: dict[str, Any], table: pa.Table, source: str) -> str:
     """The report as one HTML string. `info` is `readback.summarize`'s output, `table` the rows
     it was computed from (SUMMARY_COLUMNS suffice)."""
-    rows = info["rows"]
-    lp_values = _column(table, "logprob")
-    logprob_plot = plot_histogram(
-        lp_values, "Labeler log-probability (sum over generated tokens)", "logprob"
-    )
-    lp_missing = (
-        "No log-probabilities: the labeler(s) of this output do not score their outputs "
-        "(e.g. the keyphrase labeler), so every logprob is null."
-    )
-    words_plot = plot_histogram(_column(table, "num_words"), "Chunk length", "words per chunk")
-    tokens_plot = plot_histogram(
-        _column(table, "input_tokens"), "Chunk length in labeler tokens", "input tokens per chunk"
-    )
-    tags_plot = plot_tag_frequencies(info["top_tags"])
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>condlabel report: {html.escape(source)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>condlabel output report</h1><p class='muted'>{html.escape(source)} — generated "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
+        "<h2>Overview</h2>",
+        _table(["", "value"], _overview_rows(info), "kv"),
+        "<h2>Labelers</h2>",
+        _table(["labeler fingerprint", "rows"], [[k, v] for k, v in info["labelers"].items()]),
+        _table(["run", "rows"], [[k, v] for k, v in info["runs"].items()]),
+        *_tag_sections(info),
+        *_score_and_length_sections(info, table),
+        *_sample_sections(info),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
 
-    overview = [
-        ["rows (chunks)", rows],
+
+def _overview_rows(info: dict[str, Any]) -> list[list[Any]]:
+    return [
+        ["rows (chunks)", info["rows"]],
         ["documents", info["documents"]],
         ["source files", info["sources"]],
         ["parse failures", f"{info['parse_failures']:,} ({info['parse_failure_rate']:.2%})"],
@@ -154,19 +159,15 @@ def render_report(info: dict[str, Any], table: pa.Table, source: str) -> str:
         ["input tokens (total)", (info.get("input_tokens") or {}).get("sum")],
         ["generated tokens (total)", (info.get("num_generated_tokens") or {}).get("sum")],
     ]
+
+
+def _tag_sections(info: dict[str, Any]) -> list[str]:
+    rows = info["rows"]
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>condlabel report: {html.escape(source)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>condlabel output report</h1><p class='muted'>{html.escape(source)} — generated "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}</p>",
-        "<h2>Overview</h2>",
-        _table(["", "value"], overview, "kv"),
-        "<h2>Labelers</h2>",
-        _table(["labeler fingerprint", "rows"], [[k, v] for k, v in info["labelers"].items()]),
-        _table(["run", "rows"], [[k, v] for k, v in info["runs"].items()]),
         "<h2>Tags</h2>",
-        _image(tags_plot, "tag frequencies", "No tags in this output."),
+        _image(
+            plot_tag_frequencies(info["top_tags"]), "tag frequencies", "No tags in this output."
+        ),
         _table(
             ["tag", "chunks", "share of chunks"],
             [[t, n, f"{n / rows:.1%}" if rows else "—"] for t, n in info["top_tags"]],
@@ -177,41 +178,57 @@ def render_report(info: dict[str, Any], table: pa.Table, source: str) -> str:
             "<h3>Control tokens</h3>",
             _table(["token", "chunks"], [list(x) for x in info["control_tokens"]]),
         ]
-    parts += [
+    return parts
+
+
+_DISTRIBUTIONS = [
+    ("logprob", "logprob"),
+    ("mean_logprob", "mean logprob"),
+    ("num_generated_tokens", "generated tokens"),
+    ("tags_per_chunk", "tags per chunk"),
+    ("num_words", "words per chunk"),
+    ("input_tokens", "input tokens per chunk"),
+    ("chunks_per_document", "chunks per document"),
+]
+
+
+def _score_and_length_sections(info: dict[str, Any], table: pa.Table) -> list[str]:
+    logprob_plot = plot_histogram(
+        _column(table, "logprob"), "Labeler log-probability (sum over generated tokens)", "logprob"
+    )
+    lp_missing = (
+        "No log-probabilities: the labeler(s) of this output do not score their outputs "
+        "(e.g. the keyphrase labeler), so every logprob is null."
+    )
+    words_plot = plot_histogram(_column(table, "num_words"), "Chunk length", "words per chunk")
+    tokens_plot = plot_histogram(
+        _column(table, "input_tokens"), "Chunk length in labeler tokens", "input tokens per chunk"
+    )
+    parts = [
         "<h2>Log-probabilities</h2>",
         _image(logprob_plot, "log-probability histogram", lp_missing),
         "<h2>Distributions</h2>",
-        _table(
-            ["column", *_DIST_KEYS],
-            _distribution_rows(
-                info,
-                [
-                    ("logprob", "logprob"),
-                    ("mean_logprob", "mean logprob"),
-                    ("num_generated_tokens", "generated tokens"),
-                    ("tags_per_chunk", "tags per chunk"),
-                    ("num_words", "words per chunk"),
-                    ("input_tokens", "input tokens per chunk"),
-                    ("chunks_per_document", "chunks per document"),
-                ],
-            ),
-        ),
+        _table(["column", *_DIST_KEYS], _distribution_rows(info, _DISTRIBUTIONS)),
         "<h2>Chunk lengths</h2>",
         _image(words_plot, "chunk length histogram", "No chunks."),
     ]
     if tokens_plot is not None:
         parts.append(_image(tokens_plot, "chunk token histogram", ""))
-    if info["samples"]:
-        parts.append("<h2>Samples</h2>")
-        for row in info["samples"]:
-            parts.append(
-                f"<p class='muted'>{html.escape(str(row.get('doc_id')))} chunk "
-                f"{html.escape(str(row.get('chunk_index')))} — "
-                f"{html.escape(str(row.get('source')))}</p>"
-                f"<pre>{html.escape(row.get('conditional_text') or '')}</pre>"
-            )
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
+
+
+def _sample_sections(info: dict[str, Any]) -> list[str]:
+    if not info["samples"]:
+        return []
+    parts = ["<h2>Samples</h2>"]
+    for row in info["samples"]:
+        parts.append(
+            f"<p class='muted'>{html.escape(str(row.get('doc_id')))} chunk "
+            f"{html.escape(str(row.get('chunk_index')))} — "
+            f"{html.escape(str(row.get('source')))}</p>"
+            f"<pre>{html.escape(row.get('conditional_text') or '')}</pre>"
+        )
+    return parts
 
 
 def write_report(path: str | Path, info: dict[str, Any], table: pa.Table, source: str) -> Path:

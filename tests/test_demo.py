@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.dataset as pads
+from pipeline_helpers import output_rows
 
 from condlabel.demo import sample_documents
 
@@ -43,9 +43,7 @@ def test_demo_command_runs_and_its_output_reads_back(tmp_path):
     assert "documents     24 read" in out
     assert "top tags:" in out and "Synopsis: " in out
     assert f"output: {tmp_path / 'tagged'}" in out
-    table = pads.dataset(
-        tmp_path / "tagged", format="parquet", ignore_prefixes=["_", "."]
-    ).to_table()
+    table = output_rows(tmp_path / "tagged")
     assert table.num_rows >= 24
     assert set(table.column("doc_id").to_pylist()) == {d["id"] for d in sample_documents(24)}
     assert all(table.column("parse_ok").to_pylist())

@@ -78,14 +78,9 @@ def train_sentiment_lm(base_dir, out_dir, steps: int):
     module's own pieces (examples, packing, optimizer, schedule, export) in a plain loop."""
     import torch
 
-    from condlabel.train.loop import (
-        build_examples,
-        export_model,
-        load_for_training,
-        make_optimizer,
-        pack_examples,
-        tokenize_examples,
-    )
+    from condlabel.train.checkpoint import export_model, load_for_training
+    from condlabel.train.data import build_examples, pack_examples, tokenize_examples
+    from condlabel.train.optim import make_optimizer
 
     cfg = build_config(
         TrainConfig,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pyarrow.dataset as pads
 import pytest
 from helpers import write_jsonl
+from pipeline_helpers import convert_config, output_rows
 
-from condlabel.config import load_convert_config
 from condlabel.convert.pipeline import run_conversion
 from condlabel.schema import scores_as_dict
 
@@ -29,20 +28,13 @@ DOCS = [
 
 
 def rows(out):
-    table = pads.dataset(str(out), format="parquet", ignore_prefixes=["_", "."]).to_table()
-    return {(r["doc_id"], r["chunk_index"]): r for r in table.to_pylist()}
+    return {(r["doc_id"], r["chunk_index"]): r for r in output_rows(out).to_pylist()}
 
 
 def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny_toxicity_dir):
     src = write_jsonl(tmp_path / "in.jsonl", DOCS)
-    cfg = load_convert_config(
-        inputs=[str(src)],
-        output=str(tmp_path / "out"),
-        overrides=[
-            f"classifiers=[{{backend: vader}}, {{backend: hf, hf: {{model: '{tiny_toxicity_dir}'}}}}]",
-        ],
-    )
-    summary = run_conversion(cfg)
+    classifiers = f"[{{backend: vader}}, {{backend: hf, hf: {{model: '{tiny_toxicity_dir}'}}}}]"
+    summary = run_conversion(convert_config([src], tmp_path / "out", f"classifiers={classifiers}"))
     assert summary.rows_written == 3
     assert summary.labeler.count("+") == 2  # labeler + vader + toxicity fingerprints
     out = rows(tmp_path / "out")
@@ -67,16 +59,8 @@ def test_both_classifiers_and_the_labeler_write_tokens_and_prefix(tmp_path, tiny
 
 def test_control_tokens_only_at_sentence_level(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", DOCS)
-    cfg = load_convert_config(
-        inputs=[str(src)],
-        output=str(tmp_path / "out"),
-        overrides=[
-            "labeler.backend=none",
-            "chunking.unit=sentence",
-            "classifiers=[{backend: vader}]",
-        ],
-    )
-    summary = run_conversion(cfg)
+    overrides = ["labeler.backend=none", "chunking.unit=sentence", "classifiers=[{backend: vader}]"]
+    summary = run_conversion(convert_config([src], tmp_path / "out", *overrides))
     out = rows(tmp_path / "out")
     assert summary.rows_written == len(out) == 6
     first, second = out[("two", 0)], out[("two", 1)]

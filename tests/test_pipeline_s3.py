@@ -8,13 +8,19 @@ import json
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from helpers import expected_chunks, make_docs
+from pipeline_helpers import (
+    FREQUENT_PROGRESS,
+    convert_args,
+    convert_config,
+    jsonl_bytes,
+    output_rows,
+    row_keys,
+)
 
 from condlabel.cli import main
-from condlabel.config import load_convert_config
 from condlabel.schema import OUTPUT_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -22,11 +28,8 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 def upload_corpus(fs, bucket: str) -> list[dict]:
     a, b, c = make_docs(6, "jsonl"), make_docs(5, "gz"), make_docs(4, "pq")
-    fs.pipe(f"{bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in a).encode())
-    fs.pipe(
-        f"{bucket}/in/sub/b.jsonl.gz",
-        gzip.compress("".join(json.dumps(d) + "\n" for d in b).encode()),
-    )
+    fs.pipe(f"{bucket}/in/a.jsonl", jsonl_bytes(a))
+    fs.pipe(f"{bucket}/in/sub/b.jsonl.gz", gzip.compress(jsonl_bytes(b)))
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(c), sink)
     fs.pipe(f"{bucket}/in/c.parquet", sink.getvalue())
@@ -37,20 +40,10 @@ def upload_corpus(fs, bucket: str) -> list[dict]:
 def test_convert_from_s3_to_s3(s3_bucket, s3fs_client, capsys):
     docs = upload_corpus(s3fs_client, s3_bucket)
     out = f"s3://{s3_bucket}/tagged"
-    rc = main(
-        [
-            "convert",
-            "--input",
-            f"s3://{s3_bucket}/in/",
-            "--output",
-            out,
-            "--set",
-            "chunking.max_words=60",
-            "--set",
-            "output.rows_per_file=16",
-            "--json",
-        ]
+    args = convert_args(
+        [f"s3://{s3_bucket}/in/"], out, "chunking.max_words=60", "output.rows_per_file=16"
     )
+    rc = main([*args, "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     n_chunks = expected_chunks(docs, 60)
@@ -60,17 +53,10 @@ def test_convert_from_s3_to_s3(s3_bucket, s3fs_client, capsys):
 
     # Read back with pyarrow.dataset over s3fs ...
     s3fs_client.invalidate_cache()
-    ds = pads.dataset(
-        f"{s3_bucket}/tagged", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
-    )
-    table = ds.to_table()
+    table = output_rows(f"{s3_bucket}/tagged", s3fs_client)
     assert table.num_rows == n_chunks
     assert table.schema.remove_metadata() == OUTPUT_SCHEMA
-    keys = list(
-        zip(
-            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
-        )
-    )
+    keys = row_keys(table)
     assert len(set(keys)) == len(keys)
     assert {d for d, _ in keys} == {d["id"] for d in docs}
     for row in table.slice(0, 5).to_pylist():
@@ -132,8 +118,7 @@ def test_bad_rows_do_not_crash_the_run(tmp_path):
     )
     from condlabel.convert.pipeline import run_conversion
 
-    cfg = load_convert_config(inputs=[str(src)], output=str(tmp_path / "out"))
-    summary = run_conversion(cfg)
+    summary = run_conversion(convert_config([src], tmp_path / "out"))
     assert summary.rows_written == 1
     assert summary.rejected == {"invalid_json": 1, "missing_text_field": 1}
 
@@ -144,15 +129,7 @@ def test_progress_lines_report_rate_and_eta(tmp_path, caplog):
     from condlabel.convert.pipeline import run_conversion
 
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(12, "p"))
-    cfg = load_convert_config(
-        inputs=[str(src)],
-        output=str(tmp_path / "out"),
-        overrides=[
-            "chunking.max_words=40",
-            "output.rows_per_file=2",
-            "compute.progress_interval_s=0.001",
-        ],
-    )
+    cfg = convert_config([src], tmp_path / "out", *FREQUENT_PROGRESS)
     with caplog.at_level("INFO", logger="condlabel"):
         summary = run_conversion(cfg)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]

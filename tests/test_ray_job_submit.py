@@ -11,7 +11,6 @@ RAY_AUTH_MODE=token. (Without RAY_AUTH_TOKEN_PATH both would use ~/.ray/auth_tok
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -24,8 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import psutil
-import pyarrow.dataset as pads
 import pytest
+from pipeline_helpers import jsonl_bytes, output_rows, row_keys
 
 from condlabel.config import load_convert_config
 from condlabel.convert.stages import FileStats, read_and_chunk
@@ -191,7 +190,7 @@ def test_submit_conversion_as_in_the_readme(ray_head, s3_bucket, s3fs_client, tm
     address, env = ray_head
     docs = sample_documents(limit=24)
     local_corpus = tmp_path / "docs.jsonl"
-    local_corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    local_corpus.write_bytes(jsonl_bytes(docs))
     s3fs_client.put(str(local_corpus), f"{s3_bucket}/corpus/docs.jsonl")
     input_uri, output_uri = f"s3://{s3_bucket}/corpus/", f"s3://{s3_bucket}/tagged/"
 
@@ -209,20 +208,14 @@ def test_submit_conversion_as_in_the_readme(ray_head, s3_bucket, s3fs_client, tm
     for item in read_and_chunk(str(local_corpus), cfg, "expected"):
         if not isinstance(item, FileStats):
             expected_rows += item.num_rows
-    fs, path = s3fs_client, f"{s3_bucket}/tagged"
-    data = pads.dataset(path, format="parquet", filesystem=fs, ignore_prefixes=["_", "."])
-    table = data.to_table()
+    table = output_rows(f"{s3_bucket}/tagged", s3fs_client)
     assert table.schema.names == OUTPUT_SCHEMA.names
     assert table.schema.equals(OUTPUT_SCHEMA, check_metadata=False)
     assert table.num_rows == expected_rows
     assert set(table.column("doc_id").to_pylist()) == {d["id"] for d in docs}
     assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
     assert all(table.column("parse_ok").to_pylist())
-    keys = list(
-        zip(
-            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
-        )
-    )
+    keys = row_keys(table)
     assert len(keys) == len(set(keys)), "a chunk was written twice"
 
 

@@ -10,9 +10,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pytest
-from readback_helpers import make_tagged_output
+from pipeline_helpers import make_tagged_output
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -28,9 +27,7 @@ def readme_snippets() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory):
-    out, docs = make_tagged_output(tmp_path_factory.mktemp("readers"))
-    table = pads.dataset(out, format="parquet", ignore_prefixes=["_", "."]).to_table()
-    return out, docs, table
+    return make_tagged_output(tmp_path_factory.mktemp("readers"))
 
 
 @pytest.fixture(scope="module")

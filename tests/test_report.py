@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
-import pyarrow.dataset as pads
 import pytest
-from readback_helpers import make_tagged_output
+from pipeline_helpers import make_tagged_output
 
 from condlabel.cli import main
 from condlabel.readback import distribution, inspect_output, summarize
@@ -29,9 +28,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory):
-    out, docs = make_tagged_output(tmp_path_factory.mktemp("report"))
-    table = pads.dataset(out, format="parquet", ignore_prefixes=["_", "."]).to_table()
-    return out, docs, table
+    return make_tagged_output(tmp_path_factory.mktemp("report"))
 
 
 def _decode_pngs(page: str) -> list:

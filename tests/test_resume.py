@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from helpers import expected_chunks, make_docs, write_jsonl
+from pipeline_helpers import convert_args, convert_config, jsonl_bytes, output_rows, row_keys
 
 from condlabel import read_tagged
 from condlabel.cli import main
@@ -29,27 +30,13 @@ MAX_WORDS = 60
 
 
 def config(inputs, output, *overrides):
-    return load_convert_config(
-        inputs=[str(i) for i in inputs],
-        output=str(output),
-        overrides=[
-            f"chunking.max_words={MAX_WORDS}",
-            "output.rows_per_file=8",
-            "output.lease_ttl_s=30",
-            *overrides,
-        ],
-    )
-
-
-def all_rows(output) -> pa.Table:
-    return pads.dataset(str(output), format="parquet", ignore_prefixes=["_", "."]).to_table()
-
-
-def keys(table: pa.Table) -> list[tuple]:
-    return list(
-        zip(
-            table.column("doc_id").to_pylist(), table.column("chunk_index").to_pylist(), strict=True
-        )
+    return convert_config(
+        inputs,
+        output,
+        f"chunking.max_words={MAX_WORDS}",
+        "output.rows_per_file=8",
+        "output.lease_ttl_s=30",
+        *overrides,
     )
 
 
@@ -62,7 +49,7 @@ def test_rerun_over_a_complete_output_labels_nothing(tmp_path):
     second = run_conversion(config([src], tmp_path / "out"))
     assert second.rows_written == 0
     assert second.skipped_done == second.chunks == n
-    assert all_rows(tmp_path / "out").num_rows == n
+    assert output_rows(tmp_path / "out").num_rows == n
 
 
 def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
@@ -81,7 +68,7 @@ def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
     assert again.rows_written == expected_chunks(new_docs, MAX_WORDS) + expected_chunks(
         [changed], MAX_WORDS
     )
-    history = all_rows(tmp_path / "out")
+    history = output_rows(tmp_path / "out")
     assert set(
         history.filter(pa.compute.equal(history["run_id"], again.run_id))["doc_id"].to_pylist()
     ) == {changed["id"], *(d["id"] for d in new_docs)}
@@ -89,7 +76,7 @@ def test_incremental_run_labels_only_new_and_changed_documents(tmp_path):
     # Readers get only the latest version of the changed document, every chunk once.
     latest = read_tagged(str(tmp_path / "out"))
     assert latest.num_rows == expected_chunks(docs + new_docs, MAX_WORDS)
-    assert len(set(keys(latest))) == latest.num_rows
+    assert len(set(row_keys(latest))) == latest.num_rows
     [row] = [r for r in latest.to_pylist() if r["doc_id"] == changed["id"]]
     assert row["text"] == changed["text"]
     # A filter never resurrects an old version.
@@ -105,19 +92,12 @@ def test_fingerprint_guard_names_both_and_allow_mixed_overrides(tmp_path, capsys
     out = tmp_path / "out"
     first = run_conversion(config([src], out, "labeler.keyphrase.num_tags=3"))
     write_jsonl(tmp_path / "b.jsonl", make_docs(2, "b"))
-    args = [
-        "convert",
-        "--input",
-        str(tmp_path / "a.jsonl"),
-        "--input",
-        str(tmp_path / "b.jsonl"),
-        "--output",
-        str(out),
-        "--set",
+    args = convert_args(
+        [tmp_path / "a.jsonl", tmp_path / "b.jsonl"],
+        out,
         f"chunking.max_words={MAX_WORDS}",
-        "--set",
         "labeler.keyphrase.num_tags=4",
-    ]
+    )
     assert main(args) == 4
     err = capsys.readouterr().err.strip().splitlines()[-1]
     other = load_convert_config(overrides=["labeler.keyphrase.num_tags=4"])
@@ -125,7 +105,7 @@ def test_fingerprint_guard_names_both_and_allow_mixed_overrides(tmp_path, capsys
 
     assert first.labeler in err and labeler_fingerprint(other.labeler) in err
     assert main([*args, "--allow-mixed"]) == 0
-    assert len(set(all_rows(out)["labeler"].to_pylist())) == 2
+    assert len(set(output_rows(out)["labeler"].to_pylist())) == 2
 
 
 def test_second_writer_is_refused_and_a_stale_lease_is_taken_over(tmp_path, capsys):
@@ -203,7 +183,7 @@ def test_every_kind_of_bad_input_is_kept_with_its_reason(tmp_path):
         == lines[1] + b"\n"
     )
 
-    rows = all_rows(tmp_path / "out")
+    rows = output_rows(tmp_path / "out")
     got = set(rows["doc_id"].to_pylist())
     assert {"good-0", "good-1", "p1", "good-3"} <= got
     truncated_docs = {d for d in got if d.startswith("gz-")}
@@ -241,22 +221,8 @@ def test_dry_run_lists_work_and_writes_nothing(tmp_path, capsys):
     write_jsonl(inp / "b.jsonl", make_docs(2, "b") + [{"id": "bad"}])
     before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "convert",
-                "--input",
-                str(inp),
-                "--output",
-                str(tmp_path / "out"),
-                "--dry-run",
-                "--json",
-                "--set",
-                f"chunking.max_words={MAX_WORDS}",
-            ]
-        )
-        == 0
-    )
+    args = convert_args([inp], tmp_path / "out", f"chunking.max_words={MAX_WORDS}")
+    assert main([*args, "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     per_file = {Path(f["uri"]).name: f for f in plan["files"]}
     assert per_file["a.jsonl"]["to_label"] == 0
@@ -268,17 +234,9 @@ def test_dry_run_lists_work_and_writes_nothing(tmp_path, capsys):
 def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(1, "a"))
     rc = main(
-        [
-            "convert",
-            "--input",
-            str(src),
-            "--output",
-            "s3://bucket/out",
-            "--set",
-            "storage.endpoint_url=http://127.0.0.1:9",
-            "--set",
-            "storage.retries=0",
-        ]
+        convert_args(
+            [src], "s3://bucket/out", "storage.endpoint_url=http://127.0.0.1:9", "storage.retries=0"
+        )
     )
     assert rc == 3
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -288,32 +246,20 @@ def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
 def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path):
     """SIGKILL a conversion (driver and its embedded Ray) mid-run, rerun, check exactly once."""
     docs = make_docs(160, "k")
-    s3fs_client.pipe(
-        f"{s3_bucket}/in/a.jsonl", "".join(json.dumps(d) + "\n" for d in docs[:80]).encode()
-    )
-    s3fs_client.pipe(
-        f"{s3_bucket}/in/b.jsonl", "".join(json.dumps(d) + "\n" for d in docs[80:]).encode()
-    )
-    out = f"s3://{s3_bucket}/out"
+    s3fs_client.pipe(f"{s3_bucket}/in/a.jsonl", jsonl_bytes(docs[:80]))
+    s3fs_client.pipe(f"{s3_bucket}/in/b.jsonl", jsonl_bytes(docs[80:]))
     args = [
         str(Path(sys.executable).parent / "condlabel"),
-        "convert",
-        "--input",
-        f"s3://{s3_bucket}/in/",
-        "--output",
-        out,
-        "--set",
-        f"chunking.max_words={MAX_WORDS}",
-        "--set",
-        "output.rows_per_file=4",
-        "--set",
-        "compute.batch_size=2",
-        "--set",
-        "output.lease_ttl_s=4",
-        "--set",
-        "compute.num_cpus=2",
-        "--set",
-        "labeler.keyphrase.max_ngram=5",
+        *convert_args(
+            [f"s3://{s3_bucket}/in/"],
+            f"s3://{s3_bucket}/out",
+            f"chunking.max_words={MAX_WORDS}",
+            "output.rows_per_file=4",
+            "compute.batch_size=2",
+            "output.lease_ttl_s=4",
+            "compute.num_cpus=2",
+            "labeler.keyphrase.max_ngram=5",
+        ),
     ]
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(
@@ -338,13 +284,7 @@ def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path)
     proc.wait(30)
     n = expected_chunks(docs, MAX_WORDS)
     s3fs_client.invalidate_cache()
-    partial = (
-        pads.dataset(
-            f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
-        )
-        .to_table(columns=["doc_id"])
-        .num_rows
-    )
+    partial = output_rows(f"{s3_bucket}/out", s3fs_client, columns=["doc_id"]).num_rows
     assert 0 < partial < n
 
     time.sleep(4.5)  # the killed run's lease expires
@@ -355,12 +295,10 @@ def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path)
     assert summary["rows_written"] + summary["skipped_done"] == summary["chunks"] == n
 
     s3fs_client.invalidate_cache()
-    table = pads.dataset(
-        f"{s3_bucket}/out", filesystem=s3fs_client, format="parquet", ignore_prefixes=["_", "."]
-    ).to_table(columns=["doc_id", "chunk_index"])
+    table = output_rows(f"{s3_bucket}/out", s3fs_client, columns=["doc_id", "chunk_index"])
     assert table.num_rows == n
-    assert len(set(keys(table))) == n
-    assert {d for d, _ in keys(table)} == {d["id"] for d in docs}
+    assert len(set(row_keys(table))) == n
+    assert {d for d, _ in row_keys(table)} == {d["id"] for d in docs}
 
 
 def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
@@ -422,11 +360,11 @@ def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
     runner.join(300)
     assert killed, "the run finished before its actor could be killed"
     n = expected_chunks(docs, MAX_WORDS)
-    before = all_rows(tmp_path / "out")
-    assert len(set(keys(before))) == before.num_rows  # whatever landed, landed once
+    before = output_rows(tmp_path / "out")
+    assert len(set(row_keys(before))) == before.num_rows  # whatever landed, landed once
 
     rerun = run_conversion(cfg)
     assert rerun.status == "succeeded"
     assert rerun.skipped_done == before.num_rows and rerun.rows_written == n - before.num_rows
-    table = all_rows(tmp_path / "out")
-    assert table.num_rows == n and len(set(keys(table))) == n
+    table = output_rows(tmp_path / "out")
+    assert table.num_rows == n and len(set(row_keys(table))) == n

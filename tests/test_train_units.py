@@ -15,19 +15,21 @@ from condlabel.config import (
     build_config,
 )
 from condlabel.convert.format import render_prefix
-from condlabel.train.loop import (
-    IGNORE_INDEX,
-    SequencePacker,
+from condlabel.train.checkpoint import (
     add_control_tokens,
-    build_examples,
     export_model,
     load_for_training,
-    lr_multiplier,
-    pack_examples,
     save_checkpoint,
+)
+from condlabel.train.data import (
+    IGNORE_INDEX,
+    SequencePacker,
+    build_examples,
+    pack_examples,
     tokenize_examples,
     training_prefix,
 )
+from condlabel.train.optim import lr_multiplier, make_optimizer
 
 ROW = {
     "text": "The cat sat on the mat.",
@@ -172,10 +174,82 @@ def test_learning_rate_schedule():
     assert lr_multiplier(50, cfg.model_copy(update={"schedule": "constant"})) == 1.0
 
 
+def _scheduled_lrs(scheduler, steps: int) -> list[float]:
+    """The learning rate a scheduler gives at each of `steps` optimizer steps."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+@pytest.mark.parametrize("warmup", [0, 1, 7])
+def test_scheduler_follows_the_formula_step_by_step(schedule, warmup):
+    import math
+
+    import torch
+    from transformers.optimization import get_constant_schedule, get_wsd_schedule
+
+    steps, floor = 50, 0.2
+    cfg = OptimizationConfig(
+        learning_rate=1.0,
+        max_steps=steps,
+        warmup_steps=warmup,
+        schedule=schedule,
+        min_lr_ratio=floor,
+    )
+
+    def formula(s: int) -> float:  # written out independently: warmup (s+1)/W, then decay
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = (s - warmup) / (steps - warmup)
+        shape = {"cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1 - progress}
+        return 1.0 if schedule == "constant" else floor + (1 - floor) * shape[schedule]
+
+    _, scheduler = make_optimizer(torch.nn.Linear(2, 2), cfg)
+    ours = _scheduled_lrs(scheduler, steps)
+    assert ours == pytest.approx([formula(s) for s in range(steps)], abs=1e-12)
+    assert ours == pytest.approx([lr_multiplier(s, cfg) for s in range(steps)], abs=1e-12)
+    # Past the warmup, transformers' schedules give the same rates (its own warmup starts at 0).
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = (
+        get_constant_schedule(sgd)
+        if schedule == "constant"
+        else get_wsd_schedule(
+            sgd, 0, steps - warmup, num_stable_steps=0, decay_type=schedule, min_lr_ratio=floor
+        )
+    )
+    assert _scheduled_lrs(theirs, steps - warmup) == pytest.approx(ours[warmup:], abs=1e-12)
+
+
+def test_optimizer_state_by_position_still_restores():
+    """A checkpoint written before the state went by parameter name resumes all the same."""
+    import torch
+
+    from condlabel.train.checkpoint import restore_training_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    optimizer, scheduler = make_optimizer(model, OptimizationConfig(max_steps=10))
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    legacy = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    again, again_scheduler = make_optimizer(model, OptimizationConfig(max_steps=10))
+    restore_training_state(model, again, again_scheduler, legacy)
+    assert again_scheduler.last_epoch == 1
+    restored = again.state_dict()["state"]
+    assert all(
+        torch.equal(restored[i]["exp_avg"], v["exp_avg"])
+        for i, v in legacy["optimizer"]["state"].items()
+    )
+
+
 def _train_steps(loaded, steps=3):
     import torch
 
-    from condlabel.train.loop import make_optimizer
+    from condlabel.train.checkpoint import training_state
 
     model, tok = loaded.model, loaded.tokenizer
     optimizer, scheduler = make_optimizer(
@@ -193,13 +267,15 @@ def _train_steps(loaded, steps=3):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-    return ids, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    return ids, optimizer, training_state(model, optimizer, scheduler)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
     import torch
     from transformers import AutoModelForCausalLM
+
+    from condlabel.train.checkpoint import full_model_state, restore_training_state
 
     cfg = build_config(
         TrainConfig,
@@ -209,11 +285,14 @@ def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
         },
     )
     loaded = load_for_training(cfg)
-    ids, opt_state = _train_steps(loaded)
+    ids, optimizer, opt_state = _train_steps(loaded)
     loaded.model.eval()
     with torch.no_grad():
         want = loaded.model(input_ids=ids).logits
-    ckpt = save_checkpoint(tmp_path / "ckpt", loaded.model, loaded.tokenizer, 3, 99, opt_state)
+    full_state = full_model_state(loaded.model)
+    ckpt = save_checkpoint(
+        tmp_path / "ckpt", loaded.model, loaded.tokenizer, 3, 99, opt_state, full_state
+    )
     names = {p.name for p in ckpt.iterdir()}
     assert ("adapter_model.safetensors" if lora else "model.safetensors") in names
     assert not any(n.endswith(".bin") for n in names)
@@ -221,6 +300,13 @@ def test_checkpoint_round_trip_and_export(tiny_gpt2_dir, tmp_path, lora):
     resumed = load_for_training(cfg, str(ckpt))
     assert (resumed.step, resumed.tokens_seen) == (3, 99)
     assert resumed.optimizer_state["scheduler"]["last_epoch"] == 3
+    # The optimizer state (keyed by parameter name) comes back onto the resumed model's params.
+    new_optimizer, new_scheduler = make_optimizer(resumed.model, OptimizationConfig(max_steps=10))
+    restore_training_state(resumed.model, new_optimizer, new_scheduler, resumed.optimizer_state)
+    assert new_scheduler.last_epoch == 3
+    before, after = optimizer.state_dict()["state"], new_optimizer.state_dict()["state"]
+    assert len(after) == len(before) > 0
+    assert all(torch.equal(before[i]["exp_avg"], after[i]["exp_avg"]) for i in before)
     resumed.model.eval()
     with torch.no_grad():
         assert torch.allclose(resumed.model(input_ids=ids).logits, want, atol=1e-5)

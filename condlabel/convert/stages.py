@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import posixpath
@@ -114,17 +115,8 @@ def read_and_chunk(
 def write_rejects(
     rejects: list[Reject], output_uri: str, run_id: str, source: str, storage: StorageConfig
 ) -> str:
-    table = pa.Table.from_pydict(
-        {
-            "source": [r.source for r in rejects],
-            "position": [r.position for r in rejects],
-            "field": [r.field for r in rejects],
-            "reason": [r.reason for r in rejects],
-            "detail": [r.detail for r in rejects],
-            "raw": [r.raw for r in rejects],
-            "run_id": [run_id] * len(rejects),
-        },
-        schema=REJECT_SCHEMA,
+    table = pa.Table.from_pylist(
+        [{**dataclasses.asdict(r), "run_id": run_id} for r in rejects], schema=REJECT_SCHEMA
     )
     fs, root = resolve(output_uri, storage)
     path = posixpath.join(root, REJECTS_DIR, run_id, f"{_hash_name(source)}.parquet")
@@ -140,23 +132,15 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
         raise RuntimeError(
             f"labeler {labeler.fingerprint} returned {len(results)} results for {table.num_rows} chunks"
         )
-    fp = fingerprint or labeler.fingerprint
-    columns = {
-        "synopsis": [r.synopsis for r in results],
-        "tags": [r.tags for r in results],
+    # Most label columns are LabelResult attributes of the same name; these are not.
+    derived = {
         "control_tokens": [list(r.extra.get("control_tokens", [])) for r in results],
         "scores": [scores_cell(r.extra.get("scores", {})) for r in results],
-        "logprob": [r.logprob for r in results],
-        "mean_logprob": [r.mean_logprob for r in results],
-        "num_generated_tokens": [r.num_generated_tokens for r in results],
-        "parse_ok": [r.parse_ok for r in results],
-        "truncated": [r.truncated for r in results],
-        "input_tokens": [r.input_tokens for r in results],
-        "raw_output": [r.raw_output for r in results],
-        "labeler": [fp] * len(results),
+        "labeler": [fingerprint or labeler.fingerprint] * len(results),
     }
     for name, typ in LABEL_FIELDS:
-        table = table.append_column(pa.field(name, typ), pa.array(columns[name], type=typ))
+        values = derived[name] if name in derived else [getattr(r, name) for r in results]
+        table = table.append_column(pa.field(name, typ), pa.array(values, type=typ))
     # Bookkeeping for the run summary (padding overhead); dropped before the shard is written.
     useful = [(r.input_tokens or 0) + r.num_generated_tokens for r in results]
     padded = [

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from condlabel.config import ConditionalConfig, EvalConfig, GenerationSettings
-from condlabel.train.loop import conditional_prompt
+from condlabel.train.data import conditional_prompt
 
 log = logging.getLogger("condlabel")
 
@@ -242,19 +242,14 @@ def _labels(records: list[dict[str, Any]]) -> list[GenerationLabels]:
 def run_evaluation(cfg: EvalConfig) -> EvalReport:
     """Generate under every conditional (and unconditioned), relabel, score; see module doc."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from condlabel.model_files import local_model_path, pick_device
+    from condlabel.models import load_model
 
     if not cfg.model:
         raise ValueError("model: set the trained model to evaluate (local dir, s3:// or hub id)")
     started = time.perf_counter()
-    device = pick_device(cfg.device)
-    path = local_model_path(cfg.model, cfg.storage)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=dtype)
-    model = model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub for .to
+    loaded = load_model(cfg.model, architecture="causal", device=cfg.device, storage=cfg.storage)
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     unknown = sorted(
         {t for c in cfg.conditionals for t in c.control_tokens} - set(tokenizer.get_vocab())
     )

@@ -1,0 +1,172 @@
+"""What a run did: the `RunSummary` it returns and prints, and the manifest it leaves under
+`_manifest/` (written as "running" when it starts, again with the outcome when it ends)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from condlabel.config import ConvertConfig
+from condlabel.convert.runstate import OutputState, versions, write_manifest
+from condlabel.convert.stages import FileStats
+from condlabel.storage import InputFile
+
+log = logging.getLogger("condlabel")
+
+
+def new_run_id() -> str:
+    """Sortable by start time, so "latest run" is a string comparison."""
+    return _now_utc().strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    output: str
+    labeler: str
+    status: str = "running"
+    input_files: int = 0
+    input_bytes: int = 0
+    documents: int = 0
+    chunks: int = 0
+    skipped_done: int = 0
+    rows_written: int = 0
+    shards_written: int = 0
+    rows_before: int = 0
+    useful_tokens: int = 0
+    padded_tokens: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    labeler_actors: int = 0
+    seconds: float = 0.0
+    seconds_planning: float = 0.0
+    error: str | None = None
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def padding_ratio(self) -> float | None:
+        """Padded / useful token positions the labeler computed (1.0 = no padding)."""
+        return self.padded_tokens / self.useful_tokens if self.useful_tokens else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "chunks_per_second": round(self.chunks_per_second, 3),
+            "padding_ratio": self.padding_ratio,
+        }
+
+    def lines(self) -> list[str]:
+        rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
+        lines = [
+            f"run {self.run_id} -> {self.output}: {self.status}",
+            f"  labeler       {self.labeler} ({self.labeler_actors} actor(s))",
+            f"  input         {self.input_files} file(s), {self.input_bytes / 1e6:.1f} MB",
+            f"  documents     {self.documents} read, rejected: {rejected}",
+            f"  chunks        {self.chunks} ({self.skipped_done} already in the output)",
+            f"  written       {self.rows_written} rows in {self.shards_written} shard(s)",
+            f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s",
+        ]
+        if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens:
+            lines.append(f"  padding       {self.padding_ratio:.3f} padded/useful tokens")
+        return lines
+
+    def tally(self, stats: list[FileStats]) -> None:
+        """Take the read counts (documents, chunks, skipped, rejects) from every file's stats."""
+        rejected: Counter[str] = Counter()
+        for s in stats:
+            rejected.update(s.rejected)
+        self.documents = sum(s.documents for s in stats)
+        self.chunks = sum(s.chunks for s in stats)
+        self.skipped_done = sum(s.skipped_done for s in stats)
+        self.rejected = dict(rejected)
+
+
+@contextmanager
+def recorded(
+    cfg: ConvertConfig,
+    summary: RunSummary,
+    files: list[InputFile],
+    state: OutputState,
+    started: float,
+    started_at: str,
+) -> Iterator[None]:
+    """Record the run in its manifest: as running now, with its outcome when the block ends.
+    `started` is the run's start on the monotonic clock, `started_at` the same as ISO time."""
+
+    def write() -> None:
+        manifest = _manifest(cfg, summary, files, started_at, state)
+        write_manifest(cfg.output.uri, summary.run_id, manifest, cfg.storage)
+
+    write()
+    try:
+        yield
+        summary.status = "succeeded"
+    except BaseException as exc:
+        summary.status = "failed"
+        summary.error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        summary.seconds = time.monotonic() - started
+        try:
+            write()
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            log.warning("could not write the run manifest: %s", exc)
+
+
+def _manifest(
+    cfg: ConvertConfig,
+    summary: RunSummary,
+    files: list[InputFile],
+    started_at: str,
+    state: OutputState,
+) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "status": summary.status,
+        "started_at": started_at,
+        "finished_at": None
+        if summary.status == "running"
+        else _now_utc().isoformat(timespec="seconds"),
+        "labeler": summary.labeler,
+        "config": cfg.redacted(),
+        "inputs": [{"uri": f.uri, "bytes": f.size} for f in files],
+        "output_before": {
+            "rows": state.rows,
+            "labelers": state.labelers,
+            "duplicate_keys": state.duplicate_keys,
+        },
+        "counts": {
+            "documents": summary.documents,
+            "chunks": summary.chunks,
+            "labeled": summary.rows_written,
+            "skipped_done": summary.skipped_done,
+            "rejected": summary.rejected,
+            "shards": summary.shards_written,
+        },
+        "timings": {
+            "seconds": round(summary.seconds, 3),
+            "seconds_planning": round(summary.seconds_planning, 3),
+            "chunks_per_second": round(summary.chunks_per_second, 3),
+        },
+        "tokens": {
+            "useful": summary.useful_tokens,
+            "padded": summary.padded_tokens,
+            "padding_ratio": summary.padding_ratio,
+        },
+        "labeler_actors": summary.labeler_actors,
+        "error": summary.error,
+        "versions": versions(),
+    }
