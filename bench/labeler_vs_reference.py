@@ -6,8 +6,9 @@ Builds (tests/tiny_models.py) a tiny T5 whose output layer has flan-ul2's 32,128
 LoRA adapter, and 96 chunks cut by our chunker (max 500 words) from Python's help topics. Then, each in a fresh subprocess so memory
 figures do not mix, it labels every chunk with:
 
-- `reference`: a faithful re-implementation of the seed code (REFERENCES.md): PeftModel with the
-  adapter unmerged, batches in input order padded to their longest chunk, `generate` with
+- `reference`: a faithful re-implementation of the seed labeler's code (the condlabeler-alpha
+  model card's: flan-ul2 + a LoRA adapter; its score is `reference` in
+  condlabel/labelers/scoring.py): PeftModel with the adapter unmerged, batches in input order padded to their longest chunk, `generate` with
   `output_scores=True`, `torch.stack(scores).softmax(-1)` over the whole generation, and a
   per-token Python loop summing `log(p + 0.001)` over the padded length;
 - `reference-merged`: the same on merged weights (isolates what merging alone buys);
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +87,23 @@ class PeakRSS:
 
 def _batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _measure(label_all: Callable[[], tuple[int, int]]) -> dict:
+    """Wall and CPU time and peak memory of `label_all()`, which labels every chunk (after the
+    caller's warm-up) and returns the useful and the computed (padded) token positions."""
+    with PeakRSS() as mem:
+        started, cpu = time.perf_counter(), time.process_time()
+        useful, padded = label_all()
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "useful": useful,
+        "padded": padded,
+        "rss_start": mem.start,
+        "rss_peak": mem.peak,
+    }
 
 
 def run_reference(work: Path, texts: list[str], batch_size: int, merged: bool) -> dict:
@@ -132,23 +151,16 @@ def run_reference(work: Path, texts: list[str], batch_size: int, merged: bool) -
         padded = inputs["input_ids"].numel() + len(batch) * steps
         return output_tuple, useful, padded
 
+    def label_all() -> tuple[int, int]:
+        useful = padded = 0
+        for batch in _batches(texts, batch_size):
+            _, u, p = generate_condlabels(batch)
+            useful, padded = useful + u, padded + p
+        return useful, padded
+
     with torch.no_grad():
         generate_condlabels(texts[:batch_size])  # warm-up
-        useful = padded = 0
-        with PeakRSS() as mem:
-            started, cpu = time.perf_counter(), time.process_time()
-            for batch in _batches(texts, batch_size):
-                _, u, p = generate_condlabels(batch)
-                useful, padded = useful + u, padded + p
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "seconds": seconds,
-        "cpu": cpu,
-        "useful": useful,
-        "padded": padded,
-        "rss_start": mem.start,
-        "rss_peak": mem.peak,
-    }
+        return _measure(label_all)
 
 
 def run_ours(work: Path, texts: list[str], batch_size: int, window: int) -> dict:
@@ -164,23 +176,17 @@ def run_ours(work: Path, texts: list[str], batch_size: int, window: int) -> dict
             **GENERATION,
         )
     )
-    labeler.label(texts[:batch_size])  # warm-up
-    useful = padded = 0
-    with PeakRSS() as mem:
-        started, cpu = time.perf_counter(), time.process_time()
+
+    def label_all() -> tuple[int, int]:
+        useful = padded = 0
         for chunk_window in _batches(texts, window):
             for r in labeler.label(chunk_window):
                 useful += r.input_tokens + r.num_generated_tokens
                 padded += r.padded_tokens
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "seconds": seconds,
-        "cpu": cpu,
-        "useful": useful,
-        "padded": padded,
-        "rss_start": mem.start,
-        "rss_peak": mem.peak,
-    }
+        return useful, padded
+
+    labeler.label(texts[:batch_size])  # warm-up
+    return _measure(label_all)
 
 
 def child(method: str, work: Path, batch_size: int, window: int) -> None:
@@ -213,6 +219,41 @@ def build(work: Path, chunks: int, vocab: int, max_words: int) -> None:
         doc = topics[key]
         texts.extend(doc[s:e] for s, e, _ in chunk_text(doc, max_words, max_words // 4))
     (work / "chunks.json").write_text(json.dumps(texts[:chunks]))
+
+
+def _print_results(results: dict[str, dict], args: argparse.Namespace, loads: list[float]) -> None:
+    """The table, then each method's ratios to the reference against the goals."""
+    mib = 1 << 20
+    print(
+        f"\n{args.chunks} chunks, generate batch {args.batch_size}, window {args.window}, "
+        f"vocab {args.vocab}, {GENERATION}, torch threads: default, best of {args.rounds} "
+        f"round(s); 1-min load average before each run: {min(loads):.2f}-{max(loads):.2f}\n"
+    )
+    print(
+        f"{'method':<18}{'chunks/s':>9}{'chunks/cpu-s':>13}{'peak MiB':>10}{'maxrss MiB':>11}"
+        f"{'padded/useful':>14}"
+    )
+    for method, r in results.items():
+        r["rate"] = r["chunks"] / r["seconds"]
+        r["cpu_rate"] = r["chunks"] / r["cpu"]
+        r["work_mem"] = r["rss_peak"] - r["rss_start"]
+        print(
+            f"{method:<18}{r['rate']:>9.2f}{r['cpu_rate']:>13.2f}{r['work_mem'] / mib:>10.1f}"
+            f"{r['maxrss'] / mib:>11.1f}{r['padded'] / r['useful']:>14.3f}"
+        )
+    if "reference" in results and "hf" in results:
+        ref = results["reference"]
+        print()
+        for name in ("hf", "hf-window-16", "reference-merged"):
+            if name in results:
+                r = results[name]
+                print(
+                    f"{name} / reference: chunks/s x{r['rate'] / ref['rate']:.2f}, chunks per "
+                    f"CPU-second x{r['cpu_rate'] / ref['cpu_rate']:.2f} (goal >= 3), peak "
+                    f"memory x{r['work_mem'] / max(ref['work_mem'], 1):.2f} (goal <= 0.5)"
+                )
+        hf = results["hf"]
+        print(f"hf padded/useful tokens {hf['padded'] / hf['useful']:.3f} (goal <= 1.1)")
 
 
 def main() -> int:
@@ -272,37 +313,7 @@ def main() -> int:
         if method not in results or result["seconds"] < results[method]["seconds"]:
             results[method] = result
 
-    mib = 1 << 20
-    print(
-        f"\n{args.chunks} chunks, generate batch {args.batch_size}, window {args.window}, "
-        f"vocab {args.vocab}, {GENERATION}, torch threads: default, best of {args.rounds} "
-        f"round(s); 1-min load average before each run: {min(loads):.2f}-{max(loads):.2f}\n"
-    )
-    print(
-        f"{'method':<18}{'chunks/s':>9}{'chunks/cpu-s':>13}{'peak MiB':>10}{'maxrss MiB':>11}"
-        f"{'padded/useful':>14}"
-    )
-    for method, r in results.items():
-        r["rate"] = r["chunks"] / r["seconds"]
-        r["cpu_rate"] = r["chunks"] / r["cpu"]
-        r["work_mem"] = r["rss_peak"] - r["rss_start"]
-        print(
-            f"{method:<18}{r['rate']:>9.2f}{r['cpu_rate']:>13.2f}{r['work_mem'] / mib:>10.1f}"
-            f"{r['maxrss'] / mib:>11.1f}{r['padded'] / r['useful']:>14.3f}"
-        )
-    if "reference" in results and "hf" in results:
-        ref = results["reference"]
-        print()
-        for name in ("hf", "hf-window-16", "reference-merged"):
-            if name in results:
-                r = results[name]
-                print(
-                    f"{name} / reference: chunks/s x{r['rate'] / ref['rate']:.2f}, chunks per "
-                    f"CPU-second x{r['cpu_rate'] / ref['cpu_rate']:.2f} (goal >= 3), peak "
-                    f"memory x{r['work_mem'] / max(ref['work_mem'], 1):.2f} (goal <= 0.5)"
-                )
-        hf = results["hf"]
-        print(f"hf padded/useful tokens {hf['padded'] / hf['useful']:.3f} (goal <= 1.1)")
+    _print_results(results, args, loads)
     return 0
 
 

@@ -22,7 +22,7 @@ from condlabel.config import (
     StorageConfig,
     VaderClassifierConfig,
 )
-from condlabel.labelers import make_fingerprint
+from condlabel.labelers.base import make_fingerprint
 from condlabel.schema import SCORES_TYPE, scores_as_dict, scores_cell
 
 CONTROL_TOKENS_TYPE = pa.list_(pa.string())
@@ -61,16 +61,12 @@ class VaderClassifier:
                 "the `vader` classifier needs vaderSentiment: pip install 'condlabel[classify]'"
             ) from exc
         self.cfg = cfg
-        self._name = name
+        self.name = name
         self._analyzer = SentimentIntensityAnalyzer()
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def fingerprint(self) -> str:
-        return vader_fingerprint(self.cfg, self._name)
+        return vader_fingerprint(self.cfg, self.name)
 
     def sentiment(self, compound: float) -> Sentiment:
         if compound >= self.cfg.positive_threshold:
@@ -145,14 +141,14 @@ class HFSequenceClassifier:
             raise ImportError(
                 "the `hf` classifier needs torch and transformers: pip install 'condlabel[hf]'"
             ) from exc
-        from condlabel.model_files import local_model_path, pick_device, pick_dtype
+        from condlabel.models import fetch_model, pick_device, pick_dtype
 
         if not cfg.model:
             raise ValueError("hf classifier: `hf.model` is required")
         self.cfg = cfg
-        self._name = name
+        self.name = name
         self._torch = torch
-        path = local_model_path(cfg.model, storage)
+        path = fetch_model(cfg.model, storage)
         self.device = pick_device(cfg.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
         self.model = (
@@ -179,12 +175,8 @@ class HFSequenceClassifier:
         self.multi_label = multi_label(cfg.problem_type, config.problem_type, config.num_labels)
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def fingerprint(self) -> str:
-        return hf_fingerprint(self.cfg, self._name)
+        return hf_fingerprint(self.cfg, self.name)
 
     def probabilities(self, texts: list[str]) -> list[dict[str, float]]:
         torch = self._torch

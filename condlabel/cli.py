@@ -13,9 +13,16 @@ and calls one library function.
 Global options: --version; -v/--verbose (debug logs, and Ray's own logs on the console) and
 -q/--quiet (only warnings and the summary), before or after the command.
 
-Exit codes: 0 success, 2 bad configuration or arguments, 3 storage problem (missing input,
-unwritable output, unreachable endpoint), 4 run refused (another writer holds the output, or
-labelers would mix), 1 anything else. The reason is always on the last line printed.
+Before any work, convert, demo, train and eval check that every configured component can be
+built (`condlabel.preflight`: its extra is installed, its model holds safetensors weights).
+
+Exit codes: 0 success, 2 bad configuration or arguments (also a missing extra, named with its
+`pip install` line, and a model without safetensors weights, named with the missing file),
+3 storage problem (missing input, unwritable output, unreachable endpoint), 4 run refused
+(another writer holds the output, or labelers would mix), 1 anything else, 130 interrupted. The
+reason is always on the last line printed, also for an error raised inside a Ray task or actor
+(its original exception, not Ray's wrapper; `condlabel.failures`). Secrets and URL credentials
+never reach the output or the logs.
 
 A command is a pair in `COMMANDS`: a function that adds its flags and a handler whose
 docstring is its --help (first line: what it does; the rest: details).
@@ -47,11 +54,18 @@ from condlabel.config import (
     load_storage_config,
     load_train_config,
 )
-from condlabel.storage import StorageError
+from condlabel.console import setup_logging
+from condlabel.failures import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    exit_code,
+    reason,
+    root_cause,
+)
+from condlabel.preflight import preflight
 
 log = logging.getLogger("condlabel")
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 Parser = argparse.ArgumentParser
 
@@ -184,6 +198,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     cfg = load_convert_config(args.config, args.overrides, args.inputs, args.output)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    preflight(cfg)
     if args.dry_run:
         _print_info(dry_run(cfg, allow_mixed=args.allow_mixed), plan_lines, args.json)
         return EXIT_OK
@@ -220,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_convert_config(
         args.config, args.overrides, inputs=[str(work / "corpus")], output=str(work / "tagged")
     )
+    preflight(cfg)
     summary = run_conversion(cfg)
     print("\n".join(summary.lines()))
     info = summarize(read_tagged(cfg.output.uri, storage=cfg.storage))
@@ -302,7 +318,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     and every actor loads merged weights.
     """
     from condlabel.models import merge_model
+    from condlabel.preflight import HF_LABELER, Weights, check
 
+    storage = load_storage_config(args.config, args.overrides)
+    weights = [Weights("--base", args.base), Weights("--adapter", args.adapter, adapter=True)]
+    check([("merge", HF_LABELER)], weights, storage)
     uri = merge_model(
         args.base,
         args.adapter,
@@ -310,7 +330,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         revision=args.revision,
         adapter_revision=args.adapter_revision,
         dtype=args.dtype,
-        storage=load_storage_config(args.config, args.overrides),
+        storage=storage,
     )
     print(
         f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
@@ -366,6 +386,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    preflight(cfg)
     if args.dry_run:
         print("\n".join(_training_plan_lines(cfg, plan_training(cfg))))
         return EXIT_OK
@@ -411,6 +432,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = load_eval_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    preflight(cfg)
     report = run_evaluation(cfg)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -441,49 +463,28 @@ COMMANDS: dict[str, tuple[Callable[[Parser], None], Handler]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(quiet=args.quiet, verbose=args.verbose)
+    setup_logging(quiet=args.quiet, verbose=args.verbose)
     try:
         return _run(args)
     finally:
         sys.stdout.flush()
 
 
-def _setup_logging(quiet: bool, verbose: bool = False) -> None:
-    from condlabel.ray_runtime import set_verbose
-
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # Set both ways: tests call main() many times in one process.
-    log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
-    set_verbose(verbose)
-
-
 def _run(args: argparse.Namespace) -> int:
-    from condlabel.convert.runstate import RunRefused
-
     try:
         return COMMANDS[args.command][1](args)
-    except ConfigError as exc:
-        print(f"condlabel {args.command}: {exc}", file=sys.stderr)
-        print(f"error: invalid configuration ({len(exc.problems)} problem(s))", file=sys.stderr)
-        return EXIT_CONFIG
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_STORAGE
-    except RunRefused as exc:
-        print(f"error: run refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
-        log.exception("condlabel %s failed", args.command)
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
-        return EXIT_FAILED
+        cause = root_cause(exc)  # the error raised in a Ray task or actor, not Ray's wrapper
+        code = exit_code(cause)
+        if isinstance(cause, ConfigError):
+            print(f"condlabel {args.command}: {cause}", file=sys.stderr)
+        elif code == EXIT_FAILED:
+            log.exception("condlabel %s failed", args.command)
+        print(reason(cause), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""Generative models for labeling: where the weights come from, loading, and LoRA merging.
+"""Models, one way: fetch (a locked, node-wide cache), load, merge, device and dtype.
 
-A model or adapter source is a local directory, an `s3://` prefix or a hub id:
-- an object-storage prefix is downloaded once per node into a local cache shared by that node's
-  actors (`condlabel.model_files` keys the cache by URI and listing; a file lock per URI here
-  makes concurrent actors wait for the one that downloads instead of fetching it again);
+A model or adapter source is a local directory, an object-storage prefix (`s3://`) or a hub id:
+- local directories (and `file://`) are used in place;
+- an object-storage prefix is downloaded once per node into a cache keyed by the URI and the
+  listing (name, size, ETag/mtime), so a re-exported model at the same URI is fetched again and
+  an unchanged one is not; a file lock per URI makes concurrent actors wait for the one that
+  downloads instead of fetching it again, and no object key may write outside its cache entry;
 - a hub id is left to `from_pretrained` (clusters that reach a hub); adapters from a hub are
   fetched without their pickled weight files.
+`upload_directory` is the way back (a merged or trained model exported to s3://).
 
 Weights are read from safetensors only: models with `use_safetensors=True`, adapters only when
 `adapter_model.safetensors` is present. Nothing here unpickles a file.
@@ -19,20 +22,183 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
+import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from condlabel.config import StorageConfig
-from condlabel.model_files import cache_root, is_remote, local_model_path, upload_directory
+from condlabel.storage import StorageError, is_local, resolve, split_uri
+
+if TYPE_CHECKING:
+    from condlabel.config import StorageConfig
 
 log = logging.getLogger("condlabel")
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MERGE_INFO = "condlabel_merge.json"
+COMPLETE_MARKER = ".condlabel-complete"
 HF_INSTALL_HINT = "pip install 'condlabel[hf]'"
 _LOCK_TIMEOUT_S = 6 * 3600  # a 40 GB model over a slow link; the holder's death frees the lock
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CONDLABEL_CACHE", Path.home() / ".cache" / "condlabel")) / "models"
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and split_uri(uri)[0] != "file"
+
+
+def fetch_model(
+    uri: str, storage: StorageConfig | None = None, cache_dir: str | Path | None = None
+) -> str:
+    """A local directory or hub id that `from_pretrained` can open.
+
+    Local paths (and file://) are returned as they are; anything else that is not an existing
+    directory nor a remote URI is taken as a hub id. Remote prefixes are downloaded into the
+    node's cache under an exclusive file lock: the first process downloads (into a temporary
+    directory renamed into place when complete), the others wait on the lock and then find the
+    complete copy. The lock is an OS file lock, so it is released if its holder dies.
+    """
+    if not is_remote(uri):
+        _, path = split_uri(uri)
+        if uri.startswith("file://") or os.path.isdir(path):
+            if not os.path.isdir(path):
+                raise StorageError(f"model {uri}: no such directory")
+            return path
+        return uri  # a hub id such as "gpt2" or "unitary/toxic-bert"
+    from filelock import FileLock, Timeout
+
+    root = Path(cache_dir) if cache_dir else cache_root()
+    locks = root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
+    lock = FileLock(str(locks / f"{key}.lock"), timeout=_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            return _download(uri, storage, root)
+    except Timeout as exc:
+        raise RuntimeError(
+            f"model {uri}: waited {_LOCK_TIMEOUT_S} s for another process downloading it into "
+            f"{root} (lock {lock.lock_file}); remove a stale cache entry there and retry"
+        ) from exc
+
+
+def _download(uri: str, storage: StorageConfig | None, cache: Path) -> str:
+    """Download the files under `uri` into `cache/<version>` (once); returns that directory."""
+    fs, root = resolve(uri, storage)
+    root = root.rstrip("/")
+    try:
+        listing = fs.find(root, detail=True)
+    except (OSError, PermissionError) as exc:
+        raise StorageError(f"model {uri}: cannot be listed ({type(exc).__name__}: {exc})") from exc
+    # Each key's own spelling under the prefix (relpath would normalise `a/../b` into another key).
+    files = {
+        p[len(root) + 1 :] if p.startswith(root + "/") else posixpath.relpath(p, root): info
+        for p, info in listing.items()
+        if info.get("type", "file") == "file" and not posixpath.basename(p).startswith(".")
+    }
+    if not files:
+        raise StorageError(f"model {uri}: no files under this prefix")
+    for rel in files:
+        _inside(Path("/cache-entry"), rel, uri, root)  # refuse before anything is written
+    version = hashlib.sha256(uri.encode())
+    for rel in sorted(files):
+        info = files[rel]
+        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+        version.update(f"\0{rel}\0{info.get('size')}\0{stamp}".encode())
+    target = cache / version.hexdigest()[:24]
+    if (target / COMPLETE_MARKER).exists():
+        return str(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    # Download beside the target and rename: concurrent actors on one node never see half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache))
+    try:
+        for rel in sorted(files):
+            dest = _inside(tmp, rel, uri, root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(posixpath.join(root, rel), str(dest))
+        (tmp / COMPLETE_MARKER).write_text(uri)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first; its copy is as good as ours
+            if not (target / COMPLETE_MARKER).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _inside(directory: Path, rel: str, uri: str, root: str) -> Path:
+    """`directory / rel`, refused when an object key (`..` segments, an absolute path) would
+    take it out of `directory`: a listing must never write files elsewhere on the node."""
+    dest = Path(os.path.normpath(directory / rel))
+    if not dest.is_relative_to(directory) or dest == directory:
+        raise StorageError(
+            f"model {uri}: object key {posixpath.join(root, rel)!r} resolves outside the "
+            "download directory; refusing to download this model (rename or remove that object)"
+        )
+    return dest
+
+
+def upload_directory(local_dir: str | Path, uri: str, storage: StorageConfig | None = None) -> str:
+    """Copy every file of `local_dir` under `uri` (local or remote); returns `uri`.
+
+    Files are written one by one (each S3 PUT is atomic); a marker file is written last, so a
+    reader can tell a complete export from one that was interrupted.
+    """
+    fs, root = resolve(uri, storage)
+    root = root.rstrip("/")
+    local_dir = Path(local_dir)
+    if is_local(fs):
+        staging = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(local_dir, staging)
+        Path(staging, COMPLETE_MARKER).write_text(uri)
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.replace(staging, root)
+        return uri
+    for path in sorted(local_dir.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), posixpath.join(root, path.relative_to(local_dir).as_posix()))
+    fs.pipe_file(posixpath.join(root, COMPLETE_MARKER), uri.encode())
+    return uri
+
+
+# --------------------------------------------------------------------------- device and dtype
+
+
+def pick_device(device: str = "auto") -> str:
+    """`auto` -> `cuda` when this process sees a GPU (a Ray actor sees the one it reserved)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device `cuda` requested but no GPU is visible to this process")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """`auto` -> bfloat16 on GPU, float32 on CPU; else the named torch dtype."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected auto or one of {', '.join(_DTYPES)}")
+    return getattr(torch, dtype)
+
+
+# --------------------------------------------------------------------------- load and merge
 
 
 def _require_hf() -> None:
@@ -47,38 +213,14 @@ def _require_hf() -> None:
         ) from exc
 
 
-def resolve_source(
-    uri: str, storage: StorageConfig | None = None, cache_dir: str | Path | None = None
+def fetch_adapter(
+    uri: str,
+    revision: str | None = None,
+    storage: StorageConfig | None = None,
+    cache_dir: str | Path | None = None,
 ) -> str:
-    """A local directory or hub id that `from_pretrained` can open.
-
-    `s3://` (any remote) prefixes are downloaded into the node's cache under an exclusive file
-    lock: the first actor downloads (into a temporary directory renamed into place when
-    complete), the others wait on the lock and then find the complete copy. The lock is an OS
-    file lock, so it is released if its holder dies.
-    """
-    if not is_remote(uri):
-        return local_model_path(uri, storage, cache_dir)
-    from filelock import FileLock, Timeout
-
-    root = Path(cache_dir) if cache_dir else cache_root()
-    locks = root / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
-    lock = FileLock(str(locks / f"{key}.lock"), timeout=_LOCK_TIMEOUT_S)
-    try:
-        with lock:
-            return local_model_path(uri, storage, root)
-    except Timeout as exc:
-        raise RuntimeError(
-            f"model {uri}: waited {_LOCK_TIMEOUT_S} s for another process downloading it into "
-            f"{root} (lock {lock.lock_file}); remove a stale cache entry there and retry"
-        ) from exc
-
-
-def _adapter_dir(uri: str, revision: str | None, storage, cache_dir) -> str:
     """Local directory of a peft adapter that holds its weights as safetensors."""
-    path = resolve_source(uri, storage, cache_dir)
+    path = fetch_model(uri, storage, cache_dir)
     if not os.path.isdir(path):  # a hub id: fetch everything but pickled weights
         from huggingface_hub import snapshot_download
 
@@ -96,21 +238,37 @@ def _adapter_dir(uri: str, revision: str | None, storage, cache_dir) -> str:
     return path
 
 
-def _has_tokenizer(path: str) -> bool:
-    return os.path.isdir(path) and any(
-        os.path.isfile(os.path.join(path, name))
+def tokenizer_source(model_path: str, adapter_path: str | None) -> str:
+    """Where the tokenizer comes from: the adapter's directory when it saved one (an adapter
+    trained with added tokens), else the model's."""
+    if adapter_path and any(
+        os.path.isfile(os.path.join(adapter_path, name))
         for name in ("tokenizer.json", "tokenizer_config.json", "spiece.model")
+    ):
+        return adapter_path
+    return model_path
+
+
+def load_tokenizer(model_path: str, adapter_path: str | None, revision: str | None = None):
+    """The tokenizer of a model (+ adapter); the revision applies to the model's own only."""
+    from transformers import AutoTokenizer
+
+    source = tokenizer_source(model_path, adapter_path)
+    return AutoTokenizer.from_pretrained(
+        source, revision=None if source == adapter_path else revision
     )
 
 
 @dataclass
 class LoadedModel:
     model: Any
-    """The torch module in eval mode (merged when an adapter was given and merged)."""
+    """The torch module (from `load_model`: in eval mode, merged when an adapter was merged)."""
     tokenizer: Any
-    seq2seq: bool
-    device: str
-    dtype: Any
+    seq2seq: bool = False
+    """An encoder-decoder (T5/UL2) rather than a causal LM."""
+    device: str = "cpu"
+    dtype: Any = None
+    """The torch dtype of the weights."""
 
 
 def load_model(
@@ -132,14 +290,12 @@ def load_model(
     else the CPU; `dtype="auto"` is bfloat16 on GPU and float32 on CPU.
     """
     _require_hf()
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from condlabel.model_files import pick_device, pick_dtype
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
-    model_path = resolve_source(model, storage, cache_dir)
-    adapter_path = _adapter_dir(adapter, adapter_revision, storage, cache_dir) if adapter else None
+    model_path = fetch_model(model, storage, cache_dir)
+    adapter_path = fetch_adapter(adapter, adapter_revision, storage, cache_dir) if adapter else None
 
     config = AutoConfig.from_pretrained(model_path, revision=revision)
     seq2seq = (
@@ -163,10 +319,7 @@ def load_model(
         if merge_adapter:
             net = net.merge_and_unload()
     net.eval()
-    token_source = adapter_path if adapter_path and _has_tokenizer(adapter_path) else model_path
-    tokenizer = AutoTokenizer.from_pretrained(
-        token_source, revision=None if token_source == adapter_path else revision
-    )
+    tokenizer = load_tokenizer(model_path, adapter_path, revision)
     log.info(
         "loaded %s%s (%s, %s on %s)",
         model,
@@ -196,9 +349,6 @@ def merge_model(
     about 4 bytes of RAM per parameter. `dtype="auto"` saves in the base checkpoint's dtype.
     Every actor of a cluster then loads the merged weights (`labeler.hf.model: <output_uri>`).
     """
-    import torch
-    from transformers import AutoConfig
-
     loaded = load_model(
         base,
         adapter,
@@ -210,20 +360,9 @@ def merge_model(
         cache_dir=cache_dir,
     )
     if dtype == "auto":
-        stored = getattr(
-            AutoConfig.from_pretrained(resolve_source(base, storage, cache_dir), revision=revision),
-            "dtype",
-            None,
-        )
-        if isinstance(stored, str):
-            stored = getattr(torch, stored, None)
-        save_dtype = stored if isinstance(stored, torch.dtype) else torch.float32
+        save_dtype = _checkpoint_dtype(fetch_model(base, storage, cache_dir), revision)
     else:
-        save_dtype = {
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "float16": torch.float16,
-        }[dtype]
+        save_dtype = pick_dtype(dtype, "cpu")
     net = loaded.model.to(save_dtype)
     with tempfile.TemporaryDirectory(prefix="condlabel-merge-") as tmp:
         net.save_pretrained(tmp, safe_serialization=True)
@@ -242,3 +381,14 @@ def merge_model(
         upload_directory(tmp, output_uri, storage)
     log.info("merged %s + %s -> %s (%s)", base, adapter, output_uri, info["dtype"])
     return output_uri
+
+
+def _checkpoint_dtype(model_path: str, revision: str | None):
+    """The dtype a checkpoint was saved in (its config's), float32 when it does not say."""
+    import torch
+    from transformers import AutoConfig
+
+    stored = getattr(AutoConfig.from_pretrained(model_path, revision=revision), "dtype", None)
+    if isinstance(stored, str):
+        stored = getattr(torch, stored, None)
+    return stored if isinstance(stored, torch.dtype) else torch.float32

@@ -1,29 +1,19 @@
-"""Tiny models and tokenizers built offline (random weights, BPE trained on local text).
+"""Tiny GPT-2 and BERT classifiers built offline (random weights, BPE trained on local text),
+and the sentiment sentences and tagged tables the training and evaluation tests use.
 
-Fixtures are session-scoped: each model is a few MB and builds in about a second. conftest.py
-imports the fixtures so every test module can use them.
+The tokenizer trainer and the sample text are tests/tiny_models.py's. Fixtures are
+session-scoped: each model is a few MB and builds in about a second. conftest.py imports the
+fixtures so every test module can use them.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import pytest
+from tiny_models import help_topics, session_model, train_bpe
 
 EOS = "<|endoftext|>"
-
-
-def local_text(limit_chars: int = 400_000) -> list[str]:
-    """Text that ships with Python: the help topics (English prose with some code)."""
-    from pydoc_data.topics import topics
-
-    out, total = [], 0
-    for key in sorted(topics):
-        out.append(topics[key])
-        total += len(topics[key])
-        if total >= limit_chars:
-            break
-    return out
 
 
 def train_tokenizer(
@@ -33,22 +23,12 @@ def train_tokenizer(
     extra_text: list[str] | None = None,
 ):
     """Byte-level BPE with `<|endoftext|>` as bos/eos/unk (GPT-2 style); optional pad token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = [EOS] + ([pad] if pad else [])
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(local_text() + list(extra_text or []), trainer=trainer)
+    texts = help_topics(limit_chars=400_000) + list(extra_text or [])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(texts, vocab_size, specials),
         bos_token=EOS,
         eos_token=EOS,
         unk_token=EOS,
@@ -65,16 +45,11 @@ def build_tiny_gpt2(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Pat
     # The sentiment sentences of the training tests are in the tokenizer's corpus, so their
     # words are whole tokens (as a real tokenizer's would be for common words).
     tok = train_tokenizer(out_dir, vocab_size=vocab_size, extra_text=sentiment_sentences(3000))
-    torch.manual_seed(seed)
+    sizes = {"n_positions": 256, "n_embd": 64, "n_layer": 2, "n_head": 2}
     config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=256,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **sizes
     )
+    torch.manual_seed(seed)
     GPT2LMHeadModel(config).save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
@@ -86,7 +61,6 @@ def build_tiny_bert_classifier(
     from transformers import BertConfig, BertForSequenceClassification
 
     tok = train_tokenizer(out_dir, vocab_size=600, pad="<pad>")
-    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tok),
         hidden_size=32,
@@ -100,6 +74,7 @@ def build_tiny_bert_classifier(
         label2id={label: i for i, label in enumerate(labels)},
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
+    torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     # Random heads give logits near zero; scale them up so probabilities spread across (0, 1).
     with torch.no_grad():
@@ -108,26 +83,21 @@ def build_tiny_bert_classifier(
     return out_dir
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2_dir(tmp_path_factory) -> Path:
-    """A GPT-2-style causal LM (n_embd 64, 2 layers) with a BPE tokenizer, saved as safetensors."""
-    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
-
-
-@pytest.fixture(scope="session")
-def tiny_toxicity_dir(tmp_path_factory) -> Path:
-    """A Detoxify-style multi-label BERT classifier (random weights): toxic, insult, threat."""
-    return build_tiny_bert_classifier(
-        tmp_path_factory.mktemp("tiny-toxicity"), ["toxic", "insult", "threat"], multi_label=True
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny_sentiment_dir(tmp_path_factory) -> Path:
-    """A single-label (softmax) BERT classifier with labels negative/positive (random weights)."""
-    return build_tiny_bert_classifier(
-        tmp_path_factory.mktemp("tiny-sentiment"), ["negative", "positive"], multi_label=False
-    )
+tiny_gpt2_dir = session_model(
+    "tiny_gpt2_dir",
+    build_tiny_gpt2,
+    "A GPT-2-style causal LM (n_embd 64, 2 layers) with a BPE tokenizer, saved as safetensors.",
+)
+tiny_toxicity_dir = session_model(
+    "tiny_toxicity_dir",
+    partial(build_tiny_bert_classifier, labels=["toxic", "insult", "threat"], multi_label=True),
+    "A Detoxify-style multi-label BERT classifier (random weights): toxic, insult, threat.",
+)
+tiny_sentiment_dir = session_model(
+    "tiny_sentiment_dir",
+    partial(build_tiny_bert_classifier, labels=["negative", "positive"], multi_label=False),
+    "A single-label (softmax) BERT classifier with labels negative/positive (random weights).",
+)
 
 
 POSITIVE_WORDS = ["wonderful", "great", "lovely", "excellent", "delightful", "happy", "amazing"]

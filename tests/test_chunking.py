@@ -155,3 +155,64 @@ def test_chunking_settings_change_the_document_version():
     assert doc_version(text, ChunkConfig()) != doc_version(text, ChunkConfig(max_words=100))
     assert doc_version(text, ChunkConfig()) != doc_version(text, ChunkConfig(unit="sentence"))
     assert doc_version(text, ChunkConfig()) != doc_version(text + " ", ChunkConfig())
+
+
+def test_long_paragraphs_split_where_sentences_end_not_after_abbreviations():
+    sentence = "Dr. Smith met Mr. Jones in the U.S. on the 3.5 mile trail, e.g. near the river. "
+    text = sentence * 40  # one paragraph of 640 words
+    chunks = chunks_of(text, 50, min_words=10)
+    assert all(c.endswith("river.") for c in chunks), [c[-20:] for c in chunks]
+    assert words_of(chunks) == text.split()
+
+
+def test_an_overlong_word_is_cut_into_pieces_of_its_own():
+    # Issue 12, item 6: a 5 MB lowercase DNA "word" must not reach a labeler whole.
+    dna = "acgt" * 1_250_000
+    text = "The sample was sequenced.\n\n" + dna + " and then stored."
+    doc = Document("d", text, "s", 1)
+    chunks = chunk_document(doc, ChunkConfig(max_words=100, max_word_chars=10_000))
+    assert [c.text for c in chunks[:2]] == ["The sample was sequenced.", dna[:10_000]]
+    assert chunks[-1].text == "and then stored."
+    pieces = chunks[1:-1]
+    assert len(pieces) == 500 and all(len(c.text) == 10_000 and c.num_words == 1 for c in pieces)
+    assert "".join(c.text for c in pieces) == dna
+    assert all(text[c.start : c.start + len(c.text)] == c.text for c in chunks)
+
+
+@pytest.mark.parametrize("unit", ["window", "sentence"])
+def test_a_word_at_the_limit_is_whole_and_one_over_it_is_cut(unit):
+    at, over = "x" * 50, "y" * 51
+    cfg = ChunkConfig(unit=unit, max_words=100, max_word_chars=50, min_words=3)
+    texts = [
+        c.text
+        for c in chunk_document(Document("d", f"Keep {at} whole. Cut {over} here.", "s", 1), cfg)
+    ]
+    assert at in " ".join(texts)
+    assert "y" * 50 in texts and "y" in texts and over not in " ".join(texts)
+
+
+def test_the_word_limit_changes_only_the_version_of_a_text_it_cuts():
+    from condlabel.convert.chunking import doc_version
+
+    short, long = paragraphs(3, 50), paragraphs(1, 20) + " " + "z" * 200
+    for text, changes in [(short, False), (long, True)]:
+        before = doc_version(text, ChunkConfig())
+        assert (doc_version(text, ChunkConfig(max_word_chars=100)) != before) == changes
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 20])
+def test_long_words_are_found_and_cut_exactly(limit):
+    from condlabel.convert.chunking import _has_long_word
+
+    rng = random.Random(limit)
+    for _ in range(200):
+        words = ["w" * rng.randint(1, 2 * limit + 2) for _ in range(rng.randint(1, 8))]
+        text = "".join(w + rng.choice([" ", "\n\n", ". "]) for w in words)
+        longest = max(len(w) for w in text.split())
+        assert _has_long_word(text, limit) == (longest > limit), text
+        for unit in ("window", "sentence"):
+            cfg = ChunkConfig(unit=unit, max_words=5, max_word_chars=limit)
+            chunks = chunk_document(Document("d", text, "s", 1), cfg)
+            assert all(text[c.start : c.start + len(c.text)] == c.text for c in chunks)
+            assert all(len(w) <= limit for c in chunks for w in c.text.split())
+            assert "".join("".join(c.text.split()) for c in chunks) == "".join(text.split())

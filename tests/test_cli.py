@@ -1,5 +1,6 @@
-"""The command line itself: --version, -v, every command's --help, and the commands that read
-only the `storage:` section of a config (status, inspect) given a train or eval config."""
+"""The command line itself: --version, -v, every command's --help, the commands that read
+only the `storage:` section of a config (status, inspect) given a train or eval config, and the
+last line of a failure (the real cause and its exit code, also for errors raised in Ray)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import pytest
 import condlabel
 import condlabel.cli
 from condlabel.cli import COMMANDS, main
+from condlabel.config import ConfigError
+from condlabel.failures import exit_code, raised_exception_in, reason, strip_ansi
 from condlabel.ray_runtime import is_verbose
+from condlabel.storage import StorageError
 
 TRAIN_YAML = """\
 data:
@@ -105,3 +109,109 @@ def test_storage_only_commands_still_reject_unknown_keys(tmp_path, capsys):
     assert "storage.bucket_size: unknown key" in err
     assert "chunking.max_words: this command reads only the storage section" in err
     assert "2 problem(s)" in err.splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- the last line
+
+
+def _udf_raising(exc: Exception):
+    def udf(batch):
+        raise exc
+
+    return udf
+
+
+def _actor_raising(hint: str) -> type:
+    """A labeler-like actor whose construction fails, as a missing extra makes it fail (made
+    here so Ray ships the class by value: workers cannot import this test module)."""
+
+    class ActorRaising:
+        def __init__(self):
+            raise ImportError(f"the `vader` classifier needs vaderSentiment: {hint}")
+
+        def __call__(self, batch):  # pragma: no cover - never built
+            return batch
+
+    return ActorRaising
+
+
+VADER_HINT = "pip install 'condlabel[classify]'"
+
+
+def _fails_in_ray(monkeypatch, run) -> None:
+    """Make `convert` run `run` (a real Ray Data pipeline that fails) instead of a conversion."""
+    import condlabel.convert.pipeline
+
+    monkeypatch.setattr(condlabel.convert.pipeline, "run_conversion", lambda cfg, **kw: run())
+    monkeypatch.setattr(condlabel.cli, "preflight", lambda cfg: None)
+
+
+@pytest.mark.parametrize(
+    "build, code, expected",
+    [
+        (
+            lambda ray: ray.data.range(2).map_batches(
+                _udf_raising(StorageError("output s3://b/o: not writable (endpoint http://h:1)"))
+            ),
+            3,
+            "error: output s3://b/o: not writable (endpoint http://h:1)",
+        ),
+        (
+            lambda ray: ray.data.range(2).map_batches(
+                _udf_raising(ConfigError(["labeler.hf.model: no model.safetensors in /m"]))
+            ),
+            2,
+            "error: invalid configuration (1 problem(s)): labeler.hf.model: "
+            "no model.safetensors in /m",
+        ),
+        (
+            lambda ray: ray.data.range(2).map_batches(
+                _actor_raising(VADER_HINT),
+                compute=ray.data.ActorPoolStrategy(size=1),
+                num_cpus=0.5,
+            ),
+            2,
+            f"error: ImportError: the `vader` classifier needs vaderSentiment: {VADER_HINT}",
+        ),
+        (
+            lambda ray: ray.data.range(2).map_batches(_udf_raising(ValueError("bad chunk 7"))),
+            1,
+            "error: ValueError: bad chunk 7",
+        ),
+    ],
+    ids=["storage-in-task", "config-in-task", "extra-in-actor", "other"],
+)
+def test_errors_raised_in_ray_end_with_their_real_cause(
+    build, code, expected, ray_local, monkeypatch, tmp_path, capsys
+):
+    _fails_in_ray(monkeypatch, lambda: build(ray_local).materialize())
+    assert main(["convert", "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == code
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == expected
+    assert "\x1b[" not in last and "ray::" not in last and "RayTaskError" not in last
+
+
+RAY_TRACEBACK = (
+    "\x1b[36mray::ReadRange->MapBatches(f)()\x1b[39m (pid=1, ip=192.0.2.2)\n"
+    "FileNotFoundError: [Errno 2] No such file: 'a.jsonl'\n"
+    "\nThe above exception was the direct cause of the following exception:\n\n"
+    '  File "/x/condlabel/convert/stages.py", line 12, in f\n'
+    '    raise StorageError("input s3://b/a.jsonl: cannot be read")\n'
+    "condlabel.storage.StorageError: input s3://b/a.jsonl: cannot be read\n"
+    "\nThe above exception was the direct cause of the following exception:\n\n"
+    "\x1b[36mray::ReadRange->MapBatches(f)()\x1b[39m (pid=1, ip=192.0.2.2)\n"
+    "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+)
+
+
+def test_the_exception_a_task_raised_is_found_in_its_traceback_text():
+    found = raised_exception_in(strip_ansi(RAY_TRACEBACK))
+    assert found is not None and found.name == "condlabel.storage.StorageError"  # not its cause
+    assert exit_code(found) == 3
+    assert reason(found) == "error: input s3://b/a.jsonl: cannot be read"
+    assert raised_exception_in("Warning: no exception here\n  File x\n") is None
+
+
+def test_the_last_line_never_carries_url_credentials():
+    exc = RuntimeError("could not connect to http://ak:sk@127.0.0.1:9/bucket")
+    assert reason(exc) == "error: RuntimeError: could not connect to http://127.0.0.1:9/bucket"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from conftest import _wait_for_port, free_port  # noqa: E402
+from labeler_checks import (  # noqa: E402
+    assert_fingerprint_sees,
+    assert_rows_match,
+    assert_same_label,
+    label_on_s3,
+    teacher_forced_logprob,
+    upload_dir,
+)
 from tiny_models import sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
@@ -59,10 +66,7 @@ def _labeler(model, adapter=None, **options) -> HFLabeler:
 
 
 def _same(a, b) -> None:
-    assert a.raw_output == b.raw_output
-    assert a.extra["generated_ids"] == b.extra["generated_ids"]
-    assert a.num_generated_tokens == b.num_generated_tokens
-    assert a.logprob == pytest.approx(b.logprob, rel=TOL, abs=TOL)
+    assert_same_label(a, b, TOL, rel=TOL)
 
 
 # --------------------------------------------------------------------------- config only
@@ -75,10 +79,7 @@ def test_fingerprint_is_computed_from_config_without_loading():
     fp = labeler_fingerprint(base)
     assert fp.startswith("hf:flan-ul2+condlabeler-alpha:")
 
-    def with_(**changes):
-        return fingerprint(base.hf.model_copy(update=changes))
-
-    for change in (
+    changes = [
         {"revision": "abc"},
         {"adapter": None},
         {"temperature": 0.7},
@@ -88,18 +89,17 @@ def test_fingerprint_is_computed_from_config_without_loading():
         {"seed": 1},
         {"dtype": "float32"},
         {"max_input_tokens": 1024},
-    ):
-        assert with_(**change) != fp, change
+    ]
     # How fast, not what: batch sizes, device, cache and merging leave outputs unchanged.
-    for change in (
+    ignored = [
         {"max_batch_size": 2},
         {"max_batch_tokens": 100},
         {"device": "cpu"},
         {"cache_dir": "/x"},
         {"merge_adapter": False},
         {"max_encoder_padding": 0.5},
-    ):
-        assert with_(**change) == fp, change
+    ]
+    assert_fingerprint_sees(fingerprint, base.hf, changes, ignored)
     greedy = base.hf.model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"seed": 5, "top_k": 9}))
 
@@ -311,20 +311,10 @@ def test_score_equals_a_teacher_forced_forward_pass(model_pair, texts, do_sample
     batch = texts[:5]
     results = labeler.label(batch)
     model = labeler.model
+    start = model.generation_config.decoder_start_token_id if labeler.seq2seq else None
     for (ids, _), result in zip(labeler.encode(batch), results, strict=True):
         generated = result.extra["generated_ids"]
-        with torch.no_grad():
-            if labeler.seq2seq:
-                start = model.generation_config.decoder_start_token_id
-                logits = model(
-                    input_ids=torch.tensor([ids]),
-                    decoder_input_ids=torch.tensor([[start, *generated]]),
-                ).logits[0, :-1]
-            else:
-                logits = model(input_ids=torch.tensor([ids + generated])).logits[0]
-                logits = logits[len(ids) - 1 : -1]
-        logprobs = torch.log_softmax(logits.double(), -1)
-        expected = logprobs.gather(1, torch.tensor(generated)[:, None]).sum().item()
+        expected = teacher_forced_logprob(model, ids, generated, start)
         assert len(generated) == result.num_generated_tokens
         assert result.logprob == pytest.approx(expected, abs=TOL)
         assert result.mean_logprob == pytest.approx(expected / len(generated), abs=TOL)
@@ -379,11 +369,6 @@ def test_long_inputs_are_truncated_and_flagged(tiny_t5, tiny_llama):
 # --------------------------------------------------------------------------- object storage
 
 
-def _upload(fs, local: Path, prefix: str) -> None:
-    for path in sorted(local.iterdir()):
-        fs.put_file(str(path), f"{prefix}/{path.name}")
-
-
 @pytest.fixture()
 def logged_s3(tmp_path):
     """A separate S3 server process whose request log we read (to count downloads)."""
@@ -416,18 +401,16 @@ def test_s3_model_is_downloaded_once_by_concurrent_processes(
     endpoint, fs, log_path = logged_s3
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
-    _upload(fs, tiny_t5, "models/t5")
-    _upload(fs, tiny_t5_adapter, "models/t5-lora")
+    upload_dir(fs, tiny_t5, "models/t5")
+    upload_dir(fs, tiny_t5_adapter, "models/t5-lora")
     from condlabel.config import StorageConfig
-    from condlabel.models import resolve_source
+    from condlabel.models import fetch_model
 
     cache, n = tmp_path / "cache", 3
     storage = StorageConfig(endpoint_url=endpoint)
     # Fresh processes (as Ray actors are) that import only condlabel.models, not this module.
     with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        paths = list(
-            pool.map(resolve_source, ["s3://models/t5"] * n, [storage] * n, [str(cache)] * n)
-        )
+        paths = list(pool.map(fetch_model, ["s3://models/t5"] * n, [storage] * n, [str(cache)] * n))
     assert len(set(paths)) == 1
     weights = [
         line
@@ -474,20 +457,14 @@ def test_merge_command_round_trip_through_s3(
 def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
     ray_local, s3_bucket, s3fs_client, tiny_t5, tiny_t5_adapter, tmp_path
 ):
-    import pyarrow.dataset as pads
-    import pyarrow.fs as pafs
-
-    from condlabel.config import load_convert_config
-    from condlabel.convert.pipeline import run_conversion
-
-    _upload(s3fs_client, tiny_t5, f"{s3_bucket}/models/t5")
-    _upload(s3fs_client, tiny_t5_adapter, f"{s3_bucket}/models/t5-lora")
+    models = {"models/t5": tiny_t5, "models/t5-lora": tiny_t5_adapter}
     docs = sample_texts(10, min_words=30, max_words=220, seed=21)
-    lines = "".join(json.dumps({"id": f"doc-{i}", "text": t}) + "\n" for i, t in enumerate(docs))
-    s3fs_client.pipe(f"{s3_bucket}/in/part-0.jsonl", lines.encode())
-
-    cfg = load_convert_config(
-        overrides=[
+    cfg, summary, table = label_on_s3(
+        s3fs_client,
+        s3_bucket,
+        models,
+        docs,
+        [
             "labeler.backend=hf",
             f"labeler.hf.model=s3://{s3_bucket}/models/t5",
             f"labeler.hf.adapter=s3://{s3_bucket}/models/t5-lora",
@@ -499,30 +476,11 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
             "compute.actors=1",
             "compute.batch_size=8",
         ],
-        inputs=[f"s3://{s3_bucket}/in/"],
-        output=f"s3://{s3_bucket}/out",
     )
-    summary = run_conversion(cfg)
-    assert summary.rows_written == summary.chunks > len(docs)
     assert summary.padding_ratio is not None and summary.padding_ratio >= 1.0
-
-    s3 = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
-    table = pads.dataset(
-        f"{s3_bucket}/out", filesystem=s3, format="parquet", exclude_invalid_files=True
-    ).to_table()
-    assert table.num_rows == summary.rows_written
-    assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
-    logprobs = table.column("logprob").to_pylist()
-    assert all(lp is not None and lp <= 0 for lp in logprobs)
     assert all(n >= 1 for n in table.column("num_generated_tokens").to_pylist())
-    assert all(n > 0 for n in table.column("input_tokens").to_pylist())
-
     # The actor's labels are the labels of the same labeler run here, chunk by chunk.
-    rows = table.select(["text", "logprob", "raw_output"]).to_pylist()[:4]
-    local = build_labeler(cfg.labeler).label([r["text"] for r in rows])
-    for row, result in zip(rows, local, strict=True):
-        assert row["raw_output"] == result.raw_output
-        assert row["logprob"] == pytest.approx(result.logprob, abs=TOL)
+    assert_rows_match(table, build_labeler(cfg.labeler), TOL)
 
 
 def test_fingerprint_needs_neither_torch_nor_transformers():

@@ -10,7 +10,6 @@ deselects.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 
@@ -42,6 +41,7 @@ except Exception as exc:  # a broken install skips like a missing one
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import labeler_checks as checks  # noqa: E402
 from tiny_models import sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig, LabelerConfig, VLLMLabelerConfig  # noqa: E402
@@ -78,13 +78,8 @@ def _reconfigured(labeler: VLLMLabeler, **changes) -> VLLMLabeler:
     return clone
 
 
-def _same(a, b, tol: float = TOL) -> None:
-    assert a.raw_output == b.raw_output
-    assert a.extra["generated_ids"] == b.extra["generated_ids"]
-    assert a.num_generated_tokens == b.num_generated_tokens
-    assert (a.synopsis, a.tags, a.parse_ok) == (b.synopsis, b.tags, b.parse_ok)
-    assert a.logprob == pytest.approx(b.logprob, abs=tol)
-    assert a.mean_logprob == pytest.approx(b.mean_logprob, abs=tol)
+def _same(a, b) -> None:
+    checks.assert_same_label(a, b, TOL)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +139,7 @@ def test_fingerprint_from_config_alone_and_what_changes_it():
     fp = labeler_fingerprint(base)
     assert fp.startswith("vllm:llama-labeler:")
 
-    def with_(**changes):
-        return fingerprint(base.vllm.model_copy(update=changes))
-
-    for change in (
+    changes = [
         {"adapter": "lora"},
         {"temperature": 0.7},
         {"max_new_tokens": 60},
@@ -156,16 +148,15 @@ def test_fingerprint_from_config_alone_and_what_changes_it():
         {"dtype": "bfloat16"},
         {"max_model_len": 1024},
         {"revision": "abc"},
-    ):
-        assert with_(**change) != fp, change
-    for change in (
+    ]
+    ignored = [
         {"tensor_parallel_size": 4},
         {"gpu_memory_utilization": 0.5},
         {"max_num_seqs": 8},
         {"cache_dir": "/tmp/x"},
         {"enforce_eager": True},
-    ):
-        assert with_(**change) == fp, change
+    ]
+    checks.assert_fingerprint_sees(fingerprint, base.vllm, changes, ignored)
     # Greedy decoding ignores the sampling parameters.
     greedy = base.vllm.model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"temperature": 0.9}))
@@ -214,10 +205,7 @@ def test_score_is_the_raw_logprob_of_a_teacher_forced_pass_when_sampling(
     model = _hf(tiny_llama, tiny_llama_adapter, do_sample=False).model
     for (ids, _), result in zip(sampled.encode(texts[:5]), results, strict=True):
         generated = result.extra["generated_ids"]
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids + generated])).logits[0]
-        logprobs = torch.log_softmax(logits[len(ids) - 1 : -1].double(), -1)
-        expected = logprobs.gather(1, torch.tensor(generated)[:, None]).sum().item()
+        expected = checks.teacher_forced_logprob(model, ids, generated)
         assert result.logprob == pytest.approx(expected, abs=TOL)
         assert result.num_generated_tokens == len(generated)
         assert result.logprob <= 0 and math.isfinite(result.logprob)
@@ -280,21 +268,14 @@ def test_long_inputs_are_truncated_and_flagged_like_hf(
 def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
     ray_local, s3_bucket, s3fs_client, tiny_llama, tiny_llama_adapter, lora_labeler, tmp_path
 ):
-    import pyarrow.dataset as pads
-    import pyarrow.fs as pafs
-
-    from condlabel.config import load_convert_config
-    from condlabel.convert.pipeline import run_conversion
-
-    for local, prefix in ((tiny_llama, "models/llama"), (tiny_llama_adapter, "models/llama-lora")):
-        for path in sorted(local.iterdir()):
-            s3fs_client.put_file(str(path), f"{s3_bucket}/{prefix}/{path.name}")
+    models = {"models/llama": tiny_llama, "models/llama-lora": tiny_llama_adapter}
     docs = sample_texts(6, min_words=30, max_words=150, seed=21)
-    lines = "".join(json.dumps({"id": f"doc-{i}", "text": t}) + "\n" for i, t in enumerate(docs))
-    s3fs_client.pipe(f"{s3_bucket}/in/part-0.jsonl", lines.encode())
-
-    cfg = load_convert_config(
-        overrides=[
+    cfg, summary, table = checks.label_on_s3(
+        s3fs_client,
+        s3_bucket,
+        models,
+        docs,
+        [
             "labeler.backend=vllm",
             f"labeler.vllm.model=s3://{s3_bucket}/models/llama",
             f"labeler.vllm.adapter=s3://{s3_bucket}/models/llama-lora",
@@ -306,28 +287,10 @@ def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
             "compute.actors=1",
             "compute.batch_size=16",
         ],
-        inputs=[f"s3://{s3_bucket}/in/"],
-        output=f"s3://{s3_bucket}/out",
     )
     assert cfg.labeler.vllm.do_sample  # the default: sampled, reproducible per chunk
-    summary = run_conversion(cfg)
-    assert summary.rows_written == summary.chunks > len(docs)
     assert summary.padding_ratio == 1.0  # continuous batching: no padded positions
-
-    s3 = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
-    table = pads.dataset(
-        f"{s3_bucket}/out", filesystem=s3, format="parquet", exclude_invalid_files=True
-    ).to_table()
-    assert table.num_rows == summary.rows_written
-    assert set(table.column("labeler").to_pylist()) == {labeler_fingerprint(cfg.labeler)}
-    assert all(lp is not None and lp <= 0 for lp in table.column("logprob").to_pylist())
     assert all(1 <= n <= NEW_TOKENS for n in table.column("num_generated_tokens").to_pylist())
-    assert all(n > 0 for n in table.column("input_tokens").to_pylist())
-
     # The actor's samples are the samples of the same config run here (per-chunk seeds), from
     # the local copies of the same weights.
-    rows = table.select(["text", "logprob", "raw_output"]).to_pylist()[:4]
-    here = _reconfigured(lora_labeler, do_sample=True)
-    for row, result in zip(rows, here.label([r["text"] for r in rows]), strict=True):
-        assert row["raw_output"] == result.raw_output
-        assert row["logprob"] == pytest.approx(result.logprob, abs=TOL)
+    checks.assert_rows_match(table, _reconfigured(lora_labeler, do_sample=True), TOL)

@@ -1,24 +1,28 @@
 """Tiny generative models built from configs with random weights, for tests and benchmarks.
 
 No model hub: the builders are plain functions that take an output directory, so benchmarks can
-import them (`sys.path.insert(0, "tests")`); the session fixtures at the bottom build each model
-once per test session. Everything is saved as safetensors and loaded back through the real
+import them (`sys.path.insert(0, "tests")`); `session_model` fixtures at the bottom build each
+model once per test session. Everything is saved as safetensors and loaded back through the real
 loading code.
 
-- `build_tokenizer`: byte-level BPE trained on Python's own help topics (`pydoc_data.topics`).
+- `help_topics`, `sample_texts`: text that ships with Python (`pydoc_data.topics`), the one
+  source of sample text for tests and benchmarks.
+- `train_bpe`, `build_tokenizer`: byte-level BPE trained on that text (the one trainer;
+  tests/lm_fixtures.py uses it too).
 - `build_tiny_t5`: a T5 (d_model 64, 2+2 layers) with T5's special ids (pad 0, eos 1, unk 2).
 - `build_tiny_llama`: a Llama (hidden 128, 2 layers), left padding.
 - `build_lora_adapter`: a peft LoRA adapter with `init_lora_weights=False`, so it really changes
   the outputs.
 
 Random models never pick EOS under greedy decoding. With `eos_likely=True` the EOS row of the
-output layer is copied from a token that greedy decoding emits at varied steps, so some
-sequences stop early and others late (what batch-invariance tests need).
+output layer is set so that EOS wins at about a third of the steps greedy decoding visits, so
+some sequences stop early and others late (what batch-invariance tests need).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +31,25 @@ T5_SPECIALS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in every T5 checkpoin
 CAUSAL_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
+def help_topics(limit_chars: int | None = None) -> list[str]:
+    """Text that ships with Python: its help topics (English prose with some code), in a fixed
+    order; with `limit_chars`, the first topics up to and including the one that reaches it."""
+    from pydoc_data.topics import topics
+
+    out, total = [], 0
+    for key in sorted(topics):
+        out.append(topics[key])
+        total += len(topics[key])
+        if limit_chars is not None and total >= limit_chars:
+            break
+    return out
+
+
 def sample_texts(
     n: int = 64, min_words: int = 20, max_words: int = 400, seed: int = 0
 ) -> list[str]:
     """`n` texts of varied length cut from Python's help topics (deterministic for a seed)."""
-    from pydoc_data.topics import topics
-
-    words = " ".join(topics[k] for k in sorted(topics)).split()
+    words = " ".join(help_topics()).split()
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -43,15 +59,11 @@ def sample_texts(
     return out
 
 
-def build_tokenizer(out_dir: str | Path, kind: str = "t5", vocab_size: int = 2000) -> Path:
-    """Train a byte-level BPE on local text; save it as a `PreTrainedTokenizerFast`."""
-    from pydoc_data.topics import topics
+def train_bpe(texts: list[str], vocab_size: int, specials: list[str], unk_token: str | None = None):
+    """A byte-level BPE (`tokenizers.Tokenizer`) trained on `texts`, specials first in its vocab."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = T5_SPECIALS if kind == "t5" else CAUSAL_SPECIALS
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok = Tokenizer(models.BPE(unk_token=unk_token))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -60,32 +72,28 @@ def build_tokenizer(out_dir: str | Path, kind: str = "t5", vocab_size: int = 200
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([topics[k] for k in sorted(topics)], trainer)
-    if kind == "t5":
-        # T5 appends </s> to every input; generation starts from <pad> (the decoder start).
-        tok.post_processor = processors.TemplateProcessing(
-            single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
-        )
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            pad_token="<pad>",
-            eos_token="</s>",
-            unk_token="<unk>",
-            model_max_length=512,
-        )
-    else:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-        )
-        fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok,
-            bos_token="<s>",
-            eos_token="</s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            model_max_length=512,
-            padding_side="left",
-        )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(out_dir: str | Path, kind: str = "t5", vocab_size: int = 2000) -> Path:
+    """Train a byte-level BPE on local text; save it as a `PreTrainedTokenizerFast`."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    t5 = kind == "t5"
+    specials = T5_SPECIALS if t5 else CAUSAL_SPECIALS
+    tok = train_bpe(help_topics(), vocab_size, specials, unk_token="<unk>")
+    # T5 appends </s> to every input (generation starts from <pad>, the decoder start); a
+    # causal LM's input starts with <s>, and its prompts pad on the left.
+    marker = "</s>" if t5 else "<s>"
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>" if t5 else "<s> $A", special_tokens=[(marker, tok.token_to_id(marker))]
+    )
+    roles = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    if not t5:
+        roles |= {"bos_token": "<s>", "padding_side": "left"}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=512, **roles)
     out = Path(out_dir)
     fast.save_pretrained(out)
     return out
@@ -131,6 +139,38 @@ def _save(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
+# The tiny architectures (a few MB each, seconds to build), as tables.
+# fmt: off
+T5_CONFIG = {
+    "d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2,
+    "num_heads": 4, "relative_attention_num_buckets": 16, "relative_attention_max_distance": 64,
+    "dropout_rate": 0.0, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+    "initializer_factor": 5.0,  # the default init makes a random T5 repeat <pad> forever
+    "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+}
+LLAMA_CONFIG = {
+    "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+    "tie_word_embeddings": False, "initializer_range": 0.1,
+}
+# fmt: on
+
+
+def _build_generative(out_dir, kind: str, tokenizer_vocab: int, seed: int, eos_likely: bool, make):
+    """Tokenizer, then `make(tokenizer)` under `seed`, optionally EOS made likely; saved."""
+    import torch
+    from transformers import AutoTokenizer
+
+    out = Path(out_dir)
+    build_tokenizer(out, kind, tokenizer_vocab)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    torch.manual_seed(seed)
+    model = make(tokenizer).eval()
+    if eos_likely:
+        _make_eos_likely(model, tokenizer, sample_texts(16, max_words=150, seed=seed + 1))
+    return _save(model, tokenizer, out)
+
+
 def build_tiny_t5(
     out_dir: str | Path,
     vocab_size: int | None = None,
@@ -141,67 +181,30 @@ def build_tiny_t5(
     """A ~0.4M-parameter T5 and its tokenizer. `vocab_size` may exceed the tokenizer's (as
     flan-ul2's 32128 output rows do), which widens every generation step's distribution."""
     import torch
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+    from transformers import T5Config, T5ForConditionalGeneration
 
-    out = Path(out_dir)
-    build_tokenizer(out, "t5", tokenizer_vocab)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=vocab_size or len(tokenizer),
-        d_model=64,
-        d_kv=16,
-        d_ff=128,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=16,
-        relative_attention_max_distance=64,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        initializer_factor=5.0,  # the default init makes a random T5 repeat <pad> forever
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    model = T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(model.lm_head.weight, std=0.5)
-    if eos_likely:
-        _make_eos_likely(model, tokenizer, sample_texts(16, max_words=150, seed=seed + 1))
-    return _save(model, tokenizer, out)
+    def make(tokenizer):
+        config = T5Config(vocab_size=vocab_size or len(tokenizer), **T5_CONFIG)
+        model = T5ForConditionalGeneration(config)
+        with torch.no_grad():
+            torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+        return model
+
+    return _build_generative(out_dir, "t5", tokenizer_vocab, seed, eos_likely, make)
 
 
 def build_tiny_llama(
     out_dir: str | Path, eos_likely: bool = True, seed: int = 0, tokenizer_vocab: int = 2000
 ) -> Path:
     """A Llama with hidden size 128, 2 layers and 512 positions, and its tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = Path(out_dir)
-    build_tokenizer(out, "causal", tokenizer_vocab)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    if eos_likely:
-        _make_eos_likely(model, tokenizer, sample_texts(16, max_words=150, seed=seed + 1))
-    return _save(model, tokenizer, out)
+    def make(tokenizer):
+        special = ("bos_token_id", "eos_token_id", "pad_token_id")
+        ids = {name: getattr(tokenizer, name) for name in special}
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **ids, **LLAMA_CONFIG))
+
+    return _build_generative(out_dir, "causal", tokenizer_vocab, seed, eos_likely, make)
 
 
 def build_lora_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1) -> Path:
@@ -236,25 +239,32 @@ def build_lora_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1)
 # --------------------------------------------------------------------------- session fixtures
 
 
-@pytest.fixture(scope="session")
-def tiny_t5(tmp_path_factory) -> Path:
-    """Tiny T5 (seq2seq) model directory with its tokenizer; EOS is likely."""
-    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+def session_model(name: str, build: Callable[..., Path], doc: str, base: str | None = None):
+    """A session fixture `name` that builds a model directory once per test session with
+    `build(out_dir)`, or `build(<the fixture base>, out_dir)` for what is built on a base."""
+
+    def fixture(request, tmp_path_factory) -> Path:
+        out = tmp_path_factory.mktemp(name.replace("_", "-"))
+        return build(request.getfixturevalue(base), out) if base else build(out)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(scope="session", name=name)(fixture)
 
 
-@pytest.fixture(scope="session")
-def tiny_t5_adapter(tiny_t5, tmp_path_factory) -> Path:
-    """LoRA adapter directory for `tiny_t5`."""
-    return build_lora_adapter(tiny_t5, tmp_path_factory.mktemp("tiny-t5-lora"))
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    """Tiny Llama (causal) model directory with its tokenizer; EOS is likely."""
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_adapter(tiny_llama, tmp_path_factory) -> Path:
-    """LoRA adapter directory for `tiny_llama`."""
-    return build_lora_adapter(tiny_llama, tmp_path_factory.mktemp("tiny-llama-lora"))
+tiny_t5 = session_model(
+    "tiny_t5", build_tiny_t5, "Tiny T5 (seq2seq) model directory with its tokenizer; EOS is likely."
+)
+tiny_t5_adapter = session_model(
+    "tiny_t5_adapter", build_lora_adapter, "LoRA adapter directory for `tiny_t5`.", "tiny_t5"
+)
+tiny_llama = session_model(
+    "tiny_llama",
+    build_tiny_llama,
+    "Tiny Llama (causal) model directory with its tokenizer; EOS is likely.",
+)
+tiny_llama_adapter = session_model(
+    "tiny_llama_adapter",
+    build_lora_adapter,
+    "LoRA adapter directory for `tiny_llama`.",
+    "tiny_llama",
+)

@@ -1,27 +1,35 @@
 """What every config kind shares: the strict base model, `ConfigError`, storage and prefix
-settings, the Ray connection and generation field groups, template checks and secret redaction."""
+settings, the Ray connection and generation field groups, template checks and the redacted dump
+(which values are secret: `secrets.py`)."""
 
 from __future__ import annotations
 
 import string
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from condlabel.config.secrets import redact, secret_paths, strip_userinfo
+
 PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
 DEFAULT_PREFIX_TEMPLATE = "{control_tokens}Synopsis: {synopsis} Tags: [{tags}]\n"
-REDACTED = "**redacted**"
 
 
 class ConfigError(ValueError):
     """A configuration problem; `problems` lists every one, each as "key: message"."""
 
     def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
+        # A value quoted in a problem may be a URL with credentials: never print those.
+        self.problems = [strip_userinfo(problem) for problem in problems]
         self.source = source
         where = f" in {source}" if source else ""
-        lines = "\n".join(f"  - {p}" for p in problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(problems)} configuration problem(s){where}:\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its problems (not its message) when it crosses a process, e.g. from a
+        # Ray task to the driver.
+        return type(self), (self.problems, self.source)
 
 
 class StrictModel(BaseModel):
@@ -61,32 +69,30 @@ class StorageConfig(StrictModel):
     anon: bool = False
     """Access public buckets without credentials."""
     access_key_id: SecretStr | None = None
-    """Prefer the AWS chain (env, profile, instance role). Never logged or written to manifests."""
+    """Prefer the AWS chain (env, profile, instance role). Set with `secret_access_key`: the two
+    are used as a pair, never completed from the environment. Never logged or written to
+    manifests."""
     secret_access_key: SecretStr | None = None
-    """Prefer the AWS chain. Never logged or written to manifests."""
+    """Prefer the AWS chain. Set with `access_key_id`. Never logged or written to manifests."""
     retries: int = Field(10, ge=0)
-    """Retries of transient S3 errors (botocore's adaptive retry mode)."""
-
-
-# Read from the model so that a secret field added to StorageConfig is redacted too.
-SECRET_STORAGE_KEYS = tuple(
-    name
-    for name, field in StorageConfig.model_fields.items()
-    if SecretStr in get_args(field.annotation)
-)
+    """Retries of a failed S3 request (throttling, 5xx; botocore's adaptive retry mode, with
+    exponential backoff up to 20 s between attempts)."""
+    connect_retries: int = Field(3, ge=0)
+    """Retries of a request whose endpoint cannot be reached (connection refused, connect
+    timeout); then the command fails with exit 3, naming the endpoint and how long it tried."""
+    connect_timeout_s: float = Field(5.0, gt=0)
+    """Seconds to wait for a connection to the S3 endpoint."""
+    read_timeout_s: float = Field(60.0, gt=0)
+    """Seconds to wait for an S3 response once connected."""
 
 
 class RunConfig(StrictModel):
     """A command's whole configuration; it holds a `storage` section."""
 
     def redacted(self) -> dict[str, Any]:
-        """The config as plain data with every secret replaced; safe for logs and manifests."""
-        data = self.model_dump(mode="json")
-        storage = data.get("storage") or {}
-        for key in SECRET_STORAGE_KEYS:
-            if storage.get(key) is not None:
-                storage[key] = REDACTED
-        return data
+        """The config as plain data with every secret replaced and credentials removed from
+        every URL (e.g. `storage.endpoint_url`); safe for logs and manifests."""
+        return redact(self.model_dump(mode="json"), secret_paths(type(self)))
 
 
 class FormatConfig(StrictModel):

@@ -24,7 +24,9 @@ class InputConfig(StrictModel):
     text_field: str = "text"
     """Field (JSON key or parquet column) holding the document text."""
     id_field: str = "id"
-    """Field holding the document id; documents without one get a stable id from source + position."""
+    """Field holding the document id. A document without one gets `auto-` + a hash of its text,
+    so moving, renaming or recompressing a file keeps its ids; a second id-less copy of the same
+    text in one file is labeled once and rejected as `duplicate_text`."""
     format: Literal["auto", "jsonl", "parquet"] = "auto"
     """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet)."""
     docs_per_batch: int = Field(256, ge=1)
@@ -42,6 +44,11 @@ class ChunkConfig(StrictModel):
     """Window unit: smallest trailing chunk before it is merged or rebalanced (default
     max_words // 4). Sentence unit: sentences with fewer words are dropped and counted
     (default 1: keep all)."""
+    max_word_chars: int = Field(10_000, ge=1)
+    """Longest run of non-space characters (a DNA sequence, base64, minified code) that reaches
+    a labeler whole: a longer one is cut into pieces of this many characters, each a chunk of
+    its own that counts as one word. Bounds what one chunk costs: some labelers are quadratic in
+    word length. Documents without such a run are chunked (and hashed) as before."""
 
     @property
     def effective_min_words(self) -> int:
@@ -58,8 +65,9 @@ class OutputConfig(StrictModel):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     """Parquet compression codec."""
     lease_ttl_s: float = Field(300.0, ge=1)
-    """Seconds a run's writer lease lives without renewal; a killed run's lease is taken over
-    after this long (renewed every ttl/4 while the run lives)."""
+    """Seconds a run's writer lease lives without renewal (renewed every ttl/4 while the run
+    lives). A killed run's lease is taken over at once when it ran on the same machine (its pid
+    is gone), else after this long; a run paused past it stops writing (exit 4)."""
     allow_mixed_labelers: bool = False
     """Allow adding rows from a labeler whose fingerprint differs from the one(s) already in the
     output prefix (same as --allow-mixed)."""
@@ -79,6 +87,14 @@ class ComputeConfig(RayConnection):
     """Chunks per labeler call."""
     num_cpus_per_reader: float = Field(0.5, gt=0)
     """CPUs reserved by each read+chunk task (fractional so readers are never starved)."""
+    bytes_per_read_task: int = Field(64 * 2**20, ge=1)
+    """Input bytes one read task reads: consecutive small files are grouped up to this size (a
+    larger file is a task of its own), so many small files do not cost a Ray task each. A small
+    input is still spread over at least 8 tasks; each file keeps its own stats and rejects."""
+    max_labeler_error_share: float = Field(0.5, ge=0, le=1)
+    """A chunk whose labeling raises is retried alone, then kept in `_rejects/` as
+    `labeler_error` and the run goes on; the run fails (exit 1) when more than this share of
+    the chunks it labeled failed so."""
     progress_interval_s: float = Field(15.0, gt=0)
     """Seconds between driver-side progress lines."""
 

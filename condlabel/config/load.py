@@ -1,5 +1,8 @@
 """Loading configs: a YAML file plus `--set key=value` overrides -> a validated model, every
-problem reported at once (`ConfigError`); `keys_help` turns a model into `--help` text."""
+problem reported at once (`ConfigError`); `keys_help` turns a model into `--help` text.
+
+Secret fields (`secrets.py`) keep the text given in the file or after `--set key=`, and an
+error message never shows their value, nor a value holding a URL with credentials."""
 
 from __future__ import annotations
 
@@ -13,7 +16,18 @@ from pydantic import BaseModel, Field, ValidationError
 from condlabel.config.common import ConfigError, StorageConfig, StrictModel
 from condlabel.config.convert import ConvertConfig
 from condlabel.config.eval import EvalConfig
+from condlabel.config.secrets import (
+    SecretPath,
+    has_userinfo,
+    is_secret,
+    load_yaml,
+    secret_paths,
+    touches_secret,
+)
 from condlabel.config.train import TrainConfig
+
+Secrets = frozenset[SecretPath]
+NO_SECRETS: Secrets = frozenset()
 
 # Config kinds by command; `condlabel config --kind K` validates and prints any of them, and one
 # test validates every shipped YAML through it.
@@ -24,39 +38,53 @@ CONFIG_MODELS: dict[str, type[StrictModel]] = {
 }
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(exc: ValidationError, secrets: Secrets) -> list[str]:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key")
         else:
-            got = err.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            problems.append(f"{key}: {err['msg']}{shown}")
+            problems.append(f"{key}: {err['msg']}{_shown_input(err, secrets)}")
     return problems
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b=c` -> (["a", "b"], value parsed as YAML, so `3`, `true`, `[x, y]` get their types)."""
+def _shown_input(err: Any, secrets: Secrets) -> str:
+    """` (got VALUE)` for an error message, or nothing when the value may carry a secret."""
+    got = err.get("input")
+    if isinstance(got, dict) or touches_secret(secrets, tuple(err["loc"])):
+        return ""
+    if has_userinfo(repr(got)):
+        return " (got a URL with credentials, not shown)"
+    return f" (got {got!r})"
+
+
+def parse_override(item: str, secrets: Secrets = NO_SECRETS) -> tuple[list[str], Any]:
+    """`a.b=c` -> (["a", "b"], value parsed as YAML, so `3`, `true`, `[x, y]` get their types);
+    a secret key (one of `secrets`) keeps the text after `=` as it is."""
     if "=" not in item:
         raise ConfigError([f"{item}: an override must look like key.sub=value"])
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError([f"{item}: empty key in override"])
+        raise ConfigError([f"{key or '<empty>'}=...: empty key in override"])
+    path = key.split(".")
+    if is_secret(secrets, tuple(path)):
+        return path, raw
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw, secrets, tuple(path)) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.split("."), value
+    return path, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], secrets: Secrets = NO_SECRETS
+) -> dict[str, Any]:
     problems = []
     for item in overrides:
         try:
-            path, value = parse_override(item)
+            path, value = parse_override(item, secrets)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
@@ -76,26 +104,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_mapping(path: str | Path | None) -> dict[str, Any]:
+def load_mapping(path: str | Path | None, secrets: Secrets = NO_SECRETS) -> dict[str, Any]:
     if path is None:
         return {}
     p = Path(path)
     if not p.is_file():
         raise ConfigError([f"--config: no such file: {p}"])
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text(), secrets) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], source=str(p)) from exc
+        raise ConfigError([f"not valid YAML: {_yaml_problem(exc)}"], source=str(p)) from None
     if not isinstance(data, dict):
         raise ConfigError([f"<root>: expected a mapping, got {type(data).__name__}"], source=str(p))
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's snippet of the line (it may hold a secret)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    mark = exc.problem_mark or exc.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{exc.problem or exc.context or 'syntax error'}{where}"
 
 
 def build_config(model: type[StrictModel], data: dict[str, Any], source: str | None = None) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc), source=source) from None
+        raise ConfigError(_format_errors(exc, secret_paths(model)), source=source) from None
 
 
 def load_convert_config(
@@ -105,8 +142,8 @@ def load_convert_config(
     output: str | None = None,
 ) -> ConvertConfig:
     """YAML file (optional) + `--set` overrides + `--input/--output` flags -> validated config."""
-    data = load_mapping(path)
-    data = apply_overrides(data, list(overrides or []))
+    secrets = secret_paths(ConvertConfig)
+    data = apply_overrides(load_mapping(path, secrets), list(overrides or []), secrets)
     if inputs:
         data.setdefault("input", {})
         if isinstance(data["input"], dict):
@@ -125,8 +162,10 @@ def load_config(
         raise ConfigError(
             [f"--kind: unknown config kind {kind!r}; valid: {', '.join(CONFIG_MODELS)}"]
         )
-    data = apply_overrides(load_mapping(path), list(overrides or []))
-    return build_config(CONFIG_MODELS[kind], data, source=str(path) if path else None)
+    model = CONFIG_MODELS[kind]
+    secrets = secret_paths(model)
+    data = apply_overrides(load_mapping(path, secrets), list(overrides or []), secrets)
+    return build_config(model, data, source=str(path) if path else None)
 
 
 def load_train_config(
@@ -161,9 +200,11 @@ def load_storage_config(
         if item not in storage_keys
     ]
     source = str(path) if path else None
-    data = {"storage": load_mapping(path).get("storage") or {}}
+    secrets = secret_paths(_StorageSection)
+    data = {"storage": load_mapping(path, secrets).get("storage") or {}}
     try:
-        storage = build_config(_StorageSection, apply_overrides(data, storage_keys), source).storage
+        data = apply_overrides(data, storage_keys, secrets)
+        storage = build_config(_StorageSection, data, source).storage
     except ConfigError as exc:
         problems.extend(exc.problems)
     if problems:

@@ -10,8 +10,11 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import fsspec
 
@@ -36,10 +39,13 @@ SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
 REJECT_INVALID_JSON = "invalid_json"
 REJECT_NOT_AN_OBJECT = "not_an_object"
 REJECT_INVALID_UTF8 = "invalid_utf8"
+REJECT_INVALID_UNICODE = "invalid_unicode"
 REJECT_MISSING_TEXT = "missing_text_field"
 REJECT_TEXT_NOT_STRING = "text_not_string"
 REJECT_EMPTY_TEXT = "empty_text"
 REJECT_INVALID_ID = "invalid_id"
+REJECT_DUPLICATE_TEXT = "duplicate_text"
+REJECT_EMPTY_FILE = "empty_file"
 REJECT_UNREADABLE_FILE = "unreadable_file"
 REJECT_UNSUPPORTED_FORMAT = "unsupported_format"
 
@@ -64,14 +70,25 @@ class Reject:
     raw: bytes = dataclasses.field(default=b"", repr=False)
     """The record as read (the line's bytes, or the row as JSON), so nothing is lost."""
 
+    def __post_init__(self) -> None:
+        # Field names and details quote the record; a lone surrogate there must not stop the
+        # reject itself from being written, so it is spelled out as `\ud800`.
+        for name in ("source", "field", "detail"):
+            object.__setattr__(self, name, _printable(getattr(self, name)))
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-def auto_doc_id(source: str, position: int) -> str:
-    """Stable id for a document that has none: derived from its source URI and position."""
-    digest = hashlib.blake2b(f"{source}#{position}".encode(), digest_size=8).hexdigest()
+def auto_doc_id(text: str) -> str:
+    """Id of a document that has none: a hash of its text, so renaming, recompressing or
+    re-sharding a file keeps its ids (128 bits: no collision in any realistic corpus)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
     return f"auto-{digest}"
 
 
@@ -86,99 +103,154 @@ def detect_format(uri: str, configured: str = "auto") -> str | None:
     return None
 
 
-def _doc_id(value: object, source: str, position: int) -> str | None:
+def _id_problem(value: object) -> tuple[str, str] | None:
+    """(reason, detail) when a value cannot be an id. A missing or empty id is fine (one is
+    derived); else a string or a finite number, not a bool."""
     if value is None or value == "":
-        return auto_doc_id(source, position)
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None
-    return str(value)
+    if isinstance(value, str):
+        return _unicode_problem(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return REJECT_INVALID_ID, f"expected a string or number, got {type(value).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return REJECT_INVALID_ID, f"expected a finite number, got {value}"
+    return None
 
 
-def _check_record(
-    record: object, cfg: InputConfig, source: str, position: int, raw: bytes
-) -> Document | Reject:
+# A JSON string may hold a lone UTF-16 surrogate ("\ud800"); no UTF-8 encoder takes it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _unicode_problem(text: str) -> tuple[str, str] | None:
+    match = _SURROGATE.search(text)
+    if match is None:
+        return None
+    return (
+        REJECT_INVALID_UNICODE,
+        f"lone surrogate {_printable(match.group())} at character {match.start()}: "
+        "not a Unicode character, cannot be stored as UTF-8",
+    )
+
+
+def _record_problem(record: object, cfg: InputConfig) -> tuple[str, str, str] | None:
+    """(field, reason, detail) of the first thing wrong with a record, or None."""
     if not isinstance(record, dict):
-        return Reject(
-            source,
-            position,
+        return (
             "<record>",
             REJECT_NOT_AN_OBJECT,
             f"expected a JSON object, got {type(record).__name__}",
-            raw,
         )
-    if cfg.text_field not in record:
+    field = cfg.text_field
+    if field not in record:
         present = ", ".join(sorted(map(str, record))[:10])
-        return Reject(
-            source,
-            position,
-            cfg.text_field,
-            REJECT_MISSING_TEXT,
-            f"no {cfg.text_field!r} field (fields present: {present})",
-            raw,
-        )
-    text = record[cfg.text_field]
+        return field, REJECT_MISSING_TEXT, f"no {field!r} field (fields present: {present})"
+    text = record[field]
     if not isinstance(text, str):
-        return Reject(
-            source,
-            position,
-            cfg.text_field,
-            REJECT_TEXT_NOT_STRING,
-            f"expected a string, got {type(text).__name__}",
-            raw,
-        )
+        return field, REJECT_TEXT_NOT_STRING, f"expected a string, got {type(text).__name__}"
     if not text.strip():
-        return Reject(
-            source,
-            position,
-            cfg.text_field,
-            REJECT_EMPTY_TEXT,
-            "empty or whitespace-only text",
-            raw,
-        )
-    doc_id = _doc_id(record.get(cfg.id_field), source, position)
-    if doc_id is None:
-        return Reject(
-            source,
-            position,
-            cfg.id_field,
-            REJECT_INVALID_ID,
-            f"expected a string or number, got {type(record[cfg.id_field]).__name__}",
-            raw,
-        )
-    return Document(doc_id, text, source, position)
+        return field, REJECT_EMPTY_TEXT, "empty or whitespace-only text"
+    problem = _unicode_problem(text)
+    if problem is None:
+        problem = _id_problem(record.get(cfg.id_field))
+        field = cfg.id_field
+    return None if problem is None else (field, *problem)
+
+
+class _RecordChecker:
+    """Turns one file's records into Documents or Rejects. It remembers the automatic ids seen
+    in the file: an id-less text seen before is labeled once, and the repeat is a
+    `duplicate_text` reject (counted, bytes kept) rather than a second copy of the same rows."""
+
+    def __init__(self, cfg: InputConfig, source: str):
+        self.cfg = cfg
+        self.source = source
+        self._auto_ids: dict[str, int] = {}
+
+    def __call__(self, record: object, position: int, raw: bytes) -> Document | Reject:
+        cfg = self.cfg
+        problem = _record_problem(record, cfg)
+        if problem is not None:
+            return Reject(self.source, position, *problem, raw)
+        fields = cast(dict, record)
+        text, doc_id = fields[cfg.text_field], fields.get(cfg.id_field)
+        if doc_id is None or doc_id == "":
+            doc_id = auto_doc_id(text)
+            first = self._auto_ids.setdefault(doc_id, position)
+            if first != position:
+                detail = (
+                    f"same text as line/row {first} (also without {cfg.id_field!r}): labeled once"
+                )
+                return Reject(
+                    self.source, position, cfg.text_field, REJECT_DUPLICATE_TEXT, detail, raw
+                )
+        return Document(str(doc_id), text, self.source, position)
+
+
+# Universal newlines, as Python's text mode: JSON allows no raw CR or LF inside a string, so
+# cutting at a bare CR (old Mac files) splits records and never cuts one.
+_LINE_END = re.compile(rb"\r\n?|\n")
+# Lines are read in pieces of at most this many bytes, so a file without LF is split as it
+# streams and a truncated gzip loses at most one piece of the lines before the break.
+_PIECE_BYTES = 1 << 16
+
+
+def _lines(f) -> Iterator[bytes]:
+    """Each line of a byte stream with its end (`\\n`, `\\r\\n` or a bare `\\r`)."""
+    parts: list[bytes] = []
+    for piece in iter(lambda: f.readline(_PIECE_BYTES), b""):
+        if parts and parts[-1].endswith(b"\r"):
+            # The line ended at the last piece's CR; an LF opening this piece is part of its end.
+            if piece.startswith(b"\n"):
+                parts.append(b"\n")
+                piece = piece[1:]
+            yield b"".join(parts)
+            parts = []
+        start = 0
+        for m in _LINE_END.finditer(piece):
+            if m.end() == len(piece) and m.group() == b"\r":
+                break  # the next piece may open with the LF of this CR
+            parts.append(piece[start : m.end()])
+            yield b"".join(parts)
+            parts, start = [], m.end()
+        if start < len(piece):
+            parts.append(piece[start:])
+    if parts:
+        yield b"".join(parts)
+
+
+def _parse_line(line: bytes) -> tuple[object, None] | tuple[None, tuple[str, str]]:
+    """(record, None), or (None, (reason, detail)) when the line is not one JSON value."""
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (REJECT_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
+    try:
+        return json.loads(decoded), None
+    except json.JSONDecodeError as exc:
+        return None, (REJECT_INVALID_JSON, f"column {exc.colno}: {exc.msg}")
+    except (ValueError, RecursionError) as exc:
+        # An integer of over 4300 digits, or arrays nested thousands deep: this line only.
+        return None, (REJECT_INVALID_JSON, f"{type(exc).__name__}: {exc}")
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def iter_jsonl(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
-    position = 0
+    check = _RecordChecker(cfg, source)
+    position = records = 0
     try:
-        for position, line in enumerate(f, start=1):
-            if not line.strip():
+        for position, line in enumerate(_lines(f), start=1):
+            # Editors on Windows start UTF-8 files with a byte-order mark; it is not data.
+            body = line[len(_BOM) :] if position == 1 and line.startswith(_BOM) else line
+            if not body.strip():
                 continue  # blank lines are layout, not records
-            try:
-                decoded = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield Reject(
-                    source,
-                    position,
-                    "<line>",
-                    REJECT_INVALID_UTF8,
-                    f"byte {exc.start}: {exc.reason}",
-                    line,
-                )
-                continue
-            try:
-                record = json.loads(decoded)
-            except json.JSONDecodeError as exc:
-                yield Reject(
-                    source,
-                    position,
-                    "<line>",
-                    REJECT_INVALID_JSON,
-                    f"column {exc.colno}: {exc.msg}",
-                    line,
-                )
-                continue
-            yield _check_record(record, cfg, source, position, line)
+            records += 1
+            record, problem = _parse_line(body)
+            if problem is not None:
+                yield Reject(source, position, "<line>", *problem, line)
+            else:
+                yield check(record, position, line)
     except Exception as exc:  # noqa: BLE001 - a broken stream (truncated gzip, bad zstd frame)
         yield Reject(
             source,
@@ -187,43 +259,96 @@ def iter_jsonl(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
             REJECT_UNREADABLE_FILE,
             f"stopped after line {position}: {type(exc).__name__}: {exc}",
         )
+        return
+    if not records:
+        yield _empty_file(source, "no records: the file is empty or holds only blank lines")
+
+
+def _empty_file(source: str, detail: str) -> Reject:
+    return Reject(source, 0, "<file>", REJECT_EMPTY_FILE, detail)
+
+
+def _is_text_type(typ) -> bool:
+    """Arrow types whose values read as Python str: string, large_string, string_view, and a
+    dictionary of any of them (pandas' `category`, Spark's dictionary pages)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)
+
+
+def _column_problem(schema, cfg: InputConfig) -> tuple[str, str, str] | None:
+    """(field, reason, detail) when the file's columns cannot give documents."""
+    if cfg.text_field not in schema.names:
+        columns = ", ".join(schema.names[:20])
+        return cfg.text_field, REJECT_MISSING_TEXT, f"no {cfg.text_field!r} column ({columns})"
+    text_type = schema.field(cfg.text_field).type
+    if not _is_text_type(text_type):
+        return (
+            cfg.text_field,
+            REJECT_TEXT_NOT_STRING,
+            f"column type is {text_type}, expected string",
+        )
+    return None
+
+
+def _parquet_rows(batch) -> Iterator[tuple[dict, None] | tuple[bytes, tuple[str, str, str]]]:
+    """(record, None) per row, or (the cell's bytes, (field, reason, detail)) for a row whose
+    string cell is not UTF-8: pyarrow does not check on write, and one such cell fails the
+    whole batch, so only then is the batch read row by row."""
+    try:
+        records = batch.to_pylist()
+    except UnicodeDecodeError:
+        records = None
+    if records is not None:
+        yield from ((record, None) for record in records)
+        return
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            yield row.to_pylist()[0], None
+        except UnicodeDecodeError as exc:
+            field = next(n for n in row.schema.names if not _decodes(row.column(n)))
+            yield exc.object, (field, REJECT_INVALID_UTF8, f"byte {exc.start}: {exc.reason}")
+
+
+def _decodes(column) -> bool:
+    try:
+        column.to_pylist()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check = _RecordChecker(cfg, source)
     position = 0
     try:
+        if f.seek(0, io.SEEK_END) == 0:
+            yield _empty_file(source, "the file has zero bytes")
+            return
+        f.seek(0)
         pf = pq.ParquetFile(f)
+        problem = _column_problem(pf.schema_arrow, cfg)
+        if problem is not None:
+            yield Reject(source, 0, *problem)
+            return
         names = pf.schema_arrow.names
-        if cfg.text_field not in names:
-            yield Reject(
-                source,
-                0,
-                cfg.text_field,
-                REJECT_MISSING_TEXT,
-                f"no {cfg.text_field!r} column (columns: {', '.join(names[:20])})",
-            )
-            return
-        text_type = pf.schema_arrow.field(cfg.text_field).type
-        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-            yield Reject(
-                source,
-                0,
-                cfg.text_field,
-                REJECT_TEXT_NOT_STRING,
-                f"column type is {text_type}, expected string",
-            )
-            return
         columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
         for batch in pf.iter_batches(batch_size=cfg.docs_per_batch, columns=columns):
-            for record in batch.to_pylist():
+            for record, cell_problem in _parquet_rows(batch):
                 position += 1
+                if cell_problem is not None:
+                    yield Reject(source, position, *cell_problem, cast(bytes, record))
+                    continue
+                record = cast(dict, record)
                 if record[cfg.text_field] is None:
                     record.pop(cfg.text_field)  # null text is a missing text
                 raw = json.dumps(record, default=str, ensure_ascii=False).encode()
-                yield _check_record(record, cfg, source, position, raw)
+                yield check(record, position, raw)
     except Exception as exc:  # noqa: BLE001 - corrupt footer, bad page, truncated file
         yield Reject(
             source,
@@ -232,6 +357,9 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
             REJECT_UNREADABLE_FILE,
             f"stopped after row {position}: {type(exc).__name__}: {exc}",
         )
+        return
+    if not position:
+        yield _empty_file(source, "no rows")
 
 
 def iter_file(
@@ -256,11 +384,9 @@ def iter_file(
         return
     with f:
         if fmt == "jsonl":
-            # zstandard's reader has no readline; a buffer gives every codec line iteration.
+            # zstandard's reader and s3fs files have no readline(size); a buffer gives them one.
             yield from iter_jsonl(
-                io.BufferedReader(f) if compression and not isinstance(f, io.BufferedIOBase) else f,
-                cfg,
-                source,
+                f if isinstance(f, io.BufferedIOBase) else io.BufferedReader(f), cfg, source
             )
         else:
             yield from iter_parquet(f, cfg, source)

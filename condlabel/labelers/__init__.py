@@ -1,78 +1,40 @@
-"""The labeler protocol and the registry of backends.
+"""The registry of labeler backends, and the labeler protocol re-exported from `base`.
 
-A labeler takes a batch of chunk texts and returns one `LabelResult` per chunk; its
-`fingerprint` (model, adapter, revision, prompt version, generation parameters) is stored with
-every row so outputs of different labelers are never silently mixed.
+`build_labeler(cfg)` loads the configured backend (once per actor); `labeler_fingerprint(cfg)`
+gives its fingerprint from config alone, so the driver never loads a model to know it. Backends
+are imported lazily: torch/transformers/vllm load only where they are used, and no backend
+imports this module (they import `condlabel.labelers.base`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from condlabel.labelers.base import (
+    SAMPLING_ONLY,
+    Labeler,
+    LabelResult,
+    make_fingerprint,
+    model_fingerprint,
+)
 
 if TYPE_CHECKING:  # config imports the prompt templates from this package
     from condlabel.config import LabelerConfig
 
-
-@dataclass
-class LabelResult:
-    synopsis: str
-    tags: list[str]
-    raw_output: str
-    parse_ok: bool
-    logprob: float | None = None
-    """Sum of raw log-probabilities of the generated tokens, EOS included; None without a model."""
-    mean_logprob: float | None = None
-    num_generated_tokens: int = 0
-    truncated: bool = False
-    """The chunk was cut to fit the labeler's input limit."""
-    input_tokens: int | None = None
-    """Tokens of the chunk fed to the model (after truncation); None without a tokenizer."""
-    padded_tokens: int | None = None
-    """This chunk's share of the padded batch the model ran over (input + generated positions,
-    padding included); summed over a run and divided by the useful tokens it gives the
-    padding overhead. None without a model."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Labeler(Protocol):
-    @property
-    def fingerprint(self) -> str: ...
-
-    def label(self, texts: list[str]) -> list[LabelResult]: ...
-
-
-def make_fingerprint(backend: str, params: dict[str, Any]) -> str:
-    """`<backend>:<name>:<hash of every parameter that changes outputs>` — readable and exact."""
-    blob = json.dumps(params, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    name = params.get("name") or params.get("model") or backend
-    return f"{backend}:{name}:{digest}"
-
-
-# Generation settings that only matter when sampling; left out of a greedy labeler's fingerprint.
-SAMPLING_ONLY = frozenset({"temperature", "top_p", "top_k", "seed"})
-
-
-def _short_name(source: str) -> str:
-    return source.rstrip("/").rsplit("/", 1)[-1] or source
-
-
-def model_fingerprint(backend: str, cfg: Any, runtime_only: set[str], prompt_version: str) -> str:
-    """Fingerprint of a generative labeler from its config alone (no model load): every field
-    but the runtime-only ones (and sampling settings when decoding greedily), named after the
-    model and adapter."""
-    exclude = set(runtime_only) | (set() if cfg.do_sample else set(SAMPLING_ONLY))
-    name = _short_name(cfg.model or "")
-    if cfg.adapter:
-        name += "+" + _short_name(cfg.adapter)
-    return make_fingerprint(
-        backend, {**cfg.model_dump(exclude=exclude), "name": name, "prompt": prompt_version}
-    )
+__all__ = [
+    "BACKENDS",
+    "SAMPLING_ONLY",
+    "Backend",
+    "LabelResult",
+    "Labeler",
+    "NoLabeler",
+    "build_labeler",
+    "labeler_fingerprint",
+    "make_fingerprint",
+    "model_fingerprint",
+]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 `Synopsis: ... Tags: [...]` for each chunk, scored by the log-probability of what it wrote.
 
 One `label(texts)` call:
-1. renders and tokenizes every chunk; an input longer than the model's limit is cut (the chunk
-   text is shortened, the template and special tokens kept) and flagged `truncated`;
+1. renders and tokenizes every chunk (`condlabel.labelers.encoding`, shared with `vllm`); an
+   input longer than the model's limit is cut (the chunk text is shortened, the template and
+   special tokens kept) and flagged `truncated`;
 2. sorts the chunks by input length and splits them into calls of at most `max_batch_size`
    rows and `max_batch_tokens` padded positions;
 3. seq2seq: encodes a call's inputs in groups of near-equal length (`encoder_groups`, at most
@@ -37,7 +38,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from condlabel.config import HFLabelerConfig, StorageConfig
-from condlabel.labelers import LabelResult, model_fingerprint
+from condlabel.labelers.base import LabelResult, model_fingerprint
+from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
 
 if TYPE_CHECKING:
@@ -56,13 +58,21 @@ _RUNTIME_ONLY = {
 }
 """Options that change how fast, not what: outputs are batch-invariant and a merged adapter
 gives the unmerged outputs."""
-_DEFAULT_INPUT_LIMIT = 2048  # models with relative positions (T5/UL2) declare no hard limit
 _POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 
 
 def fingerprint(cfg: HFLabelerConfig) -> str:
     """From config alone (no model load): model, adapter, revisions, prompt, generation, score."""
     return model_fingerprint("hf", cfg, _RUNTIME_ONLY, PROMPT_VERSION)
+
+
+def _declared_positions(config) -> int | None:
+    """The positions a model config declares, if any (T5/UL2's relative positions have none)."""
+    for name in _POSITION_LIMITS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def plan_batches(
@@ -135,11 +145,23 @@ class HFLabeler:
         )
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.seq2seq, self.device = loaded.seq2seq, loaded.device
-        self.eos_ids = self._eos_ids()
+        config = self.model.config
+        # The same encoding as the vllm backend's (one function): template, cut, EOS, limit.
+        self.encoding = prompt_encoding(
+            self.tokenizer,
+            cfg.prompt_template,
+            configured_eos=(self.model.generation_config.eos_token_id, config.eos_token_id),
+            positions=_declared_positions(config),
+            causal=not self.seq2seq,
+            max_new_tokens=cfg.max_new_tokens,
+            max_input_tokens=cfg.max_input_tokens,
+            model=cfg.model,
+            section="labeler.hf",
+        )
+        self.eos_ids = self.encoding.eos_ids
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
-        self._prefix, self._suffix = cfg.prompt_template.split("{text}")
-        self.input_limit = self._input_limit()
+        self._suffix = self.encoding.suffix
         # The labeler config is the whole of the generation settings (and of the fingerprint):
         # none of the checkpoint's generation defaults may add a processor behind our back.
         settings = {
@@ -160,89 +182,13 @@ class HFLabeler:
     def fingerprint(self) -> str:
         return self._fingerprint
 
-    # ------------------------------------------------------------------ inputs
-
-    def _eos_ids(self) -> list[int]:
-        ids: list[int] = []
-        for source in (
-            self.model.generation_config.eos_token_id,
-            self.model.config.eos_token_id,
-            self.tokenizer.eos_token_id,
-        ):
-            for value in source if isinstance(source, list | tuple) else [source]:
-                if value is not None and value not in ids:
-                    ids.append(int(value))
-            if ids:
-                break
-        if not ids:
-            raise ValueError(f"model {self.cfg.model}: no EOS token id in its configs or tokenizer")
-        return ids
-
-    def _input_limit(self) -> int:
-        config = self.model.config
-        positions = next(
-            (
-                v
-                for name in _POSITION_LIMITS
-                if isinstance(v := getattr(config, name, None), int) and v > 0
-            ),
-            None,
-        )
-        if self.cfg.max_input_tokens:
-            limit = self.cfg.max_input_tokens
-        else:
-            known = [positions] if positions else []
-            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
-            if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
-                known.append(tokenizer_limit)
-            limit = min(known) if known else _DEFAULT_INPUT_LIMIT
-        if not self.seq2seq and positions:
-            limit = min(limit, positions - self.cfg.max_new_tokens)
-        overhead = len(self._encode_one(""))
-        if limit <= overhead:
-            raise ValueError(
-                f"labeler.hf: input limit {limit} tokens leaves no room for the chunk (template "
-                f"and special tokens take {overhead}); raise max_input_tokens or lower max_new_tokens"
-            )
-        return limit
-
-    def _encode_one(self, text: str) -> list[int]:
-        return self.tokenizer(self._prefix + text + self._suffix, verbose=False)["input_ids"]
-
-    def _truncate(self, text: str, ids: list[int]) -> list[int]:
-        """Shorten the chunk (not the template, not the special tokens) until the input fits."""
-        pieces = self.tokenizer(
-            text,
-            add_special_tokens=False,
-            verbose=False,
-            return_offsets_mapping=self.tokenizer.is_fast,
-        )
-        text_ids = pieces["input_ids"]
-        keep = len(text_ids) - (len(ids) - self.input_limit)
-        for _ in range(8):  # merges across the cut can change the count by a token or two
-            keep = max(0, keep)
-            if self.tokenizer.is_fast:
-                cut = text[: pieces["offset_mapping"][keep - 1][1]] if keep else ""
-            else:
-                cut = self.tokenizer.decode(text_ids[:keep])
-            ids = self._encode_one(cut)
-            if len(ids) <= self.input_limit:
-                return ids
-            keep -= len(ids) - self.input_limit
-        return ids[: self.input_limit]  # pragma: no cover - pathological tokenizers
+    @property
+    def input_limit(self) -> int:
+        return self.encoding.input_limit
 
     def encode(self, texts: Sequence[str]) -> list[tuple[list[int], bool]]:
         """Token ids fed to the model for each chunk, and whether the chunk was cut."""
-        prompts = [self._prefix + t + self._suffix for t in texts]
-        # verbose=False: over-long inputs are expected here and cut below, not an error.
-        encoded = self.tokenizer(prompts, verbose=False)["input_ids"] if prompts else []
-        out = []
-        for text, ids in zip(texts, encoded, strict=True):
-            if len(ids) > self.input_limit:
-                out.append((self._truncate(text, ids), True))
-            else:
-                out.append((ids, False))
-        return out
+        return self.encoding.encode(texts)
 
     # ------------------------------------------------------------------ generation
 

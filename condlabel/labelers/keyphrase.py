@@ -1,7 +1,8 @@
 """The CPU labeler: keyphrase tags (YAKE) and an extractive synopsis; no weights, deterministic.
 
 It is the embedded default so the whole job runs meaningfully on any machine. The synopsis is
-the `synopsis_sentences` sentences that cover the chunk's keyphrases best, in document order.
+the `synopsis_sentences` sentences that cover the chunk's keyphrases best, in document order;
+sentences are the ones chunking uses (`convert.sentences`).
 """
 
 from __future__ import annotations
@@ -9,20 +10,35 @@ from __future__ import annotations
 import re
 from importlib.metadata import version
 
+import regex
+
 from condlabel.config import KeyphraseLabelerConfig
-from condlabel.labelers import LabelResult, make_fingerprint
+from condlabel.labelers.base import LabelResult, make_fingerprint
 from condlabel.labelers.prompts import PROMPT_VERSION, render_label
+from condlabel.sentences import sentence_spans, splitter_version
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"[^\W\d_]+")
 _MIN_SENTENCE_WORDS = 5
+# A run of lowercase letters this long is no keyphrase (English words stop near 45), and YAKE's
+# sentence splitter (segtok) is quadratic in its length after a full stop: 20k letters took 8 s,
+# 50k took 45 s. Such runs are blanked in the text YAKE sees. `regex` (segtok's own dependency)
+# gives the same \p{Ll} class segtok matches with; CJK runs, which are not cased, stay.
+_LONGEST_KEYWORD_LETTERS = 64
+_LONG_LOWERCASE_RUN = regex.compile(rf"\p{{Ll}}{{{_LONGEST_KEYWORD_LETTERS + 1},}}")
 
 
 def fingerprint(cfg: KeyphraseLabelerConfig) -> str:
     return make_fingerprint(
         "keyphrase",
-        {"name": "yake", "yake": version("yake"), "prompt": PROMPT_VERSION, **cfg.model_dump()},
+        {
+            "name": "yake",
+            "yake": version("yake"),
+            "sentences": splitter_version(),
+            "longest_keyword_letters": _LONGEST_KEYWORD_LETTERS,
+            "prompt": PROMPT_VERSION,
+            **cfg.model_dump(),
+        },
     )
 
 
@@ -38,7 +54,8 @@ def _sentences(text: str) -> list[str]:
     for paragraph in _PARAGRAPH_BREAK.split(text):
         if not _is_prose(paragraph):
             continue
-        for sentence in _SENTENCE_BREAK.split(" ".join(paragraph.split())):
+        for start, end in sentence_spans(paragraph):
+            sentence = " ".join(paragraph[start:end].split())
             letters = sum(len(w) for w in _WORD.findall(sentence))
             if len(sentence.split()) >= _MIN_SENTENCE_WORDS and letters >= 0.6 * len(sentence):
                 out.append(sentence)
@@ -63,7 +80,8 @@ class KeyphraseLabeler:
         return self._fingerprint
 
     def _tags(self, text: str) -> tuple[list[str], list[tuple[str, float]]]:
-        scored = self._extractor.extract_keywords(text)  # lower score = more relevant
+        # Lower score = more relevant.
+        scored = self._extractor.extract_keywords(_LONG_LOWERCASE_RUN.sub(" ", text))
         tags: list[str] = []
         seen: set[str] = set()
         for phrase, _ in scored:

@@ -4,10 +4,12 @@
   up to and including the first EOS. Positions after a sequence's EOS (padding, while a batch
   mate is still generating) never count, so a chunk's score does not depend on its batch mates.
 - `mean_logprob`: `logprob / num_generated_tokens`.
-- `reference` score (for comparison only): the seed code's sum over every step of the batch of
-  `log(p + 0.001)`, `p` taken from the *warped* distribution (after temperature, top-k, top-p),
-  and the padding token's probability at the steps after the sequence's EOS. It depends on the
-  batch (flaw 1 in REFERENCES.md) and on the warpers (flaw 2).
+- `reference` score (for comparison only): the seed labeler's (the condlabeler-alpha model
+  card's code) sum over every step of the batch of `log(p + 0.001)`, `p` taken from the
+  *warped* distribution (after temperature, top-k, top-p), and the padding token's probability
+  at the steps after the sequence's EOS. Its two flaws, which `logprob` avoids: it depends on
+  the batch (a chunk's score changes with how long its batch mates generate), and warped
+  probabilities are not the model's (top-k zeroes most of them).
 
 The tensors here hold one value per (sequence, step): the chosen token's log-probability is
 gathered at every step, never the full-vocabulary distribution of the whole generation.

