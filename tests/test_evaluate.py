@@ -118,8 +118,9 @@ def train_sentiment_lm(base_dir, out_dir, steps: int):
 
 @pytest.fixture(scope="module")
 def sentiment_lm_dir(tiny_gpt2_dir, tmp_path_factory):
-    """Briefly trained: fluent template sentences. (Following the conditionals takes this tiny
-    model ~500+ steps and was not reliable enough to assert on in a test budget.)"""
+    """Briefly trained: fluent template sentences. Adherence is not asserted here: sentiment
+    three words after the token takes this tiny model far more steps; that the token is
+    learned at all is tests/test_conditioning.py's learning check."""
     return train_sentiment_lm(tiny_gpt2_dir, tmp_path_factory.mktemp("sentiment-lm"), steps=120)
 
 

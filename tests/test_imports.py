@@ -22,6 +22,15 @@ CORE = [
     "condlabel.labelers",
     "condlabel.labelers.keyphrase",
     "condlabel.cli",
+    "condlabel.sentences",
+    "condlabel.models",
+    "condlabel.classifiers",
+    "condlabel.preflight",
+    "condlabel.failures",
+    "condlabel.train.data",
+    "condlabel.train.control_tokens",
+    "condlabel.train.optim",
+    "condlabel.train.evaluate",
 ]
 
 

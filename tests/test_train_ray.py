@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lm_fixtures import sentiment_sentences, tagged_table
 
 from condlabel.config import load_train_config
-from condlabel.train.loop import run_training
+from condlabel.readback import read_tagged
+from condlabel.train.loop import plan_training, read_training_rows, run_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -23,6 +25,16 @@ def _put_tagged(s3fs_client, bucket: str, rows: int) -> str:
         sink = io.BytesIO()
         pq.write_table(part, sink)
         s3fs_client.pipe_file(f"{prefix}/part-{i}.parquet", sink.getvalue())
+    # A superseded version of some documents (an older run, other text): never trained on.
+    old = tagged_table([f"Old draft {i}." for i in range(20)], run_id="older-run")
+    old = old.set_column(
+        old.schema.get_field_index("doc_hash"),
+        "doc_hash",
+        pa.array([f"old-{i}" for i in range(20)]),
+    )
+    sink = io.BytesIO()
+    pq.write_table(old, sink)
+    s3fs_client.pipe_file(f"{prefix}/part-old.parquet", sink.getvalue())
     # Bookkeeping beside the data must not be read as training rows.
     s3fs_client.pipe_file(f"{prefix}/_manifest/run.json", json.dumps({"run": 1}).encode())
     sink = io.BytesIO()
@@ -42,6 +54,7 @@ def _overrides(data_uri: str, bucket: str) -> list[str]:
         "optimization.max_steps=30",
         "optimization.log_every_steps=5",
         "optimization.loss_on=text",
+        "data.cooldown_fraction=0.1",  # the last 3 of 30 steps (4 of 40) without prefixes
         f"checkpoint.storage_path=s3://{bucket}/runs",
         "checkpoint.name=tiny",
         "checkpoint.every_steps=10",
@@ -58,7 +71,11 @@ def test_train_two_workers_checkpoints_resume_export(
     data_uri = _put_tagged(s3fs_client, s3_bucket, rows=240)
     s3fs_client.put(str(tiny_gpt2_dir) + "/", f"{s3_bucket}/base/", recursive=True)
     overrides = _overrides(data_uri, s3_bucket)
-    first = run_training(load_train_config(overrides=overrides))
+    cfg = load_train_config(overrides=overrides)
+    rows = read_training_rows(plan_training(cfg), cfg.storage).take_all()
+    latest = read_tagged(data_uri).column("text").to_pylist()
+    assert sorted(r["text"] for r in rows) == sorted(latest) and len(latest) == 240
+    first = run_training(cfg)
     assert (first.start_step, first.final_step) == (0, 30)
     losses = [m["loss"] for m in first.history]
     assert [m["step"] for m in first.history] == [5, 10, 15, 20, 25, 30]

@@ -15,12 +15,8 @@ from condlabel.config import (
     build_config,
 )
 from condlabel.convert.format import render_prefix
-from condlabel.train.checkpoint import (
-    add_control_tokens,
-    export_model,
-    load_for_training,
-    save_checkpoint,
-)
+from condlabel.train.checkpoint import export_model, load_for_training, save_checkpoint
+from condlabel.train.control_tokens import add_control_tokens
 from condlabel.train.data import (
     IGNORE_INDEX,
     SequencePacker,

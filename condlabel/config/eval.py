@@ -71,8 +71,11 @@ class EvalConfig(RunConfig):
     prompts: list[str] = Field(default_factory=lambda: [""])
     """Text put after the prefix to start each generation ("" = the model starts from the prefix)."""
     prefix: Literal["template", "control_tokens"] = "template"
-    """How a conditional is rendered, as in training: a conditional with tags or a synopsis uses
-    `format.prefix_template`; one with control tokens only renders just the tokens."""
+    """How a conditional is rendered: exactly as training renders a row with those labels (the
+    same function, after the same EOS). Use the model's `data.prefix`; a conditional with tags or
+    a synopsis uses `format.prefix_template`, one with control tokens only renders just the
+    tokens. A tags-only conditional (no synopsis) renders the template with an empty synopsis,
+    which training shows only for rows without one (see `data.synopsis_drop_probability`)."""
     format: FormatConfig = Field(default_factory=FormatConfig)
     """Prefix template (use the one the model was trained with)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)

@@ -16,6 +16,12 @@ from condlabel.config.common import (
 )
 
 DEFAULT_CONTROL_TOKENS = ["<|pos|>", "<|neg|>", "<|toxic|>", "<|nontoxic|>"]
+DEFAULT_NEW_TOKEN_WORDS = {
+    "<|pos|>": "positive good happy great",
+    "<|neg|>": "negative bad sad terrible",
+    "<|toxic|>": "toxic offensive insulting hateful",
+    "<|nontoxic|>": "polite kind respectful friendly",
+}
 
 
 class TrainDataConfig(StrictModel):
@@ -33,6 +39,12 @@ class TrainDataConfig(StrictModel):
     """Shuffle the order of each example's tags (the model should not learn an order)."""
     tag_drop_probability: float = Field(0.0, ge=0, le=1)
     """Each tag is dropped with this probability (robustness to partial conditionals)."""
+    synopsis_drop_probability: float = Field(0.0, ge=0, le=1)
+    """Each example's synopsis is dropped with this probability, so the model also learns
+    tags-only conditionals (evaluation renders a conditional without synopsis the same way)."""
+    cooldown_fraction: float = Field(0.0, ge=0, lt=1)
+    """The last share of optimizer steps trains on plain text without any prefix (MeCo's
+    cooldown: the model keeps its unconditioned ability); 0 disables it."""
     shuffle_buffer_rows: int = Field(0, ge=0)
     """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
     rows_per_batch: int = Field(64, ge=1)
@@ -61,6 +73,16 @@ class TrainModelConfig(StrictModel):
     """Hub revision when `path` is a hub id."""
     control_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTROL_TOKENS))
     """Added to the tokenizer as special tokens (the embeddings are resized) when missing."""
+    new_token_init: Literal["random", "words", "mean"] = "random"
+    """Embedding rows of newly added control tokens. `random` (default): distinct rows drawn
+    around the vocabulary's mean with its per-dimension spread, as far apart as two real tokens.
+    `words`: the mean embedding of the words in `new_token_words` (tokens without words get
+    `random`); for a pretrained base whose word embeddings carry meaning. `mean`: transformers'
+    default, every new row at the vocabulary's mean: the rows start practically identical and
+    the model may never tell the tokens apart (issue 13; on a random-init base `words` rows,
+    averages of a few random rows, stay too close as well)."""
+    new_token_words: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NEW_TOKEN_WORDS))
+    """Control token -> words whose mean embedding starts its row (`new_token_init: words`)."""
     lora: LoraTrainConfig = Field(default_factory=LoraTrainConfig)
     """LoRA instead of a full finetune."""
     gradient_checkpointing: bool = False

@@ -12,12 +12,12 @@ full state on the CPU.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from condlabel.config import TrainConfig
+from condlabel.train.control_tokens import add_control_tokens, init_new_token_rows, new_token_ids
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.pt"
@@ -56,8 +56,12 @@ def load_for_training(cfg: TrainConfig, checkpoint_dir: str | None = None) -> Tr
     model: Any = AutoModelForCausalLM.from_pretrained(
         source, revision=cfg.model.revision, use_safetensors=True, dtype=torch.float32
     )
-    vocab_before = model.get_input_embeddings().weight.shape[0]
+    # New means new to the tokenizer: a model whose embedding matrix is padded past the
+    # tokenizer gets no new rows, yet the rows its added tokens take were never trained.
+    # Resuming, the checkpoint's tokenizer already has them (the LoRA adapter restores them).
+    vocab_before = len(tokenizer)
     add_control_tokens(tokenizer, model, cfg.model.control_tokens)
+    init_new_token_rows(model, tokenizer, vocab_before, cfg.model, cfg.optimization.seed)
     if lora:
         added = new_token_ids(tokenizer, vocab_before, cfg.model.control_tokens)
         model = _with_lora(model, cfg, added, checkpoint_dir)
@@ -94,24 +98,6 @@ def _with_lora(model, cfg: TrainConfig, added: list[int], checkpoint_dir: str | 
             trainable_token_indices=added or None,
         ),
     )
-
-
-def add_control_tokens(tokenizer, model, tokens: Sequence[str]) -> list[int]:
-    """Add missing control tokens as special tokens (never split by BPE) and grow the embeddings.
-
-    New rows start at the mean of the existing embeddings (transformers' default), so the first
-    steps do not see huge logits for them. Returns the ids of every control token.
-    """
-    missing = [t for t in dict.fromkeys(tokens) if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_tokens(missing, special_tokens=True)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    return tokenizer.convert_tokens_to_ids(list(tokens))
-
-
-def new_token_ids(tokenizer, model_vocab_before: int, tokens: Sequence[str]) -> list[int]:
-    return [i for i in tokenizer.convert_tokens_to_ids(list(tokens)) if i >= model_vocab_before]
 
 
 # --------------------------------------------------------------------------- state dicts

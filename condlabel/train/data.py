@@ -1,35 +1,63 @@
 """Training data, Ray-free: tagged rows -> training text -> tokens -> packed fixed-length blocks.
 
-row -> prefix (a seeded fraction untagged; tags shuffled/dropped) + text
+row -> prefix (a seeded fraction untagged; tags shuffled/dropped; synopsis dropped; none in
+       the cooldown) + text
     -> (prefix ids, text ids) -> `prefix text EOS prefix text EOS ...` cut into `seq_len`
     blocks (prefix optionally masked out of the loss) -> micro-batches
+
+`render_conditional` and `prompt_ids` are shared with evaluation, so a conditional reaches the
+model exactly as training presented it. Only the latest version of each document is trained on
+(`latest_row_keys` / `keep_rows`, with `condlabel.readback`'s version rules).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
 from condlabel.convert.format import render_prefix
+from condlabel.readback import latest_versions
 
 IGNORE_INDEX = -100
 """Label value that PyTorch's cross-entropy (and every HF causal LM) leaves out of the loss."""
 DATA_COLUMNS = ["text", "synopsis", "tags", "control_tokens", "parse_ok"]
 """The columns of the tagged output that training reads."""
+VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
+"""The columns that tell a document's latest version from superseded ones."""
 
 
 # --------------------------------------------------------------------------- training text
 
 
-def training_prefix(row: dict[str, Any], cfg: TrainDataConfig, rng: random.Random) -> str:
-    """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping).
+def render_conditional(
+    mode: str,
+    fmt: FormatConfig,
+    synopsis: str,
+    tags: list[str],
+    control_tokens: list[str],
+    parse_ok: bool = True,
+) -> str:
+    """The prefix for a set of labels; training renders every row through it and evaluation
+    every conditional, so both present a conditional the same way.
 
-    `prefix: control_tokens` keeps only the control tokens; a row whose label did not parse gets
-    only its control tokens (as in conversion).
+    `mode` is `prefix` of the training data config: `control_tokens` keeps only the control
+    tokens; `template` renders `fmt` as conversion does (only the control tokens for a row
+    whose label did not parse, or that has no synopsis and no tags).
     """
+    if mode == "control_tokens":
+        return "".join(control_tokens)
+    return render_prefix(fmt, synopsis, tags, control_tokens, parse_ok)
+
+
+def training_prefix(row: dict[str, Any], cfg: TrainDataConfig, rng: random.Random) -> str:
+    """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping
+    and synopsis dropping)."""
     # Always draw, so whether a row is untagged does not shift the draws of later rows.
     untagged = rng.random() < cfg.untagged_fraction
     tags = list(row.get("tags") or [])
@@ -37,30 +65,58 @@ def training_prefix(row: dict[str, Any], cfg: TrainDataConfig, rng: random.Rando
         rng.shuffle(tags)
     if cfg.tag_drop_probability > 0:
         tags = [t for t in tags if rng.random() >= cfg.tag_drop_probability]
+    synopsis = row.get("synopsis") or ""
+    if cfg.synopsis_drop_probability > 0 and rng.random() < cfg.synopsis_drop_probability:
+        synopsis = ""
     if untagged:
         return ""
     control = list(row.get("control_tokens") or [])
-    if cfg.prefix == "control_tokens":
-        return "".join(control)
-    return render_prefix(
-        cfg.format, row.get("synopsis") or "", tags, control, bool(row.get("parse_ok", True))
+    return render_conditional(
+        cfg.prefix, cfg.format, synopsis, tags, control, bool(row.get("parse_ok", True))
     )
 
 
 def build_examples(
-    rows: Sequence[dict[str, Any]], cfg: TrainDataConfig, rng: random.Random
+    rows: Sequence[dict[str, Any]], cfg: TrainDataConfig, rng: random.Random, plain: bool = False
 ) -> list[tuple[str, str]]:
-    """(prefix, text) per row, in order."""
-    return [(training_prefix(row, cfg, rng), row["text"] or "") for row in rows]
+    """(prefix, text) per row, in order; `plain` (the cooldown) leaves every prefix out."""
+    examples = [(training_prefix(row, cfg, rng), row["text"] or "") for row in rows]
+    return [("", text) for _, text in examples] if plain else examples
 
 
-def conditional_prompt(
-    fmt: FormatConfig, mode: str, control_tokens: list[str], tags: list[str], synopsis: str | None
-) -> str:
-    """The prefix a model trained with `prefix: mode` expects for a conditional (evaluation)."""
-    if mode == "control_tokens" or not (tags or synopsis):
-        return "".join(control_tokens)
-    return render_prefix(fmt, synopsis or "", tags, control_tokens, True)
+def cooldown_start(cfg: TrainConfig) -> int:
+    """The first optimizer step (0-based) of the cooldown: from it on, no example has a prefix."""
+    steps = cfg.optimization.max_steps
+    return steps - round(cfg.data.cooldown_fraction * steps)
+
+
+# --------------------------------------------------------------------------- latest versions
+
+
+def latest_row_keys(keys: pa.Table) -> pa.Array | None:
+    """The keys (`row_keys`) of the rows `condlabel.readback.read_tagged` keeps: the latest
+    version of each document, each chunk once. None when every row is kept.
+
+    `keys` holds `VERSION_COLUMNS` for every row of the training data.
+    """
+    kept = latest_versions(keys)
+    if kept.num_rows == keys.num_rows:
+        return None
+    return row_keys(kept)
+
+
+def row_keys(table: pa.Table) -> pa.Array:
+    """One string per row that names its chunk and the run that wrote it."""
+    parts = [pc.cast(table.column(c), pa.string()) for c in VERSION_COLUMNS]
+    joined = pc.binary_join_element_wise(
+        *parts, "\x1f", null_handling="replace", null_replacement=""
+    )
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def keep_rows(batch: pa.Table, kept: pa.Array) -> pa.Table:
+    """The rows of `batch` whose key is in `kept` (from `latest_row_keys`), in order."""
+    return batch.filter(pc.is_in(row_keys(batch), value_set=kept)).select(DATA_COLUMNS)
 
 
 # --------------------------------------------------------------------------- tokens and packing
@@ -79,6 +135,14 @@ def tokenize_examples(
     prefixes = tokenizer([p for p, _ in examples], add_special_tokens=False)["input_ids"]
     texts = tokenizer([t for _, t in examples], add_special_tokens=False)["input_ids"]
     return list(zip(prefixes, texts, strict=True))
+
+
+def prompt_ids(tokenizer, prefix: str, text: str) -> list[int]:
+    """`EOS prefix text` as token ids: an example as it sits in the packed training stream,
+    after the EOS that ends the one before it (the start of a generation under a conditional).
+    """
+    [(prefix_ids, text_ids)] = tokenize_examples(tokenizer, [(prefix, text)])
+    return [tokenizer.eos_token_id, *prefix_ids, *text_ids]
 
 
 @dataclass
@@ -129,12 +193,19 @@ def pack_examples(
 
 
 def micro_batches(
-    shard, tokenizer, cfg: TrainConfig, rank: int, epoch: int
+    shard,
+    tokenizer,
+    cfg: TrainConfig,
+    rank: int,
+    epoch: int,
+    in_cooldown: Callable[[], bool] = lambda: False,
 ) -> Generator[tuple[list[list[int]], list[list[int]]], None, None]:
     """One pass of a worker's data as (input ids, labels) micro-batches.
 
     `shard` is anything with Ray Data's `iter_batches` (a worker's dataset shard). Each worker
     and pass draws prefixes and shuffles from its own seed, so workers do not repeat each other.
+    Once `in_cooldown()` turns true, blocks packed with prefixes are dropped and every later
+    example is plain text.
     """
     data, opt = cfg.data, cfg.optimization
     rng = random.Random(f"{data.seed}:{rank}:{epoch}")
@@ -146,10 +217,15 @@ def micro_batches(
             local_shuffle_buffer_size=data.shuffle_buffer_rows,
             local_shuffle_seed=data.seed + 1000 * epoch + rank,
         )
+    cooling = False
     for batch in shard.iter_batches(**kwargs):
-        examples = build_examples(batch.to_pylist(), data, rng)
+        if in_cooldown() and not cooling:
+            cooling, pending = True, []
+            packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
+        examples = build_examples(batch.to_pylist(), data, rng, plain=cooling)
         for prefix_ids, text_ids in tokenize_examples(tokenizer, examples):
             pending.extend(packer.add(prefix_ids, text_ids))
-            while len(pending) >= opt.micro_batch_size:
-                micro, pending = pending[: opt.micro_batch_size], pending[opt.micro_batch_size :]
-                yield [ids for ids, _ in micro], [labels for _, labels in micro]
+        # Blocks packed before the cooldown began wait for the next batch, which drops them.
+        while len(pending) >= opt.micro_batch_size and cooling == in_cooldown():
+            micro, pending = pending[: opt.micro_batch_size], pending[opt.micro_batch_size :]
+            yield [ids for ids, _ in micro], [labels for _, labels in micro]

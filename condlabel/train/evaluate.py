@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from condlabel.config import ConditionalConfig, EvalConfig, GenerationSettings
-from condlabel.train.data import conditional_prompt
+from condlabel.train.data import prompt_ids, render_conditional
 
 log = logging.getLogger("condlabel")
 
@@ -77,6 +77,13 @@ def misalignment(
 # --------------------------------------------------------------------------- generation
 
 
+def conditional_prefix(cfg: EvalConfig, cond: ConditionalConfig) -> str:
+    """The prefix a conditional is generated under: what training renders for a row with
+    these labels (`condlabel.train.data.render_conditional`)."""
+    synopsis = cond.synopsis or ""
+    return render_conditional(cfg.prefix, cfg.format, synopsis, cond.tags, cond.control_tokens)
+
+
 def conditional_name(cond: ConditionalConfig, prefix: str) -> str:
     return cond.name or (prefix.strip() or "(unconditioned)")
 
@@ -86,18 +93,15 @@ def generate(
 ) -> list[tuple[str, str]]:
     """`settings.num_samples` continuations per prompt, as (prompt, continuation) pairs.
 
-    The input is `EOS + prefix + prompt`, tokenized the way training saw it (prefix and text
-    apart, after the EOS that separates packed examples); batches are left-padded.
+    The input is `EOS + prefix + prompt`, as training's `prompt_ids` makes it (prefix and text
+    tokenized apart, after the EOS that ends the example before); batches are left-padded.
     """
     import torch
 
     eos = tokenizer.eos_token_id
-    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos]
-    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
     jobs = []
     for prompt in prompts:
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-        jobs.extend([(prompt, start + prefix_ids + prompt_ids)] * settings.num_samples)
+        jobs.extend([(prompt, prompt_ids(tokenizer, prefix, prompt))] * settings.num_samples)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     out: list[tuple[str, str]] = []
     for i in range(0, len(jobs), settings.batch_size):
@@ -269,9 +273,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
     baseline = generate_and_judge("") if cfg.baseline else []
     results = []
     for cond in cfg.conditionals:
-        prefix = conditional_prompt(
-            cfg.format, cfg.prefix, cond.control_tokens, cond.tags, cond.synopsis
-        )
+        prefix = conditional_prefix(cfg, cond)
         records = generate_and_judge(prefix)
         bad, share = misalignment(cond, _labels(records), cfg.opposites, cfg.min_tag_overlap)
         result = ConditionalResult(

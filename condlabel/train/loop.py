@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from condlabel.config import StorageConfig, TrainConfig
@@ -30,7 +31,14 @@ from condlabel.train.checkpoint import (
     save_checkpoint,
     training_state,
 )
-from condlabel.train.data import DATA_COLUMNS, micro_batches
+from condlabel.train.data import (
+    DATA_COLUMNS,
+    VERSION_COLUMNS,
+    cooldown_start,
+    keep_rows,
+    latest_row_keys,
+    micro_batches,
+)
 from condlabel.train.optim import make_optimizer
 
 log = logging.getLogger("condlabel")
@@ -105,12 +113,10 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
 
 
 def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
-    import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    paths, data_fs = _arrow_storage(files, cfg.storage)
-    dataset = ray.data.read_parquet(paths, columns=DATA_COLUMNS, filesystem=data_fs)
+    dataset = read_training_rows(files, cfg.storage)
     ck = cfg.checkpoint
     [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
     resources = {"CPU": cfg.compute.cpus_per_worker}
@@ -150,6 +156,30 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
         seconds=seconds,
         history=list(returned.get("history", [])),
     )
+
+
+def read_training_rows(files: list[str], storage: StorageConfig):
+    """The training rows as a Ray dataset: the latest version of each document only, as
+    `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
+    rows in the output; training on them would repeat superseded text).
+
+    The versions are decided on the driver from the key columns alone; the rows are filtered
+    as Ray Data reads them.
+    """
+    import pyarrow.dataset as pads
+    import ray.data
+
+    paths, data_fs = _arrow_storage(files, storage)
+    keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
+    if not set(VERSION_COLUMNS) <= set(keys.schema.names):
+        log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
+        return ray.data.read_parquet(paths, columns=DATA_COLUMNS, filesystem=data_fs)
+    kept = latest_row_keys(keys.to_table(columns=VERSION_COLUMNS))
+    if kept is None:
+        return ray.data.read_parquet(paths, columns=DATA_COLUMNS, filesystem=data_fs)
+    log.info("training on the latest versions: %d of %d rows", len(kept), keys.count_rows())
+    rows = ray.data.read_parquet(paths, columns=DATA_COLUMNS + VERSION_COLUMNS, filesystem=data_fs)
+    return rows.map_batches(partial(keep_rows, kept=kept), batch_format="pyarrow")
 
 
 def _arrow_storage(uris: list[str], storage: StorageConfig):
@@ -197,12 +227,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
     use_bf16 = opt.precision == "bf16" or (opt.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    # A resumed run starts a fresh, differently seeded pass over the data.
+    # The cooldown (MeCo): from step `plain_from` on, examples carry no prefix. A resumed run
+    # starts a fresh, differently seeded pass over the data.
+    step, tokens_seen, plain_from = start_step, loaded.tokens_seen, cooldown_start(cfg)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
-    data = _Passes(shard, tokenizer, cfg, rank, device, epoch=start_step)
+    data = _Passes(shard, tokenizer, cfg, rank, device, start_step, lambda: step >= plain_from)
 
     model.train()
-    step, tokens_seen = start_step, loaded.tokens_seen
     window = _Window()
     history: list[dict[str, Any]] = []
     while step < opt.max_steps:
@@ -293,14 +324,16 @@ class _Passes:
     only when every shard asks for it).
     """
 
-    def __init__(self, shard, tokenizer, cfg: TrainConfig, rank: int, device, epoch: int):
+    def __init__(self, shard, tokenizer, cfg: TrainConfig, rank: int, device, epoch: int, plain):
         self.shard, self.tokenizer, self.cfg = shard, tokenizer, cfg
-        self.rank, self.device = rank, device
+        self.rank, self.device, self.plain = rank, device, plain
         self.start(epoch)
 
     def start(self, epoch: int) -> None:
         self.epoch, self.fresh = epoch, True
-        self.batches = micro_batches(self.shard, self.tokenizer, self.cfg, self.rank, epoch)
+        self.batches = micro_batches(
+            self.shard, self.tokenizer, self.cfg, self.rank, epoch, self.plain
+        )
 
     def next_micro_batch(self) -> tuple[list[list[int]], list[list[int]]]:
         while True:
