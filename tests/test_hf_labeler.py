@@ -346,6 +346,18 @@ def test_reference_score_equals_the_seed_method_on_the_same_batch(tiny_t5, tiny_
         assert ours[z].logprob == pytest.approx(seed_score, abs=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_a_label_cut_at_max_new_tokens_is_flagged(kind, request, texts):
+    labeler = _labeler(request.getfixturevalue(f"tiny_{kind}"), max_new_tokens=4)
+    results = labeler.label(texts)
+    for r in results:
+        ids = r.extra["generated_ids"]
+        cut = ids[-1] not in labeler.eos_ids
+        assert r.label_truncated == (cut or parse_label(r.raw_output).truncated)
+        assert not cut or r.num_generated_tokens == 4
+    assert {r.label_truncated for r in results} == {True, False}
+
+
 def test_long_inputs_are_truncated_and_flagged(tiny_t5, tiny_llama):
     long_text = " ".join(sample_texts(1, min_words=3000, max_words=3000, seed=3))
     t5 = _labeler(tiny_t5, do_sample=False, max_new_tokens=4)

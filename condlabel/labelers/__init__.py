@@ -1,9 +1,10 @@
 """The registry of labeler backends, and the labeler protocol re-exported from `base`.
 
-`build_labeler(cfg)` loads the configured backend (once per actor); `labeler_fingerprint(cfg)`
-gives its fingerprint from config alone, so the driver never loads a model to know it. Backends
-are imported lazily: torch/transformers/vllm load only where they are used, and no backend
-imports this module (they import `condlabel.labelers.base`).
+`build_labeler(cfg, storage)` loads the configured backend (once per actor), fetching an s3://
+model with the run's `storage` settings; `labeler_fingerprint(cfg)` gives its fingerprint from
+config alone, so the driver never loads a model to know it. Backends are imported lazily:
+torch/transformers/vllm load only where they are used, and no backend imports this module (they
+import `condlabel.labelers.base`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from condlabel.labelers.base import (
 )
 
 if TYPE_CHECKING:  # config imports the prompt templates from this package
-    from condlabel.config import LabelerConfig
+    from condlabel.config import LabelerConfig, StorageConfig
 
 __all__ = [
     "BACKENDS",
@@ -39,10 +40,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Backend:
-    build: Callable[[LabelerConfig], Labeler]
-    """Loads the labeler (weights and all); called once per actor."""
+    build: Callable[..., Labeler]
+    """Loads the labeler (weights and all); called once per actor with the labeler config, and
+    with the run's `StorageConfig` too when `fetches_models`."""
     fingerprint: Callable[[LabelerConfig], str]
     """The fingerprint from config alone, so the driver never loads a model to know it."""
+    fetches_models: bool = False
+    """The backend downloads weights (s3:// models): `build(cfg, storage)` gets the endpoint and
+    credentials of the run's `storage:` section, not only the environment's."""
 
 
 def _keyphrase() -> Backend:
@@ -57,13 +62,21 @@ def _keyphrase() -> Backend:
 def _hf() -> Backend:
     from condlabel.labelers import hf
 
-    return Backend(lambda c: hf.HFLabeler(c.hf), lambda c: hf.fingerprint(c.hf))
+    return Backend(
+        lambda c, storage: hf.HFLabeler(c.hf, storage),
+        lambda c: hf.fingerprint(c.hf),
+        fetches_models=True,
+    )
 
 
 def _vllm() -> Backend:
     from condlabel.labelers import vllm
 
-    return Backend(lambda c: vllm.VLLMLabeler(c.vllm), lambda c: vllm.fingerprint(c.vllm))
+    return Backend(
+        lambda c, storage: vllm.VLLMLabeler(c.vllm, storage),
+        lambda c: vllm.fingerprint(c.vllm),
+        fetches_models=True,
+    )
 
 
 class NoLabeler:
@@ -97,8 +110,11 @@ def _backend(name: str) -> Backend:
         ) from None
 
 
-def build_labeler(cfg: LabelerConfig) -> Labeler:
-    return _backend(cfg.backend).build(cfg)
+def build_labeler(cfg: LabelerConfig, storage: StorageConfig | None = None) -> Labeler:
+    """The configured labeler, loaded; `storage` is the run's storage section (None: the
+    environment's AWS chain only)."""
+    backend = _backend(cfg.backend)
+    return backend.build(cfg, storage) if backend.fetches_models else backend.build(cfg)
 
 
 def labeler_fingerprint(cfg: LabelerConfig) -> str:

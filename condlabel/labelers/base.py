@@ -26,6 +26,9 @@ class LabelResult:
     num_generated_tokens: int = 0
     truncated: bool = False
     """The chunk was cut to fit the labeler's input limit."""
+    label_truncated: bool = False
+    """The label was cut off: generation stopped at `max_new_tokens` without EOS, or the tag
+    list was never closed. Its tags may end in a partial one."""
     input_tokens: int | None = None
     """Tokens of the chunk fed to the model (after truncation); None without a tokenizer."""
     padded_tokens: int | None = None

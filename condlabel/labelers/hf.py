@@ -17,7 +17,8 @@ One `label(texts)` call:
    by inverse-CDF sampling with a generator private to the chunk (seeded by the chunk text and
    `seed`, one draw per step), after the processors `generate(do_sample=True)` would run, in
    its order;
-5. masks every position after a sequence's EOS and parses the text.
+5. masks every position after a sequence's EOS and parses the text; a label that reached
+   `max_new_tokens` without EOS (or left its tag list open) is flagged `label_truncated`.
 
 `padded_tokens` per chunk counts the positions computed for it: its encoder group's width plus
 its decoder steps (under `generate`: the call's padded input plus all of the call's steps).
@@ -374,7 +375,8 @@ class HFLabeler:
         out = []
         for i, n in enumerate(raw.num_tokens):
             tokens = token_lists[i][:n]
-            if tokens and tokens[-1] in self.eos_ids:
+            stopped = bool(tokens) and tokens[-1] in self.eos_ids
+            if stopped:
                 tokens = tokens[:-1]
             logprob = ref[i] if ref is not None else raw.logprob[i]
             out.append(
@@ -383,6 +385,7 @@ class HFLabeler:
                     "logprob": logprob,
                     "mean_logprob": logprob / n if n else 0.0,
                     "num_generated_tokens": n,
+                    "stopped": stopped,  # at EOS, not at max_new_tokens
                     # positions computed for this row: its encoder input (padding included)
                     # plus its decoder steps (all the call's steps under `generate`)
                     "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
@@ -415,6 +418,7 @@ class HFLabeler:
                     mean_logprob=out["mean_logprob"],
                     num_generated_tokens=out["num_generated_tokens"],
                     truncated=encoded[i][1],
+                    label_truncated=parsed.truncated or not out["stopped"],
                     input_tokens=len(encoded[i][0]),
                     padded_tokens=out["padded_tokens"],
                     extra=out["extra"],

@@ -9,7 +9,8 @@ One `label(texts)` call:
 2. hands every chunk to the engine at once as token ids, each request with its own sampling
    seed (derived from the chunk text and `seed`): continuous batching schedules them, no padding;
 3. reads back the generated ids and their raw log-probabilities (`logprobs_mode=raw_logprobs`,
-   before temperature/top-k/top-p/penalties) and parses the text.
+   before temperature/top-k/top-p/penalties) and parses the text; a label that reached
+   `max_new_tokens` without EOS (or left its tag list open) is flagged `label_truncated`.
 
 Scores: `logprob` is the sum of the raw log-probabilities of the generated tokens up to and
 including EOS (vLLM returns the stop token with its log-probability), `mean_logprob` the mean per
@@ -286,7 +287,8 @@ class VLLMLabeler:
             logprob = float(
                 sum(float(steps[k][token].logprob) for k, token in enumerate(generated))
             )
-            text_ids = generated[:-1] if generated and generated[-1] in self.eos_ids else generated
+            stopped = bool(generated) and generated[-1] in self.eos_ids  # else max_tokens
+            text_ids = generated[:-1] if stopped else generated
             raw_output: str = self.tokenizer.decode(text_ids, skip_special_tokens=False)
             # The prompt ends with "Synopsis:" (or any marker): the model continues after it.
             parsed = parse_label(self._suffix + raw_output)
@@ -300,6 +302,7 @@ class VLLMLabeler:
                     mean_logprob=logprob / n if n else 0.0,
                     num_generated_tokens=n,
                     truncated=truncated,
+                    label_truncated=parsed.truncated or not stopped,
                     input_tokens=len(ids),
                     # Continuous batching computes no padding: every position is useful.
                     padded_tokens=len(ids) + n,

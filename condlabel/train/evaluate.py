@@ -206,7 +206,7 @@ class Judges:
             if c.backend == "hf" and c.hf.device == "auto":
                 c.hf.device = cfg.device
         self.classifiers = build_classifiers(classifier_cfgs, cfg.storage)
-        self.labeler = build_labeler(cfg.labeler) if cfg.labeler is not None else None
+        self.labeler = build_labeler(cfg.labeler, cfg.storage) if cfg.labeler is not None else None
 
     @property
     def fingerprints(self) -> list[str]:
