@@ -5,6 +5,7 @@ and calls one library function.
     demo      build a sample corpus offline and convert it with the CPU labeler
     inspect   summarise a tagged output prefix (counts, tags, log-probs; --report: HTML)
     status    summarise the runs and totals of an output prefix
+    lease     remove a dead run's writer lease (lease break URI)
     merge     merge a LoRA adapter into its base model and write it
     config    validate and print a resolved configuration of any kind
     train     finetune a causal LM on tagged shards (Ray Train)
@@ -293,6 +294,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def lease_flags(p: Parser) -> None:
+    p.add_argument("action", choices=["break"], help="break: remove the lease")
+    p.add_argument("uri", metavar="URI", help="output prefix (local or s3://)")
+    _config_flags(p, storage_only=True)
+
+
+def cmd_lease(args: argparse.Namespace) -> int:
+    """Remove the writer lease of an output prefix so a new run can start at once.
+
+    Use it when the run holding the lease died on another machine (on the same machine a dead
+    holder's lease is taken over by the next run by itself); a live holder notices at its next
+    renewal and stops with exit 4.
+    """
+    from condlabel.convert.runstate import break_lease
+
+    held = break_lease(args.uri, load_storage_config(args.config, args.overrides))
+    if held:
+        print(
+            f"removed the lease of run {held.get('run_id')} on {held.get('host')} "
+            f"(pid {held.get('pid')})"
+        )
+    else:
+        print(f"no lease at {args.uri}")
+    return EXIT_OK
+
+
 def merge_flags(p: Parser) -> None:
     p.add_argument("--base", required=True, metavar="MODEL", help="base model")
     p.add_argument("--adapter", required=True, metavar="ADAPTER", help="peft LoRA adapter")
@@ -382,36 +409,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint.every_steps; rerunning with the same checkpoint.name resumes from the latest. The
     final model is exported to checkpoint.export_uri.
     """
-    from condlabel.train.loop import plan_training, run_training
+    from condlabel.train.loop import plan_lines, plan_training, run_training
 
     cfg = load_train_config(args.config, args.overrides)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     preflight(cfg)
     if args.dry_run:
-        print("\n".join(_training_plan_lines(cfg, plan_training(cfg))))
+        print("\n".join(plan_lines(cfg, plan_training(cfg))))
         return EXIT_OK
     _print_summary(run_training(cfg), args.json)
     return EXIT_OK
-
-
-def _training_plan_lines(cfg: TrainConfig, files: list[str]) -> list[str]:
-    c, o = cfg.compute, cfg.optimization
-    lines = [
-        f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
-        f"{o.strategy}) on {len(files)} parquet file(s):",
-        *(f"  {uri}" for uri in files[:20]),
-    ]
-    if len(files) > 20:
-        lines.append(f"  ... and {len(files) - 20} more")
-    lines.append(
-        f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
-        + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
-        + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
-        f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
-        f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
-        f"{cfg.checkpoint.effective_export_uri}"
-    )
-    return lines
 
 
 def eval_flags(p: Parser) -> None:
@@ -452,6 +459,7 @@ COMMANDS: dict[str, tuple[Callable[[Parser], None], Handler]] = {
     "demo": (demo_flags, cmd_demo),
     "inspect": (inspect_flags, cmd_inspect),
     "status": (_output_reader_flags, cmd_status),
+    "lease": (lease_flags, cmd_lease),
     "merge": (merge_flags, cmd_merge),
     "config": (config_flags, cmd_config),
     "train": (train_flags, cmd_train),

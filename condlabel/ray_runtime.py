@@ -1,6 +1,9 @@
 """Connecting to Ray, one way for every command: a given address, else RAY_ADDRESS (as under
 `ray job submit`), else a new embedded local Ray that lives as long as the command.
 
+An embedded Ray listens on the loopback interface only (127.0.0.1): a run on a laptop has no
+reason to be reachable from the network. A Ray joined by address is left as its operator set it.
+
 Also where Ray's console output is decided. By default Ray keeps its own logs in its log files
 (the session's `logs/` directory, Ray Data's in `logs/ray-data/`) and only its errors reach the
 console, so a run shows condlabel's progress and summary; `condlabel -v` (`set_verbose`) lets
@@ -52,8 +55,43 @@ def connect(
     else:
         # One logical CPU more than the cores: labeler actors and train workers take whole
         # CPUs, and the light read/write tasks need a share left over, or a small machine stalls.
-        ray.init(address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1, **kwargs)
+        with loopback_only():
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
+                dashboard_host="127.0.0.1",
+                **kwargs,
+            )
     return True
+
+
+# Ray's switch for a single-machine Ray (its default on macOS and Windows): the node's address
+# is 127.0.0.1 and its servers (GCS, raylet, workers, agents) bind to it instead of `*`.
+# `ray.init(_node_ip_address="127.0.0.1")` does not do it: Ray turns a loopback address into
+# the machine's network address.
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Around starting an embedded Ray: every process it starts listens on 127.0.0.1 only.
+
+    Restored afterwards, so a later `ray.init(address=...)` in this process (joining a real
+    cluster) reports its network address again.
+    """
+    from ray._private import ray_constants  # read at each node start, so set it here too
+
+    saved_env, saved_flag = os.environ.get(_SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_MACHINE_ENV] = "0"  # for the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this one, which imported Ray already
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[_SINGLE_MACHINE_ENV] = saved_env
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import posixpath
 from collections import Counter
 from typing import Any
 
@@ -13,19 +15,27 @@ import pyarrow.dataset as pads
 from condlabel.config import StorageConfig
 from condlabel.storage import StorageError, resolve
 
+log = logging.getLogger("condlabel")
+
 
 def tagged_dataset(uri: str, storage: StorageConfig | None = None) -> pads.Dataset:
-    """All data shards under an output prefix; bookkeeping (`_*`, `.*`) is skipped."""
+    """All data shards under an output prefix: its `.parquet` files. Bookkeeping (`_*`, `.*`)
+    is skipped silently; any other file (a `notes.txt` someone left there) with a warning
+    naming it, so it breaks neither a run nor a reader."""
     fs, path = resolve(uri, storage)
     if not fs.exists(path):
         raise StorageError(f"{uri}: no such output prefix")
-    return pads.dataset(
-        path,
-        format="parquet",
-        filesystem=fs,
-        ignore_prefixes=["_", "."],
-        exclude_invalid_files=False,
-    )
+    root = path.rstrip("/")
+    shards = []
+    for found in sorted(fs.find(root)):
+        rel = posixpath.relpath(found, root)
+        if any(part.startswith(("_", ".")) for part in rel.split("/")):
+            continue
+        if found.endswith(".parquet"):
+            shards.append(found)
+        else:
+            log.warning("%s/%s skipped: not a parquet shard", uri.rstrip("/"), rel)
+    return pads.dataset(shards, format="parquet", filesystem=fs)
 
 
 def read_tagged(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "condlabel-v1"
+# v2: `label_truncated` added (older shards read back with it absent or null)
+SCHEMA_VERSION = "condlabel-v2"
 
 # Bookkeeping under an output prefix: never data (readers skip names starting with `_` or `.`).
 REJECTS_DIR = "_rejects"
@@ -48,6 +49,7 @@ LABEL_FIELDS = [
     ("num_generated_tokens", pa.int32()),
     ("parse_ok", pa.bool_()),
     ("truncated", pa.bool_()),
+    ("label_truncated", pa.bool_()),
     ("input_tokens", pa.int32()),
     ("raw_output", pa.string()),
     ("labeler", pa.string()),

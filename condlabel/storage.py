@@ -1,7 +1,9 @@
 """URIs -> fsspec filesystems (local, file://, s3:// through s3fs), listing and atomic writes.
 
 Credentials and endpoints come from the standard AWS chain (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
-profiles, instance roles); `StorageConfig` may override them. Nothing here logs a secret.
+profiles, instance roles); `StorageConfig` may override them (explicit keys only as a pair).
+s3:// goes through `s3.BoundedS3FileSystem`: an unreachable endpoint is a `StorageError` within
+seconds, not minutes of retries. Nothing here logs a secret.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from typing import Any
 
 import fsspec
 
-from condlabel.config import StorageConfig
+from condlabel.config import ConfigError, StorageConfig
+from condlabel.config.secrets import strip_userinfo
+from condlabel.storage_errors import StorageError
 
 _GLOB_CHARS = set("*?[")
-
-
-class StorageError(RuntimeError):
-    """An input or output location is missing, empty, unreadable or unwritable."""
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -46,11 +46,7 @@ def s3_options(storage: StorageConfig | None) -> dict[str, Any]:
     storage = storage or StorageConfig()
     opts: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": False}
     client_kwargs: dict[str, Any] = {}
-    endpoint = (
-        storage.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
+    endpoint = _endpoint(storage)
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
     if storage.region:
@@ -61,24 +57,53 @@ def s3_options(storage: StorageConfig | None) -> dict[str, Any]:
         opts["profile"] = storage.profile
     if storage.anon:
         opts["anon"] = True
-    if storage.access_key_id is not None:
+    if storage.access_key_id is not None and storage.secret_access_key is not None:
+        # As a pair, botocore uses them alone: the environment's chain is not consulted.
         opts["key"] = storage.access_key_id.get_secret_value()
-    if storage.secret_access_key is not None:
         opts["secret"] = storage.secret_access_key.get_secret_value()
-    # Transient errors (throttling, 5xx, connection resets) are retried by botocore itself.
+    # Transient errors (throttling, 5xx, connection resets) are retried by botocore itself;
+    # an unreachable endpoint only `connect_retries` times (`BoundedS3FileSystem`).
     opts["config_kwargs"] = {
         "retries": {"max_attempts": storage.retries + 1, "mode": "adaptive"},
-        "connect_timeout": 10,
-        "read_timeout": 60,
+        "connect_timeout": storage.connect_timeout_s,
+        "read_timeout": storage.read_timeout_s,
     }
+    opts["connect_retries"] = storage.connect_retries
     return opts
+
+
+def _endpoint(storage: StorageConfig) -> str | None:
+    return (
+        storage.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
 
 
 def filesystem(scheme: str, storage: StorageConfig | None = None) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for a scheme (`s3`, `file`, `gs`, ...)."""
     if scheme == "s3":
-        return fsspec.filesystem("s3", **s3_options(storage))
+        _check_key_pair(storage or StorageConfig())
+        from condlabel.s3 import BoundedS3FileSystem  # s3fs loads in ~0.7 s: only when used
+
+        return BoundedS3FileSystem(**s3_options(storage))
     return fsspec.filesystem(scheme)
+
+
+def _check_key_pair(storage: StorageConfig) -> None:
+    # One explicit key would be completed from the environment's chain, or fail there with
+    # botocore's PartialCredentialsError: refuse it before any request, naming the missing key.
+    if (storage.access_key_id is None) == (storage.secret_access_key is None):
+        return
+    given, missing = ("access_key_id", "secret_access_key")
+    if storage.access_key_id is None:
+        given, missing = missing, given
+    raise ConfigError(
+        [
+            f"storage.{missing}: required with storage.{given} (explicit S3 keys are a pair); "
+            f"set both, or neither and let the AWS chain find credentials"
+        ]
+    )
 
 
 def resolve(
@@ -102,7 +127,8 @@ class InputFile:
 def expand_inputs(
     uris: Iterable[str], storage: StorageConfig | None = None, suffixes: tuple[str, ...] = ()
 ) -> list[InputFile]:
-    """Each URI may be a file, a directory/prefix (walked recursively) or a glob.
+    """Each URI may be a file, a directory/prefix (walked recursively) or a glob (a path that
+    exists as written is never a glob, even with `[`, `*` or `?` in its name).
 
     Bookkeeping paths (names starting with `_` or `.`) are skipped under directories. A URI that
     does not exist or matches nothing raises `StorageError` naming it. Result is sorted and unique.
@@ -113,7 +139,8 @@ def expand_inputs(
         fs = filesystem(scheme, storage)
         matches: dict[str, dict[str, Any]] = {}
         try:
-            if any(c in path for c in _GLOB_CHARS):
+            # A name such as `brack[1].jsonl` is taken literally when it exists as it is.
+            if any(c in path for c in _GLOB_CHARS) and not fs.exists(path):
                 matches = fs.glob(path, detail=True)
                 if not matches:
                     raise StorageError(f"input {uri}: the glob matches no files")
@@ -147,13 +174,13 @@ def expand_inputs(
 
 
 def describe_endpoint(uri: str, storage: StorageConfig | None = None) -> str:
-    """Where an s3:// URI is served from, for error messages (endpoints are not secrets)."""
+    """Where an s3:// URI is served from, for error messages (without any `user:pass@`)."""
     if split_uri(uri)[0] != "s3":
         return ""
     endpoint = (
         s3_options(storage).get("client_kwargs", {}).get("endpoint_url", "AWS default endpoint")
     )
-    return f" (endpoint {endpoint})"
+    return f" (endpoint {strip_userinfo(endpoint)})"
 
 
 def ensure_writable(uri: str, storage: StorageConfig | None = None) -> None:
@@ -187,16 +214,22 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     target, fsync it and rename (rename is atomic within one filesystem).
     """
     if is_local(fs):
-        directory = posixpath.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = posixpath.join(directory, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(staged_beside(path, data), path)
         return
     fs.pipe_file(path, data)
+
+
+def staged_beside(path: str, data: bytes) -> str:
+    """A local file of `data`, fsynced, under a hidden temporary name beside `path` (so a
+    rename or link puts it in place atomically); returns its name."""
+    directory = posixpath.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    staged = posixpath.join(directory, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+    with open(staged, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return staged
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -102,16 +102,26 @@ def ray_local(s3_server):
     """One local Ray for the session (its own, never a `ray start` cluster on the machine).
 
     Started after the S3 server so its workers inherit AWS_ENDPOINT_URL. 4 logical CPUs on a
-    2-core machine leave room for readers beside the labeler actors.
+    2-core machine leave room for readers beside the labeler actors. Every worker registers
+    the test labeler backends of `hostile_backends`, as a plugin would.
     """
     import ray
 
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-    )
+    from condlabel.ray_runtime import loopback_only
+
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    with loopback_only():
+        ray.init(
+            address="local",
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+            runtime_env={
+                "env_vars": {"PYTHONPATH": path},
+                "worker_process_setup_hook": "hostile_backends.register",
+            },
+        )
     yield ray
     ray.shutdown()

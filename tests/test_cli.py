@@ -215,3 +215,21 @@ def test_the_exception_a_task_raised_is_found_in_its_traceback_text():
 def test_the_last_line_never_carries_url_credentials():
     exc = RuntimeError("could not connect to http://ak:sk@127.0.0.1:9/bucket")
     assert reason(exc) == "error: RuntimeError: could not connect to http://127.0.0.1:9/bucket"
+
+
+def test_lease_break_removes_a_held_lease(tmp_path, capsys):
+    from condlabel.config import StorageConfig
+    from condlabel.convert.runstate import Lease, read_lease
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lease = Lease(str(out), "run-held", StorageConfig(), ttl_s=600)
+    lease.acquire()
+    try:
+        assert main(["lease", "break", str(out)]) == 0
+        assert "removed the lease of run run-held" in capsys.readouterr().out
+        assert read_lease(str(out), StorageConfig()) is None
+        assert main(["lease", "break", str(out)]) == 0
+        assert f"no lease at {out}" in capsys.readouterr().out
+    finally:
+        lease.release()

@@ -1,11 +1,14 @@
 """The Ray Data graph of a conversion: the only module that wires Ray Data.
 
-    input files ──read+chunk, skip done (tasks)──► chunks ──label (actor pool)──► labeled
+    input files ──keys (tasks)──► the later occurrences of each id (driver: hashes only)
+    input files ──read+chunk, skip done and duplicates (tasks)──► chunks
+                ──label (actor pool; a failing chunk is retried alone, then rejected)──► labeled
                 ──format+write (tasks, one complete-or-absent shard per batch)──► shard list
 
-The driver consumes the small shard list, so it sees progress as shards land and shows rows/s
-and an ETA without a second pass over the data. Around the graph: the writer lease, the done
-index read from the output (resume), the labeler fingerprint guard and the run manifest.
+Input files are read in tasks of several small files each (`compute.bytes_per_read_task`). The
+driver consumes the small shard list, so it sees progress as shards land and shows rows/s and
+an ETA without a second pass over the data. Around the graph: the writer lease, the done index
+read from the output (resume), the labeler fingerprint guard and the run manifest.
 """
 
 from __future__ import annotations
@@ -13,31 +16,43 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
+from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
+from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
 from condlabel.convert.progress import Progress
-from condlabel.convert.reading import SUPPORTED_SUFFIXES
-from condlabel.convert.runstate import Lease, OutputState, check_fingerprint, read_output_state
+from condlabel.convert.runstate import (
+    Lease,
+    LeaseGuard,
+    OutputState,
+    check_fingerprint,
+    read_output_state,
+)
 from condlabel.convert.stages import (
     PADDED_TOKENS,
+    REJECT_LABELER_ERROR,
     USEFUL_TOKENS,
     FileStats,
     format_table,
-    label_table,
+    label_or_reject,
+    labeler_rejects_name,
     read_and_chunk,
+    write_rejects,
     write_shard,
 )
-from condlabel.convert.summary import RunSummary, new_run_id, recorded
+from condlabel.convert.summary import RunSummary, check_labeler_errors, new_run_id, recorded
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
 from condlabel.ray_runtime import connect, is_verbose, ray_session
-from condlabel.storage import InputFile, StorageError, ensure_writable, expand_inputs
+from condlabel.storage import InputFile, ensure_writable
 
 if TYPE_CHECKING:
     import ray.data
@@ -60,25 +75,23 @@ _WRITER_CPUS = 0.25
 def build_graph(
     cfg: ConvertConfig,
     files: list[InputFile],
-    done_ref: Any,
+    skip_refs: tuple[Any, Any],
     counter: Any,
     summary: RunSummary,
+    lease: LeaseGuard | None = None,
 ) -> ray.data.Dataset:
-    """The graph, lazily: iterating it runs the conversion and yields one row per shard."""
+    """The graph, lazily: iterating it runs the conversion and yields one row per shard.
+    `skip_refs`: object refs of the done index and of the duplicates (`find_duplicates`);
+    `lease`: checked before every shard write, so a run that lost its lease stops writing."""
     import ray.data
 
+    read = partial(_read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
     return (
-        _files_dataset(files)
-        .map_batches(
-            partial(
-                _read_files, cfg=cfg, run_id=summary.run_id, done_ref=done_ref, counter=counter
-            ),
-            batch_size=1,
-            num_cpus=cfg.compute.num_cpus_per_reader,
-        )
+        _reads_dataset(cfg, files)
+        .map_batches(read, batch_size=1, batch_format="pyarrow", **_reader(cfg))
         .map_batches(
             _LabelStage,
-            fn_constructor_args=(cfg,),
+            fn_constructor_args=(cfg, summary.run_id, counter),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
@@ -93,7 +106,7 @@ def build_graph(
             resources=cfg.compute.actor_resources or None,
         )
         .map_batches(
-            partial(_format_and_write, cfg=cfg, run_id=summary.run_id),
+            partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease),
             batch_size=cfg.output.rows_per_file,
             batch_format="pyarrow",
             num_cpus=_WRITER_CPUS,
@@ -112,7 +125,7 @@ def run_conversion(
     lease = Lease(cfg.output.uri, run_id, cfg.storage, cfg.output.lease_ttl_s)
     lease.acquire()
     if lease.previous and lease.previous.get("run_id") != run_id:
-        log.warning("took over the expired lease of run %s", lease.previous.get("run_id"))
+        log.warning("took over the lease of run %s", lease.previous.get("run_id"))
     summary = RunSummary(
         run_id,
         cfg.output.uri,
@@ -134,7 +147,7 @@ def run_conversion(
                 len(state.done),
                 cfg.output.uri,
             )
-            _execute(cfg, summary, files, state, started)
+            _execute(cfg, summary, files, state, started, lease)
     finally:
         lease.release()
     return summary
@@ -146,6 +159,7 @@ def _execute(
     files: list[InputFile],
     state: OutputState,
     started: float,
+    lease: Lease,
 ) -> None:
     """Run the graph and fill in the summary as its shards land."""
     import ray
@@ -157,13 +171,19 @@ def _execute(
         def read_stats() -> list[FileStats]:
             return ray.get(counter.all.remote())
 
-        graph = build_graph(cfg, files, ray.put(state.done), counter, summary)
+        skip_refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
+        graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard())
         with Progress(summary, started, cfg.compute.progress_interval_s, read_stats) as progress:
             for batch in graph.iter_batches(batch_size=None, batch_format="pyarrow"):
                 _add_shards(summary, cast(pa.Table, batch))
+                lease.ensure_held()  # a run that lost its lease stops now (exit 4)
                 progress.update()
         summary.tally(read_stats())
+        failed, first_error = ray.get(counter.labeler_errors.remote())
         ray.kill(counter)
+    if failed:
+        summary.rejected[REJECT_LABELER_ERROR] = failed
+        check_labeler_errors(summary, failed, first_error, cfg.compute.max_labeler_error_share)
 
 
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
@@ -173,13 +193,11 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     files, fingerprint = prepare_run(cfg)
     state = output_state(cfg, fingerprint, allow_mixed)
     with _ray(cfg):
+        refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
+        count = partial(_count_files, cfg=cfg, refs=refs)
         per_file = (
-            _files_dataset(files)
-            .map_batches(
-                partial(_count_files, cfg=cfg, done_ref=ray.put(state.done)),
-                batch_size=1,
-                num_cpus=cfg.compute.num_cpus_per_reader,
-            )
+            _reads_dataset(cfg, files)
+            .map_batches(count, batch_size=1, batch_format="pyarrow", **_reader(cfg))
             .take_all()
         )
     sizes = {f.uri: f.size for f in files}
@@ -203,51 +221,96 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
 # --- the graph's steps (they run in Ray tasks and actors) ---
 
 
-def _files_dataset(files: list[InputFile]) -> ray.data.Dataset:
-    """One row (and block) per input file, so each is read by its own task."""
+def _reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Dataset:
+    """One row (and block) per read task: the URIs, sizes and input-order indices of its files."""
     import ray.data
 
+    index = {f.uri: i for i, f in enumerate(files)}
+    groups = read_tasks(files, cfg.compute.bytes_per_read_task)
     return ray.data.from_items(
-        [{"uri": f.uri, "size": f.size} for f in files], override_num_blocks=len(files)
+        [
+            {
+                "uri": [f.uri for f in g],
+                "size": [f.size for f in g],
+                "index": [index[f.uri] for f in g],
+            }
+            for g in groups
+        ],
+        override_num_blocks=len(groups),
     )
 
 
+def _reader(cfg: ConvertConfig) -> dict[str, Any]:
+    return {"num_cpus": cfg.compute.num_cpus_per_reader}
+
+
+def _files_of(batch: pa.Table) -> Iterator[tuple[str, int, int]]:
+    """(uri, size, input-order index) of each file of a read task."""
+    for task in batch.to_pylist():
+        yield from zip(task["uri"], task["size"], task["index"], strict=True)
+
+
+def _find_duplicates(cfg: ConvertConfig, files: list[InputFile]) -> dict:
+    """The key pass: every document's keys, read in tasks, then the later occurrence of each id
+    (`condlabel.convert.duplicates`); the driver holds 40 bytes per document, no text."""
+    parts = [
+        cast(dict, batch)
+        for batch in _reads_dataset(cfg, files)
+        .map_batches(
+            partial(_read_keys, cfg=cfg), batch_size=1, batch_format="pyarrow", **_reader(cfg)
+        )
+        .iter_batches(batch_size=None, batch_format="numpy")
+    ]
+    keys = {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in KEY_FIELDS}
+    found = find_duplicates(keys, [f.uri for f in files]) if parts else {}
+    if found:
+        later = sum(len(positions) for positions in found.values())
+        log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
+    return found
+
+
+def _read_keys(batch: pa.Table, cfg: ConvertConfig) -> dict[str, np.ndarray]:
+    parts = [document_keys(uri, index, cfg) for uri, _, index in _files_of(batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in KEY_FIELDS}
+
+
 def _chunks_and_stats(
-    batch: dict[str, Any], cfg: ConvertConfig, run_id: str, done_ref: Any, keep_rejects: bool
+    batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], keep_rejects: bool
 ):
-    """Each file of the batch read and chunked: chunk tables, then the file's stats."""
+    """Each file of the read task read and chunked: chunk tables, then the file's stats."""
     import ray
 
-    done = ray.get(done_ref)
-    for uri, size in zip(batch["uri"], batch["size"], strict=True):
+    done, duplicates = ray.get(list(refs))
+    for uri, size, _ in _files_of(batch):
         for item in read_and_chunk(
-            str(uri),
+            uri,
             cfg,
             run_id,
             done=done,
             rows_per_batch=cfg.compute.batch_size * 8,
             keep_rejects=keep_rejects,
+            duplicates=duplicates.get(uri),
         ):
             if isinstance(item, FileStats):
                 item.bytes = int(size)
             yield item
 
 
-def _read_files(batch: dict[str, Any], cfg: ConvertConfig, run_id: str, done_ref: Any, counter):
+def _read_files(batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], counter):
     """Read step: yield the chunks still to label; each file's stats go to the run's counter."""
     import ray
 
-    for item in _chunks_and_stats(batch, cfg, run_id, done_ref, keep_rejects=True):
+    for item in _chunks_and_stats(batch, cfg, run_id, refs, keep_rejects=True):
         if isinstance(item, FileStats):
             ray.get(counter.add.remote(item))
         else:
             yield item
 
 
-def _count_files(batch: dict[str, Any], cfg: ConvertConfig, done_ref: Any) -> dict[str, list]:
+def _count_files(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict[str, list]:
     """The dry run's read step: each file's counts, nothing kept or written."""
     rows: dict[str, list] = {k: [] for k in ("uri", "documents", "chunks", "done", "rejected")}
-    for item in _chunks_and_stats(batch, cfg, "dry-run", done_ref, keep_rejects=False):
+    for item in _chunks_and_stats(batch, cfg, "dry-run", refs, keep_rejects=False):
         if isinstance(item, FileStats):
             rows["uri"].append(item.source)
             rows["documents"].append(item.documents)
@@ -265,28 +328,42 @@ class _LabelStage:
     output (nothing left to label) never loads a model.
     """
 
-    def __init__(self, cfg: ConvertConfig):
+    def __init__(self, cfg: ConvertConfig, run_id: str, counter: Any):
         self.cfg = cfg
+        self.run_id = run_id
+        self.counter = counter
         self.fingerprint = run_fingerprint(cfg)
         self.labeler: Labeler | None = None
         self.classifiers: list = []
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
         if self.labeler is None:
             from condlabel.classifiers import build_classifiers
 
-            self.labeler = build_labeler(self.cfg.labeler)
+            self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
             self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
-        table = label_table(self.labeler, batch, self.fingerprint)
-        if self.classifiers:
+        table, rejects = label_or_reject(self.labeler, batch, self.fingerprint)
+        if rejects:
+            name = labeler_rejects_name(rejects)
+            write_rejects(rejects, self.cfg.output.uri, self.run_id, name, self.cfg.storage)
+            ray.get(self.counter.add_labeler_errors.remote(name, len(rejects), rejects[0].detail))
+        if self.classifiers and table.num_rows:
             from condlabel.classifiers import classify_table
 
             table = classify_table(self.classifiers, table)
         return table
 
 
-def _format_and_write(batch: pa.Table, cfg: ConvertConfig, run_id: str) -> dict[str, list]:
+def _format_and_write(
+    batch: pa.Table, cfg: ConvertConfig, run_id: str, lease: LeaseGuard | None = None
+) -> dict[str, list]:
     """Write step: one shard per batch; returns the shard's row in the shard list."""
+    if batch.num_rows == 0:  # every chunk of a labeler batch was rejected
+        return {"path": [], "rows": [], "useful": [], "padded": []}
+    if lease is not None:
+        lease.ensure_held()
     shard = write_shard(
         format_table(cfg.format, batch, run_id),
         cfg.output.uri,
@@ -320,12 +397,21 @@ def _counter_actor():
 
         def __init__(self) -> None:
             self.by_file: dict[str, FileStats] = {}
+            self.failed_by_batch: dict[str, int] = {}
+            self.first_error = ""
 
         def add(self, stats: FileStats) -> None:
             self.by_file[stats.source] = stats
 
         def all(self) -> list[FileStats]:
             return list(self.by_file.values())
+
+        def add_labeler_errors(self, name: str, count: int, detail: str) -> None:
+            self.failed_by_batch[name] = count
+            self.first_error = self.first_error or detail
+
+        def labeler_errors(self) -> tuple[int, str]:
+            return sum(self.failed_by_batch.values()), self.first_error
 
     return RunCounter.remote()
 
@@ -355,18 +441,12 @@ def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
 
 
 def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
-    """Checks that need no Ray and touch nothing: the inputs exist, the output is writable."""
+    """Checks that need no Ray and touch nothing: the output lies outside every input, the
+    inputs exist, the output is writable."""
+    check_overlap(cfg.input.paths, cfg.output.uri)
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
     return files, run_fingerprint(cfg)
-
-
-def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
-    """Expand and check inputs; fail before any work when something is missing."""
-    if not cfg.input.paths:
-        raise StorageError("no input given: pass --input URI (or set input.paths in the config)")
-    suffixes = SUPPORTED_SUFFIXES if cfg.input.format == "auto" else ()
-    return expand_inputs(cfg.input.paths, cfg.storage, suffixes=suffixes)
 
 
 def run_fingerprint(cfg: ConvertConfig) -> str:

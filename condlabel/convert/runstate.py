@@ -1,18 +1,14 @@
-"""What makes runs resumable and safe: the done index, the fingerprint guard, the writer lease
-and the run manifest. The output prefix is the source of truth; nothing here needs Ray.
+"""What makes runs resumable and safe: the done index, the fingerprint guard, the run manifest
+and `status`; the writer lease is in `lease.py` (its names are re-exported here). The output
+prefix is the source of truth; nothing here needs Ray.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import posixpath
-import socket
-import threading
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -20,13 +16,15 @@ import numpy as np
 import pyarrow.compute as pc
 
 from condlabel.config import StorageConfig
+
+# Re-exported (`X as X`): the pipeline, the CLI and tests import the lease from here.
+from condlabel.convert.lease import Lease as Lease
+from condlabel.convert.lease import LeaseGuard as LeaseGuard
+from condlabel.convert.lease import RunRefused, read_lease
+from condlabel.convert.lease import break_lease as break_lease
 from condlabel.readback import latest_versions, tagged_dataset
-from condlabel.schema import KEY_COLUMNS, LEASE_NAME, MANIFEST_DIR
+from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
 from condlabel.storage import resolve, write_bytes_atomic
-
-
-class RunRefused(RuntimeError):
-    """The run must not proceed (another writer holds the prefix, or labelers would mix)."""
 
 
 def key_hash(doc_id: str, doc_hash: str, chunk_index: int) -> int:
@@ -107,99 +105,6 @@ def check_fingerprint(current: str, existing: dict[str, int], allow_mixed: bool)
         )
 
 
-# --------------------------------------------------------------------------- lease
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-class Lease:
-    """One writer per output prefix: `_lease.json` with an expiry, renewed while the run lives.
-
-    Object stores have no locks; the lease is written, then read back after a short settle
-    time to make sure a concurrent starter did not overwrite it (last writer wins, the loser
-    backs off). A lease left by a killed run is taken over once it has expired.
-    """
-
-    def __init__(
-        self,
-        output_uri: str,
-        run_id: str,
-        storage: StorageConfig,
-        ttl_s: float,
-        settle_s: float = 0.5,
-    ):
-        self.fs, root = resolve(output_uri, storage)
-        self.path = posixpath.join(root, LEASE_NAME)
-        self.uri = output_uri.rstrip("/") + "/" + LEASE_NAME
-        self.run_id = run_id
-        self.ttl_s = ttl_s
-        self.settle_s = settle_s
-        self.previous: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.renew_error: Exception | None = None
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError):
-            return {"run_id": "<unreadable lease>", "expires_at": 0}
-
-    def _write(self) -> None:
-        now = _now()
-        body = {
-            "run_id": self.run_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "renewed_at": _iso(now),
-            "expires_at": now + self.ttl_s,
-            "expires": _iso(now + self.ttl_s),
-        }
-        write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
-
-    def acquire(self) -> None:
-        held = self.read()
-        if held and held.get("run_id") != self.run_id and float(held.get("expires_at", 0)) > _now():
-            raise RunRefused(
-                f"another run is writing to this output prefix: run {held.get('run_id')} on "
-                f"{held.get('host')} (pid {held.get('pid')}), lease {self.uri} valid until "
-                f"{held.get('expires')}. Wait for it to finish, or for its lease to expire if it died."
-            )
-        self.previous = held
-        self._write()
-        time.sleep(self.settle_s)
-        mine = self.read()
-        if not mine or mine.get("run_id") != self.run_id:
-            raise RunRefused(f"lost the race for {self.uri} to run {mine and mine.get('run_id')}")
-        self._thread = threading.Thread(
-            target=self._renew_loop, name="condlabel-lease", daemon=True
-        )
-        self._thread.start()
-
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
-            try:
-                self._write()
-            except Exception as exc:  # noqa: BLE001 - keep renewing; storage errors surface in the run
-                self.renew_error = exc
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        held = self.read()
-        if held and held.get("run_id") == self.run_id:
-            self.fs.rm(self.path)
-
-
 # --------------------------------------------------------------------------- manifest
 
 
@@ -256,7 +161,7 @@ def status_info(uri: str, storage: StorageConfig) -> dict[str, Any]:
     """What `condlabel status` reports: every run's manifest, the output's totals, the lease."""
     runs = read_manifests(uri, storage)
     state = read_output_state(uri, storage)
-    lease = Lease(uri, "status", storage, ttl_s=1).read()
+    lease = read_lease(uri, storage)
     info = {
         "output": uri,
         "runs": [

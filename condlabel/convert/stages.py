@@ -10,7 +10,7 @@ import hashlib
 import io
 import posixpath
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
 from condlabel.convert.chunking import chunk_document, doc_version
+from condlabel.convert.duplicates import Duplicate, duplicate_reject
 from condlabel.convert.format import conditional_text
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.labelers import Labeler
@@ -34,6 +35,10 @@ from condlabel.storage import resolve, write_bytes_atomic
 
 USEFUL_TOKENS = "_useful_tokens"
 PADDED_TOKENS = "_padded_tokens"
+# A chunk's line/row in its file, for a labeler_error reject; dropped before the shard is written.
+POSITION = "_position"
+READ_SCHEMA = CHUNK_SCHEMA.append(pa.field(POSITION, pa.int64()))
+REJECT_LABELER_ERROR = "labeler_error"
 
 DoneFilter = Callable[[str, str, int], bool]
 """(doc_id, doc_hash, chunk_index) -> True when the chunk is already in the output."""
@@ -64,25 +69,30 @@ def read_and_chunk(
     done: DoneFilter | None = None,
     rows_per_batch: int = 256,
     keep_rejects: bool = True,
+    duplicates: Mapping[int, Duplicate] | None = None,
 ) -> Iterator[pa.Table | FileStats]:
     """Read one input file and yield chunk tables of up to `rows_per_batch` rows, then its stats.
 
-    Chunks for which `done` is true are counted, not yielded. Rejected records are written to
-    `_rejects/<run_id>/` under the output prefix (unless `keep_rejects` is off, for dry runs)
-    before the stats are yielded, so a file's rejects are stored whenever its stats count them.
+    Chunks for which `done` is true are counted, not yielded. Documents at the lines/rows of
+    `duplicates` (later occurrences of an id, see `condlabel.convert.duplicates`) are rejects.
+    Rejected records are written to `_rejects/<run_id>/` under the output prefix (unless
+    `keep_rejects` is off, for dry runs) before the stats are yielded, so a file's rejects are
+    stored whenever its stats count them.
     """
     fs, path = resolve(uri, cfg.storage)
     stats = FileStats(uri)
     rejects: list[Reject] = []
-    rows: dict[str, list] = {name: [] for name in CHUNK_SCHEMA.names}
+    rows: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
 
     def flush() -> pa.Table:
-        table = pa.Table.from_pydict(rows, schema=CHUNK_SCHEMA)
+        table = pa.Table.from_pydict(rows, schema=READ_SCHEMA)
         for values in rows.values():
             values.clear()
         return table
 
     for item in iter_file(fs, path, uri, cfg.input):
+        if not isinstance(item, Reject) and duplicates and item.position in duplicates:
+            item = duplicate_reject(item, duplicates[item.position], cfg.input)
         if isinstance(item, Reject):
             rejects.append(item)
             stats.rejected[item.reason] += 1
@@ -103,25 +113,79 @@ def read_and_chunk(
             rows["doc_hash"].append(doc_hash)
             rows["num_words"].append(chunk.num_words)
             rows["text"].append(chunk.text)
+            rows[POSITION].append(doc.position)
         if len(rows["doc_id"]) >= rows_per_batch:
             yield flush()
     if rows["doc_id"]:
         yield flush()
     if rejects and keep_rejects:
-        write_rejects(rejects, cfg.output.uri, run_id, uri, cfg.storage)
+        write_rejects(rejects, cfg.output.uri, run_id, _hash_name(uri), cfg.storage)
     yield stats
 
 
 def write_rejects(
-    rejects: list[Reject], output_uri: str, run_id: str, source: str, storage: StorageConfig
+    rejects: list[Reject], output_uri: str, run_id: str, name: str, storage: StorageConfig
 ) -> str:
+    """Store rejects as `_rejects/<run_id>/<name>.parquet`; a retried task rewrites its file."""
     table = pa.Table.from_pylist(
         [{**dataclasses.asdict(r), "run_id": run_id} for r in rejects], schema=REJECT_SCHEMA
     )
     fs, root = resolve(output_uri, storage)
-    path = posixpath.join(root, REJECTS_DIR, run_id, f"{_hash_name(source)}.parquet")
+    path = posixpath.join(root, REJECTS_DIR, run_id, f"{name}.parquet")
     write_bytes_atomic(fs, path, _parquet_bytes(table, "zstd"))
     return path
+
+
+def label_or_reject(
+    labeler: Labeler, table: pa.Table, fingerprint: str | None = None
+) -> tuple[pa.Table, list[Reject]]:
+    """`label_table`, where a failing batch is retried one chunk at a time: the chunks that
+    fail alone come back as `labeler_error` rejects (with the error and the chunk's text), the
+    others labeled, so one bad chunk costs neither its batch nor the run."""
+    try:
+        return label_table(labeler, table, fingerprint), []
+    except Exception:  # noqa: BLE001 - which chunk failed is found out below
+        if table.num_rows == 1:
+            return _labeler_rejects(labeler, table, fingerprint)
+    labeled, rejects = [], []
+    for i in range(table.num_rows):
+        done, failed = _labeler_rejects(labeler, table.slice(i, 1), fingerprint)
+        labeled.append(done)
+        rejects += failed
+    return pa.concat_tables(labeled), rejects
+
+
+def _labeler_rejects(
+    labeler: Labeler, row: pa.Table, fingerprint: str | None
+) -> tuple[pa.Table, list[Reject]]:
+    """One chunk labeled alone: (its labeled row, []), or (no rows, [its reject])."""
+    try:
+        return label_table(labeler, row, fingerprint), []
+    except Exception as exc:  # noqa: BLE001 - kept as the chunk's reject
+        chunk = row.to_pylist()[0]
+        reject = Reject(
+            chunk["source"],
+            chunk[POSITION],
+            "text",
+            REJECT_LABELER_ERROR,
+            f"doc {chunk['doc_id']!r} chunk {chunk['chunk_index']}: {type(exc).__name__}: {exc}"[
+                :2000
+            ],
+            chunk["text"].encode("utf-8"),
+        )
+        return _empty_labeled(row), [reject]
+
+
+def _empty_labeled(table: pa.Table) -> pa.Table:
+    fields = [pa.field(n, t) for n, t in LABEL_FIELDS]
+    fields += [pa.field(USEFUL_TOKENS, pa.int64()), pa.field(PADDED_TOKENS, pa.int64())]
+    return pa.schema(list(table.schema) + fields).empty_table()
+
+
+def labeler_rejects_name(rejects: list[Reject]) -> str:
+    """Content-addressed, as shards are: a retried batch rewrites the same rejects file."""
+    keys = (f"{r.source}/{r.position}/{_hash_name(r.raw.hex())}" for r in rejects)
+    return "labeler-" + _hash_name(*sorted(keys))
 
 
 def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = None) -> pa.Table:

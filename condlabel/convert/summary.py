@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from condlabel.config import ConvertConfig
+from condlabel.config.secrets import strip_userinfo
 from condlabel.convert.runstate import OutputState, versions, write_manifest
 from condlabel.convert.stages import FileStats
 from condlabel.storage import InputFile
@@ -94,6 +95,21 @@ class RunSummary:
         self.rejected = dict(rejected)
 
 
+class LabelingFailed(RuntimeError):
+    """Most chunks of a run failed to label, even one at a time: the labeler is broken."""
+
+
+def check_labeler_errors(summary: RunSummary, failed: int, first: str, share: float) -> None:
+    """Fail a run where more than `share` of the chunks it labeled failed (all are rejects)."""
+    tried = failed + summary.rows_written
+    if failed > share * tried:
+        raise LabelingFailed(
+            f"{failed} of {tried} chunks failed to label even alone (more than "
+            f"compute.max_labeler_error_share={share:g}); they are in "
+            f"{summary.output.rstrip('/')}/_rejects/{summary.run_id}/. First error: {first}"
+        )
+
+
 @contextmanager
 def recorded(
     cfg: ConvertConfig,
@@ -116,7 +132,7 @@ def recorded(
         summary.status = "succeeded"
     except BaseException as exc:
         summary.status = "failed"
-        summary.error = f"{type(exc).__name__}: {exc}"[:2000]
+        summary.error = strip_userinfo(f"{type(exc).__name__}: {exc}")[:2000]
         raise
     finally:
         summary.seconds = time.monotonic() - started

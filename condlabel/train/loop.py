@@ -98,6 +98,27 @@ def plan_training(cfg: TrainConfig) -> list[str]:
     return files
 
 
+def plan_lines(cfg: TrainConfig, files: list[str]) -> list[str]:
+    """What `condlabel train --dry-run` prints: the model, the data and the plan of the run."""
+    c, o = cfg.compute, cfg.optimization
+    lines = [
+        f"would train {cfg.model.path} ({'LoRA' if cfg.model.lora.enabled else 'full'}, "
+        f"{o.strategy}) on {len(files)} parquet file(s):",
+        *(f"  {uri}" for uri in files[:20]),
+    ]
+    if len(files) > 20:
+        lines.append(f"  ... and {len(files) - 20} more")
+    lines.append(
+        f"workers {c.num_workers} x {c.cpus_per_worker} CPU"
+        + (f" + {c.gpus_per_worker} GPU" if c.use_gpu else "")
+        + f"; {o.max_steps} steps of {c.num_workers * o.micro_batch_size * o.grad_accum_steps}"
+        f" x {o.seq_len} tokens; checkpoints every {cfg.checkpoint.every_steps} steps to "
+        f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}; export to "
+        f"{cfg.checkpoint.effective_export_uri}"
+    )
+    return lines
+
+
 def run_training(cfg: TrainConfig) -> TrainSummary:
     """Read the tagged shards through Ray Data and finetune on a Ray Train worker group.
 

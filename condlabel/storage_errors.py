@@ -1,0 +1,12 @@
+"""The storage exceptions, in a module of their own so the S3 client (`s3.py`), `storage.py` and
+the writer lease share them without importing each other."""
+
+
+class StorageError(RuntimeError):
+    """An input or output location is missing, empty, unreadable or unwritable, or its endpoint
+    cannot be reached (exit 3)."""
+
+
+class ConditionFailed(Exception):
+    """A conditional write or delete found the object changed since it was read (or gone, or
+    already there)."""

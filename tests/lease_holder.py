@@ -1,0 +1,48 @@
+"""A writer process for the lease tests: holds the lease of an output prefix and, with
+`--writes N`, writes N small objects there, checking the lease before each (as the pipeline's
+writer does). Prints `acquired` once it holds the lease; exits with the CLI's exit codes.
+
+    python tests/lease_holder.py OUTPUT_URI RUN_ID TTL_S [--writes N] [--interval S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import sys
+import time
+
+from condlabel.convert.runstate import Lease
+from condlabel.failures import exit_code
+from condlabel.storage import resolve
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output")
+    parser.add_argument("run_id")
+    parser.add_argument("ttl_s", type=float)
+    parser.add_argument("--writes", type=int, default=0)
+    parser.add_argument("--interval", type=float, default=0.1)
+    args = parser.parse_args()
+    lease = Lease(args.output, args.run_id, None, ttl_s=args.ttl_s)
+    lease.acquire()
+    print("acquired", flush=True)
+    fs, root = resolve(args.output)
+    try:
+        if not args.writes:
+            time.sleep(3600)
+        for n in range(args.writes):
+            lease.ensure_held()
+            fs.pipe_file(posixpath.join(root, f"w-{args.run_id}-{n:05d}"), b"x")
+            time.sleep(args.interval)
+    except Exception as exc:  # noqa: BLE001 - any failure becomes the CLI's exit code
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exit_code(exc)
+    finally:
+        lease.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The writer lease with real processes, on a local disk and on the S3 server process: a dead
+holder's lease is taken over at once, a live one's refusal says when it expires, a writer that
+was paused past its lease and lost it stops with exit 4, renewal never overwrites another run's
+lease, and `break_lease` removes a lease."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from condlabel.convert.runstate import Lease, RunRefused, break_lease, read_lease
+from condlabel.storage import resolve
+
+HOLDER = str(Path(__file__).with_name("lease_holder.py"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def output_uri(request, tmp_path) -> str:
+    if request.param == "local":
+        out = tmp_path / "out"
+        out.mkdir()
+        return str(out)
+    return f"s3://{request.getfixturevalue('s3_bucket')}/out"
+
+
+def start_holder(output: str, run_id: str, ttl_s: float, *extra: str) -> subprocess.Popen:
+    """A process holding the lease of `output`; returns once it holds it."""
+    proc = subprocess.Popen(
+        [sys.executable, HOLDER, output, run_id, str(ttl_s), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if line.strip() != "acquired":
+        proc.kill()
+        raise AssertionError(f"holder did not start: {line!r} {proc.stderr.read()}")
+    return proc
+
+
+def test_a_dead_holders_lease_is_taken_over_at_once(output_uri):
+    holder = start_holder(output_uri, "run-killed", 300)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+
+    started = time.monotonic()
+    lease = Lease(output_uri, "run-next", None, ttl_s=300)
+    lease.acquire()  # the dead run's lease still has ~300 s to live
+    try:
+        assert time.monotonic() - started < 10
+        assert lease.previous["run_id"] == "run-killed"
+        assert read_lease(output_uri)["run_id"] == "run-next"
+    finally:
+        lease.release()
+    assert read_lease(output_uri) is None
+
+
+def test_a_live_holders_lease_is_refused_with_its_expiry(output_uri):
+    holder = start_holder(output_uri, "run-alive", 300)
+    try:
+        with pytest.raises(RunRefused) as refused:
+            Lease(output_uri, "run-second", None, ttl_s=300).acquire()
+        message = str(refused.value)
+        assert "run-alive" in message and f"(pid {holder.pid})" in message
+        assert "expires at" in message and " s) unless renewed" in message
+        assert f"condlabel lease break {output_uri}" in message
+        assert read_lease(output_uri)["run_id"] == "run-alive"  # untouched
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_writer_paused_past_its_lease_stops_with_exit_4(output_uri):
+    writer = start_holder(output_uri, "run-paused", 2, "--writes", "400", "--interval", "0.05")
+    time.sleep(0.5)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # past its TTL: the lease may be taken over
+        second = Lease(output_uri, "run-second", None, ttl_s=60)
+        second.acquire()
+        fs, root = resolve(output_uri)
+        written_before = set(fs.find(root))
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    try:
+        assert writer.wait(30) == 4, writer.stderr.read()
+        assert "run-paused lost its lease" in writer.stderr.read()
+        # Nothing written after the takeover, and the second run's lease was not overwritten.
+        paused_writes = {p for p in fs.find(root) if "w-run-paused" in p}
+        assert paused_writes <= written_before
+        assert read_lease(output_uri)["token"] == second.token
+        second.ensure_held()
+    finally:
+        second.release()
+
+
+def test_renewal_never_overwrites_another_runs_lease(output_uri):
+    first = Lease(output_uri, "run-first", None, ttl_s=60)
+    first.acquire()
+    first._stop.set()  # renew by hand below
+    assert break_lease(output_uri)["run_id"] == "run-first"
+    second = Lease(output_uri, "run-second", None, ttl_s=60)
+    second.acquire()
+    try:
+        first.renew()
+        assert read_lease(output_uri)["token"] == second.token
+        with pytest.raises(RunRefused, match=r"run-first lost its lease .* to run run-second"):
+            first.ensure_held()
+        with pytest.raises(RunRefused, match="lost its lease"):
+            first.guard().ensure_held()  # what a write task in another process checks
+        second.guard().ensure_held()
+        first.release()  # not ours any more: left in place
+        assert read_lease(output_uri)["token"] == second.token
+    finally:
+        second.release()
+
+
+def test_only_one_of_many_simultaneous_starters_gets_the_lease(output_uri):
+    starters = [Lease(output_uri, f"run-{i}", None, ttl_s=60) for i in range(6)]
+    barrier = threading.Barrier(len(starters))
+    won: list[Lease] = []
+
+    def start(lease: Lease) -> None:
+        barrier.wait()
+        try:
+            lease.acquire()
+            won.append(lease)
+        except RunRefused:
+            pass
+
+    threads = [threading.Thread(target=start, args=(lease,)) for lease in starters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert len(won) == 1
+        assert read_lease(output_uri)["token"] == won[0].token
+    finally:
+        for lease in won:
+            lease.release()
+
+
+def test_break_lease_removes_whatever_lease_is_there(output_uri):
+    assert break_lease(output_uri) is None
+    holder = start_holder(output_uri, "run-stuck", 300)
+    try:
+        broken = break_lease(output_uri)
+        assert broken["run_id"] == "run-stuck" and broken["pid"] == holder.pid
+        assert read_lease(output_uri) is None
+        lease = Lease(output_uri, "run-after", None, ttl_s=60)
+        lease.acquire()
+        lease.release()
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_an_unreadable_lease_is_taken_over(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_lease.json").write_text("{not json")
+    lease = Lease(str(out), "run-new", None, ttl_s=60)
+    lease.acquire()
+    assert json.loads((out / "_lease.json").read_text())["run_id"] == "run-new"
+    lease.release()
+    assert not (out / "_lease.json").exists()
+    assert os.listdir(out) == []  # no lock or temporary file left behind
