@@ -69,6 +69,8 @@ class VaderClassifier:
         return vader_fingerprint(self.cfg, self.name)
 
     def sentiment(self, compound: float) -> Sentiment:
+        if self.cfg.mode == "binary":
+            return "positive" if compound >= self.cfg.binary_threshold else "negative"
         if compound >= self.cfg.positive_threshold:
             return "positive"
         if compound <= self.cfg.negative_threshold:
@@ -96,7 +98,12 @@ def vader_fingerprint(cfg: VaderClassifierConfig, name: str) -> str:
         version = md.version("vaderSentiment")
     except md.PackageNotFoundError:
         version = "unknown"
-    return make_fingerprint("vader", {"name": name, "version": version, **cfg.model_dump()})
+    params = cfg.model_dump()
+    if cfg.mode == "three_way":
+        # Added with binary mode: left out of the default's fingerprint, so conversions made
+        # before the option keep theirs (their labels are the same).
+        del params["mode"], params["binary_threshold"]
+    return make_fingerprint("vader", {"name": name, "version": version, **params})
 
 
 # --------------------------------------------------------------------------- Hugging Face

@@ -49,6 +49,48 @@ def test_vader_tokens_on_clear_sentences():
     assert set(results[0].scores) == {"compound", "pos", "neu", "neg"}
 
 
+def test_vader_binary_mode_gives_every_sentence_a_token():
+    """Three-way (default) leaves the neutral band without a token; binary, the control-token
+    reference's mode, gives every sentence <|pos|> or <|neg|> by the sign of its compound."""
+    cancelled = "The meeting was cancelled."  # compound -0.25
+    lukewarm = "I guess the movie was fine."  # compound 0.20
+    sentences = [*POSITIVE, *NEGATIVE, *NEUTRAL, cancelled, lukewarm]
+    three_way = VaderClassifier(VaderClassifierConfig()).classify(sentences)
+    binary = VaderClassifier(VaderClassifierConfig(mode="binary")).classify(sentences)
+    assert [r.control_tokens for r in three_way] == (
+        [["<|pos|>"]] * 2 + [["<|neg|>"]] * 2 + [[]] * 2 + [["<|neg|>"], ["<|pos|>"]]
+    )
+    # Neutral sentences (compound exactly 0) count as positive: compound >= 0.
+    assert [r.scores["compound"] for r in binary[4:6]] == [0.0, 0.0]
+    assert [r.control_tokens for r in binary] == (
+        [["<|pos|>"]] * 2 + [["<|neg|>"]] * 2 + [["<|pos|>"]] * 2 + [["<|neg|>"], ["<|pos|>"]]
+    )
+    assert [r.scores for r in binary] == [r.scores for r in three_way]
+    # The threshold is configurable: a lukewarm sentence falls below 0.3.
+    raised = VaderClassifier(VaderClassifierConfig(mode="binary", binary_threshold=0.3))
+    assert [r.control_tokens for r in raised.classify([lukewarm, POSITIVE[0], NEUTRAL[0]])] == [
+        ["<|neg|>"],
+        ["<|pos|>"],
+        ["<|neg|>"],
+    ]
+
+
+def test_vader_mode_changes_the_fingerprint_and_the_default_keeps_its_own():
+    import importlib.metadata as md
+
+    from condlabel.labelers.base import make_fingerprint
+
+    default = ClassifierConfig(backend="vader")
+    binary = ClassifierConfig(backend="vader", vader={"mode": "binary"})
+    shifted = ClassifierConfig(backend="vader", vader={"mode": "binary", "binary_threshold": 0.1})
+    prints = classifier_fingerprints([default, binary, shifted])
+    assert len(set(prints)) == 3
+    # The default's fingerprint is the one conversions made before the option recorded.
+    before = default.vader.model_dump(exclude={"mode", "binary_threshold"})
+    version = md.version("vaderSentiment")
+    assert prints[0] == make_fingerprint("vader", {"name": "vader", "version": version, **before})
+
+
 def test_vader_thresholds_and_token_map_as_configured():
     sentence = "The food was okay, nice enough."  # mildly positive
     compound = VaderClassifier(VaderClassifierConfig()).classify([sentence])[0].scores["compound"]

@@ -42,6 +42,7 @@ from condlabel.labelers.hf import (  # noqa: E402
     plan_batches,
 )
 from condlabel.labelers.prompts import parse_label  # noqa: E402
+from condlabel.labelers.scoring import REFERENCE_SCORE  # noqa: E402
 
 TOL = 2e-4  # padded batches and merged weights change float32 rounding, not the math
 NEW_TOKENS = 16
@@ -235,13 +236,17 @@ def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, tex
         _same(together[text], alone[text])
     assert together[target].padded_tokens > alone[target].padded_tokens  # it was padded
 
-    # Same batch, reference score: log(p + 0.001) summed over the batch's padded length.
+    # Same batch, reference score: log(p + 0.001) summed over the batch's padded length. It goes
+    # to `scores` beside the raw score, which stays in `logprob`.
     reference = _labeler(base, adapter, do_sample=do_sample, max_batch_size=8, score="reference")
     ref_alone = reference.label([target])[0]
     ref_together = dict(zip(batch, reference.label(batch), strict=True))[target]
     assert ref_together.raw_output == ref_alone.raw_output
-    assert ref_together.extra["raw_logprob"] == pytest.approx(alone[target].logprob, abs=TOL)
-    assert abs(ref_together.logprob - ref_alone.logprob) > 1.0  # depends on its batch mates
+    assert ref_together.logprob == pytest.approx(alone[target].logprob, abs=TOL)
+    assert ref_alone.logprob == pytest.approx(alone[target].logprob, abs=TOL)
+    together_ref = ref_together.extra["scores"][REFERENCE_SCORE]
+    alone_ref = ref_alone.extra["scores"][REFERENCE_SCORE]
+    assert abs(together_ref - alone_ref) > 1.0  # depends on its batch mates
 
 
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
@@ -283,7 +288,7 @@ def test_rows_leave_the_decoder_at_eos(tiny_t5, tiny_t5_adapter, texts, do_sampl
     ).label(batch)
     for a, b in zip(via_generate, together, strict=True):
         assert a.extra["generated_ids"] == b.extra["generated_ids"]
-        assert a.extra["raw_logprob"] == pytest.approx(b.logprob, rel=TOL, abs=TOL)
+        assert a.logprob == pytest.approx(b.logprob, rel=TOL, abs=TOL)
         assert a.padded_tokens >= b.padded_tokens
 
 
@@ -343,7 +348,30 @@ def test_reference_score_equals_the_seed_method_on_the_same_batch(tiny_t5, tiny_
         seed_score = sum(
             math.log(probs[z][i][k.item()].item() + 0.001) for i, k in enumerate(seq[1:])
         )
-        assert ours[z].logprob == pytest.approx(seed_score, abs=1e-3)
+        assert ours[z].extra["scores"] == {REFERENCE_SCORE: pytest.approx(seed_score, abs=1e-3)}
+
+
+def test_reference_score_is_written_beside_the_raw_score(tiny_t5, tiny_t5_adapter, texts):
+    """`score: reference` keeps `logprob`/`mean_logprob` raw (as `score: raw` writes them) and
+    adds the seed's score to the row's `scores` column as `reference.logprob`."""
+    import pyarrow as pa
+
+    from condlabel.convert.stages import label_table
+    from condlabel.schema import scores_as_dict
+
+    batch = texts[:4]
+    raw = _labeler(tiny_t5, tiny_t5_adapter, do_sample=False).label(batch)
+    labeler = _labeler(tiny_t5, tiny_t5_adapter, do_sample=False, score="reference")
+    rows = label_table(labeler, pa.table({"text": batch})).to_pylist()
+    for row, plain in zip(rows, raw, strict=True):
+        assert row["logprob"] == pytest.approx(plain.logprob, abs=TOL)
+        assert row["mean_logprob"] == pytest.approx(plain.mean_logprob, abs=TOL)
+        scores = scores_as_dict(row["scores"])
+        assert list(scores) == [REFERENCE_SCORE]
+        # log(p + 0.001) over warped probabilities: a different number from the raw score
+        assert math.isfinite(scores[REFERENCE_SCORE])
+        assert scores[REFERENCE_SCORE] != pytest.approx(row["logprob"], abs=1e-3)
+    assert all(r.extra.get("scores") is None for r in raw)  # `score: raw` adds none
 
 
 @pytest.mark.parametrize("kind", ["t5", "llama"])

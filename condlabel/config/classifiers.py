@@ -16,10 +16,24 @@ NONTOXIC_TOKENS = {"toxic": "<|nontoxic|>"}
 
 
 class VaderClassifierConfig(StrictModel):
+    """VADER sentiment. In the default `three_way` mode a text whose compound score lies in the
+    neutral band (between the two thresholds) gets no token: neutral training text carries no
+    sentiment token, and in `condlabel eval` a neutral generation never counts as misaligned.
+    The control-token reference gave every sentence `<|pos|>` or `<|neg|>`; `mode: binary` does
+    that."""
+
+    mode: Literal["three_way", "binary"] = "three_way"
+    """`three_way`: positive / neutral / negative by the two thresholds below (VADER's own
+    convention); `binary` (the control-token reference's): compound >= `binary_threshold` is
+    `positive`, anything lower `negative`, so every text gets a token and no text is neutral."""
+    binary_threshold: float = Field(0.0, ge=-1, le=1)
+    """`binary` mode only: compound score at or above which a text is `positive`."""
     positive_threshold: float = Field(0.05, ge=-1, le=1)
-    """Compound score at or above which a text is `positive` (VADER's own convention: 0.05)."""
+    """`three_way` mode: compound score at or above which a text is `positive` (VADER's own
+    convention: 0.05)."""
     negative_threshold: float = Field(-0.05, ge=-1, le=1)
-    """Compound score at or below which a text is `negative`; in between is `neutral`."""
+    """`three_way` mode: compound score at or below which a text is `negative`; in between is
+    `neutral`."""
     tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
     """Control token per sentiment class; a class without an entry (default: neutral) adds none."""
 

@@ -147,7 +147,9 @@ TopK = Annotated[
 
 class GenerationFields(StrictModel):
     """Sampling settings of the generative labelers (hf, vllm) and of `condlabel eval`; the
-    defaults here are the reference labeler's."""
+    defaults here are the reference labeler's. Its model card's code also passes
+    `penalty_alpha=0.6`, which has no field here on purpose: it only selects contrastive search
+    (with `top_k > 1` and `do_sample=False`), so under the card's sampling it has no effect."""
 
     max_new_tokens: MaxNewTokens = 80
     do_sample: bool = True

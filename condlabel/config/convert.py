@@ -94,7 +94,7 @@ class ComputeConfig(RayConnection):
     max_labeler_error_share: float = Field(0.5, ge=0, le=1)
     """A chunk whose labeling raises is retried alone, then kept in `_rejects/` as
     `labeler_error` and the run goes on; the run fails (exit 1) when more than this share of
-    the chunks it labeled failed so."""
+    its chunks (labeled, failed, or already in the output) failed so."""
     progress_interval_s: float = Field(15.0, gt=0)
     """Seconds between driver-side progress lines."""
 

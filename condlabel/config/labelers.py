@@ -64,8 +64,9 @@ class HFLabelerConfig(GenerationFields):
     max_new_tokens)."""
     score: Literal["raw", "reference"] = "raw"
     """`raw`: logprob = sum of the model's raw log-probabilities of the generated tokens up to
-    and including EOS (batch-invariant); `reference`: the seed code's sum of log(p + 0.001) over
-    warped probabilities and the batch's padded length (for comparison only)."""
+    and including EOS (batch-invariant); `reference`: the same, plus the seed code's sum of
+    log(p + 0.001) over warped probabilities and the batch's padded length, written to the row's
+    `scores` as `reference.logprob` (for comparison only: it depends on batch mates)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"

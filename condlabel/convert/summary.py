@@ -100,8 +100,11 @@ class LabelingFailed(RuntimeError):
 
 
 def check_labeler_errors(summary: RunSummary, failed: int, first: str, share: float) -> None:
-    """Fail a run where more than `share` of the chunks it labeled failed (all are rejects)."""
-    tried = failed + summary.rows_written
+    """Fail a run where more than `share` of its chunks failed to label (all are rejects).
+
+    Chunks already in the output count too: a rerun whose only work left is a chunk that fails
+    again is a corpus with one bad chunk, not a broken labeler, and must not fail forever."""
+    tried = failed + summary.rows_written + summary.skipped_done
     if failed > share * tried:
         raise LabelingFailed(
             f"{failed} of {tried} chunks failed to label even alone (more than "

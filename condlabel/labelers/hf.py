@@ -333,6 +333,7 @@ class HFLabeler:
         import torch
 
         from condlabel.labelers.scoring import (
+            REFERENCE_SCORE,
             StepScorer,
             chunk_seed,
             generated_lengths,
@@ -378,7 +379,7 @@ class HFLabeler:
             stopped = bool(tokens) and tokens[-1] in self.eos_ids
             if stopped:
                 tokens = tokens[:-1]
-            logprob = ref[i] if ref is not None else raw.logprob[i]
+            logprob = raw.logprob[i]
             out.append(
                 {
                     "text": self.tokenizer.decode(tokens, skip_special_tokens=False),
@@ -389,8 +390,10 @@ class HFLabeler:
                     # positions computed for this row: its encoder input (padding included)
                     # plus its decoder steps (all the call's steps under `generate`)
                     "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
+                    # `score: reference` adds the seed's score beside the raw one, in the
+                    # row's `scores` column (label_table reads extra["scores"]).
                     "extra": {"generated_ids": token_lists[i][:n]}
-                    | ({"raw_logprob": raw.logprob[i]} if ref is not None else {}),
+                    | ({"scores": {REFERENCE_SCORE: ref[i]}} if ref is not None else {}),
                 }
             )
         return out

@@ -4,7 +4,8 @@
   up to and including the first EOS. Positions after a sequence's EOS (padding, while a batch
   mate is still generating) never count, so a chunk's score does not depend on its batch mates.
 - `mean_logprob`: `logprob / num_generated_tokens`.
-- `reference` score (for comparison only): the seed labeler's (the condlabeler-alpha model
+- `reference` score (for comparison only; `score: reference` writes it to the row's `scores`
+  as `reference.logprob`, beside the raw `logprob`): the seed labeler's (the condlabeler-alpha model
   card's code) sum over every step of the batch of `log(p + 0.001)`, `p` taken from the
   *warped* distribution (after temperature, top-k, top-p), and the padding token's probability
   at the steps after the sequence's EOS. Its two flaws, which `logprob` avoids: it depends on
@@ -25,6 +26,9 @@ import torch
 
 REFERENCE_EPSILON = 0.001
 """Added to every warped probability by the reference score."""
+
+REFERENCE_SCORE = "reference.logprob"
+"""Name of the reference score in a row's `scores` column; `logprob` stays the raw score."""
 
 
 def generated_lengths(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
