@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_ENV  := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
 
-.PHONY: demo test test-slow test-all test-vllm lint bench bench-vllm install-core install-dev install-vllm clean
+.PHONY: demo test test-slow test-all test-vllm lint bench bench-vllm bench-adherence install-core install-dev install-vllm clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/pipeline_efficiency.py
+
+## bench-adherence: raw text to a model that follows its tags (issue 13); BENCH_ARGS=--quick
+## for a small run. Its corpus is Debian's `fortunes` package, installed here when missing.
+bench-adherence: $(VENV)/.dev
+	test -d /usr/share/games/fortunes || (apt-get update -qq && apt-get install -y -qq fortunes)
+	HF_HUB_OFFLINE=1 $(PY) bench/tag_adherence.py $(BENCH_ARGS)
 
 ## bench-vllm: chunks/s of the vllm backend vs the hf backend on the same tiny causal model
 bench-vllm: $(VLLM_VENV)/.installed

@@ -1,0 +1,441 @@
+"""Tag adherence end to end (issue 13): raw text -> `condlabel convert` -> `condlabel train` ->
+`condlabel eval`, with the real commands as subprocesses against an S3 server process.
+
+    python bench/tag_adherence.py [--quick] [--steps N] [--sentences N] [--width N] ...
+
+1. Corpus: the fortune cookies of Debian's `fortunes` package (/usr/share/games/fortunes):
+   ~15k short human-written quips, jokes and aphorisms, many of them plainly positive or
+   negative, offline and installable by apt (`apt-get install -y fortunes`). Uploaded as jsonl.gz
+   to a `moto_server` process this script starts on 127.0.0.1 (and stops at the end).
+2. `condlabel convert` twice: VADER control tokens at sentence level (labeler `none`), and the
+   keyphrase labeler on whole fortunes (tags and synopsis) for the tag conditionals.
+3. A random-init GPT-2 built here (byte-level BPE trained on the corpus), trained with
+   `condlabel train` (Ray Train, 2 workers, checkpoints in S3) on both outputs: once with
+   prefixes, once on the same text without any (`data.untagged_fraction=1`), and, unless
+   `--cooldown 0`, once with prefixes and a MeCo cooldown (`data.cooldown_fraction`).
+4. `condlabel eval` of `<|pos|>`, `<|neg|>` and the corpus's most frequent tags next to the
+   unconditioned baseline; the held-out loss of plain text with and without its VADER prefix.
+
+Printed goals, as ratios: misalignment / baseline <= 0.5 for both sentiment tokens; share of
+generations whose tags overlap the conditioned ones / baseline's >= 2; plain-text held-out loss
+/ the prefix-free model's <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from tiny_models import train_bpe  # noqa: E402
+
+FORTUNES = Path("/usr/share/games/fortunes")
+# Pictures and word lists, not sentences.
+NOT_PROSE = {"art", "ascii-art", "definitions", "translate-me", "perl", "linuxcookie"}
+EOS = "<|endoftext|>"
+BUCKET = "adherence"
+SENTIMENT = ["<|pos|>", "<|neg|>"]
+CONDLABEL = str(Path(sys.executable).parent / "condlabel")
+MOTO = str(Path(sys.executable).parent / "moto_server")
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="adherence-"))
+    started = time.perf_counter()
+    with S3Server() as endpoint:
+        env = bench_env(endpoint, work)
+        train_docs, heldout = split_corpus(read_fortunes(args.sentences), args.seed)
+        upload_corpus(train_docs, env)
+        convert(env, "sentiment", SENTIMENT_CONVERT)
+        convert(env, "keyphrase", KEYPHRASE_CONVERT)
+        build_base_model(work / "base", train_docs, args)
+        put_dir(env, work / "base", f"s3://{BUCKET}/base")
+        tags = top_tags(env, args.tags)
+        print(f"tag conditionals: {tags}", flush=True)
+
+        runs = {"conditioned": [], "plain": ["data.untagged_fraction=1.0"]}
+        if args.cooldown > 0:
+            runs["cooldown"] = [f"data.cooldown_fraction={args.cooldown}"]
+        results = {}
+        for name, extra in runs.items():
+            model_uri = train(env, name, [*train_overrides(args), *extra])
+            evaluated = (
+                None if name == "plain" else evaluate(env, work, name, model_uri, tags, args)
+            )
+            results[name] = {"eval": evaluated, "loss": heldout_loss(model_uri, heldout, env)}
+    print_results(results, args, time.perf_counter() - started)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="a small run that checks the chain works")
+    p.add_argument("--steps", type=int, help="optimizer steps per training run (default 1200)")
+    p.add_argument("--sentences", type=int, help="corpus size in sentences (default 14000)")
+    p.add_argument("--width", type=int, help="GPT-2 width (default 128)")
+    p.add_argument("--layers", type=int, help="GPT-2 layers (default 4)")
+    p.add_argument("--vocab", type=int, help="BPE vocabulary (default 4000)")
+    p.add_argument("--seq-len", type=int, help="packed sequence length (default 128)")
+    p.add_argument("--micro-batch", type=int, help="sequences per worker per step (default 8)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--samples", type=int, help="generations per conditional (default 200)")
+    p.add_argument("--tags", type=int, help="tag conditionals (most frequent tags; default 3)")
+    p.add_argument("--cooldown", type=float, help="cooldown fraction of a 3rd run; 0: skip it")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    full = {"steps": 1200, "sentences": 14000, "width": 128, "layers": 4, "vocab": 4000,
+            "seq_len": 128, "micro_batch": 8, "samples": 200, "tags": 3, "cooldown": 0.1}  # fmt: skip
+    quick = {"steps": 40, "sentences": 1500, "width": 64, "layers": 2, "vocab": 1000,
+             "seq_len": 64, "micro_batch": 4, "samples": 24, "tags": 2, "cooldown": 0.0}  # fmt: skip
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+# --------------------------------------------------------------------------- S3 and the corpus
+
+
+class S3Server:
+    """A `moto_server` process on a free loopback port; the endpoint URL while it runs."""
+
+    def __enter__(self) -> str:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [MOTO, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return self.endpoint
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"moto_server did not start on port {port}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def bench_env(endpoint: str, work: Path) -> dict[str, str]:
+    """The environment of every command: the S3 server, offline hub, a cache of our own."""
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HF_HUB_OFFLINE": "1",
+        "CONDLABEL_CACHE": str(work / "cache"),
+        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    }
+    env.pop("RAY_ADDRESS", None)  # each command starts its own embedded Ray
+    os.environ.update({k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                           "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                           "CONDLABEL_CACHE")})  # fmt: skip
+    return env
+
+
+def read_fortunes(max_sentences: int) -> list[str]:
+    """Fortunes (one document each, whitespace collapsed) up to about `max_sentences`."""
+    if not FORTUNES.is_dir():
+        sys.exit(f"{FORTUNES} is missing: install the corpus with `apt-get install -y fortunes`")
+    docs: list[str] = []
+    sentences = 0
+    for path in sorted(FORTUNES.iterdir()):
+        if path.suffix or path.name in NOT_PROSE:
+            continue
+        for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            text = " ".join(entry.split())
+            if 3 <= len(text.split()) <= 120:
+                docs.append(text)
+    random.Random(0).shuffle(docs)
+    kept = []
+    for doc in docs:
+        kept.append(doc)
+        sentences += max(1, len(re.findall(r"[.!?](\s|$)", doc)))
+        if sentences >= max_sentences:
+            break
+    return kept
+
+
+def split_corpus(docs: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """(training documents, held-out documents: 5%, at most 300)."""
+    docs = list(docs)
+    random.Random(seed).shuffle(docs)
+    cut = min(300, max(10, len(docs) // 20))
+    return docs[cut:], docs[:cut]
+
+
+def upload_corpus(docs: list[str], env: dict[str, str]) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]})
+    fs.mkdir(BUCKET)
+    lines = "".join(
+        json.dumps({"id": f"fortune-{i}", "text": t}) + "\n" for i, t in enumerate(docs)
+    )
+    fs.pipe_file(f"{BUCKET}/corpus/fortunes.jsonl.gz", gzip.compress(lines.encode()))
+
+
+def put_dir(env: dict[str, str], local: Path, uri: str) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"]})
+    fs.put(str(local) + "/", uri.removeprefix("s3://") + "/", recursive=True)
+
+
+# --------------------------------------------------------------------------- the commands
+
+SENTIMENT_CONVERT = [
+    "chunking.unit=sentence",
+    "chunking.max_words=80",
+    "labeler.backend=none",
+    "classifiers=[{backend: vader}]",
+]
+KEYPHRASE_CONVERT = [
+    "chunking.max_words=200",
+    "labeler.backend=keyphrase",
+    "labeler.keyphrase.num_tags=3",
+    "labeler.keyphrase.synopsis_sentences=1",
+]
+# Two actors of half a CPU: an actor pool that takes every CPU starves the readers and hangs.
+COMPUTE = ["compute.actors=2", "compute.num_cpus_per_actor=0.5", "compute.num_cpus_per_reader=0.25"]
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    """One `condlabel` command; its output is echoed, and a failure stops the benchmark."""
+    started = time.perf_counter()
+    done = subprocess.run([CONDLABEL, *args], env=env, capture_output=True, text=True, cwd=REPO)
+    took = time.perf_counter() - started
+    print(f"$ condlabel {' '.join(args[:1])} ... ({took:.0f} s)", flush=True)
+    if done.returncode != 0:
+        sys.exit(f"condlabel {args[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def overrides(pairs: list[str]) -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+def convert(env: dict[str, str], name: str, settings: list[str]) -> None:
+    run(
+        env,
+        "convert",
+        "--input",
+        f"s3://{BUCKET}/corpus/",
+        "--output",
+        f"s3://{BUCKET}/tagged-{name}/",
+        *overrides([*settings, *COMPUTE]),
+    )
+
+
+def build_base_model(out: Path, docs: list[str], args: argparse.Namespace) -> None:
+    """A random-init GPT-2 with a byte-level BPE trained on the training documents."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(docs, args.vocab, [EOS]),
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+    )
+    tok.save_pretrained(out)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=max(256, args.seq_len),
+        n_embd=args.width,
+        n_layer=args.layers,
+        n_head=max(1, args.width // 32),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(args.seed)
+    GPT2LMHeadModel(config).save_pretrained(out, safe_serialization=True)
+
+
+def top_tags(env: dict[str, str], count: int) -> list[str]:
+    from condlabel.readback import read_tagged, tag_counts
+
+    return [
+        t for t, _ in tag_counts(read_tagged(f"s3://{BUCKET}/tagged-keyphrase/")).most_common(count)
+    ]
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    steps = args.steps
+    return [
+        f"data.paths=[s3://{BUCKET}/tagged-sentiment/, s3://{BUCKET}/tagged-keyphrase/]",
+        "data.prefix=template",
+        "data.untagged_fraction=0.1",  # the unconditioned baseline must be a trained mode too
+        "data.shuffle_tags=true",
+        "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
+        "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
+        f"data.seed={args.seed}",
+        f"model.path=s3://{BUCKET}/base",
+        "model.new_token_init=random",
+        f"optimization.seq_len={args.seq_len}",
+        f"optimization.micro_batch_size={args.micro_batch}",
+        f"optimization.max_steps={steps}",
+        f"optimization.learning_rate={args.lr}",
+        f"optimization.warmup_steps={max(1, steps // 20)}",
+        "optimization.loss_on=text",
+        "optimization.precision=fp32",
+        f"optimization.seed={args.seed}",
+        f"optimization.log_every_steps={max(1, steps // 10)}",
+        f"checkpoint.storage_path=s3://{BUCKET}/runs",
+        f"checkpoint.every_steps={max(1, steps // 2)}",
+        "compute.num_workers=2",
+        "compute.cpus_per_worker=0.5",
+        "compute.torch_threads=1",
+    ]
+
+
+def train(env: dict[str, str], name: str, settings: list[str]) -> str:
+    out = run(env, "train", "--json", *overrides([*settings, f"checkpoint.name={name}"]))
+    summary = json.loads(out[out.index("{") :])
+    history = summary.get("history") or [{}]
+    print(f"  {name}: final loss {history[-1].get('loss', float('nan')):.3f}", flush=True)
+    return summary["export_uri"]
+
+
+def evaluate(
+    env: dict[str, str], work: Path, name: str, model_uri: str, tags: list[str], args
+) -> dict:
+    conditionals = [{"name": t, "control_tokens": [t]} for t in SENTIMENT]
+    conditionals += [{"name": f"tag:{t}", "tags": [t]} for t in tags]
+    report = work / f"eval-{name}.json"
+    run(
+        env,
+        "eval",
+        *overrides(
+            [
+                f"model={model_uri}",
+                "prefix=template",
+                f"conditionals={json.dumps(conditionals)}",
+                "prompts=['']",
+                "generation.max_new_tokens=32",
+                f"generation.num_samples={args.samples}",
+                "generation.batch_size=32",
+                f"generation.seed={args.seed}",
+                "classifiers=[{backend: vader}]",
+                "labeler={backend: keyphrase, keyphrase: {num_tags: 3, synopsis_sentences: 1}}",
+                "device=cpu",
+                f"output={report}",
+            ]
+        ),
+    )
+    return json.loads(report.read_text())
+
+
+# --------------------------------------------------------------------------- held-out loss
+
+
+def heldout_loss(model_uri: str, docs: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Mean loss per text token of held-out sentences: plain (after EOS, as an untagged
+    training example) and after their VADER prefix (as training presents a tagged sentence)."""
+    import torch
+
+    from condlabel.classifiers import VaderClassifier
+    from condlabel.config.classifiers import VaderClassifierConfig
+    from condlabel.models import load_model
+    from condlabel.sentences import sentence_spans
+    from condlabel.train.data import prompt_ids
+
+    sentences = [d[a:b].strip() for d in docs for a, b in sentence_spans(d)]
+    sentences = [s for s in sentences if s]
+    vader = VaderClassifier(VaderClassifierConfig())
+    prefixes = ["".join(r.control_tokens) for r in vader.classify(sentences)]
+    loaded = load_model(model_uri, architecture="causal", device="cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    totals = {"plain": [0.0, 0], "prefixed": [0.0, 0]}
+    with torch.no_grad():
+        for text, prefix in zip(sentences, prefixes, strict=True):
+            for mode, pre in (("plain", ""), ("prefixed", prefix)):
+                ids = prompt_ids(tokenizer, pre, text)
+                n_text = len(ids) - len(prompt_ids(tokenizer, pre, ""))
+                logits = model(torch.tensor([ids])).logits[0, :-1]
+                losses = torch.nn.functional.cross_entropy(
+                    logits, torch.tensor(ids[1:]), reduction="none"
+                )
+                totals[mode][0] += losses[-n_text:].sum().item()
+                totals[mode][1] += n_text
+    return {mode: s / max(1, n) for mode, (s, n) in totals.items()}
+
+
+# --------------------------------------------------------------------------- the figures
+
+
+def ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None:
+        return math.nan
+    return a / b if b else (math.inf if a else math.nan)
+
+
+def print_results(results: dict, args: argparse.Namespace, seconds: float) -> None:
+    plain_loss = results["plain"]["loss"]["plain"]
+    print(f"\nsettings: {json.dumps(vars(args), sort_keys=True)}")
+    print(f"plain-text held-out loss of the prefix-free model: {plain_loss:.4f}")
+    for name, res in results.items():
+        if res["eval"] is None:
+            continue
+        print(f"\n== {name} model")
+        print(f"{'conditional':<28} {'n':>4} {'score':>7} {'baseline':>8} {'ratio':>6}  goal")
+        for r in res["eval"]["results"]:
+            cond, base = r["misalignment"], r["baseline_misalignment"]
+            if r["name"] in SENTIMENT:
+                label, value, ref = "misaligned", cond, base
+                goal = ratio(value, ref) <= 0.5
+            else:  # overlap share: generations whose tags share a conditioned tag
+                label = "tag overlap"
+                value = None if cond is None else 1 - cond
+                ref = None if base is None else 1 - base
+                goal = ratio(value, ref) >= 2
+            print(
+                f"{r['name'] + ' ' + label:<28} {r['n']:>4} {_pct(value):>7} {_pct(ref):>8} "
+                f"{ratio(value, ref):>6.2f}  {'met' if goal else 'missed'}"
+            )
+        loss = res["loss"]
+        print(
+            f"held-out loss: plain {loss['plain']:.4f}, with prefix {loss['prefixed']:.4f}; "
+            f"plain / prefix-free model {ratio(loss['plain'], plain_loss):.3f} "
+            f"({'met' if ratio(loss['plain'], plain_loss) <= 1.05 else 'missed'}, goal <= 1.05)"
+        )
+    print(f"\nwhole benchmark: {seconds / 60:.1f} min")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+if __name__ == "__main__":
+    main()
