@@ -148,6 +148,7 @@ def tagged_table(texts: list[str], run_id: str = "test-run"):
             "num_generated_tokens": pa.array([0] * n, pa.int32()),
             "parse_ok": [True] * n,
             "truncated": [False] * n,
+            "label_truncated": [False] * n,
             "input_tokens": pa.array([None] * n, pa.int32()),
             "raw_output": [""] * n,
             "labeler": ["test:fixture"] * n,
