@@ -11,6 +11,7 @@ import pytest
 
 import condlabel
 import condlabel.cli
+import condlabel.cli.corpus
 from condlabel.cli import COMMANDS, main
 from condlabel.config import ConfigError
 from condlabel.failures import exit_code, raised_exception_in, reason, strip_ansi
@@ -143,7 +144,7 @@ def _fails_in_ray(monkeypatch, run) -> None:
     import condlabel.convert.pipeline
 
     monkeypatch.setattr(condlabel.convert.pipeline, "run_conversion", lambda cfg, **kw: run())
-    monkeypatch.setattr(condlabel.cli, "preflight", lambda cfg: None)
+    monkeypatch.setattr(condlabel.cli.corpus, "preflight", lambda cfg: None)
 
 
 @pytest.mark.parametrize(

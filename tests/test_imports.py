@@ -22,6 +22,8 @@ CORE = [
     "condlabel.labelers",
     "condlabel.labelers.keyphrase",
     "condlabel.cli",
+    "condlabel.cli.corpus",
+    "condlabel.cli.models",
     "condlabel.sentences",
     "condlabel.models",
     "condlabel.classifiers",

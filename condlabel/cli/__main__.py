@@ -1,0 +1,7 @@
+"""`python -m condlabel.cli`."""
+
+import sys
+
+from condlabel.cli import main
+
+sys.exit(main())
