@@ -4,14 +4,18 @@ labeler actors of a real run build it."""
 
 from __future__ import annotations
 
+import time
+
 from condlabel.config import ConvertConfig
 from condlabel.labelers import BACKENDS, Backend, LabelResult, keyphrase
 
 POISON = "POISONED"
+STALL = "STALLED"  # a batch holding it never returns (sleeps an hour)
 
 
 class PoisonedLabeler:
-    """The keyphrase labeler, except that a batch holding a text with `POISON` raises."""
+    """The keyphrase labeler, except that a batch holding a text with `POISON` raises and one
+    with `STALL` hangs."""
 
     def __init__(self, cfg) -> None:
         self.inner = keyphrase.KeyphraseLabeler(cfg.keyphrase)
@@ -21,6 +25,8 @@ class PoisonedLabeler:
         for text in texts:
             if POISON in text:
                 raise ValueError(f"cannot label a poisoned text ({len(text)} characters)")
+            if STALL in text:
+                time.sleep(3600)
         return self.inner.label(texts)
 
 

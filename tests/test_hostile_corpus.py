@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import make_docs
-from hostile_backends import POISON, poisoned
+from hostile_backends import POISON, STALL, poisoned
 from pipeline_helpers import convert_config
 
 from condlabel import read_tagged
@@ -57,6 +57,7 @@ def _hostile_corpus() -> tuple[dict[str, bytes], set[str], dict[str, int]]:
         {"id": "7", "text": "Seven as a string. " * 5},
         {"id": "dna", "text": f"A genome follows. {dna} That was the genome."},
         {"id": "poison", "text": f"A {POISON} chunk the labeler fails on. " * 3},
+        {"id": "stall", "text": f"A {STALL} chunk the labeler never finishes. " * 3},
         *good[3:],
     ]
     files = {
@@ -74,6 +75,7 @@ def _hostile_corpus() -> tuple[dict[str, bytes], set[str], dict[str, int]]:
         "duplicate_text": 1,
         "empty_file": 1,
         "labeler_error": 1,
+        "labeler_timeout": 1,
     }
     return files, ids, expected
 
@@ -84,6 +86,8 @@ def test_a_hostile_corpus_loses_nothing_and_a_rerun_adds_nothing(s3_bucket, s3fs
         s3fs_client.pipe(f"{s3_bucket}/{name}", data)
     out = f"s3://{s3_bucket}/out"
     cfg = poisoned(convert_config([f"s3://{s3_bucket}/in/"], out))
+    # The stalled chunk's call ends its actor after this long; keyphrase labels a chunk in ms.
+    cfg.compute.label_timeout_s = 5
 
     first = run_conversion(cfg)
     assert first.status == "succeeded"

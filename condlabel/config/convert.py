@@ -31,6 +31,14 @@ class InputConfig(StrictModel):
     """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet)."""
     docs_per_batch: int = Field(256, ge=1)
     """Documents read per block handed to the chunker (memory vs. task overhead)."""
+    sample_fraction: float = Field(1.0, gt=0, le=1)
+    """Label only the documents whose id hash falls below this fraction (`--sample-fraction`):
+    a deterministic sample, the same in every run; a larger fraction keeps every document of a
+    smaller one, so a sample is extended by rerunning with a larger one. 1 labels everything."""
+    sample_stratified: bool = False
+    """With sample_fraction below 1, every input file keeps at least one document (the one with
+    the lowest id hash) even when none of its ids falls in the fraction, so every shard of the
+    corpus is represented (`--sample-stratified`)."""
 
 
 class ChunkConfig(StrictModel):
@@ -73,6 +81,14 @@ class OutputConfig(StrictModel):
     output prefix (same as --allow-mixed)."""
 
 
+class DedupConfig(StrictModel):
+    enabled: bool = True
+    """Label each distinct chunk text once per run: chunks whose normalised text (Unicode NFC,
+    whitespace runs as one space; case and punctuation count) is the same as an earlier chunk's
+    (input order) get its labels, scores and outputs, and `copied_from` names it. Costs one more
+    read and chunking pass over the inputs before labeling (8 bytes per chunk on the driver)."""
+
+
 class ComputeConfig(RayConnection):
     actors: int | None = Field(None, ge=1)
     """Labeler actors; unset sizes the pool from the cluster's resources, leaving room for readers."""
@@ -95,6 +111,12 @@ class ComputeConfig(RayConnection):
     """A chunk whose labeling raises is retried alone, then kept in `_rejects/` as
     `labeler_error` and the run goes on; the run fails (exit 1) when more than this share of
     its chunks (labeled, failed, or already in the output) failed so."""
+    label_timeout_s: float | None = Field(900.0, gt=0)
+    """Seconds one labeler call (a batch, or one chunk) may take. A call over it ends its actor
+    (a running call cannot be interrupted); Ray restarts the actor, the batch's chunks are
+    labeled one at a time, and a chunk that overruns alone goes to `_rejects/` as
+    `labeler_timeout` (one that kills its actor alone: `labeler_crash`). These count as labeler
+    errors. Model loading is not timed. `null`: no limit (crashes are still isolated)."""
     progress_interval_s: float = Field(15.0, gt=0)
     """Seconds between driver-side progress lines."""
 
@@ -114,6 +136,8 @@ class ConvertConfig(RunConfig):
     """Where the tagged shards go, and how a run holds the output."""
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
     """The Ray cluster and the labeler actor pool."""
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    """Duplicate chunks: each distinct text is labeled once per run."""
     storage: StorageConfig = Field(default_factory=StorageConfig)
     """S3 endpoint, profile and credentials for every s3:// path."""
     classifiers: list[ClassifierConfig] = Field(default_factory=list)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from functools import partial
+from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -27,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
+from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
+from condlabel.convert.copies import CopyRun, plan_copy_run
 from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
 from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
 from condlabel.convert.progress import Progress
@@ -39,7 +43,6 @@ from condlabel.convert.runstate import (
 )
 from condlabel.convert.stages import (
     PADDED_TOKENS,
-    REJECT_LABELER_ERROR,
     USEFUL_TOKENS,
     FileStats,
     format_table,
@@ -79,19 +82,22 @@ def build_graph(
     counter: Any,
     summary: RunSummary,
     lease: LeaseGuard | None = None,
+    copies: CopyRun | None = None,
 ) -> ray.data.Dataset:
     """The graph, lazily: iterating it runs the conversion and yields one row per shard.
     `skip_refs`: object refs of the done index and of the duplicates (`find_duplicates`);
-    `lease`: checked before every shard write, so a run that lost its lease stops writing."""
+    `lease`: checked before every shard write, so a run that lost its lease stops writing;
+    `copies`: held back by the read step, their labels kept by the label stage."""
     import ray.data
 
     read = partial(_read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
+    read = partial(read, copies=copies)
     return (
         _reads_dataset(cfg, files)
         .map_batches(read, batch_size=1, batch_format="pyarrow", **_reader(cfg))
         .map_batches(
             _LabelStage,
-            fn_constructor_args=(cfg, summary.run_id, counter),
+            fn_constructor_args=(cfg, summary.run_id, counter, copies),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
@@ -172,18 +178,27 @@ def _execute(
             return ray.get(counter.all.remote())
 
         skip_refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
-        graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard())
+        copies = plan_copy_run(
+            cfg, summary.run_id, _reads_dataset(cfg, files), _reader(cfg), skip_refs, counter
+        )
+        graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard(), copies)
+        write = partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
         with Progress(summary, started, cfg.compute.progress_interval_s, read_stats) as progress:
-            for batch in graph.iter_batches(batch_size=None, batch_format="pyarrow"):
+            shards = graph.iter_batches(batch_size=None, batch_format="pyarrow")
+            # The copies are written once the whole graph has run: their labels are all known.
+            for batch in chain(shards, copies.written(write, _WRITER_CPUS) if copies else ()):
                 _add_shards(summary, cast(pa.Table, batch))
                 lease.ensure_held()  # a run that lost its lease stops now (exit 4)
                 progress.update()
         summary.tally(read_stats())
+        summary.labeler_calls_saved = copies.finish() if copies else 0
         failed, first_error = ray.get(counter.labeler_errors.remote())
         ray.kill(counter)
     if failed:
-        summary.rejected[REJECT_LABELER_ERROR] = failed
-        check_labeler_errors(summary, failed, first_error, cfg.compute.max_labeler_error_share)
+        summary.rejected.update(failed)
+        check_labeler_errors(
+            summary, sum(failed.values()), first_error, cfg.compute.max_labeler_error_share
+        )
 
 
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
@@ -296,15 +311,23 @@ def _chunks_and_stats(
             yield item
 
 
-def _read_files(batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], counter):
-    """Read step: yield the chunks still to label; each file's stats go to the run's counter."""
+def _read_files(
+    batch: pa.Table,
+    cfg: ConvertConfig,
+    run_id: str,
+    refs: tuple[Any, Any],
+    counter,
+    copies: CopyRun | None = None,
+):
+    """Read step: yield the chunks still to label (copies held back); each file's stats go to
+    the run's counter."""
     import ray
 
     for item in _chunks_and_stats(batch, cfg, run_id, refs, keep_rejects=True):
         if isinstance(item, FileStats):
             ray.get(counter.add.remote(item))
         else:
-            yield item
+            yield copies.hold_back(item) if copies else item
 
 
 def _count_files(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict[str, list]:
@@ -328,8 +351,10 @@ class _LabelStage:
     output (nothing left to label) never loads a model.
     """
 
-    def __init__(self, cfg: ConvertConfig, run_id: str, counter: Any):
-        self.cfg = cfg
+    def __init__(
+        self, cfg: ConvertConfig, run_id: str, counter: Any, copies: CopyRun | None = None
+    ):
+        self.cfg, self.copies = cfg, copies
         self.run_id = run_id
         self.counter = counter
         self.fingerprint = run_fingerprint(cfg)
@@ -344,15 +369,23 @@ class _LabelStage:
 
             self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
             self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
-        table, rejects = label_or_reject(self.labeler, batch, self.fingerprint)
+        table, rejects = label_with_budget(
+            partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
+            batch,
+            self.cfg.compute.label_timeout_s,
+            RemoteTracker(self.counter),
+        )
         if rejects:
             name = labeler_rejects_name(rejects)
             write_rejects(rejects, self.cfg.output.uri, self.run_id, name, self.cfg.storage)
-            ray.get(self.counter.add_labeler_errors.remote(name, len(rejects), rejects[0].detail))
+            reasons = Counter(r.reason for r in rejects)
+            ray.get(self.counter.add_labeler_errors.remote(name, reasons, rejects[0].detail))
         if self.classifiers and table.num_rows:
             from condlabel.classifiers import classify_table
 
             table = classify_table(self.classifiers, table)
+        if self.copies:
+            self.copies.keep_labels(table)
         return table
 
 
@@ -392,12 +425,14 @@ def _counter_actor():
     import ray
 
     @ray.remote(num_cpus=0)
-    class RunCounter:
-        """Per-file read statistics; keyed by file so a retried read task counts once."""
+    class RunCounter(InFlight):
+        """Per-file read statistics, keyed by file so a retried read task counts once; labeler
+        failures by batch; the labeler calls in flight (`condlabel.convert.budget`)."""
 
         def __init__(self) -> None:
+            super().__init__()
             self.by_file: dict[str, FileStats] = {}
-            self.failed_by_batch: dict[str, int] = {}
+            self.failed_by_batch: dict[str, Counter[str]] = {}
             self.first_error = ""
 
         def add(self, stats: FileStats) -> None:
@@ -406,12 +441,12 @@ def _counter_actor():
         def all(self) -> list[FileStats]:
             return list(self.by_file.values())
 
-        def add_labeler_errors(self, name: str, count: int, detail: str) -> None:
-            self.failed_by_batch[name] = count
+        def add_labeler_errors(self, name: str, reasons: Counter[str], detail: str) -> None:
+            self.failed_by_batch[name] = reasons
             self.first_error = self.first_error or detail
 
-        def labeler_errors(self) -> tuple[int, str]:
-            return sum(self.failed_by_batch.values()), self.first_error
+        def labeler_errors(self) -> tuple[Counter[str], str]:
+            return sum(self.failed_by_batch.values(), Counter()), self.first_error
 
     return RunCounter.remote()
 

@@ -173,10 +173,10 @@ def _labeler_rejects(
             ],
             chunk["text"].encode("utf-8"),
         )
-        return _empty_labeled(row), [reject]
+        return empty_labeled(row), [reject]
 
 
-def _empty_labeled(table: pa.Table) -> pa.Table:
+def empty_labeled(table: pa.Table) -> pa.Table:
     fields = [pa.field(n, t) for n, t in LABEL_FIELDS]
     fields += [pa.field(USEFUL_TOKENS, pa.int64()), pa.field(PADDED_TOKENS, pa.int64())]
     return pa.schema(list(table.schema) + fields).empty_table()
