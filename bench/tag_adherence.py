@@ -219,7 +219,10 @@ SENTIMENT_CONVERT = [
     "chunking.unit=sentence",
     "chunking.max_words=80",
     "labeler.backend=none",
-    "classifiers=[{backend: vader}]",
+    # The reference's binary mode: every sentence is <|pos|> or <|neg|>, so a text without a
+    # token is a true unconditioned sample (in three_way mode it would mostly mean "neutral",
+    # and the baseline would be a neutral-conditioned model). The judge stays three_way.
+    "classifiers=[{backend: vader, vader: {mode: binary}}]",
 ]
 KEYPHRASE_CONVERT = [
     "chunking.max_words=200",

@@ -3,6 +3,10 @@
 writer does). Prints `acquired` once it holds the lease; exits with the CLI's exit codes.
 
     python tests/lease_holder.py OUTPUT_URI RUN_ID TTL_S [--writes N] [--interval S]
+        [--ray GCS_ADDRESS] [--foreign-host]
+
+`--ray`: a driver of that Ray cluster, recording its job in the lease; `--foreign-host`: the
+lease names another machine, so only the Ray job (not the pid) can show the holder died.
 """
 
 from __future__ import annotations
@@ -24,9 +28,23 @@ def main() -> int:
     parser.add_argument("ttl_s", type=float)
     parser.add_argument("--writes", type=int, default=0)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--ray")
+    parser.add_argument("--foreign-host", action="store_true")
     args = parser.parse_args()
+    if args.foreign_host:
+        import condlabel.convert.lease
+
+        condlabel.convert.lease.host_id = lambda: "another-machine/boot/ns"
     lease = Lease(args.output, args.run_id, None, ttl_s=args.ttl_s)
     lease.acquire()
+    if args.ray:
+        import ray
+
+        from condlabel.ray_runtime import loopback_only
+
+        with loopback_only():  # the test's Ray listens on 127.0.0.1 only
+            ray.init(address=args.ray, log_to_driver=False)
+        lease.attach_ray()
     print("acquired", flush=True)
     fs, root = resolve(args.output)
     try:

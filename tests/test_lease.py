@@ -174,3 +174,52 @@ def test_an_unreadable_lease_is_taken_over(tmp_path):
     lease.release()
     assert not (out / "_lease.json").exists()
     assert os.listdir(out) == []  # no lock or temporary file left behind
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_lease_whose_ray_job_ended_is_taken_over_from_another_machine(tmp_path):
+    """The holder names another machine, so its pid proves nothing; its Ray job does."""
+    import ray
+
+    out = str(tmp_path / "out")
+    gcs = ray.get_runtime_context().gcs_address
+    holder = start_holder(out, "run-job", 300, "--ray", gcs, "--foreign-host")
+    try:
+        assert read_lease(out)["ray"]["gcs_address"] == gcs
+        with pytest.raises(RunRefused, match="run-job"):
+            Lease(out, "run-early", None, ttl_s=300).acquire()  # its job is alive
+    finally:
+        holder.kill()
+        holder.wait(10)
+    lease = Lease(out, "run-next", None, ttl_s=300)
+    deadline = time.monotonic() + 60  # Ray ends the job once it sees the driver gone
+    while True:
+        try:
+            lease.acquire()
+            break
+        except RunRefused:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    try:
+        assert lease.previous["run_id"] == "run-job"
+        assert read_lease(out)["run_id"] == "run-next"
+    finally:
+        lease.release()
+
+
+def test_a_write_made_after_the_lease_was_lost_is_removed(tmp_path):
+    out = str(tmp_path / "out")
+    lease = Lease(out, "run-a", None, ttl_s=300)
+    lease.acquire()
+    guard = lease.guard()
+    kept, late = Path(out, "kept.parquet"), Path(out, "late.parquet")
+    kept.write_bytes(b"x")
+    guard.confirm_written(str(kept))  # still held: the write stays
+    assert kept.exists()
+    break_lease(out)  # taken from it while it was writing
+    late.write_bytes(b"x")
+    with pytest.raises(RunRefused, match="run-a lost its lease"):
+        guard.confirm_written(str(late))
+    assert not late.exists() and kept.exists()
+    lease.release()

@@ -7,9 +7,11 @@ they hold it, and renewal never overwrites another run's lease. A run that finds
 taken over (it was paused past the TTL, or the lease was broken) stops with `RunRefused`
 (exit 4) at its next `ensure_held()`, which the writer calls before each write.
 
-A lease left by a killed run is taken over at once when its holder is provably dead (same
-machine and process namespace, and its pid is gone or is another process now); otherwise when
-it expires, `lease_ttl_s` after its last renewal.
+A lease left by a killed run is taken over at once when its holder is provably dead: on the
+same machine and process namespace, its pid is gone or is another process now; or, on any
+machine of the Ray cluster this run is connected to, the holder's Ray job has ended (a named
+actor the holder created is gone). Otherwise it is taken over when it expires, `lease_ttl_s`
+after its last renewal.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from typing import Any, Protocol
 import fsspec
 
 from condlabel.config import StorageConfig
+from condlabel.convert.holder import (
+    holder_is_dead,
+    holder_job_ended,
+    host_id,
+    process_start,
+    ray_marker,
+)
 from condlabel.schema import LEASE_NAME
 from condlabel.storage import is_local, resolve, staged_beside, write_bytes_atomic
 from condlabel.storage_errors import ConditionFailed, StorageError
@@ -44,54 +53,6 @@ class RunRefused(RuntimeError):
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- who holds it
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def host_id() -> str:
-    """This machine and process namespace: pids mean the same process only within one.
-    (Containers may share a hostname; they do not share a boot id and pid namespace.)"""
-    namespace = ""
-    with suppress(OSError):
-        namespace = os.readlink("/proc/self/ns/pid")
-    boot = _read_text("/proc/sys/kernel/random/boot_id") or ""
-    return f"{socket.gethostname()}/{boot}/{namespace}"
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot), to tell it from a later process that
-    reuses its pid; None where /proc is not available, or for a zombie."""
-    stat = _read_text(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return None if fields[0] == "Z" else fields[19]
-
-
-def holder_is_dead(held: dict[str, Any]) -> bool:
-    """True only when the holder provably died: same machine and pid namespace, and its pid is
-    gone (or a zombie, or a different process now)."""
-    pid = held.get("pid")
-    if held.get("host_id") != host_id() or not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    if not os.path.exists("/proc/self/stat"):
-        return False
-    return process_start(pid) != held.get("pid_started")
 
 
 # --------------------------------------------------------------------------- where it is kept
@@ -270,6 +231,20 @@ class LeaseGuard:
             )
 
 
+    def confirm_written(self, uri: str) -> None:
+        """After a write: if the lease was lost meanwhile (the process was stopped between
+        `ensure_held` and the write), delete what was written and raise `RunRefused`. The run
+        that took over saw the lease change hands, so it never relied on this object."""
+        try:
+            self.ensure_held()
+        except RunRefused:
+            fs, path = resolve(uri, self.storage)
+            with suppress(FileNotFoundError):
+                fs.rm_file(path)
+            log.error("lease lost during a write: removed %s", uri)
+            raise
+
+
 class Lease:
     """This run's hold on an output prefix: acquired once, renewed every ttl/4 by a thread,
     checked by `ensure_held()` before each write, released at the end."""
@@ -290,6 +265,8 @@ class Lease:
         self.token = uuid.uuid4().hex  # tells this acquisition from any other, same run id or not
         self.previous: dict[str, Any] | None = None
         self.lost: str | None = None
+        self.ray: dict[str, str] | None = None  # the Ray job that holds it (`attach_ray`)
+        self._marker: Any = None
         self.renew_error: Exception | None = None
         self._tag: str | None = None
         self._valid_until = 0.0  # time.monotonic(): it keeps counting while the process is stopped
@@ -310,6 +287,7 @@ class Lease:
                 "host_id": host_id(),
                 "pid": os.getpid(),
                 "pid_started": process_start(os.getpid()),
+                **({"ray": self.ray} if self.ray else {}),
                 "renewed_at": _iso(now),
                 "expires_at": now + self.ttl_s,
                 "expires": _iso(now + self.ttl_s),
@@ -357,7 +335,24 @@ class Lease:
                 held.get("pid"),
             )
             return True
+        if holder_job_ended(held):
+            log.warning(
+                "lease %s: the Ray job of its holder, run %s on %s, has ended; taking over",
+                self.uri,
+                held.get("run_id"),
+                held.get("host"),
+            )
+            return True
         return False
+
+    def attach_ray(self) -> None:
+        """Once this process is connected to Ray: record its job in the lease, so a later run
+        on the same cluster can take over at once when the job ends (killed, `ray job stop`),
+        from any machine."""
+        marked = ray_marker(self.token)
+        if marked:
+            self.ray, self._marker = marked
+            self.renew()
 
     def _refusal(self, held: dict[str, Any]) -> str:
         left = float(held.get("expires_at", 0)) - time.time()
@@ -418,6 +413,12 @@ class Lease:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+        if self._marker is not None:
+            import ray
+
+            with suppress(Exception):
+                ray.kill(self._marker)
+            self._marker = None
         with self._lock:
             if self._tag is None or self.lost:
                 return
