@@ -4,8 +4,9 @@ goal: ratio <= 0.05).
     python bench/resume_overhead.py [--copies 4] [--max-words 400]
 
 Both runs share one local Ray started before the clock (cluster start-up is not the cost being
-measured). The rerun reads the output's key columns, re-reads and re-chunks every input, skips
-every chunk and labels nothing (the labeler is never even built).
+measured). The rerun finds every input file complete in the ledger (`_ledger/`) and opens none;
+with `--no-ledger` it reads the output's key columns (in Ray tasks), re-reads and re-chunks
+every input, skips every chunk and labels nothing (the labeler is never even built).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> None:
     )
     parser.add_argument("--copies", type=int, default=40, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=2000)
+    parser.add_argument(
+        "--no-ledger", action="store_true", help="rerun with output.use_ledger=false"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="condlabel-resume-bench-"))
@@ -43,6 +47,8 @@ def main() -> None:
     t0 = time.perf_counter()
     first = run_conversion(cfg)
     t_first = time.perf_counter() - t0
+    if args.no_ledger:
+        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"use_ledger": False})})
     t0 = time.perf_counter()
     rerun = run_conversion(cfg)
     t_rerun = time.perf_counter() - t0

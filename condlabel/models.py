@@ -10,8 +10,10 @@ A model or adapter source is a local directory, an object-storage prefix (`s3://
   fetched without their pickled weight files.
 `upload_directory` is the way back (a merged or trained model exported to s3://).
 
-Weights are read from safetensors only: models with `use_safetensors=True`, adapters only when
-`adapter_model.safetensors` is present. Nothing here unpickles a file.
+Weights are read from safetensors: models with `use_safetensors=True`; adapters from
+`adapter_model.safetensors`, or from an `adapter_model.bin` read with torch's restricted
+unpickler (tensors only) and converted once to safetensors in the cache (`adapter_bin`).
+Nothing here unpickles anything but tensors.
 
 torch/transformers/peft are imported inside the functions: importing this module is cheap.
 """
@@ -30,6 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from condlabel.adapter_bin import (
+    ADAPTER_PICKLED,
+    ADAPTER_WEIGHTS,
+    AdapterWeightsError,
+    converted_adapter,
+)
 from condlabel.storage import StorageError, is_local, resolve, split_uri
 
 if TYPE_CHECKING:
@@ -37,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("condlabel")
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MERGE_INFO = "condlabel_merge.json"
 COMPLETE_MARKER = ".condlabel-complete"
 HF_INSTALL_HINT = "pip install 'condlabel[hf]'"
@@ -219,22 +226,43 @@ def fetch_adapter(
     storage: StorageConfig | None = None,
     cache_dir: str | Path | None = None,
 ) -> str:
-    """Local directory of a peft adapter that holds its weights as safetensors."""
+    """Local directory of a peft adapter that holds its weights as safetensors.
+
+    An adapter published as `adapter_model.bin` only (peft before safetensors, as the reference
+    adapter) is read with torch's restricted unpickler and converted once into the cache
+    (`condlabel.adapter_bin`); anything in it but tensors is refused."""
     path = fetch_model(uri, storage, cache_dir)
     if not os.path.isdir(path):  # a hub id: fetch everything but pickled weights
-        from huggingface_hub import snapshot_download
+        path = _hub_adapter(path, revision)
+    if os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS)):
+        return path
+    if os.path.isfile(os.path.join(path, ADAPTER_PICKLED)):
+        root = Path(cache_dir) if cache_dir else cache_root()
+        converted = converted_adapter(path, root, f"adapter {uri}")
+        log.info(
+            "adapter %s: %s converted to %s in %s", uri, ADAPTER_PICKLED, ADAPTER_WEIGHTS, converted
+        )
+        return converted
+    found = sorted(p.name for p in Path(path).iterdir()) if os.path.isdir(path) else []
+    raise AdapterWeightsError(
+        f"adapter {uri}: no {ADAPTER_WEIGHTS} nor {ADAPTER_PICKLED} (found: "
+        f"{', '.join(found) or 'nothing'}). condlabel loads weights from safetensors only (a "
+        f"peft {ADAPTER_PICKLED} of plain tensors is converted once) and never unpickles other "
+        "files: convert the adapter once on a trusted machine (load it with peft and "
+        "`save_pretrained(dir, safe_serialization=True)`) and point `adapter` at the result."
+    )
 
-        path = snapshot_download(
-            path, revision=revision, ignore_patterns=["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
-        )
+
+def _hub_adapter(repo: str, revision: str | None) -> str:
+    """A hub adapter's snapshot without pickled files; its `adapter_model.bin` is added only
+    when it has no safetensors (it is then read with the restricted unpickler)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    path = snapshot_download(
+        repo, revision=revision, ignore_patterns=["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
+    )
     if not os.path.isfile(os.path.join(path, ADAPTER_WEIGHTS)):
-        found = sorted(p.name for p in Path(path).iterdir()) if os.path.isdir(path) else []
-        raise FileNotFoundError(
-            f"adapter {uri}: no {ADAPTER_WEIGHTS} (found: {', '.join(found) or 'nothing'}). "
-            "condlabel loads weights from safetensors only and never unpickles a .bin file: "
-            "convert the adapter once on a trusted machine (load it with peft and "
-            "`save_pretrained(dir, safe_serialization=True)`) and point `adapter` at the result."
-        )
+        hf_hub_download(repo, ADAPTER_PICKLED, revision=revision)
     return path
 
 
@@ -333,7 +361,7 @@ def load_model(
 
 def merge_model(
     base: str,
-    adapter: str,
+    adapter: str | None,
     output_uri: str,
     *,
     revision: str | None = None,
@@ -341,13 +369,18 @@ def merge_model(
     dtype: str = "auto",
     storage: StorageConfig | None = None,
     cache_dir: str | Path | None = None,
+    format: str = "hf",
+    quantization: str = "int8",
 ) -> str:
-    """Merge a LoRA adapter into its base model and write model + tokenizer (safetensors) to
-    `output_uri` (local directory or s3:// prefix); returns `output_uri`.
+    """Merge a LoRA adapter into its base model and write model + tokenizer to `output_uri`
+    (local directory or s3:// prefix); returns `output_uri`.
 
     The merge runs on the CPU in float32, so it is exact whatever the saved dtype; it needs
-    about 4 bytes of RAM per parameter. `dtype="auto"` saves in the base checkpoint's dtype.
-    Every actor of a cluster then loads the merged weights (`labeler.hf.model: <output_uri>`).
+    about 4 bytes of RAM per parameter. `format="hf"` writes safetensors (`dtype="auto"`: the
+    base checkpoint's dtype) for `labeler.hf.model`; `format="ct2"` converts the merged model
+    to CTranslate2 with its weights in `quantization` (int8, float32, ...) for
+    `labeler.ct2.model` (`adapter` may then be None: a plain conversion). Every actor of a
+    cluster then loads the result.
     """
     loaded = load_model(
         base,
@@ -359,28 +392,51 @@ def merge_model(
         storage=storage,
         cache_dir=cache_dir,
     )
-    if dtype == "auto":
+    if format == "ct2":  # the converter reads a float32 checkpoint and quantizes it itself
+        save_dtype = pick_dtype("float32", "cpu")
+    elif dtype == "auto":
         save_dtype = _checkpoint_dtype(fetch_model(base, storage, cache_dir), revision)
     else:
         save_dtype = pick_dtype(dtype, "cpu")
     net = loaded.model.to(save_dtype)
+    info = {
+        "base": base,
+        "revision": revision,
+        "adapter": adapter,
+        "adapter_revision": adapter_revision,
+        "dtype": str(save_dtype).removeprefix("torch."),
+        "format": format,
+        # EOS as the hf backend resolves it, so a converted model stops where hf stops.
+        "eos_token_ids": _eos_ids(net, loaded.tokenizer, base),
+    }
     with tempfile.TemporaryDirectory(prefix="condlabel-merge-") as tmp:
-        net.save_pretrained(tmp, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(tmp)
-        info = {
-            "base": base,
-            "revision": revision,
-            "adapter": adapter,
-            "adapter_revision": adapter_revision,
-            "dtype": str(save_dtype).removeprefix("torch."),
-        }
-        Path(tmp, MERGE_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        pickled = [p.name for p in Path(tmp).iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        out = Path(tmp, "merged")
+        net.save_pretrained(out, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(out)
+        if format == "ct2":
+            from condlabel.labelers.ct2 import convert_to_ct2
+
+            del net, loaded  # the converter loads the checkpoint again
+            out = convert_to_ct2(out, Path(tmp, "ct2"), quantization)
+            info["quantization"] = quantization
+        Path(out, MERGE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        pickled = [p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        if format == "ct2":  # CTranslate2's model.bin is its own format, not a pickle
+            pickled = [name for name in pickled if name != "model.bin"]
         if pickled:  # pragma: no cover - save_pretrained writes safetensors
             raise RuntimeError(f"merge produced pickled files {pickled}; refusing to upload")
-        upload_directory(tmp, output_uri, storage)
-    log.info("merged %s + %s -> %s (%s)", base, adapter, output_uri, info["dtype"])
+        upload_directory(out, output_uri, storage)
+    detail = f"ct2 {quantization}" if format == "ct2" else info["dtype"]
+    log.info("merged %s + %s -> %s (%s)", base, adapter, output_uri, detail)
     return output_uri
+
+
+def _eos_ids(net, tokenizer, model: str) -> list[int]:
+    from condlabel.labelers.encoding import eos_token_ids
+
+    generation = getattr(net, "generation_config", None)
+    configured = (getattr(generation, "eos_token_id", None), net.config.eos_token_id)
+    return eos_token_ids(configured, tokenizer, model)
 
 
 def _checkpoint_dtype(model_path: str, revision: str | None):

@@ -32,8 +32,9 @@ from condlabel.config import (
     StorageConfig,
     TrainConfig,
 )
+from condlabel.labelers.ct2 import CT2_INSTALL_HINT, CT2_WEIGHTS
 from condlabel.labelers.vllm import VLLM_INSTALL_HINT
-from condlabel.models import ADAPTER_WEIGHTS, HF_INSTALL_HINT, is_remote
+from condlabel.models import ADAPTER_PICKLED, ADAPTER_WEIGHTS, HF_INSTALL_HINT, is_remote
 from condlabel.storage import StorageError, resolve, split_uri
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -51,11 +52,12 @@ class Extra:
 HF_LABELER = Extra(("torch", "transformers", "peft"), HF_INSTALL_HINT)
 HF_CLASSIFIER = Extra(("torch", "transformers"), HF_INSTALL_HINT)
 VLLM = Extra(("vllm",), VLLM_INSTALL_HINT)
+CT2 = Extra(("ctranslate2", "transformers"), CT2_INSTALL_HINT)
 VADER = Extra(("vaderSentiment",), "pip install 'condlabel[classify]'")
 KEYPHRASE = Extra(("yake",), "pip install condlabel")  # a core dependency: a broken install
 TRAIN = Extra(("torch", "transformers", "peft", "ray"), "pip install 'condlabel[train]'")
 
-LABELER_EXTRAS = {"keyphrase": KEYPHRASE, "hf": HF_LABELER, "vllm": VLLM}
+LABELER_EXTRAS = {"keyphrase": KEYPHRASE, "hf": HF_LABELER, "vllm": VLLM, "ct2": CT2}
 CLASSIFIER_EXTRAS = {"vader": VADER, "hf": HF_CLASSIFIER}
 
 
@@ -66,6 +68,8 @@ class Weights:
     key: str
     uri: str | None
     adapter: bool = False
+    ct2: bool = False
+    """A CTranslate2 model directory (its own `model.bin`, not a pickle)."""
 
 
 def preflight(cfg: ConvertConfig | TrainConfig | EvalConfig) -> None:
@@ -116,6 +120,8 @@ def _labeler_weights(labeler: LabelerConfig) -> Iterator[Weights]:
         prefix = f"labeler.{labeler.backend}"
         yield Weights(f"{prefix}.model", options.model)
         yield Weights(f"{prefix}.adapter", options.adapter, adapter=True)
+    if labeler.backend == "ct2":
+        yield Weights("labeler.ct2.model", labeler.ct2.model, ct2=True)
 
 
 def _classifier_weights(index: int, classifier: ClassifierConfig) -> Iterator[Weights]:
@@ -157,6 +163,13 @@ def weights_problems(weights: Weights, storage: StorageConfig | None = None) -> 
         if not os.path.isdir(where):
             return [f"{weights.key}: no such directory: {where}"]
         names = set(os.listdir(where))
+    if weights.ct2:
+        if CT2_WEIGHTS in names:
+            return []
+        return [
+            f"{weights.key}: no {CT2_WEIGHTS} in {where}: not a CTranslate2 model; write one "
+            "with `condlabel merge --format ct2`"
+        ]
     if _has_weights(names, weights.adapter):
         return []
     pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")))
@@ -169,8 +182,8 @@ def weights_problems(weights: Weights, storage: StorageConfig | None = None) -> 
 
 
 def _has_weights(names: set[str], adapter: bool) -> bool:
-    if adapter:
-        return ADAPTER_WEIGHTS in names
+    if adapter:  # a peft .bin is read with the restricted unpickler, converted once
+        return ADAPTER_WEIGHTS in names or ADAPTER_PICKLED in names
     return SHARDED_WEIGHTS_INDEX in names or any(n.endswith(".safetensors") for n in names)
 
 

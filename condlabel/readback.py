@@ -13,7 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from condlabel.config import StorageConfig
+from condlabel.schema import OUTPUT_SCHEMA
 from condlabel.storage import StorageError, resolve
+from condlabel.tags.figures import applied_vocabulary, figure_lines, tag_figures
+from condlabel.tags.vocabulary import Vocabulary
 
 log = logging.getLogger("condlabel")
 
@@ -35,7 +38,14 @@ def tagged_dataset(uri: str, storage: StorageConfig | None = None) -> pads.Datas
             shards.append(found)
         else:
             log.warning("%s/%s skipped: not a parquet shard", uri.rstrip("/"), rel)
-    return pads.dataset(shards, format="parquet", filesystem=fs)
+    dataset = pads.dataset(shards, format="parquet", filesystem=fs)
+    # The schema comes from one shard; shards written before a column was added lack it, so the
+    # contract's columns are added (null where a shard lacks them) whichever shard came first.
+    missing = [f for f in OUTPUT_SCHEMA if f.name not in dataset.schema.names]
+    if not missing or not shards:
+        return dataset
+    schema = pa.schema(list(dataset.schema) + missing)
+    return pads.dataset(shards, format="parquet", filesystem=fs, schema=schema)
 
 
 def read_tagged(
@@ -112,6 +122,7 @@ SUMMARY_COLUMNS = [
     "source",
     "num_words",
     "tags",
+    "raw_tags",
     "control_tokens",
     "logprob",
     "mean_logprob",
@@ -178,13 +189,18 @@ def _chunks_per_document(table: pa.Table) -> dict[str, Any] | None:
 
 
 def summarize(
-    table: pa.Table, top_tags: int = 15, samples: int = 2, sample_table: pa.Table | None = None
+    table: pa.Table,
+    top_tags: int = 15,
+    samples: int = 2,
+    sample_table: pa.Table | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> dict[str, Any]:
     """Counts, labelers, parse failures, tags, log-prob and length distributions of an output.
 
     `table` needs the `SUMMARY_COLUMNS` it has (missing ones are skipped); samples come from
     `sample_table` when given (so the text columns need not be read for every row), else from
-    `table`. The result is plain JSON-able data (`condlabel inspect --json`).
+    `table`. The result is plain JSON-able data (`condlabel inspect --json`); `vocabulary`
+    (the tag vocabulary the output was mapped with) adds coverage to the tag figures.
     """
     rows = table.num_rows
     names = table.column_names
@@ -225,6 +241,7 @@ def summarize(
         "tags_per_chunk": distribution(tags_per_chunk),
         "top_tags": tags.most_common(top_tags),
         "control_tokens": tag_counts(table, "control_tokens").most_common(),
+        "tag_figures": tag_figures(table, vocabulary, top=top_tags),
         "logprob": dist("logprob"),
         "mean_logprob": dist("mean_logprob"),
         "num_generated_tokens": dist("num_generated_tokens"),
@@ -258,7 +275,9 @@ def inspect_output(
             key=lambda r: order[(r["doc_id"], r.get("chunk_index"))],
         )
         sample_table = pa.Table.from_pylist(rows) if rows else table.slice(0, 0)
-    return summarize(table, top_tags=top_tags, samples=samples, sample_table=sample_table), table
+    vocabulary = applied_vocabulary(uri, storage)
+    info = summarize(table, top_tags, samples, sample_table, vocabulary)
+    return info, table
 
 
 def _format_distribution(stats: dict | None, digits: int = 0) -> str:
@@ -298,6 +317,7 @@ def inspect_lines(info: dict[str, Any], top: int) -> list[str]:
     for tag, n in info["top_tags"][:top]:
         share = n / info["rows"] if info["rows"] else 0.0
         lines.append(f"  {n:8,d}  {share:6.1%}  {tag}")
+    lines += figure_lines(info.get("tag_figures"))
     if info["control_tokens"]:
         lines.append(
             "control tokens: " + ", ".join(f"{t} {n:,}" for t, n in info["control_tokens"])

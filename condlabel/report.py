@@ -140,6 +140,7 @@ def render_report(info: dict[str, Any], table: pa.Table, source: str) -> str:
         _table(["labeler fingerprint", "rows"], [[k, v] for k, v in info["labelers"].items()]),
         _table(["run", "rows"], [[k, v] for k, v in info["runs"].items()]),
         *_tag_sections(info),
+        *_tag_figure_sections(info.get("tag_figures")),
         *_score_and_length_sections(info, table),
         *_sample_sections(info),
         "</body></html>",
@@ -177,6 +178,58 @@ def _tag_sections(info: dict[str, Any]) -> list[str]:
         parts += [
             "<h3>Control tokens</h3>",
             _table(["token", "chunks"], [list(x) for x in info["control_tokens"]]),
+        ]
+    return parts
+
+
+def _tag_figure_sections(figures: dict[str, Any] | None) -> list[str]:
+    """Raw vs canonical tags, vocabulary coverage, tag pairs and drift between runs."""
+    if not figures:
+        return []
+    raw, canonical, cov = figures["raw"], figures["canonical"], figures["coverage"]
+    rows: list[list[Any]] = [
+        ["distinct tags", raw["distinct"], canonical["distinct"]],
+        ["tag occurrences (chunk, tag)", raw["occurrences"], canonical["occurrences"]],
+    ]
+    parts = [
+        "<h2>Tag vocabulary</h2>",
+        _table(["", "raw (labeler)", "canonical"], rows),
+        f"<p class='muted'>{figures['rows_mapped']:,} rows mapped by a tag vocabulary.</p>",
+    ]
+    if cov:
+        parts.append(
+            _table(
+                ["vocabulary", "canonical tags", "raw occurrences it knows", "its tags used"],
+                [
+                    [
+                        cov["vocabulary"]["fingerprint"],
+                        cov["vocabulary"]["canonical_tags"],
+                        f"{cov['raw_occurrences_known']:.1%}",
+                        f"{cov['canonical_tags_used']:.1%}",
+                    ]
+                ],
+            )
+        )
+    if figures["co_occurrences"]:
+        parts += [
+            "<h3>Top tag co-occurrences</h3>",
+            _table(["tag", "tag", "chunks carrying both"], figures["co_occurrences"]),
+        ]
+    if figures["drift"]:
+        drift_rows = [
+            [
+                d["from_run"],
+                d["to_run"],
+                round(d["jensen_shannon"], 4),
+                "; ".join(f"{t} {a:.1%} → {b:.1%}" for t, a, b in d["moved"]),
+            ]
+            for d in figures["drift"]
+        ]
+        parts += [
+            "<h3>Tag frequency drift between runs</h3>",
+            _table(
+                ["from run", "to run", "Jensen-Shannon (bits)", "tags that moved most"], drift_rows
+            ),
         ]
     return parts
 

@@ -13,6 +13,10 @@ SCHEMA_VERSION = "condlabel-v2"
 REJECTS_DIR = "_rejects"
 MANIFEST_DIR = "_manifest"
 LEASE_NAME = "_lease.json"
+# A run's duplicate chunks wait here for their labeled chunk (removed when the run ends).
+COPIES_DIR = "_copies"
+# Input files whose every chunk is in the output (condlabel.convert.ledger): reruns skip them.
+LEDGER_DIR = "_ledger"
 
 CHUNK_SCHEMA = pa.schema(
     [
@@ -58,6 +62,10 @@ OUTPUT_SCHEMA = pa.schema(
     list(CHUNK_SCHEMA)
     + [pa.field(n, t) for n, t in LABEL_FIELDS]
     + [
+        # `raw_tags`: the labeler's tags when `format.tag_vocabulary` mapped `tags` (else null);
+        # `copied_from`: `doc_id#chunk_index` of the chunk whose labels a copy got (else null).
+        pa.field("raw_tags", pa.list_(pa.string())),
+        pa.field("copied_from", pa.string()),
         pa.field("conditional_text", pa.string()),
         pa.field("run_id", pa.string()),
         pa.field("schema_version", pa.string()),

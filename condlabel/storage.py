@@ -122,6 +122,16 @@ def _is_hidden(path: str, root: str) -> bool:
 class InputFile:
     uri: str
     size: int
+    version: str = ""
+    """ETag (object stores) or mtime (local files) from the listing; "" when neither is known."""
+
+
+def _file_version(info: dict[str, Any]) -> str:
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return "etag:" + str(etag).strip('"')
+    mtime = info.get("mtime") or info.get("LastModified")
+    return f"mtime:{mtime}" if mtime is not None else ""
 
 
 def expand_inputs(
@@ -169,7 +179,7 @@ def expand_inputs(
             if info.get("type", "file") != "file":
                 continue
             full = join_uri(scheme, p)  # fsspec strips the scheme
-            found[full] = InputFile(full, int(info.get("size") or 0))
+            found[full] = InputFile(full, int(info.get("size") or 0), _file_version(info))
     return [found[k] for k in sorted(found)]
 
 

@@ -10,9 +10,11 @@ loading code.
 - `train_bpe`, `build_tokenizer`: byte-level BPE trained on that text (the one trainer;
   tests/lm_fixtures.py uses it too).
 - `build_tiny_t5`: a T5 (d_model 64, 2+2 layers) with T5's special ids (pad 0, eos 1, unk 2).
+- `build_student_t5`: the same T5 with T5's default initialisation, to train (distillation).
+- `build_sized_t5`: a T5 of a chosen size (~14M parameters by default; bench/ct2_vs_hf.py).
 - `build_tiny_llama`: a Llama (hidden 128, 2 layers), left padding.
 - `build_lora_adapter`: a peft LoRA adapter with `init_lora_weights=False`, so it really changes
-  the outputs.
+  the outputs; `build_lora_adapter_bin`: the same adapter saved as `adapter_model.bin`.
 
 Random models never pick EOS under greedy decoding. With `eos_likely=True` the EOS row of the
 output layer is set so that EOS wins at about a third of the steps greedy decoding visits, so
@@ -193,6 +195,51 @@ def build_tiny_t5(
     return _build_generative(out_dir, "t5", tokenizer_vocab, seed, eos_likely, make)
 
 
+def build_student_t5(out_dir: str | Path, seed: int = 0, tokenizer_vocab: int = 2000) -> Path:
+    """A tiny T5 to train (distillation tests): the `build_tiny_t5` shape with T5's default
+    initialisation, which learns in a few hundred steps (the inference fixtures' large init,
+    made so random weights do not repeat <pad>, starts training at a loss of ~60)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    def make(tokenizer):
+        config = T5Config(vocab_size=len(tokenizer), **(T5_CONFIG | {"initializer_factor": 1.0}))
+        return T5ForConditionalGeneration(config)
+
+    return _build_generative(out_dir, "t5", tokenizer_vocab, seed, False, make)
+
+
+def build_sized_t5(
+    out_dir: str | Path,
+    *,
+    d_model: int = 256,
+    layers: int = 4,
+    heads: int = 8,
+    d_ff: int = 1024,
+    initializer_factor: float = 1.0,
+    eos_likely: bool = True,
+    seed: int = 0,
+    tokenizer_vocab: int = 8000,
+) -> Path:
+    """A T5 of a chosen size (the defaults: ~14M parameters, the size the ct2 benchmark uses)
+    with `build_tiny_t5`'s recipe; a lower `initializer_factor` than the tiny one's 5.0 keeps
+    its float32 scores better conditioned (float32 and float64 agreed to <1e-4 on 40 chunks)."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    sizes = {"d_model": d_model, "d_kv": d_model // heads, "d_ff": d_ff, "num_heads": heads}
+    sizes |= {"num_layers": layers, "num_decoder_layers": layers}
+    sizes |= {"initializer_factor": initializer_factor}
+
+    def make(tokenizer):
+        config = T5Config(vocab_size=len(tokenizer), **{**T5_CONFIG, **sizes})
+        model = T5ForConditionalGeneration(config)
+        with torch.no_grad():
+            torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+        return model
+
+    return _build_generative(out_dir, "t5", tokenizer_vocab, seed, eos_likely, make)
+
+
 def build_tiny_llama(
     out_dir: str | Path, eos_likely: bool = True, seed: int = 0, tokenizer_vocab: int = 2000
 ) -> Path:
@@ -236,6 +283,21 @@ def build_lora_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 1)
     return out
 
 
+def build_lora_adapter_bin(base_dir: str | Path, out_dir: str | Path, seed: int = 1) -> Path:
+    """The adapter `build_lora_adapter` makes for this seed, saved the way peft did before
+    safetensors (`adapter_model.bin`, a torch pickle), as the reference adapter was published."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    out = Path(out_dir)
+    staged = build_lora_adapter(base_dir, out.with_name(out.name + "-safetensors"), seed)
+    seq2seq = AutoConfig.from_pretrained(base_dir).is_encoder_decoder
+    model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    base = model_cls.from_pretrained(base_dir, use_safetensors=True)
+    PeftModel.from_pretrained(base, staged).save_pretrained(out, safe_serialization=False)
+    return out
+
+
 # --------------------------------------------------------------------------- session fixtures
 
 
@@ -256,6 +318,9 @@ tiny_t5 = session_model(
 )
 tiny_t5_adapter = session_model(
     "tiny_t5_adapter", build_lora_adapter, "LoRA adapter directory for `tiny_t5`.", "tiny_t5"
+)
+student_t5 = session_model(
+    "student_t5", build_student_t5, "Tiny T5 with default initialisation, to distill into."
 )
 tiny_llama = session_model(
     "tiny_llama",

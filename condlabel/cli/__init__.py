@@ -10,6 +10,8 @@ and calls one library function.
     config    validate and print a resolved configuration of any kind
     train     finetune a causal LM on tagged shards (Ray Train)
     eval      measure how well a trained model honours its conditionals
+    vocab     build a tag vocabulary (canonical tags and their variants) from an output
+    distill   train a small student labeler on a teacher's labels, gate it, export it
 
 Global options: --version; -v/--verbose (debug logs, and Ray's own logs on the console) and
 -q/--quiet (only warnings and the summary), before or after the command.
@@ -38,7 +40,7 @@ import sys
 import textwrap
 
 from condlabel import __version__
-from condlabel.cli import corpus, models
+from condlabel.cli import corpus, distill, models, vocab
 from condlabel.cli.common import Commands, Parser, loudness_flags
 from condlabel.config import ConfigError
 from condlabel.console import setup_logging
@@ -47,7 +49,7 @@ from condlabel.failures import EXIT_FAILED, EXIT_INTERRUPTED, exit_code, reason,
 log = logging.getLogger("condlabel")
 
 # name -> (adds the command's flags, runs it), in the order `condlabel --help` lists them.
-COMMANDS: Commands = {**corpus.COMMANDS, **models.COMMANDS}
+COMMANDS: Commands = {**corpus.COMMANDS, **models.COMMANDS, **distill.COMMANDS, **vocab.COMMANDS}
 
 # --------------------------------------------------------------------------- the parser
 

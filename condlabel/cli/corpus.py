@@ -51,6 +51,19 @@ def convert_flags(p: Parser) -> None:
         "would be labeled (chunks already in the output are skipped); label nothing",
     )
     p.add_argument(
+        "--sample-fraction",
+        type=float,
+        metavar="F",
+        help="label only the documents whose id hash falls in this fraction (0 < F <= 1): the "
+        "same sample every run, extended by a larger F (replaces input.sample_fraction)",
+    )
+    p.add_argument(
+        "--sample-stratified",
+        action="store_true",
+        help="with --sample-fraction: every input file keeps at least one document "
+        "(input.sample_stratified)",
+    )
+    p.add_argument(
         "--allow-mixed",
         action="store_true",
         help="add rows to an output prefix that holds rows of another labeler "
@@ -68,7 +81,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """
     from condlabel.convert.pipeline import dry_run, plan_lines, run_conversion
 
-    cfg = load_convert_config(args.config, args.overrides, args.inputs, args.output)
+    overrides = list(args.overrides)
+    if args.sample_fraction is not None:
+        overrides.append(f"input.sample_fraction={args.sample_fraction!r}")
+    if args.sample_stratified:
+        overrides.append("input.sample_stratified=true")
+    cfg = load_convert_config(args.config, overrides, args.inputs, args.output)
     log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
     preflight(cfg)
     if args.dry_run:
@@ -156,12 +174,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Summarise the runs and totals of an output prefix.
 
     List the runs recorded under URI/_manifest/ (status, counts, time), the rows and labelers in
-    the output, duplicate keys (should be 0) and the current lease.
+    the output, duplicate keys (should be 0), the current lease, and what the runs cost:
+    actor-hours by resource, chunks and tokens; with prices (`--set cost.CPU_hour_usd=0.05`,
+    `--set cost.GPU:A100_hour_usd=2.5`, one per resource) in USD, per million and per billion
+    input tokens.
     """
+    from condlabel.convert.costs import parse_costs
     from condlabel.convert.runstate import status_info, status_lines
 
-    storage = load_storage_config(args.config, args.overrides)
-    print_info(status_info(args.uri, storage), status_lines, args.json)
+    prices, overrides = parse_costs(args.overrides or [])
+    storage = load_storage_config(args.config, overrides)
+    print_info(status_info(args.uri, storage, prices), status_lines, args.json)
     return EXIT_OK
 
 

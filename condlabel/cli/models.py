@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 from collections.abc import Callable
+from typing import get_args
 
 from condlabel.cli.common import (
     Commands,
@@ -15,6 +16,7 @@ from condlabel.cli.common import (
     run_config_flags,
 )
 from condlabel.config import (
+    ConfigError,
     ConvertConfig,
     EvalConfig,
     TrainConfig,
@@ -33,35 +35,74 @@ log = logging.getLogger("condlabel")
 
 
 def merge_flags(p: Parser) -> None:
+    from condlabel.config.labelers import CT2ComputeType
+
     p.add_argument("--base", required=True, metavar="MODEL", help="base model")
-    p.add_argument("--adapter", required=True, metavar="ADAPTER", help="peft LoRA adapter")
+    p.add_argument(
+        "--adapter",
+        metavar="ADAPTER",
+        help="peft LoRA adapter (safetensors, or a peft adapter_model.bin of plain tensors); "
+        "required for --format hf, optional for ct2 (a plain conversion)",
+    )
     p.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
     p.add_argument("--revision", help="hub revision of --base")
     p.add_argument("--adapter-revision", help="hub revision of --adapter")
     p.add_argument(
+        "--format",
+        choices=["hf", "ct2"],
+        default="hf",
+        help="hf: transformers safetensors (labeler.hf); ct2: a CTranslate2 model "
+        "(labeler.ct2, T5-family labelers)",
+    )
+    p.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
         default="auto",
-        help="dtype of the saved weights (auto: the base's)",
+        help="--format hf: dtype of the saved weights (auto: the base's)",
+    )
+    p.add_argument(
+        "--quantization",
+        choices=get_args(CT2ComputeType),
+        help="--format ct2: weight type of the CTranslate2 model (default int8); load it with "
+        "the same labeler.ct2.compute_type",
     )
     run_config_flags(p, storage_only=True)
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
-    """Merge a LoRA adapter into its base model and write it (safetensors).
+def _merge_problems(args: argparse.Namespace) -> list[str]:
+    problems = []
+    if args.format == "hf" and not args.adapter:
+        problems.append("--adapter: required for --format hf (nothing to merge)")
+    if args.format == "hf" and args.quantization:
+        problems.append("--quantization: only with --format ct2 (hf takes --dtype)")
+    if args.format == "ct2" and args.dtype != "auto":
+        problems.append("--dtype: only with --format hf (ct2 takes --quantization)")
+    return problems
 
-    Load --base and --adapter (local directory, s3:// prefix or hub id; safetensors only), merge
-    the adapter into the weights (float32 on the CPU, so the merge is exact) and write the
-    merged model and tokenizer to --output (local directory or s3:// prefix). Point
-    labeler.hf.model at the result and leave labeler.hf.adapter unset: a cluster merges once
-    and every actor loads merged weights.
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge a LoRA adapter into its base model and write it (safetensors or CTranslate2).
+
+    Load --base and --adapter (local directory, s3:// prefix or hub id; safetensors, or a peft
+    adapter_model.bin read with torch's restricted unpickler: tensors only), merge the adapter
+    into the weights (float32 on the CPU, so the merge is exact) and write the merged model and
+    tokenizer to --output (local directory or s3:// prefix). With --format hf, point
+    labeler.hf.model at the result and leave labeler.hf.adapter unset: a cluster merges once and
+    every actor loads merged weights. With --format ct2 (T5-family models; --adapter optional),
+    the merged model is converted to CTranslate2 with --quantization weights: point
+    labeler.ct2.model at it, with labeler.ct2.compute_type set to the same type.
     """
     from condlabel.models import merge_model
-    from condlabel.preflight import HF_LABELER, Weights, check
+    from condlabel.preflight import CT2, HF_LABELER, Weights, check
 
+    problems = _merge_problems(args)
+    if problems:
+        raise ConfigError(problems)
     storage = load_storage_config(args.config, args.overrides)
     weights = [Weights("--base", args.base), Weights("--adapter", args.adapter, adapter=True)]
-    check([("merge", HF_LABELER)], weights, storage)
+    extras = [("merge", HF_LABELER)] + ([("--format", CT2)] if args.format == "ct2" else [])
+    check(extras, weights, storage)
+    quantization = args.quantization or "int8"
     uri = merge_model(
         args.base,
         args.adapter,
@@ -70,11 +111,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
         adapter_revision=args.adapter_revision,
         dtype=args.dtype,
         storage=storage,
+        format=args.format,
+        quantization=quantization,
     )
-    print(
-        f"merged model written to {uri}\nuse it with: --set labeler.backend=hf "
-        f"--set labeler.hf.model={uri}"
-    )
+    backend = args.format
+    use = f"--set labeler.backend={backend} --set labeler.{backend}.model={uri}"
+    if backend == "ct2":
+        use += f" --set labeler.ct2.compute_type={quantization}"
+    print(f"merged model written to {uri}\nuse it with: {use}")
     return EXIT_OK
 
 

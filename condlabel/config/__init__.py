@@ -8,6 +8,7 @@ before any work starts (`ConfigError`).
     labelers.py     labeler backends (keyphrase, hf, vllm)
     classifiers.py  control-token classifiers (vader, hf)
     convert.py      ConvertConfig (`condlabel convert`)
+    distill.py      DistillConfig (`condlabel distill`)
     train.py        TrainConfig (`condlabel train`)
     eval.py         EvalConfig (`condlabel eval`)
     load.py         YAML + `--set` loading, one loader per kind, and the `--help` generator
@@ -41,6 +42,14 @@ from condlabel.config.convert import (
     ConvertConfig,
     InputConfig,
     OutputConfig,
+)
+from condlabel.config.distill import (
+    DistillCheckpointConfig,
+    DistillConfig,
+    DistillDataConfig,
+    DistillOptimizationConfig,
+    GateConfig,
+    StudentConfig,
 )
 from condlabel.config.eval import (
     DEFAULT_OPPOSITES,
@@ -94,8 +103,13 @@ __all__ = [
     "ConditionalConfig",
     "ConfigError",
     "ConvertConfig",
+    "DistillCheckpointConfig",
+    "DistillConfig",
+    "DistillDataConfig",
+    "DistillOptimizationConfig",
     "EvalConfig",
     "FormatConfig",
+    "GateConfig",
     "GenerationFields",
     "GenerationSettings",
     "HFClassifierConfig",
@@ -111,6 +125,7 @@ __all__ = [
     "Sentiment",
     "StorageConfig",
     "StrictModel",
+    "StudentConfig",
     "TrainCheckpointConfig",
     "TrainComputeConfig",
     "TrainConfig",

@@ -5,7 +5,7 @@ settings, the Ray connection and generation field groups, template checks and th
 from __future__ import annotations
 
 import string
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -100,6 +100,18 @@ class FormatConfig(StrictModel):
     """Prefix put before each chunk's text; fields: {synopsis}, {tags} (comma-joined),
     {control_tokens} (concatenated). Rows whose labeler output did not parse get only the
     control tokens."""
+    tag_vocabulary: str | None = None
+    """Tag vocabulary file (`condlabel vocab build`; local path or s3://) applied when the prefix
+    is rendered, at conversion and at training time: `tags` holds canonical tags, the labeler's
+    own stay in `raw_tags`; its fingerprint goes into the run manifest and the training
+    provenance. Unset: tags as the labeler wrote them."""
+    tag_oov: Literal["keep", "map", "drop"] = "keep"
+    """A tag the vocabulary does not know (not a variant, nor a case/spacing/punctuation form of
+    one): `keep` it as written, `map` it to the most similar canonical tag (rapidfuzz ratio of
+    the folded forms at least `tag_oov_similarity`, else dropped; needs the vocab extra), or
+    `drop` it."""
+    tag_oov_similarity: float = Field(85.0, ge=0, le=100)
+    """Least similarity (0-100) for `tag_oov: map`."""
 
     @field_validator("prefix_template")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from condlabel.config.cascade import CascadeConfig
 from condlabel.config.classifiers import ClassifierConfig
 from condlabel.config.common import (
     FormatConfig,
@@ -79,6 +80,10 @@ class OutputConfig(StrictModel):
     allow_mixed_labelers: bool = False
     """Allow adding rows from a labeler whose fingerprint differs from the one(s) already in the
     output prefix (same as --allow-mixed)."""
+    use_ledger: bool = True
+    """Skip input files that `_ledger/` records as complete (same URI, size, ETag/mtime, and
+    input fields, chunking and labeler) without opening them. `false` reads every file (each
+    chunk still checked against the output) and rebuilds the ledger from what the run finds."""
 
 
 class DedupConfig(StrictModel):
@@ -86,12 +91,19 @@ class DedupConfig(StrictModel):
     """Label each distinct chunk text once per run: chunks whose normalised text (Unicode NFC,
     whitespace runs as one space; case and punctuation count) is the same as an earlier chunk's
     (input order) get its labels, scores and outputs, and `copied_from` names it. Costs one more
-    read and chunking pass over the inputs before labeling (8 bytes per chunk on the driver)."""
+    read and chunking pass over the inputs before labeling (40 bytes per chunk on the driver)."""
 
 
 class ComputeConfig(RayConnection):
     actors: int | None = Field(None, ge=1)
     """Labeler actors; unset sizes the pool from the cluster's resources, leaving room for readers."""
+    min_actors: int | None = Field(None, ge=1)
+    """Fewest labeler actors of an autoscaling pool (default 1); with `actors` unset, the pool
+    starts at what fits the cluster, within min_actors..max_actors."""
+    max_actors: int | None = Field(None, ge=1)
+    """Most labeler actors of an autoscaling pool (Ray Data adds actors while chunks queue up;
+    default: what fits the cluster when the run starts). Above what fits, the pending actors'
+    resource requests make an autoscaling cluster add nodes, and the pool grows onto them."""
     num_cpus_per_actor: float = Field(1.0, gt=0)
     """CPUs reserved by each labeler actor."""
     num_gpus_per_actor: float = Field(0.0, ge=0)
@@ -120,6 +132,20 @@ class ComputeConfig(RayConnection):
     progress_interval_s: float = Field(15.0, gt=0)
     """Seconds between driver-side progress lines."""
 
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> ComputeConfig:
+        if self.actors is not None and (self.min_actors or self.max_actors):
+            raise ValueError(
+                "compute.actors: a fixed pool size; set either compute.actors or "
+                "compute.min_actors/compute.max_actors (an autoscaling pool), not both"
+            )
+        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
+            raise ValueError(
+                f"compute.min_actors: {self.min_actors} is above compute.max_actors "
+                f"({self.max_actors})"
+            )
+        return self
+
 
 class ConvertConfig(RunConfig):
     """Configuration of a conversion run (`condlabel convert`)."""
@@ -142,6 +168,9 @@ class ConvertConfig(RunConfig):
     """S3 endpoint, profile and credentials for every s3:// path."""
     classifiers: list[ClassifierConfig] = Field(default_factory=list)
     """Control-token classifiers run after the labeler (e.g. `[{backend: vader}]`)."""
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    """A teacher that relabels the chunks the labeler (a distilled student) is unsure of, on its
+    own actor pool in the same run."""
 
     @model_validator(mode="after")
     def _vllm_gpus(self) -> ConvertConfig:

@@ -148,18 +148,62 @@ class VLLMLabelerConfig(GenerationFields):
         return self
 
 
+# fmt: off
+CT2ComputeType = Literal[
+    "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32"
+]
+# fmt: on
+
+
+class CT2LabelerConfig(GenerationFields):
+    model: str | None = None
+    """CTranslate2 model directory of a T5-family labeler (model.bin + tokenizer files), written
+    by `condlabel merge --format ct2`: local directory, s3:// prefix (downloaded once per node
+    into a shared cache) or hub id. Required for backend `ct2`."""
+    revision: str | None = None
+    """Hub revision of `model` when it is a hub id."""
+    compute_type: CT2ComputeType = "int8"
+    """Weights and arithmetic: int8 (CPU and GPU; flan-ul2 fits a 24 GB GPU), int8_float16 or
+    int8_bfloat16 (GPU), int16 (CPU), float16/bfloat16 (GPU), float32. Part of the
+    fingerprint: int8 and float32 labels are different labelers."""
+    prompt_template: str = "{text}"
+    """Model input; `{text}` is the chunk (the reference labeler reads it as is)."""
+    max_input_tokens: int | None = Field(None, ge=8)
+    """Longer inputs are truncated (row flag `truncated`), exactly as by the `hf` backend (one
+    shared encoding); default: the tokenizer's model_max_length, else 2048."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
+    inter_threads: int = Field(1, ge=1)
+    """Batches the Translator runs in parallel (one model copy is shared on CPU; on GPU each
+    worker holds its own state)."""
+    intra_threads: int = Field(0, ge=0)
+    """Threads per batch on CPU; 0: CTranslate2's default (4, or fewer cores)."""
+    max_batch_size: int = Field(16, ge=1)
+    """Chunks per decoding batch (examples), or tokens with `batch_type: tokens`; CTranslate2
+    sorts a call's chunks by length before splitting them."""
+    batch_type: Literal["examples", "tokens"] = "examples"
+    """Unit of `max_batch_size`."""
+    cache_dir: str | None = None
+    """Local cache for s3:// models; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
+
+    _prompt_template = field_validator("prompt_template")(one_text_field)
+
+
 class LabelerConfig(StrictModel):
-    backend: Literal["keyphrase", "hf", "vllm", "none"] = "keyphrase"
+    backend: Literal["keyphrase", "hf", "vllm", "ct2", "none"] = "keyphrase"
     """Labeler backend: `keyphrase` (CPU, no weights; the default); `hf` (a transformers
     seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha);
     `vllm` (a decoder-only LM on vLLM's offline engine, merged or with a LoRA request; GPU
-    clusters, or vLLM's CPU build); `none` (no synopsis or tags: control tokens from
-    `classifiers` only)."""
+    clusters, or vLLM's CPU build); `ct2` (a T5-family labeler on CTranslate2, int8 by default,
+    converted by `condlabel merge --format ct2`); `none` (no synopsis or tags: control tokens
+    from `classifiers` only)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)
     """Options of the `keyphrase` backend."""
     hf: HFLabelerConfig = Field(default_factory=HFLabelerConfig)
     """Options of the `hf` backend."""
     vllm: VLLMLabelerConfig = Field(default_factory=VLLMLabelerConfig)
     """Options of the `vllm` backend."""
+    ct2: CT2LabelerConfig = Field(default_factory=CT2LabelerConfig)
+    """Options of the `ct2` backend."""
 
     _backend_options = model_validator(mode="after")(backend_has_model)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from condlabel.config.common import ConfigError, StorageConfig, StrictModel
 from condlabel.config.convert import ConvertConfig
+from condlabel.config.distill import DistillConfig
 from condlabel.config.eval import EvalConfig
 from condlabel.config.secrets import (
     SecretPath,
@@ -35,6 +36,7 @@ CONFIG_MODELS: dict[str, type[StrictModel]] = {
     "convert": ConvertConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "distill": DistillConfig,
 }
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from functools import partial
 from itertools import chain
@@ -30,16 +31,35 @@ import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
 from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
+from condlabel.convert.cascade import cascade_labelers, routed_rows, with_teacher
 from condlabel.convert.copies import CopyRun, plan_copy_run
+from condlabel.convert.costs import (
+    ActorClock,
+    AliveReporter,
+    add_tokens,
+    counter_seconds,
+    shard_tokens,
+)
+from condlabel.convert.donecheck import scan_output
 from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
+from condlabel.convert.format import vocabulary_for
 from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
+from condlabel.convert.ledger import (
+    RerunPlan,
+    add_written,
+    complete_rows,
+    count_complete,
+    record_ledger,
+    rerun_plan,
+    shard_sources,
+)
 from condlabel.convert.progress import Progress
 from condlabel.convert.runstate import (
+    DoneIndex,
     Lease,
     LeaseGuard,
     OutputState,
     check_fingerprint,
-    read_output_state,
 )
 from condlabel.convert.stages import (
     PADDED_TOKENS,
@@ -87,36 +107,36 @@ def build_graph(
     """The graph, lazily: iterating it runs the conversion and yields one row per shard.
     `skip_refs`: object refs of the done index and of the duplicates (`find_duplicates`);
     `lease`: checked before every shard write, so a run that lost its lease stops writing;
-    `copies`: held back by the read step, their labels kept by the label stage."""
+    `copies`: held back by the read step, their labels kept by the write step (after the
+    teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
     read = partial(_read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
     read = partial(read, copies=copies)
-    return (
+    labeled = (
         _reads_dataset(cfg, files)
         .map_batches(read, batch_size=1, batch_format="pyarrow", **_reader(cfg))
         .map_batches(
             _LabelStage,
-            fn_constructor_args=(cfg, summary.run_id, counter, copies),
+            fn_constructor_args=(cfg, summary.run_id, counter),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
                 # Start the whole pool at once (loading weights in parallel while the readers
-                # work); it may shrink to one actor when input runs dry.
-                min_size=1,
-                max_size=summary.labeler_actors,
-                initial_size=summary.labeler_actors,
+                # work); it may shrink when input runs dry and grow up to compute.max_actors.
+                **cast(dict[str, Any], pool_bounds(cfg, summary.labeler_actors)),
             ),
             num_cpus=cfg.compute.num_cpus_per_actor,
             num_gpus=cfg.compute.num_gpus_per_actor or None,
             resources=cfg.compute.actor_resources or None,
         )
-        .map_batches(
-            partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease),
-            batch_size=cfg.output.rows_per_file,
-            batch_format="pyarrow",
-            num_cpus=_WRITER_CPUS,
-        )
+    )
+    # `cascade:` the teacher relabels what the student is unsure of, on its own actor pool.
+    return with_teacher(labeled, cfg, summary.run_id).map_batches(
+        partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease, copies=copies),
+        batch_size=cfg.output.rows_per_file,
+        batch_format="pyarrow",
+        num_cpus=_WRITER_CPUS,
     )
 
 
@@ -138,10 +158,18 @@ def run_conversion(
         fingerprint,
         input_files=len(files),
         input_bytes=sum(f.size for f in files),
+        routed_to_teacher=0 if cfg.cascade.enabled else None,
     )
+    session = ExitStack()
     try:
-        # Read the done index under the lease: nobody else can be adding rows now.
-        state = output_state(cfg, fingerprint, allow_mixed)
+        # Under the lease (nobody else adds rows now): files complete in the ledger are not
+        # read, and the output is scanned (in Ray tasks) only when some file is.
+        plan = rerun_plan(cfg, files, fingerprint)
+        if plan.to_read:
+            session.enter_context(_ray(cfg))  # one Ray session for the scan and the graph
+            if cfg.compute.address or os.environ.get("RAY_ADDRESS"):  # a cluster others reach
+                lease.attach_ray()  # a later run on it takes over once this job ends
+        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read))
         summary.rows_before = state.rows
         summary.seconds_planning = time.monotonic() - started
         with recorded(cfg, summary, files, state, started, started_at):
@@ -153,9 +181,13 @@ def run_conversion(
                 len(state.done),
                 cfg.output.uri,
             )
-            _execute(cfg, summary, files, state, started, lease)
+            if plan.to_read:
+                _execute(cfg, summary, plan.to_read, state, started, lease, plan)
+            else:
+                count_complete(summary, plan)
     finally:
         lease.release()
+        session.close()
     return summary
 
 
@@ -166,8 +198,10 @@ def _execute(
     state: OutputState,
     started: float,
     lease: Lease,
+    plan: RerunPlan | None = None,
 ) -> None:
-    """Run the graph and fill in the summary as its shards land."""
+    """Run the graph and fill in the summary as its shards land; record the files it completed
+    in the ledger (`plan`: the files the ledger shows complete, counted as done)."""
     import ray
 
     with _ray(cfg):
@@ -183,16 +217,21 @@ def _execute(
         )
         graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard(), copies)
         write = partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
+        written: Counter[str] = Counter()  # rows per input file, for the ledger
         with Progress(summary, started, cfg.compute.progress_interval_s, read_stats) as progress:
             shards = graph.iter_batches(batch_size=None, batch_format="pyarrow")
             # The copies are written once the whole graph has run: their labels are all known.
             for batch in chain(shards, copies.written(write, _WRITER_CPUS) if copies else ()):
                 _add_shards(summary, cast(pa.Table, batch))
+                add_written(written, cast(pa.Table, batch))
+                add_tokens(summary.cost, cast(pa.Table, batch))
                 lease.ensure_held()  # a run that lost its lease stops now (exit 4)
                 progress.update()
         summary.tally(read_stats())
+        record_ledger(cfg, summary, plan or RerunPlan([]), files, read_stats(), written)
         summary.labeler_calls_saved = copies.finish() if copies else 0
         failed, first_error = ray.get(counter.labeler_errors.remote())
+        summary.cost.update(chunks=summary.rows_written, actor_seconds=counter_seconds(counter))
         ray.kill(counter)
     if failed:
         summary.rejected.update(failed)
@@ -203,21 +242,21 @@ def _execute(
 
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     """What a run would do, per input file, without labeling or writing anything."""
-    import ray
 
     files, fingerprint = prepare_run(cfg)
-    state = output_state(cfg, fingerprint, allow_mixed)
-    with _ray(cfg):
-        refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
-        count = partial(_count_files, cfg=cfg, refs=refs)
-        per_file = (
-            _reads_dataset(cfg, files)
-            .map_batches(count, batch_size=1, batch_format="pyarrow", **_reader(cfg))
-            .take_all()
-        )
+    plan = rerun_plan(cfg, files, fingerprint)
+    with _ray(cfg) if plan.to_read else nullcontext():
+        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read))
+        per_file = _count_to_read(cfg, plan.to_read, state) if plan.to_read else []
     sizes = {f.uri: f.size for f in files}
     per_file = sorted(
-        ({**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]} for r in per_file),
+        [
+            *(
+                {**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]}
+                for r in per_file
+            ),
+            *complete_rows(plan),
+        ],
         key=lambda r: r["uri"],
     )
     return {
@@ -231,6 +270,18 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
             for k in ("bytes", "documents", "chunks", "done", "to_label", "rejected")
         },
     }
+
+
+def _count_to_read(cfg: ConvertConfig, files: list[InputFile], state: OutputState) -> list[dict]:
+    import ray
+
+    refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
+    count = partial(_count_files, cfg=cfg, refs=refs)
+    return (
+        _reads_dataset(cfg, files)
+        .map_batches(count, batch_size=1, batch_format="pyarrow", **_reader(cfg))
+        .take_all()
+    )
 
 
 # --- the graph's steps (they run in Ray tasks and actors) ---
@@ -351,15 +402,14 @@ class _LabelStage:
     output (nothing left to label) never loads a model.
     """
 
-    def __init__(
-        self, cfg: ConvertConfig, run_id: str, counter: Any, copies: CopyRun | None = None
-    ):
-        self.cfg, self.copies = cfg, copies
+    def __init__(self, cfg: ConvertConfig, run_id: str, counter: Any):
+        self.cfg = cfg
         self.run_id = run_id
         self.counter = counter
         self.fingerprint = run_fingerprint(cfg)
         self.labeler: Labeler | None = None
         self.classifiers: list = []
+        self.alive = AliveReporter(cfg, counter)  # actor-seconds for the cost record
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
@@ -384,30 +434,49 @@ class _LabelStage:
             from condlabel.classifiers import classify_table
 
             table = classify_table(self.classifiers, table)
-        if self.copies:
-            self.copies.keep_labels(table)
+        self.alive()
         return table
 
 
 def _format_and_write(
-    batch: pa.Table, cfg: ConvertConfig, run_id: str, lease: LeaseGuard | None = None
+    batch: pa.Table,
+    cfg: ConvertConfig,
+    run_id: str,
+    lease: LeaseGuard | None = None,
+    copies: CopyRun | None = None,
 ) -> dict[str, list]:
-    """Write step: one shard per batch; returns the shard's row in the shard list."""
+    """Write step: one shard per batch; returns the shard's row in the shard list. With
+    `copies`, the labels of the batch's chunks that have copies are kept for them."""
     if batch.num_rows == 0:  # every chunk of a labeler batch was rejected
-        return {"path": [], "rows": [], "useful": [], "padded": []}
+        return {
+            "path": [],
+            "rows": [],
+            "useful": [],
+            "padded": [],
+            "routed": [],
+            **shard_sources(None),
+            **shard_tokens(None),
+        }
     if lease is not None:
         lease.ensure_held()
+    if copies is not None:
+        copies.keep_labels(batch)
     shard = write_shard(
-        format_table(cfg.format, batch, run_id),
+        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage)),
         cfg.output.uri,
         cfg.storage,
         cfg.output.compression,
     )
+    if lease is not None:
+        lease.confirm_written(shard)
     return {
         "path": [shard],
         "rows": [batch.num_rows],
         "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
         "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0],
+        "routed": [routed_rows(batch)],
+        **shard_sources(batch),
+        **shard_tokens(batch),
     }
 
 
@@ -419,13 +488,15 @@ def _add_shards(summary: RunSummary, shards: pa.Table) -> None:
     summary.shards_written += shards.num_rows
     summary.useful_tokens += pc.sum(shards.column("useful")).as_py()
     summary.padded_tokens += pc.sum(shards.column("padded")).as_py()
+    if "routed" in shards.column_names and summary.routed_to_teacher is not None:
+        summary.routed_to_teacher += pc.sum(shards.column("routed")).as_py() or 0
 
 
 def _counter_actor():
     import ray
 
     @ray.remote(num_cpus=0)
-    class RunCounter(InFlight):
+    class RunCounter(InFlight, ActorClock):
         """Per-file read statistics, keyed by file so a retried read task counts once; labeler
         failures by batch; the labeler calls in flight (`condlabel.convert.budget`)."""
 
@@ -462,14 +533,26 @@ def _ray(cfg: ConvertConfig) -> AbstractContextManager[None]:
 
 
 def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
-    """Labeler actors: as configured, else as many as fit beside one reader and one writer."""
+    """Labeler actors at the start: as configured, else as many as fit beside one reader and
+    one writer, within compute.min_actors..max_actors."""
     c = cfg.compute
     if c.actors:
         return c.actors
     if c.num_gpus_per_actor > 0:
-        return max(1, math.floor(resources.get("GPU", 0) / c.num_gpus_per_actor))
-    spare = resources.get("CPU", 1) - c.num_cpus_per_reader - _WRITER_CPUS
-    return max(1, math.floor(spare / c.num_cpus_per_actor))
+        fit = max(1, math.floor(resources.get("GPU", 0) / c.num_gpus_per_actor))
+    else:
+        spare = resources.get("CPU", 1) - c.num_cpus_per_reader - _WRITER_CPUS
+        fit = max(1, math.floor(spare / c.num_cpus_per_actor))
+    fit = max(fit, c.min_actors or 1)
+    return min(fit, c.max_actors or fit)
+
+
+def pool_bounds(cfg: ConvertConfig, initial: int) -> dict[str, int]:
+    """Ray Data's actor pool: `initial` actors (`pool_size`), between min_actors (default 1,
+    so an idle pool shrinks) and max_actors (default `initial`)."""
+    c = cfg.compute
+    high = c.max_actors or initial
+    return {"min_size": min(c.min_actors or 1, initial), "max_size": high, "initial_size": initial}
 
 
 # --- before any work: the inputs, the output and the labeler's fingerprint ---
@@ -491,10 +574,16 @@ def run_fingerprint(cfg: ConvertConfig) -> str:
     return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
 
 
-def output_state(cfg: ConvertConfig, fingerprint: str, allow_mixed: bool) -> OutputState:
-    """Scan the output's key columns once (the done index) and apply the fingerprint guard."""
-    state = read_output_state(cfg.output.uri, cfg.storage)
-    check_fingerprint(fingerprint, state.labelers, allow_mixed or cfg.output.allow_mixed_labelers)
+def output_state(
+    cfg: ConvertConfig, fingerprint: str, allow_mixed: bool, scan: bool = True
+) -> OutputState:
+    """Scan the output's key columns once, in Ray tasks (the done index), and apply the
+    fingerprint guard; without `scan` (no file to read, nothing to write) neither."""
+    if not scan:
+        return OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0, scanned=False)
+    state = scan_output(cfg.output.uri, cfg.storage, cfg.compute.num_cpus_per_reader)
+    labelers = cascade_labelers(cfg, state.labelers)  # a cascade's teacher rows are its own
+    check_fingerprint(fingerprint, labelers, allow_mixed or cfg.output.allow_mixed_labelers)
     return state
 
 

@@ -19,6 +19,7 @@ from typing import cast
 import fsspec
 
 from condlabel.config import InputConfig
+from condlabel.convert.sampling import sample_documents
 
 JSONL_SUFFIXES = (
     ".jsonl",
@@ -385,8 +386,10 @@ def iter_file(
     with f:
         if fmt == "jsonl":
             # zstandard's reader and s3fs files have no readline(size); a buffer gives them one.
-            yield from iter_jsonl(
+            items = iter_jsonl(
                 f if isinstance(f, io.BufferedIOBase) else io.BufferedReader(f), cfg, source
             )
         else:
-            yield from iter_parquet(f, cfg, source)
+            items = iter_parquet(f, cfg, source)
+        # `input.sample_fraction`: here, so every pass over the inputs sees the same documents.
+        yield from sample_documents(items, cfg.sample_fraction, cfg.sample_stratified)

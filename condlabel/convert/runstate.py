@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import StorageConfig
@@ -22,28 +23,80 @@ from condlabel.convert.lease import Lease as Lease
 from condlabel.convert.lease import LeaseGuard as LeaseGuard
 from condlabel.convert.lease import RunRefused, read_lease
 from condlabel.convert.lease import break_lease as break_lease
-from condlabel.readback import latest_versions, tagged_dataset
+from condlabel.readback import tagged_dataset
 from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
 from condlabel.storage import resolve, write_bytes_atomic
 
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser on a Python int (the scalar twin of `_mix_array`), as a signed
+    64-bit value: keys are stored as int64."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
+    x ^= x >> 31
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _mix_array(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x.view(np.int64)
+
+
+def string_hashes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of a string column, vectorised (pandas' SipHash with its fixed key: the
+    same on every node and platform, so an index built in one task answers lookups in another)."""
+    from pandas.util import hash_array
+
+    return hash_array(values.to_numpy(zero_copy_only=False).astype(object), categorize=False)
+
+
+def version_hashes(
+    doc_id: pa.Array | pa.ChunkedArray, doc_hash: pa.Array | pa.ChunkedArray
+) -> np.ndarray:
+    """One hash per document version, (doc_id, doc_hash)."""
+    return string_hashes(pc.binary_join_element_wise(doc_id, doc_hash, "\x00"))
+
+
+def chunk_hashes(versions: np.ndarray, chunk_index: np.ndarray) -> np.ndarray:
+    """The done index's keys (int64): a chunk of a document version."""
+    with np.errstate(over="ignore"):
+        step = chunk_index.astype(np.uint64) * np.uint64(_GOLDEN)
+        return _mix_array(versions.astype(np.uint64) + step)
+
 
 def key_hash(doc_id: str, doc_hash: str, chunk_index: int) -> int:
-    """A 64-bit key for (doc_id, doc_hash, chunk_index); stored as int64 in numpy."""
-    import hashlib
+    """The done-index key of one chunk, a signed 64-bit int (equal to `chunk_hashes` of the
+    same values)."""
+    version = int(version_hashes(pa.array([doc_id]), pa.array([doc_hash]))[0])
+    return _mix((version + chunk_index * _GOLDEN) & _MASK)
 
-    digest = hashlib.blake2b(f"{doc_id}\x00{doc_hash}\x00{chunk_index}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little", signed=True)
+
+def chunk_key(version: int, chunk_index: int) -> int:
+    """`key_hash` when the version's hash is known (one hash per document, not per chunk)."""
+    return _mix((version + chunk_index * _GOLDEN) & _MASK)
 
 
 class DoneIndex:
     """The chunks already in the output, as a sorted array of 64-bit key hashes.
 
-    8 bytes per chunk (a billion chunks fit in 8 GB, shared zero-copy through Ray's object
-    store), membership by binary search. A hash collision would skip one chunk in ~10^19/n².
+    8 bytes per chunk, membership by binary search. A hash collision would skip one chunk in
+    ~10^19/n². The version hash of the last document asked about is kept, since a reader asks
+    about every chunk of a document in turn.
     """
 
-    def __init__(self, hashes: np.ndarray):
-        self.hashes = np.unique(hashes.astype(np.int64))
+    def __init__(self, hashes: np.ndarray, sorted_unique: bool = False):
+        # `sorted_unique`: already sorted without repeats (a partition from the done check).
+        self.hashes = hashes if sorted_unique else np.unique(hashes.astype(np.int64))
+        self._last: tuple[str, str, int] = ("", "", 0)
 
     def __len__(self) -> int:
         return int(self.hashes.size)
@@ -51,21 +104,67 @@ class DoneIndex:
     def __call__(self, doc_id: str, doc_hash: str, chunk_index: int) -> bool:
         if not self.hashes.size:
             return False
-        h = key_hash(doc_id, doc_hash, chunk_index)
-        i = int(np.searchsorted(self.hashes, h))
-        return i < self.hashes.size and int(self.hashes[i]) == h
+        if self._last[:2] != (doc_id, doc_hash):
+            version = int(version_hashes(pa.array([doc_id]), pa.array([doc_hash]))[0])
+            self._last = (doc_id, doc_hash, version)
+        return self.contains(chunk_key(self._last[2], chunk_index))
+
+    def contains(self, key: int) -> bool:
+        i = int(np.searchsorted(self.hashes, np.int64(key)))
+        return i < self.hashes.size and int(self.hashes[i]) == key
 
 
 @dataclass
 class OutputState:
     rows: int
-    done: DoneIndex
+    done: Any
+    """A `DoneIndex`, or anything callable alike (the pipeline's partitioned index)."""
     labelers: dict[str, int]
     duplicate_keys: int
+    scanned: bool = True
+    """False when the run read no input file (all complete in the ledger): the output was
+    not scanned and the counts above are zero."""
+
+
+def hashed_keys(table: pa.Table) -> pa.Table:
+    """Key columns (doc_id, doc_hash, chunk_index, run_id) -> numeric keys for the latest-version
+    rule: `id` (doc_id), `version` (doc_id, doc_hash), `key` (the chunk) and `run_id`."""
+    versions = version_hashes(table.column("doc_id"), table.column("doc_hash"))
+    return pa.table(
+        {
+            "id": string_hashes(table.column("doc_id")),
+            "version": versions,
+            "key": chunk_hashes(versions, table.column("chunk_index").to_numpy()),
+            "run_id": table.column("run_id"),
+        }
+    )
+
+
+def latest_chunk_keys(keys: pa.Table) -> tuple[np.ndarray, int]:
+    """The latest-version rule over hashed keys (all versions of each document present):
+    the sorted, unique keys of each document's latest version (the one the most recent run
+    wrote, as `readback.latest_keys`), and the number of duplicate rows (a key written twice)."""
+    if keys.num_rows == 0:
+        return np.empty(0, np.int64), 0
+    versions = keys.group_by(["id", "version"]).aggregate([("run_id", "max")])
+    newest = versions.group_by("id").aggregate([("run_id_max", "max")])
+    latest = versions.join(
+        newest, keys=["id", "run_id_max"], right_keys=["id", "run_id_max_max"], join_type="inner"
+    )
+    # One run reads each document once, so ties cannot happen; break them deterministically.
+    latest = latest.group_by("id").aggregate([("version", "max")])
+    latest = latest.rename_columns(["id", "version"])
+    kept = keys.select(["id", "version", "key"]).join(
+        latest, keys=["id", "version"], join_type="inner"
+    )
+    all_keys = keys.column("key").to_numpy()
+    duplicates = keys.num_rows - int(np.unique(all_keys).size)
+    return np.unique(kept.column("key").to_numpy()), duplicates
 
 
 def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
-    """Scan only the key columns of the output (cheap) and build the done index."""
+    """Scan only the key columns of the output and build the done index in this process
+    (`condlabel status`; a run builds it in Ray tasks, `condlabel.convert.donecheck`)."""
     fs, path = resolve(output_uri, storage)
     empty = OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0)
     if not fs.exists(path):
@@ -77,22 +176,8 @@ def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     labelers = {
         d["values"]: d["counts"] for d in pc.value_counts(table.column("labeler")).to_pylist()
     }
-    latest = latest_versions(table)
-    hashes = np.fromiter(
-        (
-            key_hash(d, h, i)
-            for d, h, i in zip(
-                latest.column("doc_id").to_pylist(),
-                latest.column("doc_hash").to_pylist(),
-                latest.column("chunk_index").to_pylist(),
-                strict=True,
-            )
-        ),
-        dtype=np.int64,
-        count=latest.num_rows,
-    )
-    unique_keys = table.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([]).num_rows
-    return OutputState(table.num_rows, DoneIndex(hashes), labelers, table.num_rows - unique_keys)
+    hashes, duplicates = latest_chunk_keys(hashed_keys(table))
+    return OutputState(table.num_rows, DoneIndex(hashes), labelers, duplicates)
 
 
 def check_fingerprint(current: str, existing: dict[str, int], allow_mixed: bool) -> None:
@@ -157,8 +242,14 @@ def read_manifests(output_uri: str, storage: StorageConfig) -> list[dict[str, An
 # --------------------------------------------------------------------------- status
 
 
-def status_info(uri: str, storage: StorageConfig) -> dict[str, Any]:
-    """What `condlabel status` reports: every run's manifest, the output's totals, the lease."""
+def status_info(
+    uri: str, storage: StorageConfig, prices: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """What `condlabel status` reports: every run's manifest, the output's totals, the lease,
+    and the cost record of every run (in USD, per million and billion input tokens, with
+    `prices`: USD per hour by resource)."""
+    from condlabel.convert.costs import cost_report
+
     runs = read_manifests(uri, storage)
     state = read_output_state(uri, storage)
     lease = read_lease(uri, storage)
@@ -186,6 +277,7 @@ def status_info(uri: str, storage: StorageConfig) -> dict[str, Any]:
             "labelers": state.labelers,
         },
         "lease": lease,
+        "cost": cost_report(runs, prices or {}),
     }
     return info
 
@@ -211,6 +303,10 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     )
     for fp, n in t["labelers"].items():
         lines.append(f"labeler {fp}: {n} rows")
+    if "cost" in info:
+        from condlabel.convert.costs import cost_lines
+
+        lines += cost_lines(info["cost"])
     if lease := info["lease"]:
         lines.append(
             f"lease: held by run {lease.get('run_id')} on {lease.get('host')} until {lease.get('expires')}"

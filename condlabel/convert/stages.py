@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
 from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.duplicates import Duplicate, duplicate_reject
-from condlabel.convert.format import conditional_text
+from condlabel.convert.format import conditional_text, tag_columns
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.labelers import Labeler
 from condlabel.schema import (
@@ -32,6 +32,7 @@ from condlabel.schema import (
     scores_cell,
 )
 from condlabel.storage import resolve, write_bytes_atomic
+from condlabel.tags.vocabulary import Vocabulary
 
 USEFUL_TOKENS = "_useful_tokens"
 PADDED_TOKENS = "_padded_tokens"
@@ -215,8 +216,12 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
     return table.append_column(PADDED_TOKENS, pa.array(padded, pa.int64()))
 
 
-def format_table(cfg: FormatConfig, table: pa.Table, run_id: str) -> pa.Table:
-    """Add `conditional_text` (prefix + text), the run id and the schema version."""
+def format_table(
+    cfg: FormatConfig, table: pa.Table, run_id: str, vocabulary: Vocabulary | None = None
+) -> pa.Table:
+    """Add `conditional_text` (prefix + text), the run id and the schema version; with a tag
+    `vocabulary`, `tags` become canonical and `raw_tags` keeps the labeler's."""
+    table = tag_columns(cfg, table, vocabulary)
     cols = table.select(["text", "synopsis", "tags", "control_tokens", "parse_ok"]).to_pydict()
     texts = [
         conditional_text(cfg, text, syn, tags or [], ctl or [], ok)

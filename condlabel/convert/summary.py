@@ -15,7 +15,9 @@ from typing import Any
 
 from condlabel.config import ConvertConfig
 from condlabel.config.secrets import strip_userinfo
+from condlabel.convert.format import vocabulary_for
 from condlabel.convert.runstate import OutputState, versions, write_manifest
+from condlabel.convert.sampling import sample_record
 from condlabel.convert.stages import FileStats
 from condlabel.storage import InputFile
 
@@ -49,6 +51,17 @@ class RunSummary:
     padded_tokens: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
+    files_skipped: int = 0
+    cost: dict[str, Any] = field(default_factory=dict)
+    """Actor-seconds by resource, chunks, input and generated tokens (`convert/costs.py`)."""
+    """Input files not opened: complete in the ledger (`_ledger/`); their chunks count as done."""
+    labeler_calls_saved: int = 0
+    """Rows that got the labels of a chunk with the same text instead of a labeler call."""
+    tag_vocabulary: dict[str, Any] | None = None
+    """The `format.tag_vocabulary` applied: its URI, fingerprint and canonical tag count."""
+    routed_to_teacher: int | None = None
+    """Rows a cascade's teacher labeled (the student's labels of them were unsure); None
+    without a cascade."""
     seconds: float = 0.0
     seconds_planning: float = 0.0
     error: str | None = None
@@ -56,6 +69,13 @@ class RunSummary:
     @property
     def chunks_per_second(self) -> float:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def routed_share(self) -> float | None:
+        """Share of the rows written that a cascade's teacher labeled."""
+        if self.routed_to_teacher is None or not self.rows_written:
+            return None
+        return self.routed_to_teacher / self.rows_written
 
     @property
     def padding_ratio(self) -> float | None:
@@ -67,6 +87,7 @@ class RunSummary:
             **asdict(self),
             "chunks_per_second": round(self.chunks_per_second, 3),
             "padding_ratio": self.padding_ratio,
+            "routed_share": self.routed_share,
         }
 
     def lines(self) -> list[str]:
@@ -76,12 +97,21 @@ class RunSummary:
             f"  labeler       {self.labeler} ({self.labeler_actors} actor(s))",
             f"  input         {self.input_files} file(s), {self.input_bytes / 1e6:.1f} MB",
             f"  documents     {self.documents} read, rejected: {rejected}",
-            f"  chunks        {self.chunks} ({self.skipped_done} already in the output)",
-            f"  written       {self.rows_written} rows in {self.shards_written} shard(s)",
+            f"  chunks        {self.chunks} ({self.skipped_done} already in the output"
+            + (
+                f"; {self.files_skipped} file(s) complete, not read)" if self.files_skipped else ")"
+            ),
+            f"  written       {self.rows_written} rows in {self.shards_written} shard(s)"
+            + (f", {self.labeler_calls_saved} copied" if self.labeler_calls_saved else ""),
             f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s",
         ]
         if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens:
             lines.append(f"  padding       {self.padding_ratio:.3f} padded/useful tokens")
+        if self.routed_to_teacher is not None:
+            lines.append(
+                f"  cascade       {self.routed_to_teacher} of {self.rows_written} rows labeled by "
+                f"the teacher ({self.routed_share or 0:.1%})"
+            )
         return lines
 
     def tally(self, stats: list[FileStats]) -> None:
@@ -129,6 +159,9 @@ def recorded(
         manifest = _manifest(cfg, summary, files, started_at, state)
         write_manifest(cfg.output.uri, summary.run_id, manifest, cfg.storage)
 
+    # A vocabulary that cannot be read fails the run before any work (exit 2, naming the key).
+    vocabulary = vocabulary_for(cfg.format, cfg.storage)
+    summary.tag_vocabulary = vocabulary.record() if vocabulary else None
     write()
     try:
         yield
@@ -162,7 +195,9 @@ def _manifest(
         "labeler": summary.labeler,
         "config": cfg.redacted(),
         "inputs": [{"uri": f.uri, "bytes": f.size} for f in files],
+        "sample": sample_record(cfg.input),
         "output_before": {
+            "scanned": state.scanned,
             "rows": state.rows,
             "labelers": state.labelers,
             "duplicate_keys": state.duplicate_keys,
@@ -174,7 +209,13 @@ def _manifest(
             "skipped_done": summary.skipped_done,
             "rejected": summary.rejected,
             "shards": summary.shards_written,
+            "files_skipped": summary.files_skipped,
+            "labeler_calls_saved": summary.labeler_calls_saved,
+            "routed_to_teacher": summary.routed_to_teacher,
+            "routed_share": summary.routed_share,
         },
+        "tag_vocabulary": summary.tag_vocabulary,
+        "cost": summary.cost,
         "timings": {
             "seconds": round(summary.seconds, 3),
             "seconds_planning": round(summary.seconds_planning, 3),

@@ -79,6 +79,16 @@ def _vllm() -> Backend:
     )
 
 
+def _ct2() -> Backend:
+    from condlabel.labelers import ct2
+
+    return Backend(
+        lambda c, storage: ct2.CT2Labeler(c.ct2, storage),
+        lambda c: ct2.fingerprint(c.ct2),
+        fetches_models=True,
+    )
+
+
 class NoLabeler:
     """No synopsis and no tags: for runs whose prefix is control tokens only."""
 
@@ -97,6 +107,7 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "keyphrase": _keyphrase,
     "hf": _hf,
     "vllm": _vllm,
+    "ct2": _ct2,
     "none": _none,
 }
 

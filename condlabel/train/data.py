@@ -21,13 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
-from condlabel.convert.format import render_prefix
+from condlabel.convert.format import RAW_TAGS, render_prefix, row_tags, vocabulary_for
 from condlabel.readback import latest_versions
+from condlabel.tags.vocabulary import Vocabulary
 
 IGNORE_INDEX = -100
 """Label value that PyTorch's cross-entropy (and every HF causal LM) leaves out of the loss."""
 DATA_COLUMNS = ["text", "synopsis", "tags", "control_tokens", "parse_ok"]
-"""The columns of the tagged output that training reads."""
+"""The columns of the tagged output that training reads (and `raw_tags`, with a vocabulary)."""
 VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
 """The columns that tell a document's latest version from superseded ones."""
 
@@ -55,12 +56,17 @@ def render_conditional(
     return render_prefix(fmt, synopsis, tags, control_tokens, parse_ok)
 
 
-def training_prefix(row: dict[str, Any], cfg: TrainDataConfig, rng: random.Random) -> str:
+def training_prefix(
+    row: dict[str, Any],
+    cfg: TrainDataConfig,
+    rng: random.Random,
+    vocabulary: Vocabulary | None = None,
+) -> str:
     """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping
-    and synopsis dropping)."""
+    and synopsis dropping); its tags mapped through `vocabulary` (`data.format.tag_vocabulary`)."""
     # Always draw, so whether a row is untagged does not shift the draws of later rows.
     untagged = rng.random() < cfg.untagged_fraction
-    tags = list(row.get("tags") or [])
+    tags = row_tags(row, cfg.format, vocabulary)
     if cfg.shuffle_tags:
         rng.shuffle(tags)
     if cfg.tag_drop_probability > 0:
@@ -77,10 +83,14 @@ def training_prefix(row: dict[str, Any], cfg: TrainDataConfig, rng: random.Rando
 
 
 def build_examples(
-    rows: Sequence[dict[str, Any]], cfg: TrainDataConfig, rng: random.Random, plain: bool = False
+    rows: Sequence[dict[str, Any]],
+    cfg: TrainDataConfig,
+    rng: random.Random,
+    plain: bool = False,
+    vocabulary: Vocabulary | None = None,
 ) -> list[tuple[str, str]]:
     """(prefix, text) per row, in order; `plain` (the cooldown) leaves every prefix out."""
-    examples = [(training_prefix(row, cfg, rng), row["text"] or "") for row in rows]
+    examples = [(training_prefix(row, cfg, rng, vocabulary), row["text"] or "") for row in rows]
     return [("", text) for _, text in examples] if plain else examples
 
 
@@ -116,7 +126,8 @@ def row_keys(table: pa.Table) -> pa.Array:
 
 def keep_rows(batch: pa.Table, kept: pa.Array) -> pa.Table:
     """The rows of `batch` whose key is in `kept` (from `latest_row_keys`), in order."""
-    return batch.filter(pc.is_in(row_keys(batch), value_set=kept)).select(DATA_COLUMNS)
+    kept_columns = [c for c in [*DATA_COLUMNS, RAW_TAGS] if c in batch.column_names]
+    return batch.filter(pc.is_in(row_keys(batch), value_set=kept)).select(kept_columns)
 
 
 # --------------------------------------------------------------------------- tokens and packing
@@ -218,11 +229,12 @@ def micro_batches(
             local_shuffle_seed=data.seed + 1000 * epoch + rank,
         )
     cooling = False
+    vocabulary = vocabulary_for(data.format, cfg.storage, "data.format.tag_vocabulary")
     for batch in shard.iter_batches(**kwargs):
         if in_cooldown() and not cooling:
             cooling, pending = True, []
             packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
-        examples = build_examples(batch.to_pylist(), data, rng, plain=cooling)
+        examples = build_examples(batch.to_pylist(), data, rng, cooling, vocabulary)
         for prefix_ids, text_ids in tokenize_examples(tokenizer, examples):
             pending.extend(packer.add(prefix_ids, text_ids))
         # Blocks packed before the cooldown began wait for the next batch, which drops them.

@@ -12,6 +12,7 @@ optimizer, checkpoint files) lives in the sibling modules and is unit-tested dir
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -19,9 +20,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from condlabel.config import StorageConfig, TrainConfig
+from condlabel.convert.format import RAW_TAGS, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
     export_model,
@@ -44,6 +47,7 @@ from condlabel.train.optim import make_optimizer
 log = logging.getLogger("condlabel")
 
 TRAIN_DATASET = "train"
+PROVENANCE_FILE = "condlabel_provenance.json"
 
 
 # --------------------------------------------------------------------------- driver
@@ -60,6 +64,9 @@ class TrainSummary:
     checkpoint: str | None
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """The training config (redacted) and the tag vocabulary applied; also exported beside the
+    model as `PROVENANCE_FILE`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -137,7 +144,10 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    dataset = read_training_rows(files, cfg.storage)
+    # The vocabulary is read here first, so a bad one fails before any worker starts (exit 2).
+    vocabulary = vocabulary_for(cfg.data.format, cfg.storage, "data.format.tag_vocabulary")
+    provenance = {"config": cfg.redacted(), "tag_vocabulary": vocabulary and vocabulary.record()}
+    dataset = read_training_rows(files, cfg.storage, (RAW_TAGS,) if vocabulary else ())
     ck = cfg.checkpoint
     [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
     resources = {"CPU": cfg.compute.cpus_per_worker}
@@ -145,7 +155,7 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
         resources["GPU"] = cfg.compute.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # Train V2 passes its return value on
-        train_loop_config={"cfg": cfg},
+        train_loop_config={"cfg": cfg, "provenance": provenance},
         scaling_config=ScalingConfig(
             num_workers=cfg.compute.num_workers,
             use_gpu=cfg.compute.use_gpu,
@@ -176,10 +186,11 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         seconds=seconds,
         history=list(returned.get("history", [])),
+        provenance=provenance,
     )
 
 
-def read_training_rows(files: list[str], storage: StorageConfig):
+def read_training_rows(files: list[str], storage: StorageConfig, extra_columns: tuple = ()):
     """The training rows as a Ray dataset: the latest version of each document only, as
     `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
     rows in the output; training on them would repeat superseded text).
@@ -192,14 +203,15 @@ def read_training_rows(files: list[str], storage: StorageConfig):
 
     paths, data_fs = _arrow_storage(files, storage)
     keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
+    columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]  # raw_tags
     if not set(VERSION_COLUMNS) <= set(keys.schema.names):
         log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
-        return ray.data.read_parquet(paths, columns=DATA_COLUMNS, filesystem=data_fs)
+        return ray.data.read_parquet(paths, columns=columns, filesystem=data_fs)
     kept = latest_row_keys(keys.to_table(columns=VERSION_COLUMNS))
     if kept is None:
-        return ray.data.read_parquet(paths, columns=DATA_COLUMNS, filesystem=data_fs)
+        return ray.data.read_parquet(paths, columns=columns, filesystem=data_fs)
     log.info("training on the latest versions: %d of %d rows", len(kept), keys.count_rows())
-    rows = ray.data.read_parquet(paths, columns=DATA_COLUMNS + VERSION_COLUMNS, filesystem=data_fs)
+    rows = ray.data.read_parquet(paths, columns=columns + VERSION_COLUMNS, filesystem=data_fs)
     return rows.map_batches(partial(keep_rows, kept=kept), batch_format="pyarrow")
 
 
@@ -302,7 +314,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             ray.train.report(metrics)
         window.restart()
 
-    export = _export(model, tokenizer, cfg, rank)
+    export = _export(model, tokenizer, cfg, rank, config.get("provenance"))
     if export is None:
         return None
     return {"start_step": start_step, "final_step": step, "history": history, "export_uri": export}
@@ -441,8 +453,9 @@ def _report_with_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export(model, tokenizer, cfg: TrainConfig, rank: int) -> str | None:
-    """Export the final model (rank 0 writes it; every rank gathers); its URI on rank 0."""
+def _export(model, tokenizer, cfg: TrainConfig, rank: int, provenance=None) -> str | None:
+    """Export the final model (rank 0 writes it; every rank gathers) with its provenance; its
+    URI on rank 0."""
     from condlabel.models import upload_directory
 
     full_state = full_model_state(model)
@@ -451,6 +464,8 @@ def _export(model, tokenizer, cfg: TrainConfig, rank: int) -> str | None:
     export_uri = cfg.checkpoint.effective_export_uri
     with tempfile.TemporaryDirectory(prefix="condlabel-export-") as tmp:
         export_model(tmp, model, tokenizer, full_state)
+        if provenance is not None:
+            Path(tmp, PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str))
         upload_directory(tmp, export_uri, cfg.storage)
     log.info("exported the final model to %s", export_uri)
     return export_uri

@@ -1,0 +1,106 @@
+"""The student under training: loaded from its base (or this run's latest checkpoint, to
+resume), seq2seq or causal, full finetune or LoRA. Checkpoints and the export are the ones of
+`condlabel.train.checkpoint` (Hugging Face directories, LoRA merged at export). No Ray here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from condlabel.config import DistillConfig, HFLabelerConfig
+from condlabel.train.checkpoint import OPTIMIZER_STATE, TRAINER_STATE, TrainingState
+
+
+def is_seq2seq(config: Any, architecture: str) -> bool:
+    if architecture == "auto":
+        return bool(getattr(config, "is_encoder_decoder", False))
+    return architecture == "seq2seq"
+
+
+def load_student(
+    cfg: DistillConfig, checkpoint_dir: str | None = None
+) -> tuple[TrainingState, bool]:
+    """(the model ready to train and where its training stands, whether it is seq2seq)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from condlabel.models import fetch_model
+
+    student = cfg.student
+    if not student.model:
+        raise ValueError("student.model: set the model to distill into (local, s3:// or hub id)")
+    base = fetch_model(student.model, cfg.storage)
+    seq2seq = is_seq2seq(
+        AutoConfig.from_pretrained(base, revision=student.revision), student.architecture
+    )
+    lora = student.lora.enabled
+    # A full finetune resumes from the checkpoint's weights; LoRA from the base plus the
+    # checkpoint's adapter.
+    source = checkpoint_dir if (checkpoint_dir and not lora) else base
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir or base, revision=student.revision)
+    model_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model: Any = model_class.from_pretrained(
+        source, revision=student.revision, use_safetensors=True, dtype=torch.float32
+    )
+    if lora:
+        model = _with_lora(model, cfg, seq2seq, checkpoint_dir)
+    state = TrainingState(model, tokenizer)
+    if checkpoint_dir:
+        trainer = json.loads(Path(checkpoint_dir, TRAINER_STATE).read_text())
+        state.step, state.tokens_seen = int(trainer["step"]), int(trainer["tokens_seen"])
+        opt_path = Path(checkpoint_dir, OPTIMIZER_STATE)
+        if opt_path.exists():
+            state.optimizer_state = torch.load(opt_path, map_location="cpu", weights_only=True)
+    return state, seq2seq
+
+
+def _with_lora(model, cfg: DistillConfig, seq2seq: bool, checkpoint_dir: str | None):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if checkpoint_dir:
+        return PeftModel.from_pretrained(model, checkpoint_dir, is_trainable=True)
+    lcfg = cfg.student.lora
+    return get_peft_model(
+        model,
+        LoraConfig(
+            task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
+            r=lcfg.r,
+            lora_alpha=lcfg.alpha,
+            lora_dropout=lcfg.dropout,
+            target_modules=lcfg.target_modules,
+        ),
+    )
+
+
+def student_labeler_config(cfg: DistillConfig, model_uri: str, **overrides: Any) -> HFLabelerConfig:
+    """The `hf` labeler settings of the trained student: its prompt and limits as trained, the
+    gate's decoding (greedy unless `gate.do_sample`)."""
+    settings: dict[str, Any] = {
+        "model": model_uri,
+        "architecture": cfg.student.architecture,
+        "prompt_template": cfg.student.prompt_template,
+        "max_input_tokens": cfg.student.max_input_tokens,
+        "max_new_tokens": cfg.student.max_new_tokens,
+        "do_sample": cfg.gate.do_sample,
+        "max_batch_size": cfg.gate.batch_size,
+    }
+    return HFLabelerConfig(**(settings | overrides))
+
+
+def labeler_overrides(labeler: HFLabelerConfig) -> list[str]:
+    """The `--set` flags that make `condlabel convert` label with the student as the gate did."""
+    flags = ["labeler.backend=hf", f"labeler.hf.model={labeler.model}"]
+    defaults = HFLabelerConfig()
+    for key in (
+        "architecture",
+        "prompt_template",
+        "max_input_tokens",
+        "max_new_tokens",
+        "do_sample",
+    ):
+        value = getattr(labeler, key)
+        if value != getattr(defaults, key):
+            shown = json.dumps(value) if isinstance(value, str) else str(value).lower()
+            flags.append(f"labeler.hf.{key}={shown}")
+    return flags

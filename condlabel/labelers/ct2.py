@@ -1,0 +1,277 @@
+"""The `ct2` labeler: a T5-family (encoder-decoder) labeler on CTranslate2, int8 by default.
+
+vLLM serves no encoder-decoder but Whisper, so the reference labeler (flan-ul2 + LoRA) runs
+either on `hf` (transformers) or here: CTranslate2's fused kernels with int8, int8_float16,
+bfloat16 or float32 weights, on CPU or GPU. One `Translator` per actor. The model is a
+CTranslate2 directory written by `condlabel merge --format ct2` (LoRA merged first, tokenizer
+beside it), local, on s3:// (fetched once per node into the model cache) or on a hub.
+
+One `label(texts)` call:
+1. encodes every chunk with the encoding the `hf` and `vllm` backends use
+   (`condlabel.labelers.encoding`): same template, same cut, same `truncated` flag;
+2. hands the token strings to `translate_batch`, which sorts them by length and splits them
+   into batches of `max_batch_size` examples (or tokens); CTranslate2's own input cut is off
+   (`max_input_length=0`): the shared encoding decides;
+3. reads each hypothesis (EOS included when it stopped) and its score, and parses the text.
+
+Scores have the `hf` definition: the sum of the model's raw log-probabilities of the generated
+tokens, EOS included. Established by test (tests/test_ct2_labeler.py), with CTranslate2 4.8:
+with `length_penalty=0` a hypothesis score is that sum — unnormalised, and raw (taken before
+temperature, top-k and top-p) under sampling; `return_end_token=True` adds EOS's term. Its
+defaults would differ: `length_penalty=1` divides by the length, and `min_decoding_length=1`
+forbids EOS at the first step and renormalises that step's distribution. So the scores are
+used as returned; no `score_batch` pass is needed.
+
+Reproducibility: greedy labels depend on the chunk and the config only (batch mates change
+float rounding, ~1e-6 in float32, not the math). Sampling is NOT reproducible per chunk:
+CTranslate2 has no per-request seed. `seed` seeds its generator once, when the labeler loads;
+each worker thread then draws one stream for all the batches it decodes, so a chunk's sample
+depends on its batch mates and on what the actor labeled before. A fresh actor fed the same
+batches in the same order (inter_threads 1) repeats its samples; a Ray run gives no such order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from condlabel.labelers.base import SAMPLING_ONLY, LabelResult, make_fingerprint
+from condlabel.labelers.encoding import prompt_encoding
+from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
+
+if TYPE_CHECKING:
+    from condlabel.config import StorageConfig
+    from condlabel.config.labelers import CT2LabelerConfig
+
+log = logging.getLogger("condlabel")
+
+CT2_INSTALL_HINT = "pip install 'condlabel[ct2]'"
+CT2_WEIGHTS = "model.bin"
+"""CTranslate2's weight file (its own format, not a pickle)."""
+MERGE_INFO = "condlabel_merge.json"
+
+_RUNTIME_ONLY = {"device", "inter_threads", "intra_threads", "max_batch_size", "batch_type"}
+"""Options that change how fast, not what (`cache_dir` too); `compute_type` is not one of them:
+int8 and float32 weights are different labelers."""
+
+
+def fingerprint(cfg: CT2LabelerConfig) -> str:
+    """From config alone: model, revision, compute type, prompt, generation settings."""
+    exclude = _RUNTIME_ONLY | {"cache_dir"} | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    name = (cfg.model or "").rstrip("/").rsplit("/", 1)[-1] or "ct2"
+    params = cfg.model_dump(exclude=exclude)
+    return make_fingerprint("ct2", {**params, "name": name, "prompt": PROMPT_VERSION})
+
+
+def require_ct2() -> Any:
+    """The ctranslate2 module, or an ImportError with the install line."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise ImportError(f"the ct2 labeler needs ctranslate2: {CT2_INSTALL_HINT} [{exc}]") from exc
+    return ctranslate2
+
+
+def pick_device(ctranslate2: Any, device: str) -> str:
+    """`auto` -> `cuda` when this process sees a GPU (a Ray actor sees the one it reserved)."""
+    gpus = ctranslate2.get_cuda_device_count()
+    if device == "auto":
+        return "cuda" if gpus else "cpu"
+    if device == "cuda" and not gpus:
+        raise RuntimeError("labeler.ct2.device: `cuda` requested but no GPU is visible")
+    return device
+
+
+def fetch_ct2_model(
+    uri: str, revision: str | None, storage: StorageConfig | None, cache_dir: str | None
+) -> str:
+    """A local CTranslate2 model directory: local as is, s3:// through the node's locked cache,
+    a hub id through the hub's cache."""
+    from condlabel.models import fetch_model
+
+    path = fetch_model(uri, storage, cache_dir)
+    if not os.path.isdir(path):
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, revision=revision)
+    if not os.path.isfile(os.path.join(path, CT2_WEIGHTS)):
+        found = sorted(p.name for p in Path(path).iterdir())
+        raise FileNotFoundError(
+            f"labeler.ct2.model {uri}: not a CTranslate2 model (no {CT2_WEIGHTS}; found: "
+            f"{', '.join(found) or 'nothing'}); write one with `condlabel merge --format ct2`"
+        )
+    return path
+
+
+class CT2Labeler:
+    """Loads one CTranslate2 `Translator` (per actor), then labels batches of chunk texts."""
+
+    def __init__(self, cfg: CT2LabelerConfig, storage: StorageConfig | None = None):
+        if not cfg.model:
+            raise ValueError("labeler.ct2.model: required for backend `ct2`")
+        ctranslate2 = require_ct2()
+        from condlabel.models import load_tokenizer
+
+        self.cfg = cfg
+        self._fingerprint = fingerprint(cfg)
+        path = fetch_ct2_model(cfg.model, cfg.revision, storage, cfg.cache_dir)
+        device = pick_device(ctranslate2, cfg.device)
+        supported = ctranslate2.get_supported_compute_types(device)
+        if cfg.compute_type not in supported:
+            # CTranslate2 would fall back to another type: the fingerprint would then lie.
+            raise ValueError(
+                f"labeler.ct2.compute_type: {cfg.compute_type} is not supported on {device} "
+                f"here (supported: {', '.join(sorted(supported))})"
+            )
+        # Seeded before the translator's threads exist: they seed their generators from it.
+        ctranslate2.set_random_seed(cfg.seed)
+        self.translator = ctranslate2.Translator(
+            path,
+            device=device,
+            compute_type=cfg.compute_type,
+            inter_threads=cfg.inter_threads,
+            intra_threads=cfg.intra_threads,
+        )
+        self.tokenizer = load_tokenizer(path, None, cfg.revision)
+        info = _merge_info(path)
+        # The same encoding as the hf backend's (one function); EOS as hf resolved it at export.
+        self.encoding = prompt_encoding(
+            self.tokenizer,
+            cfg.prompt_template,
+            configured_eos=(info.get("eos_token_ids"), _ct2_eos(path, self.tokenizer)),
+            positions=None,  # T5/UL2: relative positions, no declared limit
+            causal=False,
+            max_new_tokens=cfg.max_new_tokens,
+            max_input_tokens=cfg.max_input_tokens,
+            model=cfg.model,
+            section="labeler.ct2",
+        )
+        self.eos_ids = self.encoding.eos_ids
+        log.info("loaded %s on CTranslate2 (%s on %s)", cfg.model, cfg.compute_type, device)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def input_limit(self) -> int:
+        return self.encoding.input_limit
+
+    def _options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        sampling = (
+            {
+                "sampling_topk": cfg.top_k,  # 0: the whole vocabulary, as hf's top_k=0
+                "sampling_topp": cfg.top_p,
+                "sampling_temperature": cfg.temperature,
+            }
+            if cfg.do_sample
+            else {"sampling_topk": 1}
+        )
+        return {
+            "max_batch_size": cfg.max_batch_size,
+            "batch_type": cfg.batch_type,
+            "beam_size": 1,
+            "max_decoding_length": cfg.max_new_tokens,
+            "min_decoding_length": 0,  # EOS allowed from the first step, as with hf
+            "length_penalty": 0,  # scores are sums, not divided by the length
+            "repetition_penalty": cfg.repetition_penalty,
+            "end_token": self.eos_ids,
+            "return_end_token": True,
+            "return_scores": True,
+            "max_input_length": 0,  # the shared encoding has cut the inputs already
+            **sampling,
+        }
+
+    def label(self, texts: list[str]) -> list[LabelResult]:
+        if not texts:
+            return []
+        encoded = self.encoding.encode(texts)
+        sources = [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded]
+        outputs = self.translator.translate_batch(sources, **self._options())
+        results = []
+        for (ids, truncated), output in zip(encoded, outputs, strict=True):
+            tokens = self.tokenizer.convert_tokens_to_ids(output.hypotheses[0])
+            n = len(tokens)
+            stopped = bool(tokens) and tokens[-1] in self.eos_ids
+            text = self.tokenizer.decode(
+                tokens[:-1] if stopped else tokens, skip_special_tokens=False
+            )
+            parsed = parse_label(text)
+            logprob = float(output.scores[0])
+            results.append(
+                LabelResult(
+                    synopsis=parsed.synopsis,
+                    tags=parsed.tags,
+                    raw_output=text,
+                    parse_ok=parsed.ok,
+                    logprob=logprob,
+                    mean_logprob=logprob / n if n else 0.0,
+                    num_generated_tokens=n,
+                    truncated=truncated,
+                    label_truncated=parsed.truncated or not stopped,
+                    input_tokens=len(ids),
+                    padded_tokens=None,  # CTranslate2 does not report its padding
+                    extra={"generated_ids": tokens},
+                )
+            )
+        return results
+
+
+def _merge_info(path: str) -> dict[str, Any]:
+    info = Path(path, MERGE_INFO)
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
+def _ct2_eos(path: str, tokenizer: Any) -> int | None:
+    """The EOS id of a CTranslate2 model's own config (it names the token, not its id)."""
+    config = Path(path, "config.json")
+    token = json.loads(config.read_text()).get("eos_token") if config.is_file() else None
+    return tokenizer.convert_tokens_to_ids(token) if token else None
+
+
+def convert_to_ct2(hf_dir: Path, out_dir: Path, quantization: str) -> Path:
+    """A transformers T5-family checkpoint (safetensors, as `merge_model` writes it) converted
+    to a CTranslate2 model in `out_dir`, weights in `quantization`, tokenizer files beside."""
+    require_ct2()
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(hf_dir)
+    if not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"--format ct2: {config.model_type} is not an encoder-decoder; the ct2 labeler runs "
+            "T5-family (seq2seq) models (decoder-only labelers: the vllm or hf backend)"
+        )
+    tokenizer_files = [
+        p.name
+        for p in hf_dir.iterdir()
+        if p.name.startswith(("tokenizer", "special_tokens_map", "spiece")) or p.suffix == ".model"
+    ]
+    converter = _t5_scale_converter()(str(hf_dir), copy_files=tokenizer_files)
+    converter.convert(str(out_dir), quantization=quantization, force=True)
+    return out_dir
+
+
+def _t5_scale_converter() -> type:
+    from ctranslate2.converters import TransformersConverter
+
+    class T5ScaleConverter(TransformersConverter):
+        """Converts T5 with the output scaling transformers applies.
+
+        transformers 5 keeps T5's "scale the decoder output by d_model**-0.5" switch in
+        `scale_decoder_outputs` (false for T5 v1.1, flan-t5, flan-ul2) and forces
+        `tie_word_embeddings` to true; CTranslate2 4.8 reads the latter, so it would divide
+        every logit of a flan model by sqrt(d_model): greedy text unchanged, log-probs and
+        samples wrong. The loaded model's config is set back to what CTranslate2 reads."""
+
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            model = super().load_model(model_class, model_name_or_path, **kwargs)
+            scale = getattr(model.config, "scale_decoder_outputs", None)
+            if scale is not None:
+                model.config.tie_word_embeddings = bool(scale)
+            return model
+
+    return T5ScaleConverter
