@@ -103,7 +103,9 @@ def ledger_fingerprint(cfg: ConvertConfig, labels: str) -> str:
     """What decides a file's chunks and labels: the input fields and format, the chunking and
     the labels' fingerprint (`labels`: the `labeler` column, labeler + classifiers)."""
     decides = {
-        "input": cfg.input.model_dump(include={"text_field", "id_field", "format"}),
+        "input": cfg.input.model_dump(
+            include={"text_field", "id_field", "format", "sample_fraction", "sample_stratified"}
+        ),
         "chunking": cfg.chunking.model_dump(),
         "labels": labels,
     }

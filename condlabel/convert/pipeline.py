@@ -1,4 +1,5 @@
-"""The Ray Data graph of a conversion: the only module that wires Ray Data.
+"""The Ray Data graph of a conversion: this module wires Ray Data (the steps that run inside its
+tasks and actors are in `graph_steps.py`).
 
     input files ──keys (tasks)──► the later occurrences of each id (driver: hashes only)
     input files ──read+chunk, skip done and duplicates (tasks)──► chunks
@@ -18,7 +19,6 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from functools import partial
@@ -30,20 +30,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
-from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
-from condlabel.convert.cascade import cascade_labelers, routed_rows, with_teacher
+from condlabel.convert.cascade import cascade_labelers, with_teacher
 from condlabel.convert.copies import CopyRun, plan_copy_run
 from condlabel.convert.costs import (
-    ActorClock,
-    AliveReporter,
     add_tokens,
     counter_seconds,
-    shard_tokens,
 )
 from condlabel.convert.donecheck import scan_output
-from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
-from condlabel.convert.format import vocabulary_for
-from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
+from condlabel.convert.graph_steps import (
+    WRITER_CPUS,
+    LabelStage,
+    count_files,
+    counter_actor,
+    format_and_write,
+    id_duplicates,
+    read_files,
+    reader_options,
+    reads_dataset,
+    run_fingerprint,
+)
+from condlabel.convert.inputs import check_overlap, plan_inputs
 from condlabel.convert.ledger import (
     RerunPlan,
     add_written,
@@ -51,7 +57,6 @@ from condlabel.convert.ledger import (
     count_complete,
     record_ledger,
     rerun_plan,
-    shard_sources,
 )
 from condlabel.convert.progress import Progress
 from condlabel.convert.runstate import (
@@ -62,18 +67,9 @@ from condlabel.convert.runstate import (
     check_fingerprint,
 )
 from condlabel.convert.stages import (
-    PADDED_TOKENS,
-    USEFUL_TOKENS,
     FileStats,
-    format_table,
-    label_or_reject,
-    labeler_rejects_name,
-    read_and_chunk,
-    write_rejects,
-    write_shard,
 )
 from condlabel.convert.summary import RunSummary, check_labeler_errors, new_run_id, recorded
-from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
 from condlabel.ray_runtime import connect, is_verbose, ray_session
 from condlabel.storage import InputFile, ensure_writable
 
@@ -90,9 +86,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("condlabel")
-
-# Write tasks are light (parquet encode + one PUT); a small reservation keeps them schedulable.
-_WRITER_CPUS = 0.25
 
 
 def build_graph(
@@ -111,13 +104,13 @@ def build_graph(
     teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
-    read = partial(_read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
+    read = partial(read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
     read = partial(read, copies=copies)
     labeled = (
-        _reads_dataset(cfg, files)
-        .map_batches(read, batch_size=1, batch_format="pyarrow", **_reader(cfg))
+        reads_dataset(cfg, files)
+        .map_batches(read, batch_size=1, batch_format="pyarrow", **reader_options(cfg))
         .map_batches(
-            _LabelStage,
+            LabelStage,
             fn_constructor_args=(cfg, summary.run_id, counter),
             batch_size=cfg.compute.batch_size,
             batch_format="pyarrow",
@@ -133,10 +126,10 @@ def build_graph(
     )
     # `cascade:` the teacher relabels what the student is unsure of, on its own actor pool.
     return with_teacher(labeled, cfg, summary.run_id).map_batches(
-        partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease, copies=copies),
+        partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease, copies=copies),
         batch_size=cfg.output.rows_per_file,
         batch_format="pyarrow",
-        num_cpus=_WRITER_CPUS,
+        num_cpus=WRITER_CPUS,
     )
 
 
@@ -206,22 +199,22 @@ def _execute(
 
     with _ray(cfg):
         summary.labeler_actors = pool_size(cfg, ray.cluster_resources())
-        counter = _counter_actor()
+        counter = counter_actor()
 
         def read_stats() -> list[FileStats]:
             return ray.get(counter.all.remote())
 
-        skip_refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
+        skip_refs = (ray.put(state.done), ray.put(id_duplicates(cfg, files)))
         copies = plan_copy_run(
-            cfg, summary.run_id, _reads_dataset(cfg, files), _reader(cfg), skip_refs, counter
+            cfg, summary.run_id, reads_dataset(cfg, files), reader_options(cfg), skip_refs, counter
         )
         graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard(), copies)
-        write = partial(_format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
+        write = partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
         written: Counter[str] = Counter()  # rows per input file, for the ledger
         with Progress(summary, started, cfg.compute.progress_interval_s, read_stats) as progress:
             shards = graph.iter_batches(batch_size=None, batch_format="pyarrow")
             # The copies are written once the whole graph has run: their labels are all known.
-            for batch in chain(shards, copies.written(write, _WRITER_CPUS) if copies else ()):
+            for batch in chain(shards, copies.written(write, WRITER_CPUS) if copies else ()):
                 _add_shards(summary, cast(pa.Table, batch))
                 add_written(written, cast(pa.Table, batch))
                 add_tokens(summary.cost, cast(pa.Table, batch))
@@ -275,209 +268,13 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
 def _count_to_read(cfg: ConvertConfig, files: list[InputFile], state: OutputState) -> list[dict]:
     import ray
 
-    refs = (ray.put(state.done), ray.put(_find_duplicates(cfg, files)))
-    count = partial(_count_files, cfg=cfg, refs=refs)
+    refs = (ray.put(state.done), ray.put(id_duplicates(cfg, files)))
+    count = partial(count_files, cfg=cfg, refs=refs)
     return (
-        _reads_dataset(cfg, files)
-        .map_batches(count, batch_size=1, batch_format="pyarrow", **_reader(cfg))
+        reads_dataset(cfg, files)
+        .map_batches(count, batch_size=1, batch_format="pyarrow", **reader_options(cfg))
         .take_all()
     )
-
-
-# --- the graph's steps (they run in Ray tasks and actors) ---
-
-
-def _reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Dataset:
-    """One row (and block) per read task: the URIs, sizes and input-order indices of its files."""
-    import ray.data
-
-    index = {f.uri: i for i, f in enumerate(files)}
-    groups = read_tasks(files, cfg.compute.bytes_per_read_task)
-    return ray.data.from_items(
-        [
-            {
-                "uri": [f.uri for f in g],
-                "size": [f.size for f in g],
-                "index": [index[f.uri] for f in g],
-            }
-            for g in groups
-        ],
-        override_num_blocks=len(groups),
-    )
-
-
-def _reader(cfg: ConvertConfig) -> dict[str, Any]:
-    return {"num_cpus": cfg.compute.num_cpus_per_reader}
-
-
-def _files_of(batch: pa.Table) -> Iterator[tuple[str, int, int]]:
-    """(uri, size, input-order index) of each file of a read task."""
-    for task in batch.to_pylist():
-        yield from zip(task["uri"], task["size"], task["index"], strict=True)
-
-
-def _find_duplicates(cfg: ConvertConfig, files: list[InputFile]) -> dict:
-    """The key pass: every document's keys, read in tasks, then the later occurrence of each id
-    (`condlabel.convert.duplicates`); the driver holds 40 bytes per document, no text."""
-    parts = [
-        cast(dict, batch)
-        for batch in _reads_dataset(cfg, files)
-        .map_batches(
-            partial(_read_keys, cfg=cfg), batch_size=1, batch_format="pyarrow", **_reader(cfg)
-        )
-        .iter_batches(batch_size=None, batch_format="numpy")
-    ]
-    keys = {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in KEY_FIELDS}
-    found = find_duplicates(keys, [f.uri for f in files]) if parts else {}
-    if found:
-        later = sum(len(positions) for positions in found.values())
-        log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
-    return found
-
-
-def _read_keys(batch: pa.Table, cfg: ConvertConfig) -> dict[str, np.ndarray]:
-    parts = [document_keys(uri, index, cfg) for uri, _, index in _files_of(batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in KEY_FIELDS}
-
-
-def _chunks_and_stats(
-    batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], keep_rejects: bool
-):
-    """Each file of the read task read and chunked: chunk tables, then the file's stats."""
-    import ray
-
-    done, duplicates = ray.get(list(refs))
-    for uri, size, _ in _files_of(batch):
-        for item in read_and_chunk(
-            uri,
-            cfg,
-            run_id,
-            done=done,
-            rows_per_batch=cfg.compute.batch_size * 8,
-            keep_rejects=keep_rejects,
-            duplicates=duplicates.get(uri),
-        ):
-            if isinstance(item, FileStats):
-                item.bytes = int(size)
-            yield item
-
-
-def _read_files(
-    batch: pa.Table,
-    cfg: ConvertConfig,
-    run_id: str,
-    refs: tuple[Any, Any],
-    counter,
-    copies: CopyRun | None = None,
-):
-    """Read step: yield the chunks still to label (copies held back); each file's stats go to
-    the run's counter."""
-    import ray
-
-    for item in _chunks_and_stats(batch, cfg, run_id, refs, keep_rejects=True):
-        if isinstance(item, FileStats):
-            ray.get(counter.add.remote(item))
-        else:
-            yield copies.hold_back(item) if copies else item
-
-
-def _count_files(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict[str, list]:
-    """The dry run's read step: each file's counts, nothing kept or written."""
-    rows: dict[str, list] = {k: [] for k in ("uri", "documents", "chunks", "done", "rejected")}
-    for item in _chunks_and_stats(batch, cfg, "dry-run", refs, keep_rejects=False):
-        if isinstance(item, FileStats):
-            rows["uri"].append(item.source)
-            rows["documents"].append(item.documents)
-            rows["chunks"].append(item.chunks)
-            rows["done"].append(item.skipped_done)
-            rows["rejected"].append(sum(item.rejected.values()))
-    return rows
-
-
-class _LabelStage:
-    """Stateful per-actor UDF: builds the labeler and classifiers (loads weights) once, then
-    labels batches. One actor holds both, so they share its GPU.
-
-    The build happens on the first batch rather than in __init__, so a rerun over a complete
-    output (nothing left to label) never loads a model.
-    """
-
-    def __init__(self, cfg: ConvertConfig, run_id: str, counter: Any):
-        self.cfg = cfg
-        self.run_id = run_id
-        self.counter = counter
-        self.fingerprint = run_fingerprint(cfg)
-        self.labeler: Labeler | None = None
-        self.classifiers: list = []
-        self.alive = AliveReporter(cfg, counter)  # actor-seconds for the cost record
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        import ray
-
-        if self.labeler is None:
-            from condlabel.classifiers import build_classifiers
-
-            self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
-            self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
-        table, rejects = label_with_budget(
-            partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
-            batch,
-            self.cfg.compute.label_timeout_s,
-            RemoteTracker(self.counter),
-        )
-        if rejects:
-            name = labeler_rejects_name(rejects)
-            write_rejects(rejects, self.cfg.output.uri, self.run_id, name, self.cfg.storage)
-            reasons = Counter(r.reason for r in rejects)
-            ray.get(self.counter.add_labeler_errors.remote(name, reasons, rejects[0].detail))
-        if self.classifiers and table.num_rows:
-            from condlabel.classifiers import classify_table
-
-            table = classify_table(self.classifiers, table)
-        self.alive()
-        return table
-
-
-def _format_and_write(
-    batch: pa.Table,
-    cfg: ConvertConfig,
-    run_id: str,
-    lease: LeaseGuard | None = None,
-    copies: CopyRun | None = None,
-) -> dict[str, list]:
-    """Write step: one shard per batch; returns the shard's row in the shard list. With
-    `copies`, the labels of the batch's chunks that have copies are kept for them."""
-    if batch.num_rows == 0:  # every chunk of a labeler batch was rejected
-        return {
-            "path": [],
-            "rows": [],
-            "useful": [],
-            "padded": [],
-            "routed": [],
-            **shard_sources(None),
-            **shard_tokens(None),
-        }
-    if lease is not None:
-        lease.ensure_held()
-    if copies is not None:
-        copies.keep_labels(batch)
-    shard = write_shard(
-        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage)),
-        cfg.output.uri,
-        cfg.storage,
-        cfg.output.compression,
-    )
-    if lease is not None:
-        lease.confirm_written(shard)
-    return {
-        "path": [shard],
-        "rows": [batch.num_rows],
-        "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
-        "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0],
-        "routed": [routed_rows(batch)],
-        **shard_sources(batch),
-        **shard_tokens(batch),
-    }
 
 
 # --- the driver's side ---
@@ -490,36 +287,6 @@ def _add_shards(summary: RunSummary, shards: pa.Table) -> None:
     summary.padded_tokens += pc.sum(shards.column("padded")).as_py()
     if "routed" in shards.column_names and summary.routed_to_teacher is not None:
         summary.routed_to_teacher += pc.sum(shards.column("routed")).as_py() or 0
-
-
-def _counter_actor():
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class RunCounter(InFlight, ActorClock):
-        """Per-file read statistics, keyed by file so a retried read task counts once; labeler
-        failures by batch; the labeler calls in flight (`condlabel.convert.budget`)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.by_file: dict[str, FileStats] = {}
-            self.failed_by_batch: dict[str, Counter[str]] = {}
-            self.first_error = ""
-
-        def add(self, stats: FileStats) -> None:
-            self.by_file[stats.source] = stats
-
-        def all(self) -> list[FileStats]:
-            return list(self.by_file.values())
-
-        def add_labeler_errors(self, name: str, reasons: Counter[str], detail: str) -> None:
-            self.failed_by_batch[name] = reasons
-            self.first_error = self.first_error or detail
-
-        def labeler_errors(self) -> tuple[Counter[str], str]:
-            return sum(self.failed_by_batch.values(), Counter()), self.first_error
-
-    return RunCounter.remote()
 
 
 def init_ray(cfg: ConvertConfig) -> bool:
@@ -541,7 +308,7 @@ def pool_size(cfg: ConvertConfig, resources: dict[str, float]) -> int:
     if c.num_gpus_per_actor > 0:
         fit = max(1, math.floor(resources.get("GPU", 0) / c.num_gpus_per_actor))
     else:
-        spare = resources.get("CPU", 1) - c.num_cpus_per_reader - _WRITER_CPUS
+        spare = resources.get("CPU", 1) - c.num_cpus_per_reader - WRITER_CPUS
         fit = max(1, math.floor(spare / c.num_cpus_per_actor))
     fit = max(fit, c.min_actors or 1)
     return min(fit, c.max_actors or fit)
@@ -565,13 +332,6 @@ def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
     return files, run_fingerprint(cfg)
-
-
-def run_fingerprint(cfg: ConvertConfig) -> str:
-    """What the `labeler` column records: the labeler, plus each control-token classifier."""
-    from condlabel.classifiers import classifier_fingerprints
-
-    return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
 
 
 def output_state(

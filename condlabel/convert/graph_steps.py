@@ -1,0 +1,290 @@
+"""The steps of the conversion graph that run inside Ray tasks and actors: the read tasks, the
+labeler actor (`LabelStage`), the write tasks, and the run's counter actor. `pipeline.py` wires
+them into the graph; the table-level logic they call is in `stages.py` (free of Ray).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from condlabel.config import ConvertConfig
+from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
+from condlabel.convert.cascade import routed_rows
+from condlabel.convert.copies import CopyRun
+from condlabel.convert.costs import (
+    ActorClock,
+    AliveReporter,
+    shard_tokens,
+)
+from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
+from condlabel.convert.format import vocabulary_for
+from condlabel.convert.inputs import read_tasks
+from condlabel.convert.ledger import (
+    shard_sources,
+)
+from condlabel.convert.runstate import (
+    LeaseGuard,
+)
+from condlabel.convert.stages import (
+    PADDED_TOKENS,
+    USEFUL_TOKENS,
+    FileStats,
+    format_table,
+    label_or_reject,
+    labeler_rejects_name,
+    read_and_chunk,
+    write_rejects,
+    write_shard,
+)
+from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
+from condlabel.storage import InputFile
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+log = logging.getLogger("condlabel")
+
+# Write tasks are light (parquet encode + one PUT); a small reservation keeps them schedulable.
+WRITER_CPUS = 0.25
+
+
+def run_fingerprint(cfg: ConvertConfig) -> str:
+    """What the `labeler` column records: the labeler, plus each control-token classifier."""
+    from condlabel.classifiers import classifier_fingerprints
+
+    return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
+
+
+def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Dataset:
+    """One row (and block) per read task: the URIs, sizes and input-order indices of its files."""
+    import ray.data
+
+    index = {f.uri: i for i, f in enumerate(files)}
+    groups = read_tasks(files, cfg.compute.bytes_per_read_task)
+    return ray.data.from_items(
+        [
+            {
+                "uri": [f.uri for f in g],
+                "size": [f.size for f in g],
+                "index": [index[f.uri] for f in g],
+            }
+            for g in groups
+        ],
+        override_num_blocks=len(groups),
+    )
+
+
+def reader_options(cfg: ConvertConfig) -> dict[str, Any]:
+    return {"num_cpus": cfg.compute.num_cpus_per_reader}
+
+
+def _files_of(batch: pa.Table) -> Iterator[tuple[str, int, int]]:
+    """(uri, size, input-order index) of each file of a read task."""
+    for task in batch.to_pylist():
+        yield from zip(task["uri"], task["size"], task["index"], strict=True)
+
+
+def id_duplicates(cfg: ConvertConfig, files: list[InputFile]) -> dict:
+    """The key pass: every document's keys, read in tasks, then the later occurrence of each id
+    (`condlabel.convert.duplicates`); the driver holds 40 bytes per document, no text."""
+    parts = [
+        cast(dict, batch)
+        for batch in reads_dataset(cfg, files)
+        .map_batches(
+            partial(_read_keys, cfg=cfg),
+            batch_size=1,
+            batch_format="pyarrow",
+            **reader_options(cfg),
+        )
+        .iter_batches(batch_size=None, batch_format="numpy")
+    ]
+    keys = {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in KEY_FIELDS}
+    found = find_duplicates(keys, [f.uri for f in files]) if parts else {}
+    if found:
+        later = sum(len(positions) for positions in found.values())
+        log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
+    return found
+
+
+def _read_keys(batch: pa.Table, cfg: ConvertConfig) -> dict[str, np.ndarray]:
+    parts = [document_keys(uri, index, cfg) for uri, _, index in _files_of(batch)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in KEY_FIELDS}
+
+
+def _chunks_and_stats(
+    batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], keep_rejects: bool
+):
+    """Each file of the read task read and chunked: chunk tables, then the file's stats."""
+    import ray
+
+    done, duplicates = ray.get(list(refs))
+    for uri, size, _ in _files_of(batch):
+        for item in read_and_chunk(
+            uri,
+            cfg,
+            run_id,
+            done=done,
+            rows_per_batch=cfg.compute.batch_size * 8,
+            keep_rejects=keep_rejects,
+            duplicates=duplicates.get(uri),
+        ):
+            if isinstance(item, FileStats):
+                item.bytes = int(size)
+            yield item
+
+
+def read_files(
+    batch: pa.Table,
+    cfg: ConvertConfig,
+    run_id: str,
+    refs: tuple[Any, Any],
+    counter,
+    copies: CopyRun | None = None,
+):
+    """Read step: yield the chunks still to label (copies held back); each file's stats go to
+    the run's counter."""
+    import ray
+
+    for item in _chunks_and_stats(batch, cfg, run_id, refs, keep_rejects=True):
+        if isinstance(item, FileStats):
+            ray.get(counter.add.remote(item))
+        else:
+            yield copies.hold_back(item) if copies else item
+
+
+def count_files(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict[str, list]:
+    """The dry run's read step: each file's counts, nothing kept or written."""
+    rows: dict[str, list] = {k: [] for k in ("uri", "documents", "chunks", "done", "rejected")}
+    for item in _chunks_and_stats(batch, cfg, "dry-run", refs, keep_rejects=False):
+        if isinstance(item, FileStats):
+            rows["uri"].append(item.source)
+            rows["documents"].append(item.documents)
+            rows["chunks"].append(item.chunks)
+            rows["done"].append(item.skipped_done)
+            rows["rejected"].append(sum(item.rejected.values()))
+    return rows
+
+
+class LabelStage:
+    """Stateful per-actor UDF: builds the labeler and classifiers (loads weights) once, then
+    labels batches. One actor holds both, so they share its GPU.
+
+    The build happens on the first batch rather than in __init__, so a rerun over a complete
+    output (nothing left to label) never loads a model.
+    """
+
+    def __init__(self, cfg: ConvertConfig, run_id: str, counter: Any):
+        self.cfg = cfg
+        self.run_id = run_id
+        self.counter = counter
+        self.fingerprint = run_fingerprint(cfg)
+        self.labeler: Labeler | None = None
+        self.classifiers: list = []
+        self.alive = AliveReporter(cfg, counter)  # actor-seconds for the cost record
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        if self.labeler is None:
+            from condlabel.classifiers import build_classifiers
+
+            self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
+            self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
+        table, rejects = label_with_budget(
+            partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
+            batch,
+            self.cfg.compute.label_timeout_s,
+            RemoteTracker(self.counter),
+        )
+        if rejects:
+            name = labeler_rejects_name(rejects)
+            write_rejects(rejects, self.cfg.output.uri, self.run_id, name, self.cfg.storage)
+            reasons = Counter(r.reason for r in rejects)
+            ray.get(self.counter.add_labeler_errors.remote(name, reasons, rejects[0].detail))
+        if self.classifiers and table.num_rows:
+            from condlabel.classifiers import classify_table
+
+            table = classify_table(self.classifiers, table)
+        self.alive()
+        return table
+
+
+def format_and_write(
+    batch: pa.Table,
+    cfg: ConvertConfig,
+    run_id: str,
+    lease: LeaseGuard | None = None,
+    copies: CopyRun | None = None,
+) -> dict[str, list]:
+    """Write step: one shard per batch; returns the shard's row in the shard list. With
+    `copies`, the labels of the batch's chunks that have copies are kept for them."""
+    if batch.num_rows == 0:  # every chunk of a labeler batch was rejected
+        return {
+            "path": [],
+            "rows": [],
+            "useful": [],
+            "padded": [],
+            "routed": [],
+            **shard_sources(None),
+            **shard_tokens(None),
+        }
+    if lease is not None:
+        lease.ensure_held()
+    if copies is not None:
+        copies.keep_labels(batch)
+    shard = write_shard(
+        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage)),
+        cfg.output.uri,
+        cfg.storage,
+        cfg.output.compression,
+    )
+    if lease is not None:
+        lease.confirm_written(shard)
+    return {
+        "path": [shard],
+        "rows": [batch.num_rows],
+        "useful": [pc.sum(batch.column(USEFUL_TOKENS)).as_py() or 0],
+        "padded": [pc.sum(batch.column(PADDED_TOKENS)).as_py() or 0],
+        "routed": [routed_rows(batch)],
+        **shard_sources(batch),
+        **shard_tokens(batch),
+    }
+
+
+def counter_actor():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class RunCounter(InFlight, ActorClock):
+        """Per-file read statistics, keyed by file so a retried read task counts once; labeler
+        failures by batch; the labeler calls in flight (`condlabel.convert.budget`)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.by_file: dict[str, FileStats] = {}
+            self.failed_by_batch: dict[str, Counter[str]] = {}
+            self.first_error = ""
+
+        def add(self, stats: FileStats) -> None:
+            self.by_file[stats.source] = stats
+
+        def all(self) -> list[FileStats]:
+            return list(self.by_file.values())
+
+        def add_labeler_errors(self, name: str, reasons: Counter[str], detail: str) -> None:
+            self.failed_by_batch[name] = reasons
+            self.first_error = self.first_error or detail
+
+        def labeler_errors(self) -> tuple[Counter[str], str]:
+            return sum(self.failed_by_batch.values(), Counter()), self.first_error
+
+    return RunCounter.remote()
