@@ -414,7 +414,7 @@ def merge_model(
         net.save_pretrained(out, safe_serialization=True)
         loaded.tokenizer.save_pretrained(out)
         if format == "ct2":
-            from condlabel.labelers.ct2 import convert_to_ct2
+            from condlabel.ct2_convert import convert_to_ct2
 
             del net, loaded  # the converter loads the checkpoint again
             out = convert_to_ct2(out, Path(tmp, "ct2"), quantization)

@@ -32,7 +32,8 @@ from condlabel.config import (
     StorageConfig,
     TrainConfig,
 )
-from condlabel.labelers.ct2 import CT2_INSTALL_HINT, CT2_WEIGHTS
+from condlabel.ct2_convert import CT2_INSTALL_HINT
+from condlabel.labelers.ct2 import CT2_WEIGHTS
 from condlabel.labelers.vllm import VLLM_INSTALL_HINT
 from condlabel.models import ADAPTER_PICKLED, ADAPTER_WEIGHTS, HF_INSTALL_HINT, is_remote
 from condlabel.storage import StorageError, resolve, split_uri

@@ -230,7 +230,6 @@ class LeaseGuard:
                 f"{held.get('expires')} (not renewed in time); stopped writing"
             )
 
-
     def confirm_written(self, uri: str) -> None:
         """After a write: if the lease was lost meanwhile (the process was stopped between
         `ensure_held` and the write), delete what was written and raise `RunRefused`. The run
@@ -328,22 +327,13 @@ class Lease:
         if held.get("run_id") == self.run_id or float(held.get("expires_at", 0)) <= time.time():
             return True
         if holder_is_dead(held):
-            log.warning(
-                "lease %s: its holder, run %s (pid %s on this machine), is gone; taking over",
-                self.uri,
-                held.get("run_id"),
-                held.get("pid"),
-            )
-            return True
-        if holder_job_ended(held):
-            log.warning(
-                "lease %s: the Ray job of its holder, run %s on %s, has ended; taking over",
-                self.uri,
-                held.get("run_id"),
-                held.get("host"),
-            )
-            return True
-        return False
+            why = f"its holder, run {held.get('run_id')} (pid {held.get('pid')} on this machine), is gone"
+        elif holder_job_ended(held):
+            why = f"the Ray job of its holder, run {held.get('run_id')} on {held.get('host')}, has ended"
+        else:
+            return False
+        log.warning("lease %s: %s; taking over", self.uri, why)
+        return True
 
     def attach_ray(self) -> None:
         """Once this process is connected to Ray: record its job in the lease, so a later run

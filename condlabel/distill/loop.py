@@ -45,9 +45,9 @@ from condlabel.train.loop import (  # the training machinery of `condlabel train
     _arrow_storage,
     _report_with_checkpoint,
     _setup_worker,
-    _Window,
 )
 from condlabel.train.optim import make_optimizer
+from condlabel.train.steps import StepLoop, StepState
 
 log = logging.getLogger("condlabel")
 
@@ -347,53 +347,38 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
     use_bf16 = opt.precision == "bf16" or (opt.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    step, tokens_seen = start_step, loaded.tokens_seen
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     # A resumed run starts a fresh, differently shuffled pass over the data.
     batches = _Batches(shard, encoding, cfg, pad_id, seq2seq, rank, device, start_step)
 
     model.train()
-    window = _Window()
-    history: list[dict[str, Any]] = []
-    while step < opt.max_steps:
-        for micro in range(opt.grad_accum_steps):
-            batch = {k: torch.tensor(v, device=device) for k, v in batches.next().items()}
-            # Only the last micro-batch of an accumulation synchronises gradients across workers.
-            sync = micro == opt.grad_accum_steps - 1 or not hasattr(model, "no_sync")
-            with torch.enable_grad() if sync else model.no_sync(), autocast:
-                loss = model(**batch).loss / opt.grad_accum_steps
-            loss.backward()
-            window.add(loss.item(), int((batch["labels"] >= 0).sum()))
-        if opt.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window.steps += 1
+    state = StepState(start_step, loaded.tokens_seen)
 
-        save = step % cfg.checkpoint.every_steps == 0 or step == opt.max_steps
-        if step % opt.log_every_steps and not save:
-            continue
-        loss_mean, tokens_per_s, tokens = window.close(world, device)
-        tokens_seen += tokens
-        metrics = {
-            "step": step,
-            "loss": loss_mean,
-            "learning_rate": lr,
-            "epoch": batches.epoch,
-            "target_tokens_per_s": tokens_per_s,
-            "tokens_seen": tokens_seen,
-        }
-        history.append(metrics)
-        if rank == 0:
-            log.info("step %d/%d loss %.4f lr %.2e", step, opt.max_steps, loss_mean, lr)
-        if save:
-            _report_with_checkpoint(model, optimizer, scheduler, tokenizer, metrics, rank)
-        else:
-            ray.train.report(metrics)
-        window.restart()
+    def micro_batch() -> tuple[dict[str, Any], int]:
+        batch = {k: torch.tensor(v, device=device) for k, v in batches.next().items()}
+        return batch, int((batch["labels"] >= 0).sum())
+
+    loop = StepLoop(
+        model,
+        optimizer,
+        scheduler,
+        opt,
+        cfg.checkpoint.every_steps,
+        world,
+        rank,
+        device,
+        autocast,
+        rate_key="target_tokens_per_s",
+    )
+    loop.run(
+        state,
+        micro_batch,
+        lambda: batches.epoch,
+        lambda metrics: _report_with_checkpoint(
+            model, optimizer, scheduler, tokenizer, metrics, rank
+        ),
+    )
+    step, history = state.step, state.history
 
     if not _write_candidate(model, tokenizer, cfg, rank):
         return None

@@ -5,11 +5,10 @@ resume), seq2seq or causal, full finetune or LoRA. Checkpoints and the export ar
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from condlabel.config import DistillConfig, HFLabelerConfig
-from condlabel.train.checkpoint import OPTIMIZER_STATE, TRAINER_STATE, TrainingState
+from condlabel.train.checkpoint import TrainingState, resumed_state
 
 
 def is_seq2seq(config: Any, architecture: str) -> bool:
@@ -45,14 +44,7 @@ def load_student(
     )
     if lora:
         model = _with_lora(model, cfg, seq2seq, checkpoint_dir)
-    state = TrainingState(model, tokenizer)
-    if checkpoint_dir:
-        trainer = json.loads(Path(checkpoint_dir, TRAINER_STATE).read_text())
-        state.step, state.tokens_seen = int(trainer["step"]), int(trainer["tokens_seen"])
-        opt_path = Path(checkpoint_dir, OPTIMIZER_STATE)
-        if opt_path.exists():
-            state.optimizer_state = torch.load(opt_path, map_location="cpu", weights_only=True)
-    return state, seq2seq
+    return resumed_state(model, tokenizer, checkpoint_dir), seq2seq
 
 
 def _with_lora(model, cfg: DistillConfig, seq2seq: bool, checkpoint_dir: str | None):

@@ -38,9 +38,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from condlabel.ct2_convert import require_ct2
 from condlabel.labelers.base import SAMPLING_ONLY, LabelResult, make_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
-from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
+from condlabel.labelers.prompts import PROMPT_VERSION
+from condlabel.labelers.results import generated_label
 
 if TYPE_CHECKING:
     from condlabel.config import StorageConfig
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("condlabel")
 
-CT2_INSTALL_HINT = "pip install 'condlabel[ct2]'"
 CT2_WEIGHTS = "model.bin"
 """CTranslate2's weight file (its own format, not a pickle)."""
 MERGE_INFO = "condlabel_merge.json"
@@ -64,15 +65,6 @@ def fingerprint(cfg: CT2LabelerConfig) -> str:
     name = (cfg.model or "").rstrip("/").rsplit("/", 1)[-1] or "ct2"
     params = cfg.model_dump(exclude=exclude)
     return make_fingerprint("ct2", {**params, "name": name, "prompt": PROMPT_VERSION})
-
-
-def require_ct2() -> Any:
-    """The ctranslate2 module, or an ImportError with the install line."""
-    try:
-        import ctranslate2
-    except ImportError as exc:
-        raise ImportError(f"the ct2 labeler needs ctranslate2: {CT2_INSTALL_HINT} [{exc}]") from exc
-    return ctranslate2
 
 
 def pick_device(ctranslate2: Any, device: str) -> str:
@@ -195,27 +187,15 @@ class CT2Labeler:
         results = []
         for (ids, truncated), output in zip(encoded, outputs, strict=True):
             tokens = self.tokenizer.convert_tokens_to_ids(output.hypotheses[0])
-            n = len(tokens)
-            stopped = bool(tokens) and tokens[-1] in self.eos_ids
-            text = self.tokenizer.decode(
-                tokens[:-1] if stopped else tokens, skip_special_tokens=False
-            )
-            parsed = parse_label(text)
-            logprob = float(output.scores[0])
             results.append(
-                LabelResult(
-                    synopsis=parsed.synopsis,
-                    tags=parsed.tags,
-                    raw_output=text,
-                    parse_ok=parsed.ok,
-                    logprob=logprob,
-                    mean_logprob=logprob / n if n else 0.0,
-                    num_generated_tokens=n,
+                generated_label(
+                    self.tokenizer,
+                    tokens,
+                    self.eos_ids,
+                    float(output.scores[0]),
                     truncated=truncated,
-                    label_truncated=parsed.truncated or not stopped,
                     input_tokens=len(ids),
                     padded_tokens=None,  # CTranslate2 does not report its padding
-                    extra={"generated_ids": tokens},
                 )
             )
         return results
@@ -231,47 +211,3 @@ def _ct2_eos(path: str, tokenizer: Any) -> int | None:
     config = Path(path, "config.json")
     token = json.loads(config.read_text()).get("eos_token") if config.is_file() else None
     return tokenizer.convert_tokens_to_ids(token) if token else None
-
-
-def convert_to_ct2(hf_dir: Path, out_dir: Path, quantization: str) -> Path:
-    """A transformers T5-family checkpoint (safetensors, as `merge_model` writes it) converted
-    to a CTranslate2 model in `out_dir`, weights in `quantization`, tokenizer files beside."""
-    require_ct2()
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(hf_dir)
-    if not getattr(config, "is_encoder_decoder", False):
-        raise ValueError(
-            f"--format ct2: {config.model_type} is not an encoder-decoder; the ct2 labeler runs "
-            "T5-family (seq2seq) models (decoder-only labelers: the vllm or hf backend)"
-        )
-    tokenizer_files = [
-        p.name
-        for p in hf_dir.iterdir()
-        if p.name.startswith(("tokenizer", "special_tokens_map", "spiece")) or p.suffix == ".model"
-    ]
-    converter = _t5_scale_converter()(str(hf_dir), copy_files=tokenizer_files)
-    converter.convert(str(out_dir), quantization=quantization, force=True)
-    return out_dir
-
-
-def _t5_scale_converter() -> type:
-    from ctranslate2.converters import TransformersConverter
-
-    class T5ScaleConverter(TransformersConverter):
-        """Converts T5 with the output scaling transformers applies.
-
-        transformers 5 keeps T5's "scale the decoder output by d_model**-0.5" switch in
-        `scale_decoder_outputs` (false for T5 v1.1, flan-t5, flan-ul2) and forces
-        `tie_word_embeddings` to true; CTranslate2 4.8 reads the latter, so it would divide
-        every logit of a flan model by sqrt(d_model): greedy text unchanged, log-probs and
-        samples wrong. The loaded model's config is set back to what CTranslate2 reads."""
-
-        def load_model(self, model_class, model_name_or_path, **kwargs):
-            model = super().load_model(model_class, model_name_or_path, **kwargs)
-            scale = getattr(model.config, "scale_decoder_outputs", None)
-            if scale is not None:
-                model.config.tie_word_embeddings = bool(scale)
-            return model
-
-    return T5ScaleConverter

@@ -45,7 +45,8 @@ from typing import Any
 from condlabel.config import StorageConfig, VLLMLabelerConfig
 from condlabel.labelers.base import LabelResult, model_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
-from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
+from condlabel.labelers.prompts import PROMPT_VERSION
+from condlabel.labelers.results import generated_label
 
 log = logging.getLogger("condlabel")
 
@@ -287,26 +288,18 @@ class VLLMLabeler:
             logprob = float(
                 sum(float(steps[k][token].logprob) for k, token in enumerate(generated))
             )
-            stopped = bool(generated) and generated[-1] in self.eos_ids  # else max_tokens
-            text_ids = generated[:-1] if stopped else generated
-            raw_output: str = self.tokenizer.decode(text_ids, skip_special_tokens=False)
-            # The prompt ends with "Synopsis:" (or any marker): the model continues after it.
-            parsed = parse_label(self._suffix + raw_output)
             results.append(
-                LabelResult(
-                    synopsis=parsed.synopsis,
-                    tags=parsed.tags,
-                    raw_output=raw_output,
-                    parse_ok=parsed.ok,
-                    logprob=logprob,
-                    mean_logprob=logprob / n if n else 0.0,
-                    num_generated_tokens=n,
+                generated_label(
+                    self.tokenizer,
+                    generated,
+                    self.eos_ids,
+                    logprob,
                     truncated=truncated,
-                    label_truncated=parsed.truncated or not stopped,
                     input_tokens=len(ids),
                     # Continuous batching computes no padding: every position is useful.
                     padded_tokens=len(ids) + n,
-                    extra={"generated_ids": generated},
+                    # The prompt ends with "Synopsis:" (or any marker): the model continues.
+                    prefix=self._suffix,
                 )
             )
         return results

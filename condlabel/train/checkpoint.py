@@ -69,6 +69,14 @@ def load_for_training(cfg: TrainConfig, checkpoint_dir: str | None = None) -> Tr
         model.gradient_checkpointing_enable()
         if lora:
             model.enable_input_require_grads()
+    return resumed_state(model, tokenizer, checkpoint_dir)
+
+
+def resumed_state(model: Any, tokenizer: Any, checkpoint_dir: str | None) -> TrainingState:
+    """The model and tokenizer, with the step, token count and optimizer state of
+    `checkpoint_dir` (a Ray Train checkpoint of this run) when there is one."""
+    import torch
+
     state = TrainingState(model, tokenizer)
     if checkpoint_dir:
         trainer = json.loads(Path(checkpoint_dir, TRAINER_STATE).read_text())

@@ -43,6 +43,7 @@ from condlabel.train.data import (
     micro_batches,
 )
 from condlabel.train.optim import make_optimizer
+from condlabel.train.steps import StepLoop, StepState
 
 log = logging.getLogger("condlabel")
 
@@ -262,57 +263,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     # The cooldown (MeCo): from step `plain_from` on, examples carry no prefix. A resumed run
     # starts a fresh, differently seeded pass over the data.
-    step, tokens_seen, plain_from = start_step, loaded.tokens_seen, cooldown_start(cfg)
+    plain_from = cooldown_start(cfg)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
-    data = _Passes(shard, tokenizer, cfg, rank, device, start_step, lambda: step >= plain_from)
 
     model.train()
-    window = _Window()
-    history: list[dict[str, Any]] = []
-    while step < opt.max_steps:
-        for micro in range(opt.grad_accum_steps):
-            ids, labels = data.next_micro_batch()
-            input_ids = torch.tensor(ids, device=device)
-            label_ids = torch.tensor(labels, device=device)
-            # Only the last micro-batch of an accumulation synchronises gradients across workers.
-            sync = micro == opt.grad_accum_steps - 1 or not hasattr(model, "no_sync")
-            with torch.enable_grad() if sync else model.no_sync(), autocast:
-                loss = model(input_ids=input_ids, labels=label_ids).loss / opt.grad_accum_steps
-            loss.backward()
-            window.add(loss.item(), input_ids.numel())
-        if opt.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        window.steps += 1
+    state = StepState(start_step, loaded.tokens_seen)
+    data = _Passes(
+        shard, tokenizer, cfg, rank, device, start_step, lambda: state.step >= plain_from
+    )
 
-        save = step % cfg.checkpoint.every_steps == 0 or step == opt.max_steps
-        if step % opt.log_every_steps and not save:
-            continue
-        loss_mean, tokens_per_s, tokens = window.close(world, device)
-        tokens_seen += tokens
-        metrics = {
-            "step": step,
-            "loss": loss_mean,
-            "learning_rate": lr,
-            "epoch": data.epoch,
-            "tokens_per_s": tokens_per_s,
-            "tokens_seen": tokens_seen,
-        }
-        history.append(metrics)
-        if rank == 0:
-            log.info(
-                "step %d/%d loss %.4f lr %.2e tokens/s %.0f",
-                *(step, opt.max_steps, loss_mean, lr, tokens_per_s),
-            )
-        if save:
-            _report_with_checkpoint(model, optimizer, scheduler, tokenizer, metrics, rank)
-        else:
-            ray.train.report(metrics)
-        window.restart()
+    def micro_batch() -> tuple[dict[str, Any], int]:
+        ids, labels = data.next_micro_batch()
+        input_ids = torch.tensor(ids, device=device)
+        return {"input_ids": input_ids, "labels": torch.tensor(labels, device=device)}, int(
+            input_ids.numel()
+        )
+
+    loop = StepLoop(
+        model, optimizer, scheduler, opt, cfg.checkpoint.every_steps, world, rank, device, autocast
+    )
+    loop.run(
+        state,
+        micro_batch,
+        lambda: data.epoch,
+        lambda metrics: _report_with_checkpoint(
+            model, optimizer, scheduler, tokenizer, metrics, rank
+        ),
+    )
+    step, history = state.step, state.history
 
     export = _export(model, tokenizer, cfg, rank, config.get("provenance"))
     if export is None:
@@ -383,29 +361,6 @@ class _Passes:
             self.start(self.epoch + 1)
 
 
-class _Window:
-    """Loss and tokens since the last report, for the metrics of the next one."""
-
-    def __init__(self) -> None:
-        self.loss, self.steps, self.tokens = 0.0, 0, 0
-        self.restart()
-
-    def restart(self) -> None:
-        self.started = time.perf_counter()
-
-    def add(self, loss: float, tokens: int) -> None:
-        self.loss += loss
-        self.tokens += tokens
-
-    def close(self, world: int, device) -> tuple[float, float, int]:
-        """(mean loss per step, tokens/s, tokens) over every worker; the counts start again."""
-        elapsed = time.perf_counter() - self.started
-        loss_mean, tokens_mean = _mean_over_workers([self.loss / self.steps, self.tokens], device)
-        tokens = tokens_mean * world
-        self.loss, self.steps, self.tokens = 0.0, 0, 0
-        return loss_mean, (tokens / elapsed if elapsed > 0 else 0.0), int(tokens)
-
-
 def _all_workers_have(flag: bool, device) -> bool:
     """True when every worker has a batch; DDP needs all of them to step together."""
     import torch
@@ -416,17 +371,6 @@ def _all_workers_have(flag: bool, device) -> bool:
     t = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
-
-
-def _mean_over_workers(values: list[float], device) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return (t / dist.get_world_size()).tolist()
 
 
 def _report_with_checkpoint(
