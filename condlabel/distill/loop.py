@@ -41,13 +41,12 @@ from condlabel.distill.student import labeler_overrides, load_student, student_l
 from condlabel.train.checkpoint import export_model, full_model_state, restore_training_state
 from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys
 from condlabel.train.loop import (  # the training machinery of `condlabel train`, reused
-    _all_workers_have,
     _arrow_storage,
     _report_with_checkpoint,
     _setup_worker,
 )
 from condlabel.train.optim import make_optimizer
-from condlabel.train.steps import StepLoop, StepState
+from condlabel.train.steps import Passes, StepLoop, StepState
 
 log = logging.getLogger("condlabel")
 
@@ -349,7 +348,7 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     # A resumed run starts a fresh, differently shuffled pass over the data.
-    batches = _Batches(shard, encoding, cfg, pad_id, seq2seq, rank, device, start_step)
+    batches = _passes(shard, encoding, cfg, pad_id, seq2seq, rank, device, start_step)
 
     model.train()
     state = StepState(start_step, loaded.tokens_seen)
@@ -412,47 +411,26 @@ def _load_latest(cfg: DistillConfig):
     return loaded
 
 
-class _Batches:
-    """A worker's micro-batches, pass after pass over its shard, in step with the other
-    workers (DDP needs every worker to step together: when one worker's pass runs dry, all
-    start the next one)."""
+def _passes(shard, encoding, cfg: DistillConfig, pad_id: int, seq2seq, rank, device, epoch):
+    """A worker's micro-batches of encoded examples, pass after pass (`train.steps.Passes`)."""
+    o = cfg.optimization
 
-    def __init__(
-        self, shard, encoding, cfg: DistillConfig, pad_id: int, seq2seq, rank, device, epoch
-    ):
-        self.shard, self.encoding, self.cfg = shard, encoding, cfg
-        self.pad_id, self.seq2seq, self.rank, self.device = pad_id, seq2seq, rank, device
-        self.start(epoch)
-
-    def start(self, epoch: int) -> None:
-        self.epoch, self.fresh = epoch, True
-        self.batches = self._pass(epoch)
-
-    def _pass(self, epoch: int):
-        o = self.cfg.optimization
-        for batch in self.shard.iter_batches(
+    def one_pass(epoch: int):
+        for batch in shard.iter_batches(
             batch_size=o.micro_batch_size,
             batch_format="pyarrow",
             local_shuffle_buffer_size=o.shuffle_buffer_rows or None,
-            local_shuffle_seed=(o.seed * 1_000_003 + epoch * 1_009 + self.rank) % 2**31,
+            local_shuffle_seed=(o.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31,
         ):
-            rows = batch.to_pylist()
-            examples = encode_examples(self.encoding, rows, self.cfg.student.max_new_tokens)
-            yield collate(examples, self.pad_id, self.seq2seq)
+            examples = encode_examples(encoding, batch.to_pylist(), cfg.student.max_new_tokens)
+            yield collate(examples, pad_id, seq2seq)
 
-    def next(self) -> dict[str, list[list[int]]]:
-        while True:
-            item = next(self.batches, None)
-            if _all_workers_have(item is not None, self.device):
-                self.fresh = False
-                return item  # type: ignore[return-value]  # not None on every worker
-            if self.fresh:
-                raise RuntimeError(
-                    "the teacher's data gives a worker no micro-batch: add data or lower "
-                    "compute.num_workers"
-                )
-            self.batches.close()
-            self.start(self.epoch + 1)
+    return Passes(
+        one_pass,
+        device,
+        epoch,
+        "the teacher's data gives a worker no micro-batch: add data or lower compute.num_workers",
+    )
 
 
 def _write_candidate(model, tokenizer, cfg: DistillConfig, rank: int) -> bool:

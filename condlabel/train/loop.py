@@ -43,7 +43,7 @@ from condlabel.train.data import (
     micro_batches,
 )
 from condlabel.train.optim import make_optimizer
-from condlabel.train.steps import StepLoop, StepState
+from condlabel.train.steps import Passes, StepLoop, StepState
 
 log = logging.getLogger("condlabel")
 
@@ -268,12 +268,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     model.train()
     state = StepState(start_step, loaded.tokens_seen)
-    data = _Passes(
-        shard, tokenizer, cfg, rank, device, start_step, lambda: state.step >= plain_from
+    data = Passes(
+        lambda epoch: micro_batches(
+            shard, tokenizer, cfg, rank, epoch, lambda: state.step >= plain_from
+        ),
+        device,
+        start_step,
+        "the training data gives a worker no full micro-batch: add data or lower "
+        "optimization.seq_len / micro_batch_size / compute.num_workers",
     )
 
     def micro_batch() -> tuple[dict[str, Any], int]:
-        ids, labels = data.next_micro_batch()
+        ids, labels = data.next()
         input_ids = torch.tensor(ids, device=device)
         return {"input_ids": input_ids, "labels": torch.tensor(labels, device=device)}, int(
             input_ids.numel()
@@ -325,52 +331,6 @@ def _load_latest(cfg: TrainConfig) -> TrainingState:
     if ray.train.get_context().get_world_rank() == 0:
         log.info("resuming from step %d", loaded.step)
     return loaded
-
-
-class _Passes:
-    """A worker's micro-batches, pass after pass over its shard, in step with the other workers.
-
-    DDP needs every worker to step together: when one worker's pass runs dry, every worker
-    closes its pass and all start the next together (Ray Data starts a pass over the dataset
-    only when every shard asks for it).
-    """
-
-    def __init__(self, shard, tokenizer, cfg: TrainConfig, rank: int, device, epoch: int, plain):
-        self.shard, self.tokenizer, self.cfg = shard, tokenizer, cfg
-        self.rank, self.device, self.plain = rank, device, plain
-        self.start(epoch)
-
-    def start(self, epoch: int) -> None:
-        self.epoch, self.fresh = epoch, True
-        self.batches = micro_batches(
-            self.shard, self.tokenizer, self.cfg, self.rank, epoch, self.plain
-        )
-
-    def next_micro_batch(self) -> tuple[list[list[int]], list[list[int]]]:
-        while True:
-            item = next(self.batches, None)
-            if _all_workers_have(item is not None, self.device):
-                self.fresh = False
-                return item  # type: ignore[return-value]  # not None on every worker
-            if self.fresh:
-                raise RuntimeError(
-                    "the training data gives a worker no full micro-batch: add data or lower "
-                    "optimization.seq_len / micro_batch_size / compute.num_workers"
-                )
-            self.batches.close()
-            self.start(self.epoch + 1)
-
-
-def _all_workers_have(flag: bool, device) -> bool:
-    """True when every worker has a batch; DDP needs all of them to step together."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
 
 
 def _report_with_checkpoint(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,3 +129,46 @@ def mean_over_workers(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return (t / dist.get_world_size()).tolist()
+
+
+class Passes:
+    """A worker's micro-batches, pass after pass over its shard, in step with the other workers.
+
+    DDP needs every worker to step together: when one worker's pass runs dry, every worker
+    closes its pass and all start the next together (Ray Data starts a pass over the dataset
+    only when every shard asks for it). `make_pass(epoch)` yields one pass's micro-batches;
+    `empty`: the error when a pass gives some worker none at all.
+    """
+
+    def __init__(self, make_pass: Callable[[int], Iterator[Any]], device, epoch: int, empty: str):
+        self.make_pass, self.device, self.empty = make_pass, device, empty
+        self.start(epoch)
+
+    def start(self, epoch: int) -> None:
+        self.epoch, self.fresh = epoch, True
+        self.batches = self.make_pass(epoch)
+
+    def next(self) -> Any:
+        while True:
+            item = next(self.batches, None)
+            if all_workers_have(item is not None, self.device):
+                self.fresh = False
+                return item
+            if self.fresh:
+                raise RuntimeError(self.empty)
+            close = getattr(self.batches, "close", None)
+            if close is not None:
+                close()
+            self.start(self.epoch + 1)
+
+
+def all_workers_have(flag: bool, device) -> bool:
+    """True when every worker has a batch; DDP needs all of them to step together."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
