@@ -40,10 +40,11 @@ from condlabel.distill.metrics import compare, comparison_dicts, gate_report, re
 from condlabel.distill.student import labeler_overrides, load_student, student_labeler_config
 from condlabel.train.checkpoint import export_model, full_model_state, restore_training_state
 from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys
-from condlabel.train.loop import (  # the training machinery of `condlabel train`, reused
+from condlabel.train.loop import (
     _arrow_storage,
     _report_with_checkpoint,
     _setup_worker,
+    torch_trainer,  # the training machinery of `condlabel train`, reused
 )
 from condlabel.train.optim import make_optimizer
 from condlabel.train.steps import Passes, StepLoop, StepState
@@ -226,33 +227,10 @@ def teacher_dataset(cfg: DistillConfig, plan: DistillPlan, holdout: bool):
 
 
 def _fit(cfg: DistillConfig, plan: DistillPlan) -> dict[str, Any]:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    ck = cfg.checkpoint
-    [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
-    resources = {"CPU": cfg.compute.cpus_per_worker}
-    if cfg.compute.use_gpu:
-        resources["GPU"] = cfg.compute.gpus_per_worker
-    trainer = TorchTrainer(
-        distill_loop_per_worker,  # type: ignore[arg-type]  # Train V2 passes its return value on
-        train_loop_config={"cfg": cfg},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.compute.num_workers,
-            use_gpu=cfg.compute.use_gpu,
-            resources_per_worker=resources,
-        ),
-        run_config=RunConfig(
-            name=ck.name,
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=ck.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=ck.num_to_keep),
-        ),
-        # Materialized once: every pass over it (the sample is small next to the corpus) then
-        # streams from the object store instead of re-reading and re-filtering the parquet.
-        datasets={TRAIN_DATASET: teacher_dataset(cfg, plan, holdout=False).materialize()},
-    )
+    # Materialized once: every pass over it (the sample is small next to the corpus) then
+    # streams from the object store instead of re-reading and re-filtering the parquet.
+    data = teacher_dataset(cfg, plan, holdout=False).materialize()
+    trainer = torch_trainer(distill_loop_per_worker, {"cfg": cfg}, cfg, data)
     result = trainer.fit()
     if result.error is not None:
         raise RuntimeError(f"distillation training failed: {result.error}") from result.error

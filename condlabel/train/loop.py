@@ -142,34 +142,14 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
 
 
 def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     # The vocabulary is read here first, so a bad one fails before any worker starts (exit 2).
     vocabulary = vocabulary_for(cfg.data.format, cfg.storage, "data.format.tag_vocabulary")
     provenance = {"config": cfg.redacted(), "tag_vocabulary": vocabulary and vocabulary.record()}
     dataset = read_training_rows(files, cfg.storage, (RAW_TAGS,) if vocabulary else ())
     ck = cfg.checkpoint
-    [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
-    resources = {"CPU": cfg.compute.cpus_per_worker}
-    if cfg.compute.use_gpu:
-        resources["GPU"] = cfg.compute.gpus_per_worker
-    trainer = TorchTrainer(
-        train_loop_per_worker,  # type: ignore[arg-type]  # Train V2 passes its return value on
-        train_loop_config={"cfg": cfg, "provenance": provenance},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.compute.num_workers,
-            use_gpu=cfg.compute.use_gpu,
-            resources_per_worker=resources,
-        ),
-        run_config=RunConfig(
-            name=ck.name,
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=ck.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=ck.num_to_keep),
-        ),
-        datasets={TRAIN_DATASET: dataset},
+    trainer = torch_trainer(
+        train_loop_per_worker, {"cfg": cfg, "provenance": provenance}, cfg, dataset
     )
     start = time.perf_counter()
     result = trainer.fit()
@@ -188,6 +168,36 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
         seconds=seconds,
         history=list(returned.get("history", [])),
         provenance=provenance,
+    )
+
+
+def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any) -> Any:
+    """A TorchTrainer over `cfg`'s `compute:` and `checkpoint:` sections (a train or distill
+    config): workers and their resources, checkpoints in object storage, retries."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ck = cfg.checkpoint
+    [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
+    resources = {"CPU": cfg.compute.cpus_per_worker}
+    if cfg.compute.use_gpu:
+        resources["GPU"] = cfg.compute.gpus_per_worker
+    return TorchTrainer(
+        loop,  # Train V2 passes its return value on
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.compute.num_workers,
+            use_gpu=cfg.compute.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=ck.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=ck.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=ck.num_to_keep),
+        ),
+        datasets={TRAIN_DATASET: dataset},
     )
 
 
