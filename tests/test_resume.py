@@ -322,7 +322,7 @@ def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
         pids = []
         for proc in raylet.children(recursive=True):
             try:
-                if "_LabelStage" in " ".join(proc.cmdline()):
+                if "(LabelStage)" in " ".join(proc.cmdline()):
                     pids.append(proc.pid)
             except psutil.Error:
                 continue
