@@ -38,7 +38,7 @@ from condlabel.distill.data import (
 )
 from condlabel.distill.metrics import compare, comparison_dicts, gate_report, report_lines
 from condlabel.distill.student import labeler_overrides, load_student, student_labeler_config
-from condlabel.train.checkpoint import export_model, full_model_state, restore_training_state
+from condlabel.train.checkpoint import export_model, full_model_state
 from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys
 from condlabel.train.loop import (
     _arrow_storage,
@@ -46,8 +46,13 @@ from condlabel.train.loop import (
     _setup_worker,
     torch_trainer,  # the training machinery of `condlabel train`, reused
 )
-from condlabel.train.optim import make_optimizer
-from condlabel.train.steps import Passes, StepLoop, StepState
+from condlabel.train.steps import (
+    Passes,
+    StepLoop,
+    StepState,
+    prepare_training,
+    worker_context,
+)
 
 log = logging.getLogger("condlabel")
 
@@ -305,9 +310,7 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     cfg: DistillConfig = config["cfg"]
     opt = cfg.optimization
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context()
     _setup_worker(cfg, device)  # type: ignore[arg-type]  # the same compute/seed fields
 
     # Resume from the latest checkpoint of this run when there is one (rerun or retried failure).
@@ -318,12 +321,9 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         tokenizer, loaded.model.config, generation_eos, cfg.student, seq2seq
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoding.eos_ids[0]
-    model: Any = ray.train.torch.prepare_model(loaded.model)
-    optimizer, scheduler = make_optimizer(model, _optimization(cfg))
-    if loaded.optimizer_state is not None:
-        restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
-    use_bf16 = opt.precision == "bf16" or (opt.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    model, optimizer, scheduler, autocast = prepare_training(
+        loaded, _optimization(cfg), opt.precision, device
+    )
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     # A resumed run starts a fresh, differently shuffled pass over the data.
     batches = _passes(shard, encoding, cfg, pad_id, seq2seq, rank, device, start_step)

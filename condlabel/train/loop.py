@@ -30,7 +30,6 @@ from condlabel.train.checkpoint import (
     export_model,
     full_model_state,
     load_for_training,
-    restore_training_state,
     save_checkpoint,
     training_state,
 )
@@ -42,8 +41,13 @@ from condlabel.train.data import (
     latest_row_keys,
     micro_batches,
 )
-from condlabel.train.optim import make_optimizer
-from condlabel.train.steps import Passes, StepLoop, StepState
+from condlabel.train.steps import (
+    Passes,
+    StepLoop,
+    StepState,
+    prepare_training,
+    worker_context,
+)
 
 log = logging.getLogger("condlabel")
 
@@ -257,20 +261,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
 
     cfg: TrainConfig = config["cfg"]
     opt = cfg.optimization
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context()
     _setup_worker(cfg, device)
 
     # Resume from the latest checkpoint of this run when there is one (rerun or retried failure).
     loaded = _load_latest(cfg)
     tokenizer, start_step = loaded.tokenizer, loaded.step
-    model: Any = ray.train.torch.prepare_model(loaded.model, parallel_strategy=opt.strategy)
-    optimizer, scheduler = make_optimizer(model, opt)
-    if loaded.optimizer_state is not None:
-        restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
-    use_bf16 = opt.precision == "bf16" or (opt.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    model, optimizer, scheduler, autocast = prepare_training(
+        loaded, opt, opt.precision, device, opt.strategy
+    )
     # The cooldown (MeCo): from step `plain_from` on, examples carry no prefix. A resumed run
     # starts a fresh, differently seeded pass over the data.
     plain_from = cooldown_start(cfg)

@@ -15,6 +15,36 @@ from typing import Any
 log = logging.getLogger("condlabel")
 
 
+def worker_context() -> tuple[int, int, Any]:
+    """This Ray Train worker's (rank, world size, torch device)."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
+def prepare_training(
+    loaded: Any, settings: Any, precision: str, device: Any, strategy: str = "ddp"
+) -> tuple[Any, Any, Any, Any]:
+    """(model, optimizer, scheduler, autocast): `loaded.model` wrapped for the workers
+    (`strategy`), its optimizer and schedule (`settings`) with the state of `loaded`'s
+    checkpoint, and the autocast context of `precision` (`auto`: bf16 on CUDA)."""
+    import ray.train.torch
+    import torch
+
+    from condlabel.train.checkpoint import restore_training_state
+    from condlabel.train.optim import make_optimizer
+
+    model = ray.train.torch.prepare_model(loaded.model, parallel_strategy=strategy)
+    optimizer, scheduler = make_optimizer(model, settings)
+    if loaded.optimizer_state is not None:
+        restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    return model, optimizer, scheduler, autocast
+
+
 @dataclass
 class StepState:
     """Where the loop is; the data pipeline may read `step` (e.g. the cooldown)."""
