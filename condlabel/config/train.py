@@ -110,6 +110,13 @@ class OptimizationConfig(StrictModel):
     """Final learning rate as a fraction of the peak."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping norm; null disables clipping."""
+    packing: Literal["documents", "concat"] = "documents"
+    """How examples share a packed sequence. `documents`: each example (from the EOS before it)
+    restarts the position ids and attends only to itself, as a generation under a conditional
+    starts (`EOS prefix ...` at position 0), so the model finds its prefix at the same place in
+    training and at evaluation, and never reads another example's tags (the attention mask comes
+    from the position ids: transformers' packed-sequence support, flash-attention's varlen path on
+    GPU). `concat`: GPT-2-style packing, attention crosses examples and positions run on."""
     loss_on: Literal["all", "text"] = "all"
     """`all`: loss on every token; `text`: prefix tokens are masked out of the loss."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"

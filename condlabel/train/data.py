@@ -192,6 +192,23 @@ class SequencePacker:
         return len(self._ids)
 
 
+def document_positions(ids: Sequence[int], eos_id: int) -> list[int]:
+    """Position ids of a packed block for `optimization.packing: documents`: 0 at every EOS (the
+    start of the next example, as generation starts from `EOS prefix`) and at the block's start
+    (an example continued from the block before), counting up in between.
+
+    transformers reads a reset of the position ids as the start of a new sequence and builds a
+    block-diagonal causal mask from them, so no example attends to another.
+    """
+    positions, at = [], 0
+    for token in ids:
+        if token == eos_id:
+            at = 0
+        positions.append(at)
+        at += 1
+    return positions
+
+
 def pack_examples(
     tokenized: Sequence[tuple[Sequence[int], Sequence[int]]],
     seq_len: int,

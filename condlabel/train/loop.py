@@ -37,6 +37,7 @@ from condlabel.train.data import (
     DATA_COLUMNS,
     VERSION_COLUMNS,
     cooldown_start,
+    document_positions,
     keep_rows,
     latest_row_keys,
     micro_batches,
@@ -290,9 +291,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     def micro_batch() -> tuple[dict[str, Any], int]:
         ids, labels = data.next()
         input_ids = torch.tensor(ids, device=device)
-        return {"input_ids": input_ids, "labels": torch.tensor(labels, device=device)}, int(
-            input_ids.numel()
-        )
+        # No KV cache in training: with one, transformers would not read the packed position ids.
+        batch = {
+            "input_ids": input_ids,
+            "labels": torch.tensor(labels, device=device),
+            "use_cache": False,
+        }
+        if opt.packing == "documents":
+            eos = tokenizer.eos_token_id
+            batch["position_ids"] = torch.tensor(
+                [document_positions(row, eos) for row in ids], device=device
+            )
+        return batch, int(input_ids.numel())
 
     loop = StepLoop(
         model, optimizer, scheduler, opt, cfg.checkpoint.every_steps, world, rank, device, autocast
