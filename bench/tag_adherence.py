@@ -98,6 +98,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--samples", type=int, help="generations per conditional (default 200)")
     p.add_argument("--tags", type=int, help="tag conditionals (most frequent tags; default 3)")
     p.add_argument("--cooldown", type=float, help="cooldown fraction of a 3rd run; 0: skip it")
+    p.add_argument("--packing", choices=["documents", "concat"], default="documents",
+                   help="optimization.packing of every training run")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     full = {"steps": 1200, "sentences": 14000, "width": 128, "layers": 4, "vocab": 4000,
@@ -215,9 +217,10 @@ def put_dir(env: dict[str, str], local: Path, uri: str) -> None:
 
 # --------------------------------------------------------------------------- the commands
 
+CHUNK_WORDS = 80
 SENTIMENT_CONVERT = [
     "chunking.unit=sentence",
-    "chunking.max_words=80",
+    f"chunking.max_words={CHUNK_WORDS}",
     "labeler.backend=none",
     # The reference's binary mode: every sentence is <|pos|> or <|neg|>, so a text without a
     # token is a true unconditioned sample (in three_way mode it would mostly mean "neutral",
@@ -312,6 +315,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         f"optimization.learning_rate={args.lr}",
         f"optimization.warmup_steps={max(1, steps // 20)}",
         "optimization.loss_on=text",
+        f"optimization.packing={args.packing}",
         "optimization.precision=fp32",
         f"optimization.seed={args.seed}",
         f"optimization.log_every_steps={max(1, steps // 10)}",
@@ -364,25 +368,24 @@ def evaluate(
 
 
 def heldout_loss(model_uri: str, docs: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Mean loss per text token of held-out sentences: plain (after EOS, as an untagged
-    training example) and after their VADER prefix (as training presents a tagged sentence)."""
+    """Mean loss per text token of the held-out fortunes that fit one chunk (as training chunks
+    them): plain (after EOS, as an untagged training example) and after the VADER token the
+    sentiment conversion gives them (binary, as training presents a tagged chunk)."""
     import torch
 
     from condlabel.classifiers import VaderClassifier
     from condlabel.config.classifiers import VaderClassifierConfig
     from condlabel.models import load_model
-    from condlabel.sentences import sentence_spans
     from condlabel.train.data import prompt_ids
 
-    sentences = [d[a:b].strip() for d in docs for a, b in sentence_spans(d)]
-    sentences = [s for s in sentences if s]
-    vader = VaderClassifier(VaderClassifierConfig())
-    prefixes = ["".join(r.control_tokens) for r in vader.classify(sentences)]
+    texts = [d for d in docs if len(d.split()) <= CHUNK_WORDS]
+    vader = VaderClassifier(VaderClassifierConfig(mode="binary"))
+    prefixes = ["".join(r.control_tokens) for r in vader.classify(texts)]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
     totals = {"plain": [0.0, 0], "prefixed": [0.0, 0]}
     with torch.no_grad():
-        for text, prefix in zip(sentences, prefixes, strict=True):
+        for text, prefix in zip(texts, prefixes, strict=True):
             for mode, pre in (("plain", ""), ("prefixed", prefix)):
                 ids = prompt_ids(tokenizer, pre, text)
                 n_text = len(ids) - len(prompt_ids(tokenizer, pre, ""))

@@ -50,6 +50,12 @@ class GenerationSettings(GenerationFields):
     top_k: TopK = 0
     no_repeat_ngram_size: int = Field(0, ge=0)
     """Forbid repeating n-grams of this size; 0 disables it."""
+    guidance_scale: float = Field(1.0, ge=1.0)
+    """Classifier-free guidance (Sanchez et al. 2023, transformers' `guidance_scale`): each
+    next-token distribution is pushed away from the unconditioned one (the same prompt without
+    the prefix, the mode `data.untagged_fraction` trains) by this factor. 1.0: plain sampling,
+    one forward pass per token; above 1 each token costs a second pass. The baseline is always
+    sampled without guidance."""
     num_samples: int = Field(32, ge=1)
     """Generations per conditional and prompt (and for the unconditioned baseline)."""
     batch_size: int = Field(16, ge=1)

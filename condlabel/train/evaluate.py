@@ -103,16 +103,11 @@ def generate(
     for prompt in prompts:
         jobs.extend([(prompt, prompt_ids(tokenizer, prefix, prompt))] * settings.num_samples)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    guided = settings.guidance_scale != 1.0 and bool(prefix)
     out: list[tuple[str, str]] = []
     for i in range(0, len(jobs), settings.batch_size):
         batch = jobs[i : i + settings.batch_size]
-        width = max(len(ids) for _, ids in batch)
-        input_ids = torch.tensor(
-            [[pad] * (width - len(ids)) + ids for _, ids in batch], device=device
-        )
-        mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in batch], device=device
-        )
+        input_ids, mask = _left_padded([ids for _, ids in batch], pad, device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
             "do_sample": settings.do_sample,
@@ -126,11 +121,29 @@ def generate(
             )
         if settings.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
+        if guided:  # the unconditioned branch: the same prompt after EOS, without the prefix
+            plain = [prompt_ids(tokenizer, "", prompt) for prompt, _ in batch]
+            kwargs["negative_prompt_ids"], kwargs["negative_prompt_attention_mask"] = _left_padded(
+                plain, pad, device
+            )
+            kwargs["guidance_scale"] = settings.guidance_scale
         with torch.inference_mode():
             generated = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        for (prompt, _), row in zip(batch, generated[:, width:].tolist(), strict=True):
+        for (prompt, _), row in zip(
+            batch, generated[:, input_ids.shape[1] :].tolist(), strict=True
+        ):
             out.append((prompt, tokenizer.decode(row, skip_special_tokens=True)))
     return out
+
+
+def _left_padded(rows: Sequence[list[int]], pad: int, device: str):
+    """(input ids, attention mask) of `rows` left-padded to one width, as generation wants."""
+    import torch
+
+    width = max(len(ids) for ids in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
 
 
 # --------------------------------------------------------------------------- judging and report
