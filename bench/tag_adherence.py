@@ -74,10 +74,14 @@ def main() -> None:
         results = {}
         for name, extra in runs.items():
             model_uri = train(env, name, [*train_overrides(args), *extra])
-            evaluated = (
-                None if name == "plain" else evaluate(env, work, name, model_uri, tags, args)
-            )
-            results[name] = {"eval": evaluated, "loss": heldout_loss(model_uri, heldout, env)}
+            results[name] = {"loss": heldout_loss(model_uri, heldout, env), "evals": {}}
+            if name == "plain":
+                continue
+            for scale in dict.fromkeys([1.0, args.guidance]):
+                results[name]["evals"][scale] = evaluate(
+                    env, work, name, model_uri, tags, args, scale
+                )
+            print_results(results, args, time.perf_counter() - started)  # so far
     print_results(results, args, time.perf_counter() - started)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -100,6 +104,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cooldown", type=float, help="cooldown fraction of a 3rd run; 0: skip it")
     p.add_argument("--packing", choices=["documents", "concat"], default="documents",
                    help="optimization.packing of every training run")  # fmt: skip
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="also evaluate with generation.guidance_scale=G (1: unguided only)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     full = {"steps": 1200, "sentences": 14000, "width": 128, "layers": 4, "vocab": 4000,
@@ -336,11 +342,11 @@ def train(env: dict[str, str], name: str, settings: list[str]) -> str:
 
 
 def evaluate(
-    env: dict[str, str], work: Path, name: str, model_uri: str, tags: list[str], args
+    env: dict[str, str], work: Path, name: str, model_uri: str, tags: list[str], args, scale: float
 ) -> dict:
     conditionals = [{"name": t, "control_tokens": [t]} for t in SENTIMENT]
     conditionals += [{"name": f"tag:{t}", "tags": [t]} for t in tags]
-    report = work / f"eval-{name}.json"
+    report = work / f"eval-{name}-g{scale:g}.json"
     run(
         env,
         "eval",
@@ -353,6 +359,7 @@ def evaluate(
                 "generation.max_new_tokens=32",
                 f"generation.num_samples={args.samples}",
                 "generation.batch_size=32",
+                f"generation.guidance_scale={scale}",
                 f"generation.seed={args.seed}",
                 "classifiers=[{backend: vader}]",
                 "labeler={backend: keyphrase, keyphrase: {num_tags: 3, synopsis_sentences: 1}}",
@@ -408,35 +415,42 @@ def ratio(a: float | None, b: float | None) -> float:
 
 
 def print_results(results: dict, args: argparse.Namespace, seconds: float) -> None:
-    plain_loss = results["plain"]["loss"]["plain"]
+    plain = results.get("plain")
+    plain_loss = plain["loss"]["plain"] if plain else None
     print(f"\nsettings: {json.dumps(vars(args), sort_keys=True)}")
-    print(f"plain-text held-out loss of the prefix-free model: {plain_loss:.4f}")
+    if plain_loss is not None:
+        print(f"plain-text held-out loss of the prefix-free model: {plain_loss:.4f}")
     for name, res in results.items():
-        if res["eval"] is None:
+        for scale, evaluated in res["evals"].items():
+            print(f"\n== {name} model, guidance_scale {scale:g}")
+            print_eval(evaluated)
+        if name == "plain":
             continue
-        print(f"\n== {name} model")
-        print(f"{'conditional':<28} {'n':>4} {'score':>7} {'baseline':>8} {'ratio':>6}  goal")
-        for r in res["eval"]["results"]:
-            cond, base = r["misalignment"], r["baseline_misalignment"]
-            if r["name"] in SENTIMENT:
-                label, value, ref = "misaligned", cond, base
-                goal = ratio(value, ref) <= 0.5
-            else:  # overlap share: generations whose tags share a conditioned tag
-                label = "tag overlap"
-                value = None if cond is None else 1 - cond
-                ref = None if base is None else 1 - base
-                goal = ratio(value, ref) >= 2
-            print(
-                f"{r['name'] + ' ' + label:<28} {r['n']:>4} {_pct(value):>7} {_pct(ref):>8} "
-                f"{ratio(value, ref):>6.2f}  {'met' if goal else 'missed'}"
-            )
         loss = res["loss"]
+        line = f"held-out loss: plain {loss['plain']:.4f}, with prefix {loss['prefixed']:.4f}"
+        if plain_loss is not None:
+            r = ratio(loss["plain"], plain_loss)
+            line += f"; plain / prefix-free model {r:.3f} ({'met' if r <= 1.05 else 'missed'}, goal <= 1.05)"
+        print(line)
+    print(f"\nbenchmark so far: {seconds / 60:.1f} min", flush=True)
+
+
+def print_eval(evaluated: dict) -> None:
+    print(f"{'conditional':<28} {'n':>4} {'score':>7} {'baseline':>8} {'ratio':>6}  goal")
+    for r in evaluated["results"]:
+        cond, base = r["misalignment"], r["baseline_misalignment"]
+        if r["name"] in SENTIMENT:
+            label, value, ref = "misaligned", cond, base
+            goal = ratio(value, ref) <= 0.5
+        else:  # overlap share: generations whose tags share a conditioned tag
+            label = "tag overlap"
+            value = None if cond is None else 1 - cond
+            ref = None if base is None else 1 - base
+            goal = ratio(value, ref) >= 2
         print(
-            f"held-out loss: plain {loss['plain']:.4f}, with prefix {loss['prefixed']:.4f}; "
-            f"plain / prefix-free model {ratio(loss['plain'], plain_loss):.3f} "
-            f"({'met' if ratio(loss['plain'], plain_loss) <= 1.05 else 'missed'}, goal <= 1.05)"
+            f"{r['name'] + ' ' + label:<28} {r['n']:>4} {_pct(value):>7} {_pct(ref):>8} "
+            f"{ratio(value, ref):>6.2f}  {'met' if goal else 'missed'}"
         )
-    print(f"\nwhole benchmark: {seconds / 60:.1f} min")
 
 
 def _pct(x: float | None) -> str:
