@@ -118,9 +118,9 @@ def train_sentiment_lm(base_dir, out_dir, steps: int):
 
 @pytest.fixture(scope="module")
 def sentiment_lm_dir(tiny_gpt2_dir, tmp_path_factory):
-    """Briefly trained: fluent template sentences. Adherence is not asserted here: sentiment
-    three words after the token takes this tiny model far more steps; that the token is
-    learned at all is tests/test_conditioning.py's learning check."""
+    """Briefly trained: fluent template sentences. Adherence is not asserted here (120 steps are
+    too few): tests/test_adherence.py asserts it after 300 steps of the real chain, and
+    tests/test_conditioning.py checks that the token is learned at all."""
     return train_sentiment_lm(tiny_gpt2_dir, tmp_path_factory.mktemp("sentiment-lm"), steps=120)
 
 
