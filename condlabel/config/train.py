@@ -47,6 +47,12 @@ class TrainDataConfig(StrictModel):
     cooldown: the model keeps its unconditioned ability); 0 disables it."""
     shuffle_buffer_rows: int = Field(0, ge=0)
     """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
+    materialize_max_rows: int = Field(200_000, ge=0)
+    """Training data of up to this many rows is read from storage once, into Ray's object store
+    (spilled to local disk when it does not fit), and every pass over the data iterates it there;
+    larger data is streamed from storage again on every pass, as a crawl-sized corpus must be.
+    Re-reading a small dataset costs more than it trains: each pass starts Ray Data's read
+    tasks and actors anew. 0: always stream."""
     rows_per_batch: int = Field(64, ge=1)
     """Rows fetched from the dataset shard and tokenized at a time."""
     seed: int = 0

@@ -40,11 +40,11 @@ from condlabel.distill.metrics import compare, comparison_dicts, gate_report, re
 from condlabel.distill.student import labeler_overrides, load_student, student_labeler_config
 from condlabel.train.checkpoint import export_model, full_model_state
 from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys
-from condlabel.train.loop import (
-    _arrow_storage,
-    _report_with_checkpoint,
-    _setup_worker,
-    torch_trainer,  # the training machinery of `condlabel train`, reused
+from condlabel.train.loop import (  # the training machinery of `condlabel train`, reused
+    arrow_storage,
+    report_with_checkpoint,
+    setup_worker,
+    torch_trainer,
 )
 from condlabel.train.steps import (
     Passes,
@@ -125,7 +125,7 @@ def plan_distill(cfg: DistillConfig) -> DistillPlan:
     files = [f.uri for f in expand_inputs(cfg.data.paths, cfg.storage, suffixes=(".parquet",))]
     if not files:
         raise StorageError(f"data.paths: no parquet files under {cfg.data.paths}")
-    paths, fs = _arrow_storage(files, cfg.storage)
+    paths, fs = arrow_storage(files, cfg.storage)
     keys = pads.dataset(paths, format="parquet", filesystem=fs).to_table(
         columns=[*VERSION_COLUMNS, "parse_ok"]
     )
@@ -223,8 +223,8 @@ def teacher_dataset(cfg: DistillConfig, plan: DistillPlan, holdout: bool):
     """The teacher's rows of one side of the split as a Ray dataset (`EXAMPLE_COLUMNS`)."""
     import ray.data
 
-    paths, fs = _arrow_storage(plan.files, cfg.storage)
-    rows = ray.data.read_parquet(paths, columns=READ_COLUMNS, filesystem=fs)
+    paths, fs = arrow_storage(plan.files, cfg.storage)
+    rows = ray.data.read_parquet(paths, filesystem=fs).select_columns(READ_COLUMNS)
     select = partial(
         select_examples, kept=plan.kept, holdout_fraction=cfg.holdout_fraction, holdout=holdout
     )
@@ -249,7 +249,7 @@ def _label_gate_chunks(cfg: DistillConfig, plan: DistillPlan) -> tuple[list[dict
     import pyarrow.dataset as pads
     import ray
 
-    paths, fs = _arrow_storage(plan.files, cfg.storage)
+    paths, fs = arrow_storage(plan.files, cfg.storage)
     wanted = set(plan.gate_keys.to_pylist())
     doc_ids = sorted({key.split("\x1f", 1)[0] for key in wanted})
     rows = pads.dataset(paths, format="parquet", filesystem=fs).to_table(
@@ -311,7 +311,7 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     cfg: DistillConfig = config["cfg"]
     opt = cfg.optimization
     rank, world, device = worker_context()
-    _setup_worker(cfg, device)  # type: ignore[arg-type]  # the same compute/seed fields
+    setup_worker(cfg.compute, cfg.optimization.seed, device)
 
     # Resume from the latest checkpoint of this run when there is one (rerun or retried failure).
     loaded, seq2seq = _load_latest(cfg)
@@ -351,7 +351,7 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         state,
         micro_batch,
         lambda: batches.epoch,
-        lambda metrics: _report_with_checkpoint(
+        lambda metrics: report_with_checkpoint(
             model, optimizer, scheduler, tokenizer, metrics, rank
         ),
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from condlabel.config import StorageConfig, TrainConfig
+from condlabel.config.train import TrainComputeConfig
 from condlabel.convert.format import RAW_TAGS, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
@@ -151,7 +152,9 @@ def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
     # The vocabulary is read here first, so a bad one fails before any worker starts (exit 2).
     vocabulary = vocabulary_for(cfg.data.format, cfg.storage, "data.format.tag_vocabulary")
     provenance = {"config": cfg.redacted(), "tag_vocabulary": vocabulary and vocabulary.record()}
-    dataset = read_training_rows(files, cfg.storage, (RAW_TAGS,) if vocabulary else ())
+    dataset = read_training_rows(
+        files, cfg.storage, (RAW_TAGS,) if vocabulary else (), cfg.data.materialize_max_rows
+    )
     ck = cfg.checkpoint
     trainer = torch_trainer(
         train_loop_per_worker, {"cfg": cfg, "provenance": provenance}, cfg, dataset
@@ -183,7 +186,7 @@ def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any
     from ray.train.torch import TorchTrainer
 
     ck = cfg.checkpoint
-    [storage_path], storage_fs = _arrow_storage([ck.storage_path], cfg.storage)
+    [storage_path], storage_fs = arrow_storage([ck.storage_path], cfg.storage)
     resources = {"CPU": cfg.compute.cpus_per_worker}
     if cfg.compute.use_gpu:
         resources["GPU"] = cfg.compute.gpus_per_worker
@@ -206,32 +209,53 @@ def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any
     )
 
 
-def read_training_rows(files: list[str], storage: StorageConfig, extra_columns: tuple = ()):
+def read_training_rows(
+    files: list[str],
+    storage: StorageConfig,
+    extra_columns: tuple = (),
+    materialize_max_rows: int = 0,
+):
     """The training rows as a Ray dataset: the latest version of each document only, as
     `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
     rows in the output; training on them would repeat superseded text).
 
     The versions are decided on the driver from the key columns alone; the rows are filtered
-    as Ray Data reads them.
+    as Ray Data reads them. Up to `materialize_max_rows` rows are read once and kept in the
+    object store (`data.materialize_max_rows`).
     """
+    rows, count = _training_dataset(files, storage, extra_columns)
+    if 0 < count <= materialize_max_rows:
+        log.info("reading the %d training rows once, into the object store", count)
+        return rows.materialize()
+    return rows
+
+
+def _training_dataset(files: list[str], storage: StorageConfig, extra_columns: tuple):
+    """(the training rows as a lazy Ray dataset, their number)."""
     import pyarrow.dataset as pads
     import ray.data
 
-    paths, data_fs = _arrow_storage(files, storage)
+    paths, data_fs = arrow_storage(files, storage)
     keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
     columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]  # raw_tags
     if not set(VERSION_COLUMNS) <= set(keys.schema.names):
         log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
-        return ray.data.read_parquet(paths, columns=columns, filesystem=data_fs)
-    kept = latest_row_keys(keys.to_table(columns=VERSION_COLUMNS))
+        kept = None
+    else:
+        kept = latest_row_keys(keys.to_table(columns=VERSION_COLUMNS))
     if kept is None:
-        return ray.data.read_parquet(paths, columns=columns, filesystem=data_fs)
+        rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(columns)
+        return rows, keys.count_rows()
     log.info("training on the latest versions: %d of %d rows", len(kept), keys.count_rows())
-    rows = ray.data.read_parquet(paths, columns=columns + VERSION_COLUMNS, filesystem=data_fs)
-    return rows.map_batches(partial(keep_rows, kept=kept), batch_format="pyarrow")
+    # select_columns, not read_parquet(columns=...) (deprecated in Ray 2.60): the projection
+    # still reaches the parquet scan
+    rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(
+        columns + VERSION_COLUMNS
+    )
+    return rows.map_batches(partial(keep_rows, kept=kept), batch_format="pyarrow"), len(kept)
 
 
-def _arrow_storage(uris: list[str], storage: StorageConfig):
+def arrow_storage(uris: list[str], storage: StorageConfig):
     """(paths, pyarrow filesystem or None) for Ray Data and Ray Train, all on one scheme.
 
     Remote storage goes through the fsspec filesystem every other command uses (s3fs, with all
@@ -263,7 +287,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     cfg: TrainConfig = config["cfg"]
     opt = cfg.optimization
     rank, world, device = worker_context()
-    _setup_worker(cfg, device)
+    setup_worker(cfg.compute, cfg.optimization.seed, device)
 
     # Resume from the latest checkpoint of this run when there is one (rerun or retried failure).
     loaded = _load_latest(cfg)
@@ -311,7 +335,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         state,
         micro_batch,
         lambda: data.epoch,
-        lambda metrics: _report_with_checkpoint(
+        lambda metrics: report_with_checkpoint(
             model, optimizer, scheduler, tokenizer, metrics, rank
         ),
     )
@@ -323,8 +347,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     return {"start_step": start_step, "final_step": step, "history": history, "export_uri": export}
 
 
-def _setup_worker(cfg: TrainConfig, device) -> None:
-    """Logging to the worker's stderr (Ray forwards it to the driver), CPU threads, seed."""
+def setup_worker(compute: TrainComputeConfig, seed: int, device) -> None:
+    """Logging to the worker's stderr (Ray forwards it to the driver), CPU threads, seed; for
+    the workers of `condlabel train` and `condlabel distill`."""
     import torch
 
     if not log.handlers:  # a fresh worker process: nothing configured logging
@@ -334,8 +359,8 @@ def _setup_worker(cfg: TrainConfig, device) -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     if device.type == "cpu":
-        torch.set_num_threads(cfg.compute.torch_threads or max(1, int(cfg.compute.cpus_per_worker)))
-    torch.manual_seed(cfg.optimization.seed)
+        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_worker)))
+    torch.manual_seed(seed)
 
 
 def _load_latest(cfg: TrainConfig) -> TrainingState:
@@ -352,7 +377,7 @@ def _load_latest(cfg: TrainConfig) -> TrainingState:
     return loaded
 
 
-def _report_with_checkpoint(
+def report_with_checkpoint(
     model, optimizer, scheduler, tokenizer, metrics: dict[str, Any], rank: int
 ) -> None:
     """Report the metrics with a checkpoint (rank 0 writes it; every rank gathers the state)."""
