@@ -1,16 +1,25 @@
 """Chunks/s and peak memory of the `ct2` backend (float32 and int8) vs the `hf` backend on the
 same T5 and the same chunks, measured in one run and printed as ratios (issue 15).
 
-    python bench/ct2_vs_hf.py [--chunks 48] [--new-tokens 40] [--threads 1] [--sample]
+    python bench/ct2_vs_hf.py [--models random,large,copy-random,copy-trained] [--chunks 48]
+        [--large-chunks 12] [--new-tokens 40] [--threads 1] [--train-steps 500] [--sample]
 
-A ~14M-parameter T5 with a LoRA adapter (random weights, tests/tiny_models.py) is built once;
-`condlabel merge` writes it merged in safetensors (for hf) and in CTranslate2 float32 and int8.
-Each labeler runs in a process of its own (`--worker`), so its peak resident memory (ru_maxrss)
-is its own: imports, model and labeling. Both backends label the same chunks of Python's help
-text with the same settings (greedy by default, as agreement needs; `--sample` for the
-reference's sampling), in calls of `--batch-size` chunks, after a warm-up call; the best of
-`--repeats` passes counts (the machine is shared). Goals (issue 15): int8 >= 2x hf chunks/s with
->= 90% of greedy labels equal to hf's, and <= 0.5x hf's peak memory.
+Models (random weights, tests/tiny_models.py, built here; nothing is downloaded):
+- `random`: ~14M parameters (d_model 256, 4+4 layers) + a random LoRA, merged;
+- `large`: ~83M (d_model 512, 8+8 layers) + LoRA: weights ~330 MB in float32, so that they,
+  not the imports, weigh in the processes' memory (fewer chunks: `--large-chunks`);
+- `copy-random` / `copy-trained`: one ~1.3M T5 (d_model 128, 2+2 layers, 2,000-token BPE),
+  untrained and after `--train-steps` steps of training to copy the start of its input
+  (AdamW, CPU; ~4 minutes on a busy 2-core machine), so that its top logits are separated as a trained labeler's are: is int8's greedy
+  agreement a property of random weights?
+`condlabel merge` writes each merged in safetensors (for hf) and in CTranslate2 float32 and
+int8. Each labeler runs in a process of its own (`--worker`), so its resident memory is its
+own; it reports RSS after its imports, after loading and at its peak (VmHWM), and whether
+torch is loaded. Both backends label the same chunks of Python's help text with the same
+settings (greedy by default, as agreement needs; `--sample` for the reference's sampling), in
+calls of `--batch-size` chunks, after a warm-up call; the best of `--repeats` passes counts
+(the machine is shared). Goals (issue 15): int8 >= 2x hf chunks/s with >= 90% of greedy labels
+equal to hf's, and <= 0.5x hf's peak memory.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +39,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cost_estimate's roofline
 
 BACKENDS = ("hf", "ct2-float32", "ct2-int8")
+MODELS = ("random", "large", "copy-random", "copy-trained")
+COPY_TOKENS = 24  # what copy-trained learns to write: the first 24 tokens of its input
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or its peak (VmHWM). Not ru_maxrss: Linux
+    keeps that across fork and exec, so a worker started by this script would report at least
+    the parent's RSS at the fork (torch and the models loaded), as the first run did."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -42,6 +63,7 @@ def worker(args: argparse.Namespace) -> None:
 
     chunks = sample_texts(args.chunks, min_words=200, max_words=400, seed=5)
     settings = {"max_new_tokens": args.new_tokens, "do_sample": args.sample}
+    rss = {"start": rss_mb()}
     started = time.perf_counter()
     if args.worker == "hf":
         import torch  # only here: the ct2 labeler needs no torch, and its RSS must not hold it
@@ -49,10 +71,14 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         from condlabel.labelers.hf import HFLabeler
 
+        rss["imports"] = rss_mb()
         labeler = HFLabeler(HFLabelerConfig(model=args.model, device="cpu", **settings))
     else:
+        from condlabel.ct2_convert import require_ct2
         from condlabel.labelers.ct2 import CT2Labeler
 
+        require_ct2()
+        rss["imports"] = rss_mb()
         compute_type = args.worker.removeprefix("ct2-")
         cfg = CT2LabelerConfig(
             model=args.model,
@@ -63,6 +89,7 @@ def worker(args: argparse.Namespace) -> None:
         )
         labeler = CT2Labeler(cfg)
     load_s = time.perf_counter() - started
+    rss["loaded"] = rss_mb()
     labeler.label(chunks[: args.batch_size])  # warm-up
     best, results = 0.0, []
     for _ in range(args.repeats):
@@ -71,13 +98,15 @@ def worker(args: argparse.Namespace) -> None:
         for i in range(0, len(chunks), args.batch_size):
             results.extend(labeler.label(chunks[i : i + args.batch_size]))
         best = max(best, len(chunks) / (time.perf_counter() - started))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss["peak"] = rss_mb("VmHWM")
     print(
         json.dumps(
             {
                 "chunks_per_s": best,
                 "load_s": load_s,
-                "peak_mb": peak_mb,
+                "peak_mb": rss["peak"],
+                "rss_mb": rss,
+                "torch_loaded": "torch" in sys.modules,
                 "texts": [r.raw_output for r in results],
                 "logprobs": [r.logprob for r in results],
                 "tokens": sum(r.num_generated_tokens for r in results),
@@ -86,19 +115,70 @@ def worker(args: argparse.Namespace) -> None:
     )
 
 
-def build_models(root: Path) -> dict[str, str]:
+def build_models(root: Path, which: str, train_steps: int) -> dict[str, str]:
+    """The `which` model merged for hf and converted for ct2 (float32, int8): backend -> dir."""
     from tiny_models import build_lora_adapter, build_sized_t5
 
     from condlabel.models import merge_model
 
-    base = build_sized_t5(root / "base")
-    adapter = build_lora_adapter(base, root / "adapter")
-    models = {"hf": merge_model(str(base), str(adapter), str(root / "hf"), dtype="float32")}
+    if which.startswith("copy-"):
+        # no LoRA here: a random adapter would undo what training did
+        base = build_sized_t5(
+            root / "base", d_model=128, layers=2, heads=4, d_ff=512, tokenizer_vocab=2000
+        )
+        if which == "copy-trained":
+            base = train_to_copy(base, root / "trained", train_steps)
+        models = {"hf": str(base)}
+        adapter = None
+    else:
+        sizes = {"d_model": 512, "layers": 8, "d_ff": 2048} if which == "large" else {}
+        base = build_sized_t5(root / "base", **sizes)
+        adapter = str(build_lora_adapter(base, root / "adapter"))
+        models = {"hf": merge_model(str(base), adapter, str(root / "hf"), dtype="float32")}
     for q in ("float32", "int8"):
         models[f"ct2-{q}"] = merge_model(
-            str(base), str(adapter), str(root / f"ct2-{q}"), format="ct2", quantization=q
+            str(base), adapter, str(root / f"ct2-{q}"), format="ct2", quantization=q
         )
     return models
+
+
+def train_to_copy(base: Path, out: Path, steps: int) -> Path:
+    """`base` trained for `steps` steps on the CPU (AdamW, batches of 16) to write the first
+    COPY_TOKENS tokens of its input then EOS, on passages of Python's help text drawn with
+    another seed than the benchmark's chunks; saved to `out`. Prints its loss as it goes."""
+    import torch
+    from tiny_models import sample_texts
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    with torch.no_grad():  # tiny_models' std-0.5 head (for varied random labels) slows learning
+        torch.nn.init.normal_(model.lm_head.weight, std=model.config.d_model**-0.5)
+    inputs = [tokenizer(t)["input_ids"][:64] for t in sample_texts(512, 30, 120, seed=99)]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    started, loss = time.perf_counter(), float("nan")
+    for step in range(1, steps + 1):
+        batch = [inputs[i] for i in torch.randint(len(inputs), (16,)).tolist()]
+        width = max(map(len, batch))
+        ids = torch.tensor([b + [pad] * (width - len(b)) for b in batch])
+        labels = torch.tensor([b[:COPY_TOKENS] + [eos] for b in batch])
+        out_loss = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=labels).loss
+        out_loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        loss = float(out_loss.detach())
+        if step % 50 == 0:
+            print(f"  copy training: step {step}, loss {loss:.3f}", flush=True)
+    seconds = time.perf_counter() - started
+    print(f"copy-trained: {steps} steps in {seconds:.0f} s, final batch loss {loss:.3f}")
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def params_millions(model_dir: str) -> float:
@@ -155,11 +235,16 @@ def estimate() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS)
+    )
     parser.add_argument("--chunks", type=int, default=48)
+    parser.add_argument("--large-chunks", type=int, default=12, help="chunks for `large`")
     parser.add_argument("--batch-size", type=int, default=16, help="chunks per label() call")
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="threads of each labeler")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=500, help="copy-trained's training")
     parser.add_argument("--sample", action="store_true", help="reference sampling, not greedy")
     parser.add_argument("--estimate", action="store_true", help="print the GPU rows (estimated)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -171,44 +256,72 @@ def main() -> int:
     if args.worker:
         worker(args)
         return 0
+    which = args.models.split(",")
+    if unknown := set(which) - set(MODELS):
+        parser.error(f"--models: unknown {', '.join(sorted(unknown))}; valid: {', '.join(MODELS)}")
+    summary = []
+    for name in which:
+        chunks = args.large_chunks if name == "large" else args.chunks
+        with tempfile.TemporaryDirectory(prefix="bench-ct2-") as tmp:
+            models = build_models(Path(tmp), name, args.train_steps)
+            size = params_millions(models["hf"])
+            runs = {}
+            for backend in BACKENDS:
+                cmd = [sys.executable, __file__, *sys.argv[1:], "--chunks", str(chunks)]
+                cmd += ["--worker", backend, "--model", models[backend]]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                runs[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+        summary.append(report(name, size, chunks, runs, args))
+    print("\nside by side (ct2 int8 against hf):")
+    print(
+        f"{'model':<13} {'params M':>8} {'x hf chunks/s':>13} {'x hf peak RSS':>13} {'same greedy':>12}"
+    )
+    for row in summary:
+        print(
+            " ".join(
+                f"{v:{w}}" for v, w in zip(row, ("<13", ">8", ">13", ">13", ">12"), strict=True)
+            )
+        )
+    return 0
 
-    passed = sys.argv[1:]
-    with tempfile.TemporaryDirectory(prefix="bench-ct2-") as tmp:
-        models = build_models(Path(tmp))
-        size = params_millions(models["hf"])
-        runs = {}
-        for name in BACKENDS:
-            cmd = [sys.executable, __file__, *passed, "--worker", name, "--model", models[name]]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[name] = json.loads(out.stdout.strip().splitlines()[-1])
+
+def report(name: str, size: float, chunks: int, runs: dict, args: argparse.Namespace) -> tuple:
+    """Print one model's table and its memory breakdown; the int8 summary row."""
     hf = runs["hf"]
+    mode = "sampled" if args.sample else "greedy"
+    print(
+        f"\n== {name}: T5 {size:.1f}M parameters, {chunks} chunks of 200-400 words, {mode}, "
+        f"{args.new_tokens} new tokens, {args.threads} thread(s) each, batches of {args.batch_size}"
+    )
     # Agreement means little if a random model writes the same few labels for every chunk.
     print(
         f"hf labels: {len(set(hf['texts']))} distinct of {len(hf['texts'])}, "
         f"{hf['tokens'] / len(hf['texts']):.1f} tokens each on average"
     )
-    mode = "sampled" if args.sample else "greedy"
-    print(
-        f"T5 {size:.1f}M parameters (+LoRA merged), {args.chunks} chunks of 200-400 words, "
-        f"{mode}, {args.new_tokens} new tokens, {args.threads} thread(s) each, batches of "
-        f"{args.batch_size}"
-    )
     print(
         f"{'backend':<12} {'chunks/s':>9} {'x hf':>6} {'peak MB':>8} {'x hf':>6} "
         f"{'same text':>10} {'max |dlogprob| (same)':>22}"
     )
-    for name in BACKENDS:
-        run = runs[name]
+    row: tuple = ()
+    for backend in BACKENDS:
+        run = runs[backend]
         same = [a == b for a, b in zip(run["texts"], hf["texts"], strict=True)]
         deltas = [
             abs(a - b) for a, b, s in zip(run["logprobs"], hf["logprobs"], same, strict=True) if s
         ]
+        speed, memory = run["chunks_per_s"] / hf["chunks_per_s"], run["peak_mb"] / hf["peak_mb"]
         print(
-            f"{name:<12} {run['chunks_per_s']:>9.2f} {run['chunks_per_s'] / hf['chunks_per_s']:>6.2f}"
-            f" {run['peak_mb']:>8.0f} {run['peak_mb'] / hf['peak_mb']:>6.2f}"
+            f"{backend:<12} {run['chunks_per_s']:>9.2f} {speed:>6.2f}"
+            f" {run['peak_mb']:>8.0f} {memory:>6.2f}"
             f" {sum(same):>4}/{len(same):<5} {max(deltas, default=0.0):>22.2e}"
         )
-    return 0
+        row = (name, f"{size:.1f}", f"{speed:.2f}", f"{memory:.2f}", f"{sum(same)}/{len(same)}")
+    print("RSS MB: start / after imports / loaded / peak (torch loaded?)")
+    for backend in BACKENDS:
+        rss = runs[backend]["rss_mb"]
+        stages = " / ".join(f"{rss[k]:.0f}" for k in ("start", "imports", "loaded", "peak"))
+        print(f"  {backend:<12} {stages}  (torch: {runs[backend]['torch_loaded']})")
+    return row
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Checks before any Ray start or work: each configured component can be built here.
 
-`preflight(cfg)` takes a convert, train or eval config and checks, for the labeler, every
-classifier and the model to train or evaluate (`check` does the same for `condlabel merge`):
+`preflight(cfg)` takes a convert, train or eval config and checks, for the labeler (and the
+cascade's teacher when the cascade is on), every classifier and the model to train or
+evaluate (`check` does the same for `condlabel merge`):
 - the optional packages the component imports are installed (by spec, without importing
   them): a missing one is named with its `pip install 'condlabel[extra]'` line;
 - a model or adapter in a local directory is there and holds safetensors weights (checkpoints
@@ -104,25 +105,31 @@ def _components(
     if cfg.labeler is not None:
         extras += _labeler_extras(cfg.labeler)
         models += list(_labeler_weights(cfg.labeler))
+    if isinstance(cfg, ConvertConfig) and cfg.cascade.enabled:
+        # the teacher's actors start after the student's: a teacher that cannot load would
+        # fail the run only once chunks are routed to it
+        extras += _labeler_extras(cfg.cascade.teacher, "cascade.teacher")
+        models += list(_labeler_weights(cfg.cascade.teacher, "cascade.teacher"))
     for i, classifier in enumerate(cfg.classifiers):
         extras.append((f"classifiers.{i}.backend", CLASSIFIER_EXTRAS[classifier.backend]))
         models += list(_classifier_weights(i, classifier))
     return extras, models
 
 
-def _labeler_extras(labeler: LabelerConfig) -> list[tuple[str, Extra]]:
+def _labeler_extras(labeler: LabelerConfig, key: str = "labeler") -> list[tuple[str, Extra]]:
     extra = LABELER_EXTRAS.get(labeler.backend)
-    return [("labeler.backend", extra)] if extra else []
+    return [(f"{key}.backend", extra)] if extra else []
 
 
-def _labeler_weights(labeler: LabelerConfig) -> Iterator[Weights]:
+def _labeler_weights(labeler: LabelerConfig, key: str = "labeler") -> Iterator[Weights]:
+    """The model settings of a labeler configured under `key` (`labeler`, `cascade.teacher`)."""
     if labeler.backend in ("hf", "vllm"):
         options = labeler.hf if labeler.backend == "hf" else labeler.vllm
-        prefix = f"labeler.{labeler.backend}"
+        prefix = f"{key}.{labeler.backend}"
         yield Weights(f"{prefix}.model", options.model)
         yield Weights(f"{prefix}.adapter", options.adapter, adapter=True)
     if labeler.backend == "ct2":
-        yield Weights("labeler.ct2.model", labeler.ct2.model, ct2=True)
+        yield Weights(f"{key}.ct2.model", labeler.ct2.model, ct2=True)
 
 
 def _classifier_weights(index: int, classifier: ClassifierConfig) -> Iterator[Weights]:

@@ -105,8 +105,6 @@ class CT2Labeler:
         if not cfg.model:
             raise ValueError("labeler.ct2.model: required for backend `ct2`")
         ctranslate2 = require_ct2()
-        from condlabel.models import load_tokenizer
-
         self.cfg = cfg
         self._fingerprint = fingerprint(cfg)
         path = fetch_ct2_model(cfg.model, cfg.revision, storage, cfg.cache_dir)
@@ -127,7 +125,7 @@ class CT2Labeler:
             inter_threads=cfg.inter_threads,
             intra_threads=cfg.intra_threads,
         )
-        self.tokenizer = load_tokenizer(path, None, cfg.revision)
+        self.tokenizer = load_ct2_tokenizer(path)
         info = _merge_info(path)
         # The same encoding as the hf backend's (one function); EOS as hf resolved it at export.
         self.encoding = prompt_encoding(
@@ -199,6 +197,29 @@ class CT2Labeler:
                 )
             )
         return results
+
+
+def load_ct2_tokenizer(path: str) -> Any:
+    """The tokenizer `AutoTokenizer` loads from a CTranslate2 model directory, without torch.
+
+    AutoTokenizer imports transformers' generation code, which imports torch: ~330 MB of RSS
+    in every ct2 actor (measured, bench/README.md) for a backend that runs no torch. The class
+    that tokenizer_config.json names is taken from transformers directly, as AutoTokenizer
+    resolves it (`X` or `XFast`; the Python backend -> the tokenizers backend); a directory
+    that needs more (remote code, no tokenizer.json) goes through AutoTokenizer."""
+    import transformers
+
+    settings_file = Path(path, "tokenizer_config.json")
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    name = str(settings.get("tokenizer_class") or "").removesuffix("Fast")
+    if not name or "auto_map" in settings or not Path(path, "tokenizer.json").is_file():
+        from condlabel.models import load_tokenizer
+
+        return load_tokenizer(path, None)
+    cls = getattr(transformers, name, None) or getattr(transformers, f"{name}Fast", None)
+    if cls is None or cls.__name__ == "PythonBackend":
+        cls = transformers.TokenizersBackend
+    return cls.from_pretrained(path)
 
 
 def _merge_info(path: str) -> dict[str, Any]:
