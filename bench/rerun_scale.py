@@ -36,8 +36,9 @@ from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.ledger import ledger_fingerprint, write_ledger
 from condlabel.convert.pipeline import run_fingerprint
 from condlabel.convert.reading import Document
+from condlabel.convert.scope import write_started
 from condlabel.convert.stages import FileStats
-from condlabel.storage import expand_inputs
+from condlabel.storage import InputFile, expand_inputs
 
 TOPICS = ["tide pools", "lighthouses", "salt marshes", "fog horns", "harbour cranes"]
 OVERRIDES = ["output.rows_per_file=20000", "compute.batch_size=64", "compute.actors=1"]
@@ -87,6 +88,13 @@ def generate(work: Path, chunks: int, files: int) -> float:
     (work / "in").mkdir(parents=True)
     (work / "out").mkdir()
     labeler = run_fingerprint(cfg)
+    fp = ledger_fingerprint(cfg, labeler)
+    # As a run does before its first shard (`_ledger/_started/`): the files it reads (matched
+    # by URI; their size and version are recorded for the reader's benefit only).
+    reads = [InputFile(str(work / "in" / f"f{i:06d}.jsonl"), 0, "") for i in range(files)]
+    out_cfg = load_convert_config(output=str(work / "out"), overrides=OVERRIDES)
+    write_started(out_cfg, SYNTHETIC_RUN, reads, fp, labeler)
+    time.sleep(1)  # the shards come after the record on the file system's clock
     files_per_shard = max(1, cfg.output.rows_per_file // per_file)
     jobs = [
         (str(work), str(work / "out"), a, min(a + files_per_shard, files), per_file, labeler)
@@ -96,7 +104,6 @@ def generate(work: Path, chunks: int, files: int) -> float:
         pool.map(_write_group, jobs, chunksize=4)
     listed = expand_inputs([str(work / "in")])
     complete = [(f, FileStats(f.uri, per_file, per_file, per_file)) for f in listed]
-    fp = ledger_fingerprint(cfg, labeler)
     write_ledger(str(work / "out"), SYNTHETIC_RUN, complete, fp, cfg.storage)
     return time.perf_counter() - started
 
@@ -105,11 +112,11 @@ def add_files(work: Path, files: int, new: int, per_file: int) -> None:
     _write_group((str(work), "", files, files + new, per_file, ""))
 
 
-def rerun_in_child(work: Path, ray_address: str) -> dict:
+def rerun_in_child(work: Path, ray_address: str, *overrides: str) -> dict:
     """One `run_conversion` in a fresh process (joining the bench's Ray): its summary, wall
     time and peak RSS."""
     child = subprocess.run(
-        [sys.executable, __file__, "--child", str(work)],
+        [sys.executable, __file__, "--child", str(work), *(f"--set={o}" for o in overrides)],
         capture_output=True,
         text=True,
         check=False,
@@ -120,9 +127,9 @@ def rerun_in_child(work: Path, ray_address: str) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def child(work: Path) -> None:
+def child(work: Path, overrides: list[str]) -> None:
     cfg = load_convert_config(
-        inputs=[str(work / "in")], output=str(work / "out"), overrides=OVERRIDES
+        inputs=[str(work / "in")], output=str(work / "out"), overrides=OVERRIDES + overrides
     )
     started = time.perf_counter()
     summary = run_conversion_quiet(cfg)
@@ -138,6 +145,7 @@ def child(work: Path) -> None:
                 "skipped_done": summary.skipped_done,
                 "files_skipped": summary.files_skipped,
                 "chunks": summary.chunks,
+                "shards_scanned": summary.shards_scanned,
             }
         )
     )
@@ -167,10 +175,13 @@ def start_ray() -> str:
     raise AssertionError("unreachable")
 
 
-def measure(chunks: int, files: int, new_fraction: float, keep: bool) -> dict:
+def measure(chunks: int, files: int, new_fraction: float, keep: bool, full: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="condlabel-rerun-scale-"))
     try:
-        return measure_in(work, chunks, files, new_fraction)
+        result = measure_in(work, chunks, files, new_fraction)
+        if full and "new_files" in result:
+            result.update(measure_full(work, result))
+        return result
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -208,7 +219,24 @@ def measure_in(work: Path, chunks: int, files: int, new_fraction: float) -> dict
         "new_chunks": grown["labeled"],
         "rerun_new_s": grown["seconds"],
         "rerun_new_planning_s": grown["planning_s"],
+        "rerun_new_shards_scanned": grown["shards_scanned"],
         "rerun_new_driver_peak_rss_mb": grown["driver_peak_rss_mb"],
+    }
+
+
+def measure_full(work: Path, result: dict) -> dict:
+    """As many new files again, rerun with `output.done_check=full`: the scan the scoped
+    check saves, side by side."""
+    files, new = result["files"], result["new_files"]
+    per_file = result["chunks"] // files
+    add_files(work, files + new, new, per_file)
+    full = rerun_in_child(work, start_ray(), "output.done_check=full")
+    if full["labeled"] != new * per_file:
+        sys.exit(f"the full-check rerun labeled other than exactly the new files: {full}")
+    return {
+        "rerun_full_s": full["seconds"],
+        "rerun_full_planning_s": full["planning_s"],
+        "rerun_full_shards_scanned": full["shards_scanned"],
     }
 
 
@@ -226,15 +254,21 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic output")
+    parser.add_argument(
+        "--compare-full",
+        action="store_true",
+        help="then as many new files again with output.done_check=full (the whole-output scan)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child))
+        child(Path(args.child), args.set)
         return
     sizes = [args.chunks] if args.chunks else [1_000_000, 5_000_000, 20_000_000]
     results = []
     for chunks in sizes:
-        r = measure(chunks, args.files, args.new_fraction, args.keep)
+        r = measure(chunks, args.files, args.new_fraction, args.keep, args.compare_full)
         results.append(r)
         if "new_files" not in r:
             continue
@@ -242,10 +276,19 @@ def main() -> None:
             f"{r['chunks']:>11,} chunks / {r['files']:,} files: nothing to do in {r['rerun_s']:6.1f} s, "
             f"driver peak {r['driver_peak_rss_mb']:7.1f} MB | +{r['new_files']} files "
             f"({r['new_chunks']:,} chunks) labeled in {r['rerun_new_s']:6.1f} s "
-            f"(planning {r['rerun_new_planning_s']:.1f} s, driver {r['rerun_new_driver_peak_rss_mb']:.0f} MB)"
+            f"(planning {r['rerun_new_planning_s']:.1f} s, {r['rerun_new_shards_scanned']} shards "
+            f"scanned, driver {r['rerun_new_driver_peak_rss_mb']:.0f} MB)"
             f" [generated in {r['generate_s']:.0f} s]",
             flush=True,
         )
+        if "rerun_full_s" in r:
+            print(
+                f"{'':>11}   +{r['new_files']} more files, output.done_check=full: "
+                f"{r['rerun_full_s']:.1f} s (planning {r['rerun_full_planning_s']:.1f} s, "
+                f"{r['rerun_full_shards_scanned']} shards scanned); planning scoped/full = "
+                f"{r['rerun_new_planning_s'] / r['rerun_full_planning_s']:.2f}",
+                flush=True,
+            )
     if len(results) > 1 and all("new_files" in r for r in results):
         base = results[0]
         for r in results[1:]:

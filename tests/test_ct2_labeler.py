@@ -28,6 +28,7 @@ from tiny_models import sample_texts  # noqa: E402
 from condlabel.cli import main  # noqa: E402
 from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
 from condlabel.config.labelers import CT2LabelerConfig  # noqa: E402
+from condlabel.convert.runstate import read_manifests  # noqa: E402
 from condlabel.labelers import build_labeler, labeler_fingerprint  # noqa: E402
 from condlabel.labelers.ct2 import CT2Labeler, fingerprint  # noqa: E402
 from condlabel.labelers.hf import HFLabeler  # noqa: E402
@@ -229,7 +230,7 @@ def test_conversion_with_ct2_on_the_s3_server(
     ray_local, s3_bucket, s3fs_client, ct2_models, tmp_path
 ):
     docs = sample_texts(8, min_words=30, max_words=220, seed=23)
-    cfg, _, table = label_on_s3(
+    cfg, summary, table = label_on_s3(
         s3fs_client,
         s3_bucket,
         {"models/t5-ct2": ct2_models["int8"]},
@@ -251,6 +252,10 @@ def test_conversion_with_ct2_on_the_s3_server(
     assert all(n >= 1 for n in table.column("num_generated_tokens").to_pylist())
     # The actor's labels are those of the same labeler built here, chunk by chunk.
     assert_rows_match(table, build_labeler(cfg.labeler), 1e-4)
+    # The manifest names the CTranslate2 that made them (int8 kernels change between releases).
+    [manifest] = read_manifests(cfg.output.uri, cfg.storage)
+    assert manifest["run_id"] == summary.run_id
+    assert manifest["versions"]["ctranslate2"] == ctranslate2.__version__
 
 
 def test_the_backend_imports_nothing_heavy_until_it_loads():
@@ -269,3 +274,32 @@ def test_the_backend_imports_nothing_heavy_until_it_loads():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_loaded_labeler_runs_without_torch(ct2_models, texts):
+    """The actor holds CTranslate2 and a tokenizer, not torch (AutoTokenizer would import it:
+    ~330 MB of RSS per actor); the tokenizer is the one AutoTokenizer loads."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    model = ct2_models["int8"]
+    code = (
+        "import sys\n"
+        "from condlabel.config.labelers import CT2LabelerConfig\n"
+        "from condlabel.labelers.ct2 import CT2Labeler\n"
+        f"cfg = CT2LabelerConfig(model={str(model)!r}, compute_type='int8', intra_threads=1,\n"
+        "                       do_sample=False, max_new_tokens=8)\n"
+        "labeler = CT2Labeler(cfg)\n"
+        f"labeler.label({texts[:2]!r})\n"
+        "print(type(labeler.tokenizer).__name__, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    expected = type(AutoTokenizer.from_pretrained(model)).__name__
+    assert out.stdout.strip().splitlines()[-1] == f"{expected} False"
+    ours = _ct2(model, compute_type="int8").tokenizer
+    reference = AutoTokenizer.from_pretrained(model)
+    for text in texts[:5]:
+        assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert ours.all_special_ids == reference.all_special_ids

@@ -84,6 +84,13 @@ class OutputConfig(StrictModel):
     """Skip input files that `_ledger/` records as complete (same URI, size, ETag/mtime, and
     input fields, chunking and labeler) without opening them. `false` reads every file (each
     chunk still checked against the output) and rebuilds the ledger from what the run finds."""
+    done_check: Literal["auto", "full"] = "auto"
+    """Which shards the done check reads for the files a run reads. `auto`: none for files no
+    earlier run started (`_ledger/_started/`), the shards written since an earlier run started
+    the others; the whole output when that cannot be known. `full`: the whole output always,
+    which also skips a document already labeled from another input file (with `auto` it is
+    labeled again and `condlabel status` counts a duplicate key). `use_ledger: false` implies
+    `full`."""
 
 
 class DedupConfig(StrictModel):

