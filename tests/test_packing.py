@@ -29,7 +29,9 @@ def test_documents_is_the_default_and_concat_is_allowed():
 def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    return GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=2, n_head=2))
+    return GPT2LMHeadModel(
+        GPT2Config(vocab_size=50, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    )
 
 
 def _llama():
