@@ -107,8 +107,10 @@ def id_duplicates(cfg: ConvertConfig, files: list[InputFile]) -> dict:
         )
         .iter_batches(batch_size=None, batch_format="numpy")
     ]
+    if not parts:  # nothing readable (the reads' own errors are reported where they are read)
+        return {}
     keys = {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in KEY_FIELDS}
-    found = find_duplicates(keys, [f.uri for f in files]) if parts else {}
+    found = find_duplicates(keys, [f.uri for f in files])
     if found:
         later = sum(len(positions) for positions in found.values())
         log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
