@@ -14,7 +14,7 @@ import pyarrow.dataset as pads
 
 from condlabel.config import StorageConfig
 from condlabel.schema import OUTPUT_SCHEMA
-from condlabel.storage import StorageError, resolve
+from condlabel.storage import StorageError, is_hidden, resolve
 from condlabel.tags.figures import applied_vocabulary, figure_lines, tag_figures
 from condlabel.tags.vocabulary import Vocabulary
 
@@ -31,12 +31,12 @@ def tagged_dataset(uri: str, storage: StorageConfig | None = None) -> pads.Datas
     root = path.rstrip("/")
     shards = []
     for found in sorted(fs.find(root)):
-        rel = posixpath.relpath(found, root)
-        if any(part.startswith(("_", ".")) for part in rel.split("/")):
+        if is_hidden(found, root):
             continue
         if found.endswith(".parquet"):
             shards.append(found)
         else:
+            rel = posixpath.relpath(found, root)
             log.warning("%s/%s skipped: not a parquet shard", uri.rstrip("/"), rel)
     dataset = pads.dataset(shards, format="parquet", filesystem=fs)
     # The schema comes from one shard; shards written before a column was added lack it, so the

@@ -113,7 +113,8 @@ def resolve(
     return filesystem(scheme, storage), path
 
 
-def _is_hidden(path: str, root: str) -> bool:
+def is_hidden(path: str, root: str) -> bool:
+    """A name starting with `_` or `.` below `root`: bookkeeping, never data or input."""
     rel = posixpath.relpath(path, root) if path.startswith(root) else posixpath.basename(path)
     return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
@@ -158,7 +159,7 @@ def expand_inputs(
                 matches = {
                     p: info
                     for p, info in fs.find(path, detail=True).items()
-                    if not _is_hidden(p, path.rstrip("/"))
+                    if not is_hidden(p, path.rstrip("/"))
                 }
                 if suffixes:
                     matches = {p: i for p, i in matches.items() if p.endswith(suffixes)}

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, StorageConfig
 from condlabel.schema import LEDGER_DIR, MANIFEST_DIR
-from condlabel.storage import InputFile, resolve, write_bytes_atomic
+from condlabel.storage import InputFile, is_hidden, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
     from condlabel.convert.ledger import RerunPlan
@@ -240,10 +240,7 @@ def list_shards(output_uri: str, storage: StorageConfig) -> list[tuple[str, floa
     root = root.rstrip("/")
     shards = []
     for path, info in sorted(fs.find(root, detail=True).items()):
-        rel = posixpath.relpath(path, root)
-        if path.endswith(".parquet") and not any(
-            part.startswith(("_", ".")) for part in rel.split("/")
-        ):
+        if path.endswith(".parquet") and not is_hidden(path, root):
             shards.append((path, listing_time(info)))
     return shards
 
