@@ -38,7 +38,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cost_estimate's roofline
 
-BACKENDS = ("hf", "ct2-float32", "ct2-int8")
 MODELS = ("random", "large", "copy-random", "copy-trained")
 COPY_TOKENS = 24  # what copy-trained learns to write: the first 24 tokens of its input
 
@@ -61,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     from condlabel.config import HFLabelerConfig
     from condlabel.config.labelers import CT2LabelerConfig
 
-    chunks = sample_texts(args.chunks, min_words=200, max_words=400, seed=5)
+    chunks = sample_texts(args.chunks, *chunk_words(args.model_name), seed=5)
     settings = {"max_new_tokens": args.new_tokens, "do_sample": args.sample}
     rss = {"start": rss_mb()}
     started = time.perf_counter()
@@ -112,6 +111,32 @@ def worker(args: argparse.Namespace) -> None:
                 "tokens": sum(r.num_generated_tokens for r in results),
             }
         )
+    )
+
+
+def backends(args: argparse.Namespace) -> list[str]:
+    return ["hf", *(f"ct2-{t}" for t in args.ct2_types.split(","))]
+
+
+def chunk_words(model: str | None) -> tuple[int, int]:
+    """Words per benchmark chunk: the copy models see passages as long as they were trained
+    on (a model asked for what it never learned is unsure, and int8 flips unsure choices)."""
+    return (30, 120) if model and model.startswith("copy-") else (200, 400)
+
+
+def copy_accuracy(texts: list[str], model_dir: str, chunks: int, model: str) -> int:
+    """How many labels are the copy the model was trained to write (its input's first
+    COPY_TOKENS tokens): whether a disagreement with hf is an error or a near tie."""
+    from tiny_models import sample_texts
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    expected = [
+        tokenizer.decode(tokenizer(t)["input_ids"][:COPY_TOKENS], skip_special_tokens=True)
+        for t in sample_texts(chunks, *chunk_words(model), seed=5)
+    ]
+    return sum(
+        " ".join(a.split()) == " ".join(b.split()) for a, b in zip(texts, expected, strict=True)
     )
 
 
@@ -247,8 +272,15 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=500, help="copy-trained's training")
     parser.add_argument("--sample", action="store_true", help="reference sampling, not greedy")
     parser.add_argument("--estimate", action="store_true", help="print the GPU rows (estimated)")
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ct2-types",
+        default="float32,int8",
+        help="CTranslate2 compute types to run beside hf (also int16, int8_float32, ...); the "
+        "model is converted in float32 and int8, other types are converted when loaded",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--model-name", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.estimate:
         estimate()
@@ -266,11 +298,18 @@ def main() -> int:
             models = build_models(Path(tmp), name, args.train_steps)
             size = params_millions(models["hf"])
             runs = {}
-            for backend in BACKENDS:
+            for backend in backends(args):
+                model = models.get(backend, models["ct2-float32"])
                 cmd = [sys.executable, __file__, *sys.argv[1:], "--chunks", str(chunks)]
-                cmd += ["--worker", backend, "--model", models[backend]]
+                cmd += ["--worker", backend, "--model", model, "--model-name", name]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+            if name == "copy-trained":
+                correct = {
+                    b: copy_accuracy(runs[b]["texts"], models["hf"], chunks, name) for b in runs
+                }
+                print("\ncopy-trained, labels that are the trained copy: " + ", ".join(
+                    f"{b} {n}/{chunks}" for b, n in correct.items()))  # fmt: skip
         summary.append(report(name, size, chunks, runs, args))
     print("\nside by side (ct2 int8 against hf):")
     print(
@@ -290,7 +329,8 @@ def report(name: str, size: float, chunks: int, runs: dict, args: argparse.Names
     hf = runs["hf"]
     mode = "sampled" if args.sample else "greedy"
     print(
-        f"\n== {name}: T5 {size:.1f}M parameters, {chunks} chunks of 200-400 words, {mode}, "
+        f"\n== {name}: T5 {size:.1f}M parameters, {chunks} chunks of "
+        f"{'-'.join(map(str, chunk_words(name)))} words, {mode}, "
         f"{args.new_tokens} new tokens, {args.threads} thread(s) each, batches of {args.batch_size}"
     )
     # Agreement means little if a random model writes the same few labels for every chunk.
@@ -303,7 +343,7 @@ def report(name: str, size: float, chunks: int, runs: dict, args: argparse.Names
         f"{'same text':>10} {'max |dlogprob| (same)':>22}"
     )
     row: tuple = ()
-    for backend in BACKENDS:
+    for backend in runs:
         run = runs[backend]
         same = [a == b for a, b in zip(run["texts"], hf["texts"], strict=True)]
         deltas = [
@@ -315,9 +355,10 @@ def report(name: str, size: float, chunks: int, runs: dict, args: argparse.Names
             f" {run['peak_mb']:>8.0f} {memory:>6.2f}"
             f" {sum(same):>4}/{len(same):<5} {max(deltas, default=0.0):>22.2e}"
         )
-        row = (name, f"{size:.1f}", f"{speed:.2f}", f"{memory:.2f}", f"{sum(same)}/{len(same)}")
+        if backend == "ct2-int8":
+            row = (name, f"{size:.1f}", f"{speed:.2f}", f"{memory:.2f}", f"{sum(same)}/{len(same)}")
     print("RSS MB: start / after imports / loaded / peak (torch loaded?)")
-    for backend in BACKENDS:
+    for backend in runs:
         rss = runs[backend]["rss_mb"]
         stages = " / ".join(f"{rss[k]:.0f}" for k in ("start", "imports", "loaded", "peak"))
         print(f"  {backend:<12} {stages}  (torch: {runs[backend]['torch_loaded']})")
