@@ -85,6 +85,7 @@ def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
                 "seconds": summary.seconds,
                 "actors": summary.labeler_actors,
                 "copied": summary.labeler_calls_saved,
+                "busy": summary.labeler_busy_share,
                 "ray_startup_s": startup,
             }
         )
@@ -135,7 +136,8 @@ def main() -> None:
         rate = r["rows"] / r["seconds"]
         print(
             f"{name:<22} {r['rows']} chunks in {r['seconds']:6.1f} s = {rate:6.1f} chunks/s "
-            f"({r['actors']} actor(s), {r['copied']} copied by dedup; Ray start-up "
+            f"({r['actors']} actor(s) busy {r['busy'] or 0:.0%}, {r['copied']} copied by dedup; "
+            "Ray start-up "
             f"{r['ray_startup_s']:.1f} s not counted)  "
             f"ratio vs bare loop: {rate / bare_rate:.2f}"
         )

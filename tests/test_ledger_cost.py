@@ -11,7 +11,13 @@ from pipeline_helpers import convert_config
 
 from condlabel.cli import main
 from condlabel.config import ConfigError, load_convert_config
-from condlabel.convert.costs import actor_resources, cost_report, parse_costs, resource_seconds
+from condlabel.convert.costs import (
+    ActorClock,
+    actor_resources,
+    cost_report,
+    parse_costs,
+    resource_seconds,
+)
 from condlabel.convert.pipeline import run_conversion
 from condlabel.convert.runstate import read_manifests
 
@@ -24,6 +30,17 @@ def test_prices_are_parsed_from_set_and_bad_ones_named():
     with pytest.raises(ConfigError) as err:
         parse_costs(["cost.CPU_hour=1", "cost.GPU_hour_usd=-2"])
     assert "cost.CPU_hour" in str(err.value) and "cost.GPU_hour_usd" in str(err.value)
+
+
+def test_busy_share_counts_each_actors_latest_report():
+    clock = ActorClock()
+    assert clock.actor_busy() == (0.0, 0.0)
+    clock.actor_alive("a", 10.0, {"CPU": 1.0}, busy=4.0)
+    clock.actor_alive("a", 20.0, {"CPU": 1.0}, busy=15.0)  # a later report replaces it
+    clock.actor_alive("a", 18.0, {"CPU": 1.0}, busy=14.0)  # arrived late: kept the latest
+    clock.actor_alive("b", 10.0, {"CPU": 1.0}, busy=1.0)
+    assert clock.actor_busy() == (16.0, 30.0)
+    assert clock.actor_seconds() == {"CPU": 30.0}
 
 
 def test_actor_seconds_by_resource_and_gpu_type():
@@ -84,6 +101,10 @@ def test_run_records_cost_and_status_prices_it(tmp_path, capsys):
     assert cost["chunks"] == summary.rows_written > 0
     assert cost["actor_seconds"]["CPU"] > 0
     assert cost["input_words"] == sum(len(d["text"].split()) for d in docs)
+    # The labelers' busy share: labeling time over time alive (start-up included), so below 1.
+    busy = manifest["timings"]["labeler_busy_share"]
+    assert busy == summary.labeler_busy_share and 0 < busy < 1
+    assert f"labelers busy {busy:.0%}" in "\n".join(summary.lines())
 
     capsys.readouterr()
     assert main(["status", str(out), "--json", "--set", "cost.CPU_hour_usd=0.1"]) == 0

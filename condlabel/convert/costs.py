@@ -12,7 +12,8 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -51,29 +52,49 @@ class ActorClock:
     """Mixin for the run's counter actor: each labeler actor's time alive and reservation
     (no __init__ of its own, so it mixes into any counter)."""
 
-    def actor_alive(self, actor: str, seconds: float, held: dict[str, float]) -> None:
+    def actor_alive(
+        self, actor: str, seconds: float, held: dict[str, float], busy: float = 0.0
+    ) -> None:
         alive = self.__dict__.setdefault("alive", {})
         alive[actor] = (max(seconds, alive.get(actor, (0.0, {}))[0]), held)
+        labeling = self.__dict__.setdefault("busy", {})
+        labeling[actor] = max(busy, labeling.get(actor, 0.0))
 
     def actor_seconds(self) -> dict[str, float]:
         return resource_seconds(self.__dict__.get("alive", {}).values())
 
+    def actor_busy(self) -> tuple[float, float]:
+        """(seconds the labeler actors spent labeling, seconds they were alive), summed."""
+        alive = sum(seconds for seconds, _ in self.__dict__.get("alive", {}).values())
+        return sum(self.__dict__.get("busy", {}).values()), alive
+
 
 class AliveReporter:
     """In a labeler actor: after each batch, tell the counter how long this actor has held
-    its resources (fire and forget: no wait on the counter)."""
+    its resources and how much of that it spent labeling (`busy`, from `labeling()`); fire and
+    forget, no wait on the counter. Alive but not busy is loading, or waiting for chunks."""
 
     def __init__(self, cfg: ConvertConfig, counter: Any):
         self.cfg, self.counter = cfg, counter
         self.started = time.monotonic()
         self.key = uuid.uuid4().hex
         self.held: dict[str, float] | None = None
+        self.busy = 0.0
+
+    @contextmanager
+    def labeling(self) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.busy += time.monotonic() - started
 
     def __call__(self) -> None:
         if self.held is None:
             gpu = node_gpu_type() if self.cfg.compute.num_gpus_per_actor else None
             self.held = actor_resources(self.cfg, gpu)
-        self.counter.actor_alive.remote(self.key, time.monotonic() - self.started, self.held)
+        alive = time.monotonic() - self.started
+        self.counter.actor_alive.remote(self.key, alive, self.held, self.busy)
 
 
 def resource_seconds(actors: Iterable[tuple[float, Mapping[str, float]]]) -> dict[str, float]:
@@ -180,3 +201,11 @@ def counter_seconds(counter: Any) -> dict[str, float]:
     import ray
 
     return ray.get(counter.actor_seconds.remote())
+
+
+def busy_share(counter: Any) -> float | None:
+    """The share of the labeler actors' time spent labeling (None: no actor labeled)."""
+    import ray
+
+    busy, alive = ray.get(counter.actor_busy.remote())
+    return round(busy / alive, 4) if alive > 0 else None

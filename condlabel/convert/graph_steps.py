@@ -201,12 +201,13 @@ class LabelStage:
 
             self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
             self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
-        table, rejects = label_with_budget(
-            partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
-            batch,
-            self.cfg.compute.label_timeout_s,
-            RemoteTracker(self.counter),
-        )
+        with self.alive.labeling():
+            table, rejects = label_with_budget(
+                partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
+                batch,
+                self.cfg.compute.label_timeout_s,
+                RemoteTracker(self.counter),
+            )
         if rejects:
             name = labeler_rejects_name(rejects)
             write_rejects(rejects, self.cfg.output.uri, self.run_id, name, self.cfg.storage)
@@ -215,7 +216,8 @@ class LabelStage:
         if self.classifiers and table.num_rows:
             from condlabel.classifiers import classify_table
 
-            table = classify_table(self.classifiers, table)
+            with self.alive.labeling():
+                table = classify_table(self.classifiers, table)
         self.alive()
         return table
 

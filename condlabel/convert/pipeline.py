@@ -34,6 +34,7 @@ from condlabel.convert.cascade import cascade_labelers, with_teacher
 from condlabel.convert.copies import CopyRun, plan_copy_run
 from condlabel.convert.costs import (
     add_tokens,
+    busy_share,
     counter_seconds,
 )
 from condlabel.convert.donecheck import scan_output
@@ -231,6 +232,7 @@ def _execute(
         summary.labeler_calls_saved = copies.finish() if copies else 0
         failed, first_error = ray.get(counter.labeler_errors.remote())
         summary.cost.update(chunks=summary.rows_written, actor_seconds=counter_seconds(counter))
+        summary.labeler_busy_share = busy_share(counter)
         ray.kill(counter)
     if failed:
         summary.rejected.update(failed)

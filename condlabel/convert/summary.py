@@ -52,11 +52,14 @@ class RunSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
     files_skipped: int = 0
+    """Input files not opened: complete in the ledger (`_ledger/`); their chunks count as done."""
     shards_scanned: int = 0
     """Output shards whose key columns the done check read (`output.done_check`)."""
     cost: dict[str, Any] = field(default_factory=dict)
     """Actor-seconds by resource, chunks, input and generated tokens (`convert/costs.py`)."""
-    """Input files not opened: complete in the ledger (`_ledger/`); their chunks count as done."""
+    labeler_busy_share: float | None = None
+    """Share of the labeler actors' time spent labeling; the rest is loading the model and
+    waiting for chunks (a low share on a GPU: the readers do not keep it fed)."""
     labeler_calls_saved: int = 0
     """Rows that got the labels of a chunk with the same text instead of a labeler call."""
     tag_vocabulary: dict[str, Any] | None = None
@@ -105,7 +108,12 @@ class RunSummary:
             ),
             f"  written       {self.rows_written} rows in {self.shards_written} shard(s)"
             + (f", {self.labeler_calls_saved} copied" if self.labeler_calls_saved else ""),
-            f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s",
+            f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s"
+            + (
+                f"; labelers busy {self.labeler_busy_share:.0%} of their time"
+                if self.labeler_busy_share is not None
+                else ""
+            ),
         ]
         if self.padding_ratio is not None and self.padded_tokens != self.useful_tokens:
             lines.append(f"  padding       {self.padding_ratio:.3f} padded/useful tokens")
@@ -225,6 +233,7 @@ def _manifest(
             "seconds": round(summary.seconds, 3),
             "seconds_planning": round(summary.seconds_planning, 3),
             "chunks_per_second": round(summary.chunks_per_second, 3),
+            "labeler_busy_share": summary.labeler_busy_share,
         },
         "tokens": {
             "useful": summary.useful_tokens,
