@@ -56,6 +56,12 @@ class GenerationSettings(GenerationFields):
     the prefix, the mode `data.untagged_fraction` trains) by this factor. 1.0: plain sampling,
     one forward pass per token; above 1 each token costs a second pass. The baseline is always
     sampled without guidance."""
+    guidance_against: Literal["unconditioned", "opposite"] = "unconditioned"
+    """The branch guidance pushes away from. `unconditioned`: the same prompt without the
+    prefix (classifier-free guidance). `opposite`: the prefix with each control token replaced
+    by its opposite (`opposites`; a negative prompt), e.g. `<|pos|>` pushed away from
+    `<|neg|>`, so each token's guidance also uses what the model learned of the other. A
+    conditional with no control token that has an opposite is guided against unconditioned."""
     num_samples: int = Field(32, ge=1)
     """Generations per conditional and prompt (and for the unconditioned baseline)."""
     batch_size: int = Field(16, ge=1)
