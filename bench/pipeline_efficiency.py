@@ -48,7 +48,7 @@ def mark_copy(text: str, copy: int) -> str:
     return "\n\n".join(f"{p} (copy {copy}.)" for p in text.split("\n\n"))
 
 
-def bare_loop(corpus: Path, overrides: list[str]) -> tuple[int, float]:
+def bare_loop(paths: list[Path], overrides: list[str]) -> tuple[int, float]:
     import fsspec
 
     cfg = load_convert_config(overrides=overrides)
@@ -57,7 +57,7 @@ def bare_loop(corpus: Path, overrides: list[str]) -> tuple[int, float]:
     started = time.perf_counter()
     batch: list[str] = []
     n = 0
-    for path in sorted(corpus.glob("*.jsonl")):
+    for path in paths:
         for doc in iter_file(fs, str(path), str(path), cfg.input):
             for chunk in chunk_document(doc, cfg.chunking):
                 batch.append(chunk.text)
@@ -67,6 +67,27 @@ def bare_loop(corpus: Path, overrides: list[str]) -> tuple[int, float]:
     if batch:
         n += len(labeler.label(batch))
     return n, time.perf_counter() - started
+
+
+def parallel_bare_loops(paths: list[Path], overrides: list[str], processes: int) -> float:
+    """Chunks/s of `processes` bare loops started together, each over its share of the files:
+    what this machine's cores give this labeler without Ray (the ceiling for the pipeline)."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--bare",
+                json.dumps(overrides),
+                *map(str, paths[i::processes]),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return sum(r["chunks"] for r in results) / max(r["seconds"] for r in results)
 
 
 def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
@@ -99,18 +120,29 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=3, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=2000)
     parser.add_argument("--variant", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         corpus, output, overrides = args.variant
         pipeline_variant(corpus, output, json.loads(overrides))
         return
+    if args.bare:
+        n, seconds = bare_loop([Path(p) for p in args.bare[1:]], json.loads(args.bare[0]))
+        print(json.dumps({"chunks": n, "seconds": seconds}))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="condlabel-bench-"))
     build_corpus(work / "corpus", args.copies)
     common = [f"chunking.max_words={args.max_words}"]
-    n_bare, t_bare = bare_loop(work / "corpus", common)
+    files = sorted((work / "corpus").glob("*.jsonl"))
+    n_bare, t_bare = bare_loop(files, common)
     bare_rate = n_bare / t_bare
     print(f"bare loop              {n_bare} chunks in {t_bare:6.1f} s = {bare_rate:6.1f} chunks/s")
+    pair = parallel_bare_loops(files, common, 2)
+    print(
+        f"2 bare loops at once   {pair:6.1f} chunks/s = {pair / bare_rate:.2f}x one loop "
+        "(what two processes get from this machine, no Ray)"
+    )
     variants = {
         "pipeline, defaults": [],
         "pipeline, 1 actor": ["compute.actors=1"],

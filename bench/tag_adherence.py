@@ -61,7 +61,7 @@ def main() -> None:
         env = bench_env(endpoint, work)
         train_docs, heldout = split_corpus(read_fortunes(args.sentences), args.seed)
         upload_corpus(train_docs, env)
-        convert(env, "sentiment", SENTIMENT_CONVERT)
+        convert(env, "sentiment", sentiment_convert(args.vader_threshold))
         convert(env, "keyphrase", KEYPHRASE_CONVERT)
         build_base_model(work / "base", train_docs, args)
         put_dir(env, work / "base", f"s3://{BUCKET}/base")
@@ -74,7 +74,8 @@ def main() -> None:
         results = {}
         for name, extra in runs.items():
             model_uri = train(env, name, [*train_overrides(args), *extra])
-            results[name] = {"loss": heldout_loss(model_uri, heldout, env), "evals": {}}
+            loss = heldout_loss(model_uri, heldout, args.vader_threshold)
+            results[name] = {"loss": loss, "evals": {}}
             if name == "plain":
                 continue
             for scale in dict.fromkeys([1.0, args.guidance]):
@@ -106,6 +107,11 @@ def parse_args() -> argparse.Namespace:
                    help="optimization.packing of every training run")  # fmt: skip
     p.add_argument("--guidance", type=float, default=3.0,
                    help="also evaluate with generation.guidance_scale=G (1: unguided only)")  # fmt: skip
+    p.add_argument("--guidance-against", choices=["unconditioned", "opposite"],
+                   default="opposite", help="generation.guidance_against of the guided eval")  # fmt: skip
+    p.add_argument("--vader-threshold", type=float, default=0.0,
+                   help="binary_threshold of the sentiment conversion (VADER compound at or "
+                   "above it is <|pos|>)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     full = {"steps": 1200, "sentences": 14000, "width": 128, "layers": 4, "vocab": 4000,
@@ -224,15 +230,21 @@ def put_dir(env: dict[str, str], local: Path, uri: str) -> None:
 # --------------------------------------------------------------------------- the commands
 
 CHUNK_WORDS = 80
-SENTIMENT_CONVERT = [
-    "chunking.unit=sentence",
-    f"chunking.max_words={CHUNK_WORDS}",
-    "labeler.backend=none",
-    # The reference's binary mode: every sentence is <|pos|> or <|neg|>, so a text without a
-    # token is a true unconditioned sample (in three_way mode it would mostly mean "neutral",
-    # and the baseline would be a neutral-conditioned model). The judge stays three_way.
-    "classifiers=[{backend: vader, vader: {mode: binary}}]",
-]
+
+
+def sentiment_convert(threshold: float) -> list[str]:
+    return [
+        "chunking.unit=sentence",
+        f"chunking.max_words={CHUNK_WORDS}",
+        "labeler.backend=none",
+        # The reference's binary mode: every sentence is <|pos|> or <|neg|>, so a text without
+        # a token is a true unconditioned sample (in three_way mode it would mostly mean
+        # "neutral", and the baseline would be a neutral-conditioned model). The judge stays
+        # three_way.
+        f"classifiers=[{{backend: vader, vader: {{mode: binary, binary_threshold: {threshold}}}}}]",
+    ]
+
+
 KEYPHRASE_CONVERT = [
     "chunking.max_words=200",
     "labeler.backend=keyphrase",
@@ -360,6 +372,7 @@ def evaluate(
                 f"generation.num_samples={args.samples}",
                 "generation.batch_size=32",
                 f"generation.guidance_scale={scale}",
+                f"generation.guidance_against={args.guidance_against}",
                 f"generation.seed={args.seed}",
                 "classifiers=[{backend: vader}]",
                 "labeler={backend: keyphrase, keyphrase: {num_tags: 3, synopsis_sentences: 1}}",
@@ -374,7 +387,7 @@ def evaluate(
 # --------------------------------------------------------------------------- held-out loss
 
 
-def heldout_loss(model_uri: str, docs: list[str], env: dict[str, str]) -> dict[str, float]:
+def heldout_loss(model_uri: str, docs: list[str], threshold: float) -> dict[str, float]:
     """Mean loss per text token of the held-out fortunes, chunked as the sentiment conversion
     chunks (one sentence each): plain (after EOS, as an untagged training example) and after
     the VADER token the conversion gives the chunk (binary, as training presents it).
@@ -398,7 +411,7 @@ def heldout_loss(model_uri: str, docs: list[str], env: dict[str, str]) -> dict[s
         for i, doc in enumerate(docs)
         for chunk in chunk_document(Document(f"heldout-{i}", doc, "heldout", i + 1), chunking)
     ]
-    vader = VaderClassifier(VaderClassifierConfig(mode="binary"))
+    vader = VaderClassifier(VaderClassifierConfig(mode="binary", binary_threshold=threshold))
     prefixes = ["".join(r.control_tokens) for r in vader.classify(texts)]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
