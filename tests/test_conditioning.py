@@ -27,6 +27,7 @@ from condlabel.train.data import (
     cooldown_start,
     keep_rows,
     latest_row_keys,
+    latest_row_keys_by_output,
     micro_batches,
     pack_examples,
     tokenize_examples,
@@ -179,6 +180,60 @@ def test_training_keeps_exactly_the_rows_read_tagged_returns(tmp_path):
     assert sorted(trained.column("text").to_pylist()[-3:]) == sorted(t.upper() for t in texts[:3])
     # One version of everything: nothing to filter.
     assert latest_row_keys(first.select(VERSION_COLUMNS)) is None
+
+
+def _two_conversions(tmp_path, texts):
+    """Two outputs of one corpus, as the adherence benchmark makes them: the same doc ids,
+    other doc hashes (other chunking), written by two runs; the second also supersedes doc-0."""
+    sentiment = tagged_table(texts, run_id="20260101T000000-a")
+    tags = tagged_table(texts, run_id="20260101T010000-b")
+    tags = tags.set_column(
+        tags.schema.get_field_index("doc_hash"), "doc_hash", pa.array([f"w{i}" for i in range(12)])
+    )
+    newer = tagged_table(["A new text for doc 0."], run_id="20260101T020000-c")
+    newer = newer.set_column(newer.schema.get_field_index("doc_hash"), "doc_hash", pa.array(["n0"]))
+    for name, table in (("sentiment", sentiment), ("tags", pa.concat_tables([tags, newer]))):
+        (tmp_path / name).mkdir()
+        pq.write_table(table, tmp_path / name / "part-0.parquet")
+    return [pq.read_table(tmp_path / n / "part-0.parquet") for n in ("sentiment", "tags")]
+
+
+def test_each_output_keeps_its_own_versions(tmp_path):
+    texts = sentiment_sentences(12, seed=5)
+    sentiment, tags = _two_conversions(tmp_path, texts)
+    kept = latest_row_keys_by_output([t.select(VERSION_COLUMNS) for t in (sentiment, tags)])
+    assert kept is not None
+    trained = [keep_rows(t, kept).column("text").to_pylist() for t in (sentiment, tags)]
+    # Every sentiment row stays (nothing supersedes it within its output); in the tag output the
+    # newer version of doc-0 replaces the old one.
+    assert trained[0] == texts
+    assert sorted(trained[1]) == sorted([*texts[1:], "A new text for doc 0."])
+    # Taken as one output, the later run's rows would win: the sentiment rows would be lost.
+    one = latest_row_keys(pa.concat_tables(t.select(VERSION_COLUMNS) for t in (sentiment, tags)))
+    assert keep_rows(sentiment, one).num_rows == 0
+    assert latest_row_keys_by_output([sentiment.select(VERSION_COLUMNS)]) is None
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_training_reads_every_output_of_data_paths(tmp_path, tiny_gpt2_dir):
+    from condlabel.config import load_train_config
+    from condlabel.train.loop import read_training_rows, training_outputs
+
+    texts = sentiment_sentences(12, seed=6)
+    _two_conversions(tmp_path, texts)
+    cfg = load_train_config(
+        overrides=[
+            f"data.paths=[{tmp_path / 'sentiment'}, {tmp_path / 'tags'}]",
+            f"model.path={tiny_gpt2_dir}",
+        ]
+    )
+    outputs = training_outputs(cfg)
+    assert [len(o) for o in outputs] == [1, 1]
+    files = [f for o in outputs for f in o]
+    rows = read_training_rows(files, cfg.storage, outputs=outputs).take_all()
+    assert sorted(r["text"] for r in rows) == sorted([*texts, *texts[1:], "A new text for doc 0."])
+    with_tokens = [r for r in rows if list(r["control_tokens"])]
+    assert len(with_tokens) >= 12  # the VADER rows of the first output are all there
 
 
 # --------------------------------------------------------------------------- one rendering

@@ -115,6 +115,19 @@ def latest_row_keys(keys: pa.Table) -> pa.Array | None:
     return row_keys(kept)
 
 
+def latest_row_keys_by_output(outputs: Sequence[pa.Table]) -> pa.Array | None:
+    """`latest_row_keys` over several outputs (`data.paths`), each with its own versions.
+
+    A version belongs to one output: two conversions of one corpus (VADER tokens in one, tags
+    in another) share doc ids, and neither supersedes the other. Across them, the later run's
+    rows would win and the other conversion's would silently never be trained on.
+    """
+    kept = [latest_versions(keys) for keys in outputs]
+    if sum(k.num_rows for k in kept) == sum(keys.num_rows for keys in outputs):
+        return None
+    return pa.concat_arrays([row_keys(k) for k in kept if k.num_rows])
+
+
 def row_keys(table: pa.Table) -> pa.Array:
     """One string per row that names its chunk and the run that wrote it."""
     parts = [pc.cast(table.column(c), pa.string()) for c in VERSION_COLUMNS]

@@ -40,7 +40,7 @@ from condlabel.train.data import (
     cooldown_start,
     document_positions,
     keep_rows,
-    latest_row_keys,
+    latest_row_keys_by_output,
     micro_batches,
 )
 from condlabel.train.steps import (
@@ -94,13 +94,25 @@ class TrainSummary:
 
 def plan_training(cfg: TrainConfig) -> list[str]:
     """Check the inputs and the model before any worker starts; returns the parquet file URIs."""
+    return [uri for output in training_outputs(cfg) for uri in output]
+
+
+def training_outputs(cfg: TrainConfig) -> list[list[str]]:
+    """The parquet file URIs of each `data.paths` entry (a file under two entries counts once,
+    under the first), after checking the inputs and the model."""
     from condlabel.storage import StorageError, expand_inputs, split_uri
 
     if not cfg.model.path:
         raise StorageError("no model given: set model.path (local dir, s3:// or hub id)")
     if not cfg.data.paths:
         raise StorageError("no training data given: set data.paths to a tagged output prefix")
-    files = [f.uri for f in expand_inputs(cfg.data.paths, cfg.storage, suffixes=(".parquet",))]
+    outputs: list[list[str]] = []
+    seen: set[str] = set()
+    for path in cfg.data.paths:
+        found = [f.uri for f in expand_inputs([path], cfg.storage, suffixes=(".parquet",))]
+        outputs.append([uri for uri in found if uri not in seen])
+        seen.update(found)
+    files = [uri for output in outputs for uri in output]
     if not files:
         raise StorageError(f"no parquet files under {cfg.data.paths}")
     schemes = sorted({split_uri(f)[0] for f in files})
@@ -109,7 +121,7 @@ def plan_training(cfg: TrainConfig) -> list[str]:
             f"data.paths: the files are on {' and '.join(schemes)}; Ray Data reads one storage "
             "per dataset, so keep the training data on one (e.g. copy it to the same bucket)"
         )
-    return files
+    return outputs
 
 
 def plan_lines(cfg: TrainConfig, files: list[str]) -> list[str]:
@@ -141,19 +153,25 @@ def run_training(cfg: TrainConfig) -> TrainSummary:
     """
     from condlabel.ray_runtime import ray_session
 
-    files = plan_training(cfg)
+    outputs = training_outputs(cfg)
+    files = [uri for output in outputs for uri in output]
     log.info("training on %d parquet file(s) from %s", len(files), cfg.data.paths)
     with ray_session(cfg.compute.address, cfg.compute.num_cpus):
-        return _fit(cfg, files)
+        return _fit(cfg, outputs)
 
 
-def _fit(cfg: TrainConfig, files: list[str]) -> TrainSummary:
+def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
 
     # The vocabulary is read here first, so a bad one fails before any worker starts (exit 2).
     vocabulary = vocabulary_for(cfg.data.format, cfg.storage, "data.format.tag_vocabulary")
     provenance = {"config": cfg.redacted(), "tag_vocabulary": vocabulary and vocabulary.record()}
+    files = [uri for output in outputs for uri in output]
     dataset = read_training_rows(
-        files, cfg.storage, (RAW_TAGS,) if vocabulary else (), cfg.data.materialize_max_rows
+        files,
+        cfg.storage,
+        (RAW_TAGS,) if vocabulary else (),
+        cfg.data.materialize_max_rows,
+        outputs=outputs,
     )
     ck = cfg.checkpoint
     trainer = torch_trainer(
@@ -214,23 +232,27 @@ def read_training_rows(
     storage: StorageConfig,
     extra_columns: tuple = (),
     materialize_max_rows: int = 0,
+    outputs: list[list[str]] | None = None,
 ):
     """The training rows as a Ray dataset: the latest version of each document only, as
     `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
-    rows in the output; training on them would repeat superseded text).
+    rows in the output; training on them would repeat superseded text). `outputs`: `files`
+    grouped by output (`training_outputs`), each with its own versions; default: one output.
 
     The versions are decided on the driver from the key columns alone; the rows are filtered
     as Ray Data reads them. Up to `materialize_max_rows` rows are read once and kept in the
     object store (`data.materialize_max_rows`).
     """
-    rows, count = _training_dataset(files, storage, extra_columns)
+    rows, count = _training_dataset(files, storage, extra_columns, outputs or [files])
     if 0 < count <= materialize_max_rows:
         log.info("reading the %d training rows once, into the object store", count)
         return rows.materialize()
     return rows
 
 
-def _training_dataset(files: list[str], storage: StorageConfig, extra_columns: tuple):
+def _training_dataset(
+    files: list[str], storage: StorageConfig, extra_columns: tuple, outputs: list[list[str]]
+):
     """(the training rows as a lazy Ray dataset, their number)."""
     import pyarrow.dataset as pads
     import ray.data
@@ -242,7 +264,15 @@ def _training_dataset(files: list[str], storage: StorageConfig, extra_columns: t
         log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
         kept = None
     else:
-        kept = latest_row_keys(keys.to_table(columns=VERSION_COLUMNS))
+        kept = latest_row_keys_by_output(
+            [
+                pads.dataset(
+                    arrow_storage(output, storage)[0], format="parquet", filesystem=data_fs
+                ).to_table(columns=VERSION_COLUMNS)
+                for output in outputs
+                if output
+            ]
+        )
     if kept is None:
         rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(columns)
         return rows, keys.count_rows()
