@@ -27,7 +27,8 @@ DEFAULT_NEW_TOKEN_WORDS = {
 class TrainDataConfig(StrictModel):
     paths: list[str] = Field(default_factory=list)
     """Tagged output prefixes (or parquet files) written by `condlabel convert`; local or s3://.
-    Bookkeeping paths (`_manifest/`, `_rejects/`) are skipped."""
+    Bookkeeping paths (`_manifest/`, `_rejects/`) are skipped. Each entry keeps its own latest
+    versions: outputs of one corpus with other labels are all trained on."""
     prefix: Literal["template", "control_tokens"] = "template"
     """Training text = prefix + text; `template` renders `format.prefix_template` (synopsis, tags,
     control tokens, as in conversion), `control_tokens` puts only the control tokens in front."""
