@@ -103,7 +103,12 @@ def test_every_node_installs_pinned_ray_and_condlabel(cluster):
         assert f'ray[default,data,train]=={ray.__version__}"' in commands, node_type
         assert wheel in commands, node_type
         if spec["node_config"]["InstanceType"].startswith(("p", "g")):
-            assert "condlabel[hf,vllm] @" in commands, node_type
+            # ct2: flan-ul2 in int8 fits the 24 GB GPUs (issue 15)
+            assert "condlabel[hf,vllm,ct2] @" in commands, node_type
+    extras = re.search(r"^\[project\.optional-dependencies\](.*?)^\[", pyproject, re.M | re.S)
+    assert extras and all(
+        re.search(rf"^{extra} = ", extras.group(1), re.M) for extra in ("hf", "vllm", "ct2")
+    )
     # The wheel the setup commands install is the one file_mounts copies from ./dist.
     assert cluster["file_mounts"]["/home/ubuntu/condlabel-dist"] == "./dist"
 
