@@ -109,10 +109,7 @@ def latest_row_keys(keys: pa.Table) -> pa.Array | None:
 
     `keys` holds `VERSION_COLUMNS` for every row of the training data.
     """
-    kept = latest_versions(keys)
-    if kept.num_rows == keys.num_rows:
-        return None
-    return row_keys(kept)
+    return latest_row_keys_by_output([keys])
 
 
 def latest_row_keys_by_output(outputs: Sequence[pa.Table]) -> pa.Array | None:
@@ -125,7 +122,7 @@ def latest_row_keys_by_output(outputs: Sequence[pa.Table]) -> pa.Array | None:
     kept = [latest_versions(keys) for keys in outputs]
     if sum(k.num_rows for k in kept) == sum(keys.num_rows for keys in outputs):
         return None
-    return pa.concat_arrays([row_keys(k) for k in kept if k.num_rows])
+    return pa.concat_arrays([row_keys(k) for k in kept])
 
 
 def row_keys(table: pa.Table) -> pa.Array:
