@@ -71,6 +71,7 @@ def main() -> None:
         runs = {"conditioned": [], "plain": ["data.untagged_fraction=1.0"]}
         if args.cooldown > 0:
             runs["cooldown"] = [f"data.cooldown_fraction={args.cooldown}"]
+        runs = {name: extra for name, extra in runs.items() if name in args.runs}
         results = {}
         for name, extra in runs.items():
             model_uri = train(env, name, [*train_overrides(args), *extra])
@@ -112,8 +113,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vader-threshold", type=float, default=0.0,
                    help="binary_threshold of the sentiment conversion (VADER compound at or "
                    "above it is <|pos|>)")  # fmt: skip
+    p.add_argument("--balance", type=float, default=1.0,
+                   help="data.control_token_balance of the runs with prefixes (0: the data's "
+                   "own token frequencies)")  # fmt: skip
+    p.add_argument("--runs", default="conditioned,plain,cooldown",
+                   help="which training runs to make, comma-separated (the loss ratio needs "
+                   "`plain`)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = set(args.runs) - {"conditioned", "plain", "cooldown"}
+    if unknown:
+        p.error(
+            f"--runs: unknown run(s) {sorted(unknown)}; choose from conditioned, plain, cooldown"
+        )
     full = {"steps": 1200, "sentences": 14000, "width": 128, "layers": 4, "vocab": 4000,
             "seq_len": 128, "micro_batch": 8, "samples": 200, "tags": 3, "cooldown": 0.1}  # fmt: skip
     quick = {"steps": 40, "sentences": 1500, "width": 64, "layers": 2, "vocab": 1000,
@@ -324,6 +337,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.shuffle_tags=true",
         "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
         "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
+        f"data.control_token_balance={args.balance}",  # the rarer sentiment token is learned too
         f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",

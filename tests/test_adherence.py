@@ -10,6 +10,7 @@ the same on real text."""
 from __future__ import annotations
 
 import json
+from math import comb
 
 import pytest
 from helpers import write_jsonl
@@ -23,7 +24,7 @@ from condlabel.train.loop import run_training
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 STEPS = 300
-SAMPLES = 96
+SAMPLES = 160
 
 
 def _convert(tmp_path) -> str:
@@ -69,8 +70,8 @@ def _train(tmp_path, data: str, base, seed: int, packing: str) -> str:
     return run_training(cfg).export_uri
 
 
-def _evaluate(tmp_path, model: str, seed: int) -> dict[str, tuple[float, float]]:
-    """{token: (misalignment, baseline misalignment)}."""
+def _evaluate(tmp_path, model: str, seed: int) -> dict[str, tuple[int, int, int]]:
+    """{token: (misaligned, baseline misaligned, samples)}."""
     config = tmp_path / f"eval-{seed}.yaml"
     report = tmp_path / f"eval-{seed}.json"
     config.write_text(
@@ -85,7 +86,21 @@ def _evaluate(tmp_path, model: str, seed: int) -> dict[str, tuple[float, float]]
     )
     assert main(["eval", "--config", str(config)]) == 0
     results = json.loads(report.read_text())["results"]
-    return {r["prefix"]: (r["misalignment"], r["baseline_misalignment"]) for r in results}
+    return {r["prefix"]: (r["misaligned"], r["baseline_misaligned"], r["n"]) for r in results}
+
+
+def fewer_by_chance(bad: int, baseline_bad: int, n: int) -> float:
+    """One-sided Fisher exact test: the chance that, were the token ignored (both sets of `n`
+    generations misaligned at one rate), the conditioned set would hold `bad` or fewer of the
+    `bad + baseline_bad` misaligned generations."""
+    total = bad + baseline_bad
+    return sum(comb(n, k) * comb(n, total - k) for k in range(bad + 1)) / comb(2 * n, total)
+
+
+def test_fewer_by_chance_is_the_hypergeometric_tail():
+    assert fewer_by_chance(0, 1, 10) == 0.5  # one misaligned generation: either set, even odds
+    assert fewer_by_chance(5, 5, 50) > 0.5  # equal counts are no evidence
+    assert fewer_by_chance(0, 18, 96) < 1e-5
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -97,7 +112,8 @@ def test_a_model_trained_on_condlabel_shards_follows_its_sentiment_tokens(
     model = _train(tmp_path, data, tiny_gpt2_dir, seed, "documents")
     scores = _evaluate(tmp_path, model, seed)
     for token in ("<|pos|>", "<|neg|>"):
-        share, baseline = scores[token]
-        # The baseline must have room to fall: half the corpus is each polarity.
-        assert baseline >= 0.2, (token, scores)
-        assert share <= 0.5 * baseline, (token, scores)
+        bad, baseline_bad, n = scores[token]
+        assert bad <= 0.5 * baseline_bad, (token, scores)
+        # A clear margin, whatever the unconditioned model's own lean (it has been 19-81 % one
+        # polarity): the fall must be one that chance would give less than once in a thousand.
+        assert fewer_by_chance(bad, baseline_bad, n) < 1e-3, (token, scores)

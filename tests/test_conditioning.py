@@ -23,6 +23,7 @@ from condlabel.readback import read_tagged
 from condlabel.train.checkpoint import load_for_training
 from condlabel.train.data import (
     VERSION_COLUMNS,
+    ControlTokenBalance,
     build_examples,
     cooldown_start,
     keep_rows,
@@ -151,6 +152,63 @@ def test_cooldown_examples_carry_no_prefix(tokenizer):
         step += 1
     assert all(n > 0 for n in with_tokens[:30])  # every block holds sentences with a token
     assert with_tokens[30:] == [0] * 10
+
+
+def _lopsided(n: int, pos_share: float) -> pa.Table:
+    """`n` distinct sentences, the first `pos_share` of them `<|pos|>`, the rest `<|neg|>`."""
+    table = tagged_table([f"Sentence number {i} of the stream." for i in range(n)])
+    tokens = [[POS] if i < pos_share * n else [NEG] for i in range(n)]
+    shuffled = random.Random(0).sample(tokens, n)
+    column = table.schema.get_field_index("control_tokens")
+    return table.set_column(column, "control_tokens", pa.array(shuffled, pa.list_(pa.string())))
+
+
+def _token_counts(tokenizer, balance: float, max_repeats: int = 8) -> tuple[int, int, int]:
+    """(`<|pos|>`, `<|neg|>`, examples) over one pass of 80/20 rows under `balance`."""
+    cfg = build_config(
+        TrainConfig,
+        {
+            "data": {
+                "prefix": "control_tokens",
+                "untagged_fraction": 0,
+                "rows_per_batch": 16,
+                "control_token_balance": balance,
+                "control_token_max_repeats": max_repeats,
+            },
+            "optimization": {"seq_len": 32, "micro_batch_size": 2},
+        },
+    )
+    pos, neg = tokenizer.convert_tokens_to_ids([POS, NEG])
+    ids = [i for blocks, _ in micro_batches(_Shard(_lopsided(3000, 0.8)), tokenizer, cfg, 0, 0)
+           for block in blocks for i in block]  # fmt: skip
+    return ids.count(pos), ids.count(neg), ids.count(tokenizer.eos_token_id)
+
+
+def test_control_token_balance_trains_the_rare_token_as_often_as_the_frequent_one(tokenizer):
+    pos, neg, _ = _token_counts(tokenizer, 0.0)
+    assert 3.7 < pos / neg < 4.3  # the data's own 80/20 (less the tail that fills no block)
+    pos, neg, examples = _token_counts(tokenizer, 1.0)
+    # Every `<|neg|>` example about four times, by frequencies counted as the rows stream by.
+    assert 0.8 < pos / neg < 1.25
+    assert 4200 < examples < 4900  # 2,400 + 600 x 4, less the last batch's repeats and tail
+    pos, neg, _ = _token_counts(tokenizer, 0.5)
+    assert 1.7 < pos / neg < 2.35  # temperature sampling: (80/20) ** 0.5 = 2
+
+
+def test_control_token_balance_is_capped_and_leaves_untagged_examples_alone():
+    rng = random.Random(0)
+    balance = ControlTokenBalance(1.0, max_repeats=3)
+    for _ in range(100):
+        balance.times({"control_tokens": [POS]}, POS, rng)
+    assert balance.times({"control_tokens": [NEG]}, NEG, rng) == 3  # 100x rarer, capped at 3
+    assert balance.times({"control_tokens": [NEG]}, "", rng) == 1  # drawn untagged: once
+    assert balance.times({"control_tokens": []}, "", rng) == 1  # no control tokens: once
+    assert balance.times({"control_tokens": [POS]}, POS, rng) == 1  # the most frequent: once
+    # Off, nothing repeats, and the draws stay in step with a balanced run's.
+    off, on = random.Random(1), random.Random(1)
+    assert ControlTokenBalance(0.0, 8).times({"control_tokens": [NEG]}, NEG, off) == 1
+    ControlTokenBalance(1.0, 8).times({"control_tokens": [NEG]}, NEG, on)
+    assert off.random() == on.random()
 
 
 # --------------------------------------------------------------------------- latest versions
