@@ -47,6 +47,8 @@ NOT_PROSE = {"art", "ascii-art", "definitions", "translate-me", "perl", "linuxco
 EOS = "<|endoftext|>"
 BUCKET = "adherence"
 SENTIMENT = ["<|pos|>", "<|neg|>"]
+NEUTRAL = "<|neutral|>"
+"""`--vader-mode three_way`: the token of the neutral band."""
 CONDLABEL = str(Path(sys.executable).parent / "condlabel")
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
@@ -61,7 +63,7 @@ def main() -> None:
         env = bench_env(endpoint, work)
         train_docs, heldout = split_corpus(read_fortunes(args.sentences), args.seed)
         upload_corpus(train_docs, env)
-        convert(env, "sentiment", sentiment_convert(args.vader_threshold))
+        convert(env, "sentiment", sentiment_convert(vader_settings(args)))
         convert(env, "keyphrase", KEYPHRASE_CONVERT)
         build_base_model(work / "base", train_docs, args)
         put_dir(env, work / "base", f"s3://{BUCKET}/base")
@@ -75,7 +77,7 @@ def main() -> None:
         results = {}
         for name, extra in runs.items():
             model_uri = train(env, name, [*train_overrides(args), *extra])
-            loss = heldout_loss(model_uri, heldout, args.vader_threshold)
+            loss = heldout_loss(model_uri, heldout, vader_settings(args))
             results[name] = {"loss": loss, "evals": {}}
             if name == "plain":
                 continue
@@ -113,6 +115,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vader-threshold", type=float, default=0.0,
                    help="binary_threshold of the sentiment conversion (VADER compound at or "
                    "above it is <|pos|>)")  # fmt: skip
+    p.add_argument("--vader-mode", choices=["binary", "three_way"], default="binary",
+                   help="binary: every sentence <|pos|> or <|neg|> by --vader-threshold; "
+                   f"three_way: VADER's own bands, the neutral one tagged {NEUTRAL}")  # fmt: skip
     p.add_argument("--balance", type=float, default=1.0,
                    help="data.control_token_balance of the runs with prefixes (0: the data's "
                    "own token frequencies)")  # fmt: skip
@@ -245,16 +250,27 @@ def put_dir(env: dict[str, str], local: Path, uri: str) -> None:
 CHUNK_WORDS = 80
 
 
-def sentiment_convert(threshold: float) -> list[str]:
+def vader_settings(args: argparse.Namespace) -> dict:
+    """The sentiment conversion's VADER settings (the held-out loss labels its chunks alike).
+
+    Every sentence gets a token, so a text without one is a true unconditioned sample: the
+    reference's binary mode, or three-way with a token of its own for the neutral band (plain
+    three_way would leave neutral text untagged, and the baseline would be a neutral-conditioned
+    model). The judge of `condlabel eval` stays three_way."""
+    if args.vader_mode == "binary":
+        return {"mode": "binary", "binary_threshold": args.vader_threshold}
+    return {
+        "mode": "three_way",
+        "tokens": {"positive": "<|pos|>", "negative": "<|neg|>", "neutral": NEUTRAL},
+    }
+
+
+def sentiment_convert(vader: dict) -> list[str]:
     return [
         "chunking.unit=sentence",
         f"chunking.max_words={CHUNK_WORDS}",
         "labeler.backend=none",
-        # The reference's binary mode: every sentence is <|pos|> or <|neg|>, so a text without
-        # a token is a true unconditioned sample (in three_way mode it would mostly mean
-        # "neutral", and the baseline would be a neutral-conditioned model). The judge stays
-        # three_way.
-        f"classifiers=[{{backend: vader, vader: {{mode: binary, binary_threshold: {threshold}}}}}]",
+        f"classifiers=[{{backend: vader, vader: {json.dumps(vader)}}}]",
     ]
 
 
@@ -341,6 +357,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
+        f"model.control_tokens={json.dumps([*SENTIMENT, NEUTRAL])}",
         f"optimization.seq_len={args.seq_len}",
         f"optimization.micro_batch_size={args.micro_batch}",
         f"optimization.max_steps={steps}",
@@ -401,7 +418,7 @@ def evaluate(
 # --------------------------------------------------------------------------- held-out loss
 
 
-def heldout_loss(model_uri: str, docs: list[str], threshold: float) -> dict[str, float]:
+def heldout_loss(model_uri: str, docs: list[str], vader_settings: dict) -> dict[str, float]:
     """Mean loss per text token of the held-out fortunes, chunked as the sentiment conversion
     chunks (one sentence each): plain (after EOS, as an untagged training example) and after
     the VADER token the conversion gives the chunk (binary, as training presents it).
@@ -425,7 +442,7 @@ def heldout_loss(model_uri: str, docs: list[str], threshold: float) -> dict[str,
         for i, doc in enumerate(docs)
         for chunk in chunk_document(Document(f"heldout-{i}", doc, "heldout", i + 1), chunking)
     ]
-    vader = VaderClassifier(VaderClassifierConfig(mode="binary", binary_threshold=threshold))
+    vader = VaderClassifier(VaderClassifierConfig(**vader_settings))
     prefixes = ["".join(r.control_tokens) for r in vader.classify(texts)]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
