@@ -5,6 +5,7 @@ them into the graph; the table-level logic they call is in `stages.py` (free of 
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -201,6 +202,11 @@ class LabelStage:
 
             self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
             self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
+            # What is loaded now (Ray's and the labeler's imports, the model's Python objects:
+            # ~100k tracked objects) lives as long as the actor; frozen, the collector's full
+            # passes skip it. Measured paired in one actor (bench/gc_in_worker.py): the CPU
+            # labeler takes ~9 % less time per batch.
+            gc.freeze()
         with self.alive.labeling():
             table, rejects = label_with_budget(
                 partial(label_or_reject, self.labeler, fingerprint=self.fingerprint),
