@@ -141,7 +141,10 @@ def test_greedy_labels_do_not_depend_on_batch_mates(ct2_models, texts):
     for text, batched in zip(texts[:10], together, strict=True):
         (alone,) = labeler.label([text])
         assert alone.raw_output == batched.raw_output
-        assert alone.logprob == pytest.approx(batched.logprob, abs=1e-4)
+        # float32 kernels sum in another order at another padded batch shape: one CI machine
+        # gave 1.1e-4 apart on a -0.19 sum. A pad token counted in, or a row's score given to
+        # another, is off by a token's log-probability (1e-2 and more).
+        assert alone.logprob == pytest.approx(batched.logprob, abs=1e-3)
 
 
 def test_sampled_scores_are_raw_sums_with_eos(ct2_models, texts):
