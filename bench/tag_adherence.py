@@ -353,7 +353,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.shuffle_tags=true",
         "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
         "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
-        f"data.control_token_balance={args.balance}",  # the rarer sentiment token is learned too
+        f"data.control_token_balance={args.balance}",  # the rare token trained as often
         f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
@@ -418,10 +418,10 @@ def evaluate(
 # --------------------------------------------------------------------------- held-out loss
 
 
-def heldout_loss(model_uri: str, docs: list[str], vader_settings: dict) -> dict[str, float]:
+def heldout_loss(model_uri: str, docs: list[str], vader: dict) -> dict[str, float]:
     """Mean loss per text token of the held-out fortunes, chunked as the sentiment conversion
     chunks (one sentence each): plain (after EOS, as an untagged training example) and after
-    the VADER token the conversion gives the chunk (binary, as training presents it).
+    the VADER token the conversion gives the chunk (`vader`: its settings, as in training).
 
     Chunked, not whole: training saw `<|pos|> sentence EOS`, so a whole multi-sentence fortune
     after a token asks the model for text it learned to end (the first version of this loss
@@ -442,8 +442,8 @@ def heldout_loss(model_uri: str, docs: list[str], vader_settings: dict) -> dict[
         for i, doc in enumerate(docs)
         for chunk in chunk_document(Document(f"heldout-{i}", doc, "heldout", i + 1), chunking)
     ]
-    vader = VaderClassifier(VaderClassifierConfig(**vader_settings))
-    prefixes = ["".join(r.control_tokens) for r in vader.classify(texts)]
+    classifier = VaderClassifier(VaderClassifierConfig(**vader))
+    prefixes = ["".join(r.control_tokens) for r in classifier.classify(texts)]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
     totals = {"plain": [0.0, 0], "prefixed": [0.0, 0]}

@@ -51,9 +51,9 @@ class TrainDataConfig(StrictModel):
     pretraining samples languages): an example whose set was seen at count c, where the most
     frequent set has count c_max, is trained (c_max / c) ** balance times, counted as it streams
     by and capped at `control_token_max_repeats`. 0 keeps the data's frequencies; 1 trains every
-    set equally often. Repeats are spread over the next batch of rows, not trained beside their original. Without it a
-    lopsided binary split (VADER at threshold 0 calls 79 % of fortune sentences `<|pos|>`) teaches
-    the frequent token and hardly the rare one (issue 13)."""
+    set equally often. Repeats are spread over the next batch of rows, not trained beside their
+    original. On the sentiment benchmark (VADER at threshold 0 calls 79 % of fortune sentences
+    `<|pos|>`) it did not get the rare token learned (issue 13, `bench/README.md`)."""
     control_token_max_repeats: int = Field(8, ge=1)
     """Cap on the times one example is trained per pass under `control_token_balance`, so a set
     seen a handful of times is not memorised."""
