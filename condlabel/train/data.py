@@ -129,18 +129,18 @@ class ControlTokenBalance:
         return int(weight) + (draw < weight - int(weight))
 
 
-def balanced_examples(
+def extra_repeats(
     rows: Sequence[dict[str, Any]],
     examples: Sequence[tuple[str, str]],
     balance: ControlTokenBalance,
     rng: random.Random,
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(the examples, their extra repeats) under `balance`; the caller trains the repeats in a
-    later batch of rows, not beside the original."""
+) -> list[tuple[str, str]]:
+    """The examples' extra repeats under `balance`; the caller trains them in a later batch of
+    rows, not beside the original."""
     repeats = []
     for row, example in zip(rows, examples, strict=True):
         repeats.extend([example] * (balance.times(row, example[0], rng) - 1))
-    return list(examples), repeats
+    return repeats
 
 
 def cooldown_start(cfg: TrainConfig) -> int:
@@ -316,7 +316,7 @@ def micro_batches(
         examples = build_examples(rows, data, rng, cooling, vocabulary)
         if data.control_token_balance and not cooling:
             # Last batch's repeats join this one at drawn places; this batch's wait for the next.
-            examples, later = balanced_examples(rows, examples, balance, rng)
+            later = extra_repeats(rows, examples, balance, rng)
             for example in repeats:
                 examples.insert(rng.randrange(len(examples) + 1), example)
             repeats = later
