@@ -7,16 +7,24 @@ The bare loop reads, chunks and labels in one process (no Ray, no writing). The 
 read -> chunk -> label actor pool -> format -> parquet write on a local Ray that is started
 before the clock starts (cluster start-up is a one-time cost, printed separately). Each Ray
 variant runs in its own subprocess so it gets a fresh Ray.
+
+While each variant runs, every process on the machine is sampled (psutil, every 0.25 s) and its
+CPU time is charged to its role: the labeler actors, Ray Data's other tasks (read, chunk,
+write), the driver, Ray's daemons (raylet, GCS, dashboard and its agents) and the rest. With
+the machine's idle and steal time, that says where the cores went, measured rather than guessed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from condlabel.config import load_convert_config
@@ -90,6 +98,134 @@ def parallel_bare_loops(paths: list[Path], overrides: list[str], processes: int)
     return sum(r["chunks"] for r in results) / max(r["seconds"] for r in results)
 
 
+DAEMONS = {  # Ray's own processes, by a word of their command line
+    "gcs_server": "GCS",
+    "raylet": "raylet",
+    "dashboard/agent.py": "dashboard agent",
+    "dashboard.py": "dashboard",
+    "runtime_env/agent": "runtime-env agent",
+    "log_monitor": "log monitor",
+    "monitor.py": "monitor",
+}
+
+
+def role(title: str, driver_pid: int, pid: int) -> str:
+    """Which part of the pipeline a process is, from its title (Ray workers set theirs to the
+    task or actor they run, so one worker can change role over its life)."""
+    if pid == driver_pid:
+        return "driver"
+    # The executable, and the script when it is python: a worker's arguments name other
+    # programs (the raylet's include the worker command line).
+    words = title.split() or [""]
+    program = " ".join([words[0], *[w for w in words[1:4] if w.endswith(".py")][:1]])
+    for word, name in DAEMONS.items():
+        if word in program:
+            return "Ray daemon: " + name
+    if "default_worker.py" in program:  # a worker before it sets its title
+        return "Ray workers, idle or starting"
+    if "LabelStage" in title:
+        return "labeler actors"
+    if title.startswith("ray::"):
+        if "IDLE" in title:
+            return "Ray workers, idle or starting"
+        return "Ray task/actor " + title.split()[0].removeprefix("ray::")[:40]
+    return "other processes"
+
+
+class CpuAccount:
+    """CPU seconds by role over a block, sampled every `interval` s from every process. A
+    process that ends between two samples loses at most one interval of its time."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.by_role: dict[str, float] = defaultdict(float)
+        self.pids: dict[str, set[int]] = defaultdict(set)  # processes seen in each role
+        self.last: dict[int, float] = {}
+        self.driver_pid = -1
+        self._stop = threading.Event()
+
+    def sample(self) -> None:
+        import psutil
+
+        for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+            times = proc.info["cpu_times"]
+            if times is None:
+                continue
+            used = times.user + times.system
+            pid = proc.info["pid"]
+            if pid == os.getpid():
+                continue  # this bench process only waits (and samples)
+            title = " ".join(proc.info["cmdline"] or [])
+            delta = used - self.last.get(pid, used if self.started_before(proc) else 0.0)
+            self.last[pid] = used
+            if delta > 0:
+                name = role(title, self.driver_pid, pid)
+                self.by_role[name] += delta
+                self.pids[name].add(pid)
+
+    def started_before(self, proc) -> bool:
+        import psutil
+
+        try:
+            return proc.create_time() < self.t_start
+        except psutil.Error:  # gone already
+            return True
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self.lock:
+                self.sample()
+
+    def restart(self) -> None:
+        """Forget what was charged so far: a new baseline for every process."""
+        import psutil
+
+        with self.lock:
+            self.t_start = time.time()
+            self.cpu_start = psutil.cpu_times()
+            self.sample()
+            self.by_role.clear()
+            self.pids.clear()
+
+    def __enter__(self) -> CpuAccount:
+        self.lock = threading.Lock()
+        self.restart()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        self._stop.set()
+        self.thread.join()
+        with self.lock:
+            self.sample()
+        end = psutil.cpu_times()
+        self.idle = (end.idle - self.cpu_start.idle) + (end.iowait - self.cpu_start.iowait)
+        self.steal = getattr(end, "steal", 0.0) - getattr(self.cpu_start, "steal", 0.0)
+        self.wall = time.time() - self.t_start
+
+    def lines(self) -> list[str]:
+        cores = psutil_cores()
+        total = self.wall * cores
+        rows = [
+            (f"{name} ({len(self.pids[name])} proc)", sec)
+            for name, sec in sorted(self.by_role.items(), key=lambda kv: -kv[1])
+        ]
+        rows += [("idle", self.idle), ("steal (the VM's host)", self.steal)]
+        return [
+            f"    {name:<52} {sec:6.1f} CPU-s {sec / total:6.1%} of {cores} cores x {self.wall:.0f} s"
+            for name, sec in rows
+        ]
+
+
+def psutil_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count() or 1
+
+
 def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
     """Run in a subprocess: start Ray, then time the conversion alone."""
     from condlabel.convert.pipeline import init_ray, run_conversion
@@ -98,6 +234,7 @@ def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
     t0 = time.perf_counter()
     init_ray(cfg)
     startup = time.perf_counter() - t0
+    print("ray-up", flush=True)  # the parent's CPU account starts here
     summary = run_conversion(cfg)
     print(
         json.dumps(
@@ -119,6 +256,18 @@ def main() -> None:
     )
     parser.add_argument("--copies", type=int, default=3, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=2000)
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="another pipeline variant with these config overrides (repeatable)",
+    )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="skip the bare loops (no ratios): for comparing pipeline variants quickly",
+    )
     parser.add_argument("--variant", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--bare", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,33 +284,49 @@ def main() -> None:
     build_corpus(work / "corpus", args.copies)
     common = [f"chunking.max_words={args.max_words}"]
     files = sorted((work / "corpus").glob("*.jsonl"))
-    n_bare, t_bare = bare_loop(files, common)
-    bare_rate = n_bare / t_bare
-    print(f"bare loop              {n_bare} chunks in {t_bare:6.1f} s = {bare_rate:6.1f} chunks/s")
-    pair = parallel_bare_loops(files, common, 2)
-    print(
-        f"2 bare loops at once   {pair:6.1f} chunks/s = {pair / bare_rate:.2f}x one loop "
-        "(what two processes get from this machine, no Ray)"
-    )
+    n_bare, bare_rate = None, None
+    if not args.pipeline_only:
+        n_bare, t_bare = bare_loop(files, common)
+        bare_rate = n_bare / t_bare
+        print(
+            f"bare loop              {n_bare} chunks in {t_bare:6.1f} s = {bare_rate:6.1f} chunks/s"
+        )
+        pair = parallel_bare_loops(files, common, 2)
+        print(
+            f"2 bare loops at once   {pair:6.1f} chunks/s = {pair / bare_rate:.2f}x one loop "
+            "(what two processes get from this machine, no Ray)"
+        )
     variants = {
         "pipeline, defaults": [],
         "pipeline, 1 actor": ["compute.actors=1"],
     }
+    for spec in args.also:
+        name, _, sets = spec.partition(":")
+        variants[f"pipeline, {name}"] = [s for s in sets.split(",") if s]
     for name, extra in variants.items():
         out = work / f"out-{len(name)}-{abs(hash(name))}"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--variant",
-                str(work / "corpus"),
-                str(out),
-                json.dumps(common + extra),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with CpuAccount() as account:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--variant",
+                    str(work / "corpus"),
+                    str(out),
+                    json.dumps(common + extra),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            account.driver_pid = child.pid
+            assert child.stdout is not None
+            for line in child.stdout:
+                if line.strip() == "ray-up":
+                    account.restart()  # Ray's start-up is not in the pipeline's time either
+                    break
+            stdout, stderr = child.communicate()
+        proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
         if proc.returncode != 0:
             sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -170,12 +335,14 @@ def main() -> None:
             f"{name:<22} {r['rows']} chunks in {r['seconds']:6.1f} s = {rate:6.1f} chunks/s "
             f"({r['actors']} actor(s) busy {r['busy'] or 0:.0%}, {r['copied']} copied by dedup; "
             "Ray start-up "
-            f"{r['ray_startup_s']:.1f} s not counted)  "
-            f"ratio vs bare loop: {rate / bare_rate:.2f}"
+            f"{r['ray_startup_s']:.1f} s not counted)"
+            + (f"  ratio vs bare loop: {rate / bare_rate:.2f}" if bare_rate else "")
         )
+        print("  CPU time from Ray being up to the end (Ray's shutdown included):")
+        print("\n".join(account.lines()))
         if r["copied"] > r["rows"] // 100:
             sys.exit(f"{name}: {r['copied']} chunks copied by dedup; the corpus must be distinct")
-        if r["rows"] != n_bare:
+        if n_bare is not None and r["rows"] != n_bare:
             sys.exit(f"{name}: {r['rows']} chunks written, the bare loop labeled {n_bare}")
 
 
