@@ -223,3 +223,65 @@ def test_a_write_made_after_the_lease_was_lost_is_removed(tmp_path):
         guard.confirm_written(str(late))
     assert not late.exists() and kept.exists()
     lease.release()
+
+
+def test_a_lease_read_during_a_renewal_is_not_taken_for_removed(tmp_path):
+    """A local renewal moves the lease aside (rename) before linking the new one in. A write
+    task's check that lands in between must wait for the swap, not stop a healthy run (CI saw
+    `lost its lease ... (it was removed)` on a run nobody else touched)."""
+    from condlabel.convert.lease import lease_store
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lease = Lease(str(out), "run-a", None, ttl_s=60)
+    lease.acquire()
+    store, _ = lease_store(str(out), None)
+    path = out / "_lease.json"
+    taken = out / ".taken-0123-_lease.json"
+    os.rename(path, taken)  # the first half of a swap, as `_take` does it
+
+    def finish_swap() -> None:
+        time.sleep(0.1)
+        os.link(taken, path)
+        os.unlink(taken)
+
+    threading.Thread(target=finish_swap).start()
+    held = read_lease(str(out), None)
+    assert held is not None and held["run_id"] == "run-a"
+    assert store.read() is not None
+    lease.release()
+
+
+def test_a_swap_left_half_done_reads_as_no_lease(tmp_path):
+    """A process stopped between the two halves of a swap leaves `.taken-*` and no lease: a
+    read waits a moment, then reports no lease (the next run takes it), instead of hanging."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".taken-dead-_lease.json").write_text("{}")
+    started = time.monotonic()
+    assert read_lease(str(out), None) is None
+    assert time.monotonic() - started < 5
+
+
+def test_reads_never_miss_a_lease_renewed_over_and_over(tmp_path):
+    """Renewals in a tight loop in one thread, lease reads in another: every read finds it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    lease = Lease(str(out), "run-a", None, ttl_s=60)
+    lease.acquire()
+    stop = threading.Event()
+
+    def renew_forever() -> None:
+        while not stop.is_set():
+            lease.renew()
+
+    renewer = threading.Thread(target=renew_forever)
+    renewer.start()
+    try:
+        missed = sum(read_lease(str(out), None) is None for _ in range(2000))
+    finally:
+        stop.set()
+        renewer.join()
+    assert not lease.lost, lease.lost
+    assert missed == 0
+    lease.release()
