@@ -143,6 +143,7 @@ class CpuAccount:
         self.last: dict[int, float] = {}
         self.driver_pid = -1
         self._stop = threading.Event()
+        self.lock = threading.Lock()  # the sampling thread and restart() share the counts
 
     def sample(self) -> None:
         import psutil
@@ -188,7 +189,6 @@ class CpuAccount:
             self.pids.clear()
 
     def __enter__(self) -> CpuAccount:
-        self.lock = threading.Lock()
         self.restart()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -207,7 +207,9 @@ class CpuAccount:
         self.wall = time.time() - self.t_start
 
     def lines(self) -> list[str]:
-        cores = psutil_cores()
+        import psutil
+
+        cores = psutil.cpu_count() or 1
         total = self.wall * cores
         rows = [
             (f"{name} ({len(self.pids[name])} proc)", sec)
@@ -218,12 +220,6 @@ class CpuAccount:
             f"    {name:<52} {sec:6.1f} CPU-s {sec / total:6.1%} of {cores} cores x {self.wall:.0f} s"
             for name, sec in rows
         ]
-
-
-def psutil_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count() or 1
 
 
 def pipeline_variant(corpus: str, output: str, overrides: list[str]) -> None:
@@ -326,10 +322,9 @@ def main() -> None:
                     account.restart()  # Ray's start-up is not in the pipeline's time either
                     break
             stdout, stderr = child.communicate()
-        proc = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
-        if proc.returncode != 0:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if child.returncode != 0:
+            sys.exit(f"{name} failed:\n{stderr[-3000:]}")
+        r = json.loads(stdout.strip().splitlines()[-1])
         rate = r["rows"] / r["seconds"]
         print(
             f"{name:<22} {r['rows']} chunks in {r['seconds']:6.1f} s = {rate:6.1f} chunks/s "
