@@ -13,16 +13,21 @@ from hostile_backends import POISON, poisoned
 from pipeline_helpers import convert_config, output_rows
 
 from condlabel.config import ChunkConfig, StorageConfig
-from condlabel.convert.chunking import chunk_document
+from condlabel.convert.chunking import chunk_document, doc_version
+from condlabel.convert.copies import copy_groups
 from condlabel.convert.dedup import (
+    CHUNK_KEY_FIELDS,
     CopyPlan,
     canonical_labels,
+    file_keys,
     fill_copies,
     normalise_text,
     plan_copies,
+    plan_keys,
     split_copies,
     text_hash,
 )
+from condlabel.convert.duplicates import KEY_FIELDS
 from condlabel.convert.pipeline import run_conversion
 from condlabel.convert.reading import Document
 from condlabel.convert.runstate import key_hash, read_manifests
@@ -95,6 +100,59 @@ def test_the_first_chunk_in_input_order_is_labeled_and_the_others_are_copies():
     assert plan.copy_keys.tolist() == [0, 30, 50]  # rows 0 and 3 copy row 1; row 5 copies row 2
     assert plan.labeled_texts.tolist() == [7, 8]
     assert plan.copies == 3
+
+
+def test_one_key_pass_gives_the_later_ids_and_a_plan_without_their_chunks(tmp_path):
+    # x is given again in b.jsonl with the same text: a duplicate_text reject, so its chunk
+    # must not become a copy of a.jsonl's x; y repeats x's text and z repeats y's: copies.
+    write_jsonl(
+        tmp_path / "in" / "a.jsonl",
+        [{"id": "x", "text": P[0]}, {"id": "y", "text": f"{P[1]}\n\n{P[0]}"}],
+    )
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": "x", "text": P[0]}, {"id": "z", "text": P[1]}])
+    cfg = convert_config([tmp_path / "in"], tmp_path / "out", "chunking.max_words=40")
+    uris = [str(tmp_path / "in" / name) for name in ("a.jsonl", "b.jsonl")]
+
+    def key(doc_id: str, text: str, index: int) -> int:
+        return key_hash(doc_id, doc_version(text, cfg.chunking), index)
+
+    def plan(done=None, chunks=True):
+        parts = [file_keys(uri, i, cfg, done, chunks) for i, uri in enumerate(uris)]
+        return plan_keys(
+            {k: np.concatenate([p[0][k] for p in parts]) for k in KEY_FIELDS},
+            {k: np.concatenate([p[1][k] for p in parts]) for k in CHUNK_KEY_FIELDS}
+            if chunks
+            else None,
+            uris,
+        )
+
+    found, copies = plan()
+    assert {uri: {pos: d.reason for pos, d in at.items()} for uri, at in found.items()} == {
+        uris[1]: {1: "duplicate_text"}
+    }
+    assert sorted(copies.copy_keys.tolist()) == sorted(
+        [key("y", f"{P[1]}\n\n{P[0]}", 1), key("z", P[1], 0)]
+    )
+    # Chunks already in the output are not planned; without chunks only the ids are decided.
+    _, copies = plan(done=lambda doc_id, doc_hash, index: doc_id == "z")
+    assert copies.copy_keys.tolist() == [key("y", f"{P[1]}\n\n{P[0]}", 1)]
+    assert plan(chunks=False) == (found, None)
+
+
+def test_waiting_copies_are_written_in_groups_of_about_a_shard():
+    paths = [f"_copies/r/{name}.parquet" for name in ("a.3", "b.2", "c.4", "d.9", "e", "f.1")]
+    assert (
+        copy_groups(paths, 5)
+        == [
+            paths[0:2],  # 3 + 2
+            paths[2:3],  # 4, and 4 + 9 would pass 5
+            paths[3:4],  # 9 alone: more than a shard, sliced by the writer
+            paths[4:5],  # no count in the name: alone
+            paths[5:6],
+        ]
+    )
+    assert copy_groups(paths, 100) == [paths[0:4], paths[4:5], paths[5:6]]
+    assert copy_groups([], 5) == []
 
 
 def test_copies_get_exactly_the_labels_of_their_chunk_and_name_it():

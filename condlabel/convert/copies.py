@@ -1,6 +1,6 @@
 """Duplicate-aware labeling on Ray (the rules are in `condlabel.convert.dedup`).
 
-    input files ──chunk keys (tasks)──► plan (driver: 8-byte hashes only) ──► object store
+    input files ──key pass (tasks, `graph_steps.key_pass`)──► plan (driver: 8-byte hashes only)
     read step   ──copies held back──► `_copies/<run_id>/*.parquet` (the rest is labeled)
     label stage ──labels of chunks with copies──► one actor (only those labels, no text)
     after the graph: `_copies/<run_id>/` ──fill (tasks)──► labeled copies ──► the writer
@@ -15,12 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,13 +26,10 @@ import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig
 from condlabel.convert.dedup import (
-    CHUNK_KEY_FIELDS,
     TEXT_HASH,
     CopyPlan,
     canonical_labels,
-    chunk_keys,
     fill_copies,
-    plan_copies,
     split_copies,
 )
 from condlabel.convert.reading import Reject
@@ -48,63 +43,22 @@ from condlabel.convert.stages import (
 from condlabel.schema import COPIES_DIR, LABEL_FIELDS
 from condlabel.storage import resolve, write_bytes_atomic
 
-if TYPE_CHECKING:
-    import ray.data
-
 log = logging.getLogger("condlabel")
 
 LABEL_COLUMNS = [name for name, _ in LABEL_FIELDS]
 
 
-def plan_copy_run(
-    cfg: ConvertConfig,
-    run_id: str,
-    reads: ray.data.Dataset,
-    reader: dict,
-    refs: tuple[Any, Any],
-    counter: Any,
+def copy_run(
+    cfg: ConvertConfig, run_id: str, plan: CopyPlan | None, counter: Any
 ) -> CopyRun | None:
-    """The key pass over `reads` (one row per read task, as the read step gets them) and its
-    plan; None when `dedup.enabled` is off or no chunk text repeats. `refs`: object refs of the
-    done index and of the later occurrences of ids (`find_duplicates`); `counter`: the run's
-    counter actor, which counts the copies rejected with their labeled chunk."""
+    """A run's copies from the key pass's plan (`graph_steps.key_pass`); None when dedup is
+    off or no chunk text repeats. `counter`: the run's counter actor, which counts the copies
+    rejected with their labeled chunk."""
     import ray
 
-    if not cfg.dedup.enabled:
-        return None
-    started = time.monotonic()
-    parts = [
-        batch
-        for batch in reads.map_batches(
-            partial(_chunk_keys, cfg=cfg, refs=refs), batch_size=1, batch_format="pyarrow", **reader
-        ).iter_batches(batch_size=None, batch_format="numpy")
-    ]
-    if not parts:
-        return None
-    plan = plan_copies(
-        {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in CHUNK_KEY_FIELDS}
-    )
-    log.info(
-        "chunk key pass: %d chunk(s) repeat the text of another (%d distinct text(s)), %.1f s",
-        plan.copies,
-        plan.labeled_texts.size,
-        time.monotonic() - started,
-    )
-    if not plan.copies:
+    if plan is None or not plan.copies:
         return None
     return CopyRun(ray.put(plan), _labels_actor(), counter, cfg, run_id, plan.copies)
-
-
-def _chunk_keys(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict:
-    import ray
-
-    done, duplicates = ray.get(list(refs))
-    parts = [
-        chunk_keys(uri, index, cfg, done, duplicates.get(uri) or {})
-        for task in batch.to_pylist()
-        for uri, index in zip(task["uri"], task["index"], strict=True)
-    ]
-    return {k: np.concatenate([p[k] for p in parts]) for k in CHUNK_KEY_FIELDS}
 
 
 @dataclass
@@ -139,7 +93,9 @@ class CopyRun:
             name = hashlib.blake2b("\n".join(keys).encode(), digest_size=10).hexdigest()
             sink = pa.BufferOutputStream()
             pq.write_table(held, sink, compression="zstd")
-            write_bytes_atomic(fs, f"{root}/{name}.parquet", sink.getvalue().to_pybytes())
+            # The row count in the name lets the driver group waiting files without reading them.
+            path = f"{root}/{name}.{held.num_rows}.parquet"
+            write_bytes_atomic(fs, path, sink.getvalue().to_pybytes())
         return keep
 
     def keep_labels(self, labeled: pa.Table) -> None:
@@ -153,8 +109,9 @@ class CopyRun:
 
     def written(self, write: Callable[[pa.Table], dict], cpus: float) -> Iterator[pa.Table]:
         """After the graph: the copies filled with their labels and passed through the run's
-        `write` step, one Ray task per waiting file (a light task, not another Ray Data
-        graph); yields shard rows as the graph does, as the tasks finish."""
+        `write` step, in Ray tasks of about `output.rows_per_file` copies each (light tasks,
+        not another Ray Data graph), so a run with a few copies per read task writes a few
+        full shards, not one small shard per read task; yields shard rows as the graph does."""
         import ray
 
         fs, root = self._dir()
@@ -164,11 +121,12 @@ class CopyRun:
             return
         labels = ray.put(ray.get(self.labels.table.remote()))
         task = ray.remote(num_cpus=cpus)(_fill_and_write)
-        pending = [task.remote(path, self, labels, write) for path in paths]
+        groups = copy_groups(paths, self.cfg.output.rows_per_file)
+        pending = [task.remote(group, self, labels, write) for group in groups]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             shards = ray.get(done[0])
-            if shards is not None:  # None: every copy of the file was rejected
+            if shards is not None:  # None: every copy of the group was rejected
                 yield shards
 
     def finish(self) -> int:
@@ -185,12 +143,36 @@ class CopyRun:
         return saved
 
 
+def copy_groups(paths: list[str], rows: int) -> list[list[str]]:
+    """Waiting files (`<digest>.<rows>.parquet`) in input order, grouped into runs of about
+    `rows` rows: a group closes before the file that would take it past `rows`. A name
+    without a count is a group of its own."""
+    groups: list[list[str]] = []
+    held = 0
+    for path in paths:
+        count = _held_rows(path)
+        if count is None or not groups or held + count > rows:
+            groups.append([])
+            held = 0
+        groups[-1].append(path)
+        held += rows if count is None else count
+    return groups
+
+
+def _held_rows(path: str) -> int | None:
+    parts = posixpath.basename(path).split(".")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def _fill_and_write(
-    path: str, run: CopyRun, labels: pa.Table | None, write: Callable
+    paths: list[str], run: CopyRun, labels: pa.Table | None, write: Callable
 ) -> pa.Table | None:
-    """One waiting file's copies, filled and written in shards of `output.rows_per_file`.
-    `labels` arrives resolved (Ray passes an object ref given as an argument by value)."""
-    filled = _fill(path, run, labels)
+    """A group of waiting files' copies, filled and written in shards of
+    `output.rows_per_file`. `labels` arrives resolved (Ray passes an object ref given as an
+    argument by value)."""
+    filled = pa.concat_tables(
+        [_fill(path, run, labels) for path in paths], promote_options="permissive"
+    )
     size = run.cfg.output.rows_per_file
     shards = [write(filled.slice(i, size)) for i in range(0, filled.num_rows, size)]
     return pa.concat_tables([pa.table(s) for s in shards]) if shards else None
@@ -217,7 +199,7 @@ def _fill(path: str, run: CopyRun, labels: pa.Table | None) -> pa.Table:
             )
             for row in orphans.to_pylist()
         ]
-        name = "copies-" + posixpath.basename(path).removesuffix(".parquet")
+        name = "copies-" + posixpath.basename(path).split(".")[0]
         write_rejects(rejects, run.cfg.output.uri, run.run_id, name, run.cfg.storage)
         failed = Counter({REJECT_LABELER_ERROR: len(rejects)})
         ray.get(run.counter.add_labeler_errors.remote(name, failed, rejects[0].detail))

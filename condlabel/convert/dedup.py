@@ -5,9 +5,10 @@ in parallel, so no batch can tell alone whether another batch holds the same tex
 is made before labeling, the same way every run, like the one-document-per-id rule
 (`condlabel.convert.duplicates`):
 
-1. a key pass chunks every document still to label and keeps per chunk only 64-bit keys: its
-   file and line/row, its chunk index, its key (`key_hash` of doc_id, doc_hash, chunk_index) and
-   the hash of its normalised text;
+1. the run's key pass (one read of every input, shared with the one-document-per-id rule)
+   chunks every document and keeps per chunk still to label only 64-bit keys: its file and
+   line/row, its chunk index, its key (`key_hash` of doc_id, doc_hash, chunk_index) and the hash
+   of its normalised text; the chunks of later occurrences of an id are dropped (`plan_keys`);
 2. `plan_copies`: among chunks with the same text hash, the first in input order (files sorted by
    URI, then line/row, then chunk index) is labeled; the others are its copies;
 3. the read step holds the copies back (`split_copies`); the label stage keeps the labels of the
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
 from condlabel.convert.chunking import chunk_document, doc_version
+from condlabel.convert.duplicates import KEY_FIELDS, Duplicate, document_key, find_duplicates
 from condlabel.convert.format import COPIED_FROM
 from condlabel.convert.reading import Document, iter_file
 from condlabel.convert.runstate import key_hash
@@ -66,21 +68,28 @@ def chunk_label_name(doc_id: str, chunk_index: int) -> str:
     return f"{doc_id}#{chunk_index}"
 
 
-def chunk_keys(
+def file_keys(
     uri: str,
     file_index: int,
     cfg: ConvertConfig,
     done: Callable[[str, str, int], bool] | None = None,
-    skip_positions: Container[int] = (),
-) -> dict[str, np.ndarray]:
-    """The `CHUNK_KEY_FIELDS` of every chunk of one file that a run would label: documents at
-    `skip_positions` (later occurrences of an id) and chunks `done` says are in the output are
-    left out, as the read step leaves them out. `done` is called with (doc_id, doc_hash,
-    chunk_index)."""
+    chunks: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One read of one file for the run's key pass: the `KEY_FIELDS` of every document (the
+    one-document-per-id rule, `find_duplicates`) and, with `chunks`, the `CHUNK_KEY_FIELDS` of
+    every chunk that `done` (called with doc_id, doc_hash, chunk_index) does not say is in the
+    output. Later occurrences of an id are not known yet: `plan_keys` drops their chunks."""
     fs, path = resolve(uri, cfg.storage)
+    docs: dict[str, list[int]] = {name: [] for name in KEY_FIELDS}
     rows: dict[str, list[int]] = {name: [] for name in CHUNK_KEY_FIELDS}
     for item in iter_file(fs, path, uri, cfg.input):
-        if not isinstance(item, Document) or item.position in skip_positions:
+        if not isinstance(item, Document):
+            continue
+        for name, value in zip(
+            KEY_FIELDS, (file_index, item.position, *document_key(item)), strict=True
+        ):
+            docs[name].append(value)
+        if not chunks:
             continue
         doc_hash = doc_version(item.text, cfg.chunking)
         for chunk in chunk_document(item, cfg.chunking):
@@ -91,6 +100,10 @@ def chunk_keys(
             rows["chunk_index"].append(chunk.chunk_index)
             rows["key"].append(key_hash(item.doc_id, doc_hash, chunk.chunk_index))
             rows["text"].append(text_hash(chunk.text))
+    return _arrays(docs), _arrays(rows)
+
+
+def _arrays(rows: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
     return {name: np.array(values, dtype=np.int64) for name, values in rows.items()}
 
 
@@ -117,6 +130,30 @@ def plan_copies(keys: Mapping[str, np.ndarray]) -> CopyPlan:
     texts = keys["text"][order]
     later = np.r_[False, texts[1:] == texts[:-1]]
     return CopyPlan(np.sort(keys["key"][order][later]), np.unique(texts[later]))
+
+
+_PLACE = np.dtype([("file", np.int64), ("position", np.int64)])
+
+
+def plan_keys(
+    docs: Mapping[str, np.ndarray], chunks: Mapping[str, np.ndarray] | None, uris: list[str]
+) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
+    """The key pass's decisions from the keys of every file (`file_keys`): the later
+    occurrences of each id, {file URI: {line/row: Duplicate}}, and the copy plan over the chunks
+    a run labels, i.e. without the chunks of those later occurrences (None without `chunks`)."""
+    found = find_duplicates(dict(docs), uris)
+    if chunks is None:
+        return found, None
+    if found:
+        file_of = {uri: i for i, uri in enumerate(uris)}
+        later = np.array(
+            [(file_of[uri], position) for uri, at in found.items() for position in at], _PLACE
+        )
+        place = np.empty(chunks["file"].size, _PLACE)
+        place["file"], place["position"] = chunks["file"], chunks["position"]
+        keep = ~np.isin(place, later)
+        chunks = {name: values[keep] for name, values in chunks.items()}
+    return found, plan_copies(chunks)
 
 
 def _row_keys(table: pa.Table) -> np.ndarray:

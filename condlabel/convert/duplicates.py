@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from condlabel.config import ConvertConfig, InputConfig
-from condlabel.convert.reading import REJECT_DUPLICATE_TEXT, Document, Reject, iter_file
-from condlabel.storage import resolve
+from condlabel.config import InputConfig
+from condlabel.convert.reading import REJECT_DUPLICATE_TEXT, Document, Reject
 
 REJECT_DUPLICATE_ID = "duplicate_id"
 KEY_FIELDS = ("file", "position", "id_high", "id_low", "text")
@@ -46,19 +45,11 @@ def _hash128(text: str) -> tuple[int, int]:
     )
 
 
-def document_keys(uri: str, file_index: int, cfg: ConvertConfig) -> dict[str, np.ndarray]:
-    """The keys of every document of one file (rejected records have none)."""
-    fs, path = resolve(uri, cfg.storage)
-    rows: dict[str, list[int]] = {name: [] for name in KEY_FIELDS}
-    for item in iter_file(fs, path, uri, cfg.input):
-        if isinstance(item, Document):
-            id_high, id_low = _hash128(item.doc_id)
-            rows["file"].append(file_index)
-            rows["position"].append(item.position)
-            rows["id_high"].append(id_high)
-            rows["id_low"].append(id_low)
-            rows["text"].append(_hash128(item.text)[0])
-    return {name: np.array(values, dtype=np.int64) for name, values in rows.items()}
+def document_key(doc: Document) -> tuple[int, int, int]:
+    """(id_high, id_low, text) of `KEY_FIELDS`: the id's 128-bit hash in two halves, then the
+    text's (64 bits)."""
+    id_high, id_low = _hash128(doc.doc_id)
+    return id_high, id_low, _hash128(doc.text)[0]
 
 
 def find_duplicates(

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,8 @@ from condlabel.convert.costs import (
     AliveReporter,
     shard_tokens,
 )
-from condlabel.convert.duplicates import KEY_FIELDS, document_keys, find_duplicates
+from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_keys
+from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
 from condlabel.convert.format import vocabulary_for
 from condlabel.convert.inputs import read_tasks
 from condlabel.convert.ledger import (
@@ -94,33 +96,70 @@ def _files_of(batch: pa.Table) -> Iterator[tuple[str, int, int]]:
         yield from zip(task["uri"], task["size"], task["index"], strict=True)
 
 
-def id_duplicates(cfg: ConvertConfig, files: list[InputFile]) -> dict:
-    """The key pass: every document's keys, read in tasks, then the later occurrence of each id
-    (`condlabel.convert.duplicates`); the driver holds 40 bytes per document, no text."""
-    parts = [
-        cast(dict, batch)
-        for batch in reads_dataset(cfg, files)
+def key_pass(
+    cfg: ConvertConfig, files: list[InputFile], done: Any, chunks: bool | None = None
+) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
+    """The run's key pass, one read of every input in Ray tasks before the graph: the later
+    occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default
+    `dedup.enabled`), the copy plan (`condlabel.convert.dedup`). `done`: the done index's
+    object ref. The driver holds 40 bytes per document and per chunk to label, no text."""
+    chunks = cfg.dedup.enabled if chunks is None else chunks
+    started = time.monotonic()
+    parts = list(
+        reads_dataset(cfg, files)
         .map_batches(
-            partial(_read_keys, cfg=cfg),
+            partial(_file_keys, cfg=cfg, done=done, chunks=chunks),
             batch_size=1,
             batch_format="pyarrow",
             **reader_options(cfg),
         )
-        .iter_batches(batch_size=None, batch_format="numpy")
-    ]
+        .iter_batches(batch_size=None, batch_format="pyarrow")
+    )
     if not parts:  # nothing readable (the reads' own errors are reported where they are read)
-        return {}
-    keys = {k: np.concatenate([p[k] for p in parts]).astype(np.int64) for k in KEY_FIELDS}
-    found = find_duplicates(keys, [f.uri for f in files])
-    if found:
-        later = sum(len(positions) for positions in found.values())
+        return {}, None
+    docs = _flat_keys(parts, "doc_", KEY_FIELDS)
+    found, plan = plan_keys(
+        docs,
+        _flat_keys(parts, "chunk_", CHUNK_KEY_FIELDS) if chunks else None,
+        [f.uri for f in files],
+    )
+    later = sum(len(positions) for positions in found.values())
+    if later:
         log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
-    return found
+    log.info(
+        "key pass: %d document(s), %d chunk(s) repeat the text of another, %.1f s",
+        docs["file"].size,
+        plan.copies if plan else 0,
+        time.monotonic() - started,
+    )
+    return found, plan
 
 
-def _read_keys(batch: pa.Table, cfg: ConvertConfig) -> dict[str, np.ndarray]:
-    parts = [document_keys(uri, index, cfg) for uri, _, index in _files_of(batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in KEY_FIELDS}
+def _file_keys(batch: pa.Table, cfg: ConvertConfig, done: Any, chunks: bool) -> pa.Table:
+    """A read task's keys as one row of list columns (documents and chunks differ in number)."""
+    import ray
+
+    index = ray.get(done) if chunks else None
+    parts = [file_keys(uri, i, cfg, index, chunks) for uri, _, i in _files_of(batch)]
+    columns = {
+        f"{prefix}{name}": _one_list(np.concatenate([p[side][name] for p in parts]))
+        for side, prefix, names in ((0, "doc_", KEY_FIELDS), (1, "chunk_", CHUNK_KEY_FIELDS))
+        for name in names
+    }
+    return pa.table(columns)
+
+
+def _one_list(values: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array([0, values.size], pa.int32()), pa.array(values))
+
+
+def _flat_keys(parts: list[pa.Table], prefix: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {
+        name: np.concatenate(
+            [t.column(prefix + name).combine_chunks().flatten().to_numpy() for t in parts]
+        ).astype(np.int64)
+        for name in names
+    }
 
 
 def _chunks_and_stats(

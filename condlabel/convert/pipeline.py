@@ -1,7 +1,7 @@
 """The Ray Data graph of a conversion: this module wires Ray Data (the steps that run inside its
 tasks and actors are in `graph_steps.py`).
 
-    input files ──keys (tasks)──► the later occurrences of each id (driver: hashes only)
+    input files ──key pass (tasks)──► later occurrences of ids, copy plan (driver: hashes only)
     input files ──read+chunk, skip done and duplicates (tasks)──► chunks
                 ──label (actor pool; a failing chunk is retried alone, then rejected)──► labeled
                 ──format+write (tasks, one complete-or-absent shard per batch)──► shard list
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
 from condlabel.convert.cascade import cascade_labelers, with_teacher
-from condlabel.convert.copies import CopyRun, plan_copy_run
+from condlabel.convert.copies import CopyRun, copy_run
 from condlabel.convert.costs import (
     add_tokens,
     busy_share,
@@ -44,7 +44,7 @@ from condlabel.convert.graph_steps import (
     count_files,
     counter_actor,
     format_and_write,
-    id_duplicates,
+    key_pass,
     read_files,
     reader_options,
     reads_dataset,
@@ -211,10 +211,10 @@ def _execute(
         def read_stats() -> list[FileStats]:
             return ray.get(counter.all.remote())
 
-        skip_refs = (ray.put(state.done), ray.put(id_duplicates(cfg, files)))
-        copies = plan_copy_run(
-            cfg, summary.run_id, reads_dataset(cfg, files), reader_options(cfg), skip_refs, counter
-        )
+        done = ray.put(state.done)
+        duplicates, copy_plan = key_pass(cfg, files, done)
+        skip_refs = (done, ray.put(duplicates))
+        copies = copy_run(cfg, summary.run_id, copy_plan, counter)
         graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard(), copies)
         write = partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
         written: Counter[str] = Counter()  # rows per input file, for the ledger
@@ -276,7 +276,8 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
 def _count_to_read(cfg: ConvertConfig, files: list[InputFile], state: OutputState) -> list[dict]:
     import ray
 
-    refs = (ray.put(state.done), ray.put(id_duplicates(cfg, files)))
+    done = ray.put(state.done)
+    refs = (done, ray.put(key_pass(cfg, files, done, chunks=False)[0]))
     count = partial(count_files, cfg=cfg, refs=refs)
     return (
         reads_dataset(cfg, files)
