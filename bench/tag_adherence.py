@@ -265,6 +265,12 @@ def vader_settings(args: argparse.Namespace) -> dict:
     }
 
 
+def control_tokens(args: argparse.Namespace) -> list[str]:
+    """The tokens the sentiment conversion can give: `<|neutral|>` only in three_way mode (an
+    embedding row no example trains is an untrained row the sampler can still draw)."""
+    return [*SENTIMENT, NEUTRAL] if args.vader_mode == "three_way" else list(SENTIMENT)
+
+
 def sentiment_convert(vader: dict) -> list[str]:
     return [
         "chunking.unit=sentence",
@@ -357,7 +363,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
-        f"model.control_tokens={json.dumps([*SENTIMENT, NEUTRAL])}",
+        f"model.control_tokens={json.dumps(control_tokens(args))}",
         f"optimization.seq_len={args.seq_len}",
         f"optimization.micro_batch_size={args.micro_batch}",
         f"optimization.max_steps={steps}",

@@ -191,7 +191,8 @@ with_ray = pytest.mark.usefixtures("ray_local")
 
 
 @with_ray
-def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path):
+@pytest.mark.parametrize("key_pass_bytes", [0, 2**20], ids=["key-pass-in-tasks", "in-driver"])
+def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path, key_pass_bytes):
     docs = _corpus(tmp_path)
     chunks = _chunk_texts(docs)
     distinct = {_same(t) for t in chunks.values()}
@@ -202,6 +203,7 @@ def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path):
         "chunking.max_words=40",
         "compute.batch_size=2",  # copies land in other batches, files and actors
         "output.rows_per_file=3",
+        f"compute.key_pass_driver_bytes={key_pass_bytes}",
     )
     summary = run_conversion(counting(cfg, _count_dir(tmp_path)))
 

@@ -68,7 +68,8 @@ def _rejects(out, run_id: str) -> list[dict]:
     return pq.read_table(out / "_rejects" / run_id).to_pylist()
 
 
-def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(tmp_path):
+@pytest.mark.parametrize("key_pass_bytes", [0, 2**20], ids=["key-pass-in-tasks", "in-driver"])
+def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(tmp_path, key_pass_bytes):
     good = make_docs(3, "good")
     (tmp_path / "in").mkdir()
     # Sorted input order: a.jsonl before b.jsonl, so a's occurrences come first.
@@ -87,7 +88,8 @@ def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(tmp_path)
         [{"id": "7", "text": "A third text for seven, in another file, about deserts."}],
     )
     out = tmp_path / "out"
-    runs = [run_conversion(convert_config([tmp_path / "in"], out)) for _ in range(3)]
+    cfg = convert_config([tmp_path / "in"], out, f"compute.key_pass_driver_bytes={key_pass_bytes}")
+    runs = [run_conversion(cfg) for _ in range(3)]
 
     assert runs[0].rows_written == 2 + len(good)
     assert runs[0].rejected == {"duplicate_id": 2, "duplicate_text": 1}

@@ -99,22 +99,30 @@ def _files_of(batch: pa.Table) -> Iterator[tuple[str, int, int]]:
 def key_pass(
     cfg: ConvertConfig, files: list[InputFile], done: Any, chunks: bool | None = None
 ) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
-    """The run's key pass, one read of every input in Ray tasks before the graph: the later
+    """The run's key pass, one read of every input before the graph: the later
     occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default
     `dedup.enabled`), the copy plan (`condlabel.convert.dedup`). `done`: the done index's
-    object ref. The driver holds 40 bytes per document and per chunk to label, no text."""
+    object ref. The driver holds 40 bytes per document and per chunk to label, no text; it
+    reads the inputs itself when they total at most `compute.key_pass_driver_bytes`."""
+    import ray
+
     chunks = cfg.dedup.enabled if chunks is None else chunks
     started = time.monotonic()
-    parts = list(
-        reads_dataset(cfg, files)
-        .map_batches(
-            partial(_file_keys, cfg=cfg, done=done, chunks=chunks),
-            batch_size=1,
-            batch_format="pyarrow",
-            **reader_options(cfg),
+    in_driver = sum(f.size for f in files) <= cfg.compute.key_pass_driver_bytes
+    if in_driver:  # a small input: reading it costs less than starting a Ray Data pass
+        index = ray.get(done) if chunks else None
+        parts = [_key_row([file_keys(f.uri, i, cfg, index, chunks)]) for i, f in enumerate(files)]
+    else:
+        parts = list(
+            reads_dataset(cfg, files)
+            .map_batches(
+                partial(_file_keys, cfg=cfg, done=done, chunks=chunks),
+                batch_size=1,
+                batch_format="pyarrow",
+                **reader_options(cfg),
+            )
+            .iter_batches(batch_size=None, batch_format="pyarrow")
         )
-        .iter_batches(batch_size=None, batch_format="pyarrow")
-    )
     if not parts:  # nothing readable (the reads' own errors are reported where they are read)
         return {}, None
     docs = _flat_keys(parts, "doc_", KEY_FIELDS)
@@ -127,7 +135,8 @@ def key_pass(
     if later:
         log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)
     log.info(
-        "key pass: %d document(s), %d chunk(s) repeat the text of another, %.1f s",
+        "key pass (%s): %d document(s), %d chunk(s) repeat the text of another, %.1f s",
+        "driver" if in_driver else "Ray tasks",
         docs["file"].size,
         plan.copies if plan else 0,
         time.monotonic() - started,
@@ -136,11 +145,15 @@ def key_pass(
 
 
 def _file_keys(batch: pa.Table, cfg: ConvertConfig, done: Any, chunks: bool) -> pa.Table:
-    """A read task's keys as one row of list columns (documents and chunks differ in number)."""
+    """A read task's keys (`_key_row`)."""
     import ray
 
     index = ray.get(done) if chunks else None
-    parts = [file_keys(uri, i, cfg, index, chunks) for uri, _, i in _files_of(batch)]
+    return _key_row([file_keys(uri, i, cfg, index, chunks) for uri, _, i in _files_of(batch)])
+
+
+def _key_row(parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> pa.Table:
+    """Files' keys as one row of list columns (documents and chunks differ in number)."""
     columns = {
         f"{prefix}{name}": _one_list(np.concatenate([p[side][name] for p in parts]))
         for side, prefix, names in ((0, "doc_", KEY_FIELDS), (1, "chunk_", CHUNK_KEY_FIELDS))
