@@ -127,9 +127,9 @@ class ComputeConfig(RayConnection):
     larger file is a task of its own), so many small files do not cost a Ray task each. A small
     input is still spread over at least 8 tasks; each file keeps its own stats and rejects."""
     key_pass_driver_bytes: int = Field(32 * 2**20, ge=0)
-    """The key pass before labeling (ids read twice, the copy plan) reads inputs of at most
-    this many bytes in all in the driver, and a larger input in Ray tasks (read tasks as
-    above). A Ray Data pass takes seconds to start on a fresh cluster (worker processes,
+    """The key pass before labeling (later occurrences of an id, the copy plan) reads inputs
+    of at most this many bytes in all in the driver, and a larger input in Ray tasks (read
+    tasks as above). A Ray Data pass takes seconds to start on a fresh cluster (worker processes,
     Ray Data's own actors), more than a small input takes to read: a test, a scheduled run's
     few new files. 0: always in tasks."""
     max_labeler_error_share: float = Field(0.5, ge=0, le=1)

@@ -1,6 +1,6 @@
 """Duplicate-aware labeling on Ray (the rules are in `condlabel.convert.dedup`).
 
-    input files ──key pass (tasks, `graph_steps.key_pass`)──► plan (driver: 8-byte hashes only)
+    input files ──key pass (`graph_steps.key_pass`)──► plan (driver: 8-byte hashes only)
     read step   ──copies held back──► `_copies/<run_id>/*.parquet` (the rest is labeled)
     label stage ──labels of chunks with copies──► one actor (only those labels, no text)
     after the graph: `_copies/<run_id>/` ──fill (tasks)──► labeled copies ──► the writer

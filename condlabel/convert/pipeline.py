@@ -1,7 +1,8 @@
 """The Ray Data graph of a conversion: this module wires Ray Data (the steps that run inside its
 tasks and actors are in `graph_steps.py`).
 
-    input files ──key pass (tasks)──► later occurrences of ids, copy plan (driver: hashes only)
+    input files ──key pass (tasks; the driver for a small input)──► later occurrences of ids,
+                copy plan (driver: hashes only)
     input files ──read+chunk, skip done and duplicates (tasks)──► chunks
                 ──label (actor pool; a failing chunk is retried alone, then rejected)──► labeled
                 ──format+write (tasks, one complete-or-absent shard per batch)──► shard list
