@@ -263,6 +263,29 @@ def test_a_swap_left_half_done_reads_as_no_lease(tmp_path):
     assert time.monotonic() - started < 5
 
 
+def test_a_stale_half_done_swap_is_removed_and_costs_no_wait(tmp_path, monkeypatch):
+    """A `.taken-*` older than STALE_SWAP_S is a leftover, not a swap: the first read removes
+    it, so no later read waits for it (each used to wait 0.5 s). A recent one is left alone:
+    it may be a renewal in progress."""
+    from condlabel.convert import lease as lease_module
+
+    out = tmp_path / "out"
+    out.mkdir()
+    recent = out / ".taken-live-_lease.json"
+    recent.write_text("{}")
+    assert read_lease(str(out), None) is None
+    assert recent.exists()  # younger than STALE_SWAP_S: kept
+
+    monkeypatch.setattr(lease_module, "STALE_SWAP_S", 0.05)
+    time.sleep(0.1)
+    assert read_lease(str(out), None) is None
+    assert not recent.exists()
+    lease = Lease(str(out), "run-b", None, ttl_s=60)
+    lease.acquire()
+    assert read_lease(str(out), None)["run_id"] == "run-b"
+    lease.release()
+
+
 def test_reads_never_miss_a_lease_renewed_over_and_over(tmp_path):
     """Renewals in a tight loop in one thread, lease reads in another: every read finds it."""
     out = tmp_path / "out"

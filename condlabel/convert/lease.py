@@ -115,6 +115,9 @@ class _ComparingStore:
 
 # How long a read waits for a renewal's swap to end (it lasts a rename and a link).
 SWAP_WAITS, SWAP_WAIT_S = 50, 0.01
+# A `.taken-*` file this old (by its ctime, which the rename that made it set) was left by a
+# process stopped mid-swap: reads neither wait for it nor keep it.
+STALE_SWAP_S = 30.0
 
 
 class _LocalStore(_ComparingStore):
@@ -136,12 +139,16 @@ class _LocalStore(_ComparingStore):
             os.rename(self.path, taken)
         except FileNotFoundError as exc:
             raise ConditionFailed(f"{self.path} is gone") from exc
-        with open(taken, "rb") as f:
-            if hashlib.md5(f.read()).hexdigest() == tag:
-                return taken
+        try:
+            with open(taken, "rb") as f:
+                if hashlib.md5(f.read()).hexdigest() == tag:
+                    return taken
+        except FileNotFoundError as exc:  # this process was stopped past STALE_SWAP_S
+            raise ConditionFailed(f"{self.path} was removed during a swap") from exc
         with suppress(FileExistsError):  # not ours: put it back, unless a newer one is there
             os.link(taken, self.path)
-        os.unlink(taken)
+        with suppress(FileNotFoundError):
+            os.unlink(taken)
         raise ConditionFailed(f"{self.path} changed since it was read")
 
     def read(self) -> tuple[bytes, str] | None:
@@ -160,12 +167,29 @@ class _LocalStore(_ComparingStore):
         return found if found is not None else super().read()
 
     def _swapping(self) -> bool:
+        """A swap is in progress: a recent `.taken-*` lies beside the lease. Stale ones (their
+        swap was never finished) are removed, so they cost no later read its wait."""
         directory = posixpath.dirname(self.path)
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
             return False
-        return any(n.startswith(".taken-") and n.endswith(LEASE_NAME) for n in names)
+        swapping = False
+        for name in names:
+            if not (name.startswith(".taken-") and name.endswith(LEASE_NAME)):
+                continue
+            path = posixpath.join(directory, name)
+            try:
+                age = time.time() - os.stat(path).st_ctime
+            except FileNotFoundError:
+                continue  # its swap just ended
+            if age < STALE_SWAP_S:
+                swapping = True
+            else:
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+                log.warning("removed %s, left by a lease renewal that never finished", path)
+        return swapping
 
     def write(self, data: bytes, tag: str | None) -> str:
         staged = staged_beside(self.path, data)
@@ -175,13 +199,15 @@ class _LocalStore(_ComparingStore):
                 self._link(staged)
             finally:
                 if taken:
-                    os.unlink(taken)
+                    with suppress(FileNotFoundError):
+                        os.unlink(taken)
         finally:
             os.unlink(staged)
         return hashlib.md5(data).hexdigest()
 
     def delete(self, tag: str) -> None:
-        os.unlink(self._take(tag))
+        with suppress(FileNotFoundError):
+            os.unlink(self._take(tag))
 
 
 def lease_store(output_uri: str, storage: StorageConfig | None) -> tuple[LeaseStore, str]:
