@@ -115,9 +115,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vader-threshold", type=float, default=0.0,
                    help="binary_threshold of the sentiment conversion (VADER compound at or "
                    "above it is <|pos|>)")  # fmt: skip
-    p.add_argument("--vader-mode", choices=["binary", "three_way"], default="binary",
+    p.add_argument("--vader-mode", choices=["binary", "three_way", "split_neutral"],
+                   default="binary",
                    help="binary: every sentence <|pos|> or <|neg|> by --vader-threshold; "
-                   f"three_way: VADER's own bands, the neutral one tagged {NEUTRAL}")  # fmt: skip
+                   f"three_way: VADER's own bands, the neutral one tagged {NEUTRAL}; "
+                   "split_neutral: VADER's bands, the neutral one shared between <|pos|> and "
+                   "<|neg|> by a hash of the text")  # fmt: skip
     p.add_argument("--balance", type=float, default=1.0,
                    help="data.control_token_balance of the runs with prefixes (0: the data's "
                    "own token frequencies)")  # fmt: skip
@@ -259,6 +262,8 @@ def vader_settings(args: argparse.Namespace) -> dict:
     model). The judge of `condlabel eval` stays three_way."""
     if args.vader_mode == "binary":
         return {"mode": "binary", "binary_threshold": args.vader_threshold}
+    if args.vader_mode == "split_neutral":
+        return {"mode": "split_neutral"}
     return {
         "mode": "three_way",
         "tokens": {"positive": "<|pos|>", "negative": "<|neg|>", "neutral": NEUTRAL},

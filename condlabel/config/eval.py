@@ -121,6 +121,13 @@ class EvalConfig(RunConfig):
             problems.append("classifiers: control-token conditionals need at least one classifier")
         if not self.conditionals:
             problems.append("conditionals: give at least one conditional")
+        for i, c in enumerate(self.classifiers):
+            if c.backend == "vader" and c.vader.mode == "split_neutral":
+                problems.append(
+                    f"classifiers[{i}].vader.mode: split_neutral decides a neutral text by a "
+                    "hash, which labels training text but cannot judge a generation; use "
+                    "three_way (a neutral generation is never misaligned) or binary"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
