@@ -49,6 +49,8 @@ BUCKET = "adherence"
 SENTIMENT = ["<|pos|>", "<|neg|>"]
 NEUTRAL = "<|neutral|>"
 """`--vader-mode three_way`: the token of the neutral band."""
+HAS_POS, HAS_NEG = "<|has-pos|>", "<|has-neg|>"
+"""`--vader-mode two_sided`: the other side of each of its two binary splits."""
 CONDLABEL = str(Path(sys.executable).parent / "condlabel")
 MOTO = str(Path(sys.executable).parent / "moto_server")
 
@@ -63,7 +65,7 @@ def main() -> None:
         env = bench_env(endpoint, work)
         train_docs, heldout = split_corpus(read_fortunes(args.sentences), args.seed)
         upload_corpus(train_docs, env)
-        convert(env, "sentiment", sentiment_convert(vader_settings(args)))
+        convert(env, "sentiment", sentiment_convert(sentiment_classifiers(args)))
         convert(env, "keyphrase", KEYPHRASE_CONVERT)
         build_base_model(work / "base", train_docs, args)
         put_dir(env, work / "base", f"s3://{BUCKET}/base")
@@ -77,7 +79,7 @@ def main() -> None:
         results = {}
         for name, extra in runs.items():
             model_uri = train(env, name, [*train_overrides(args), *extra])
-            loss = heldout_loss(model_uri, heldout, vader_settings(args))
+            loss = heldout_loss(model_uri, heldout, sentiment_classifiers(args))
             results[name] = {"loss": loss, "evals": {}}
             if name == "plain":
                 continue
@@ -115,12 +117,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vader-threshold", type=float, default=0.0,
                    help="binary_threshold of the sentiment conversion (VADER compound at or "
                    "above it is <|pos|>)")  # fmt: skip
-    p.add_argument("--vader-mode", choices=["binary", "three_way", "split_neutral"],
+    p.add_argument("--vader-mode", choices=["binary", "three_way", "split_neutral", "two_sided"],
                    default="binary",
                    help="binary: every sentence <|pos|> or <|neg|> by --vader-threshold; "
                    f"three_way: VADER's own bands, the neutral one tagged {NEUTRAL}; "
                    "split_neutral: VADER's bands, the neutral one shared between <|pos|> and "
-                   "<|neg|> by a hash of the text")  # fmt: skip
+                   "<|neg|> by a hash of the text; two_sided: two binary splits, <|pos|> (compound "
+                   f">= 0) or {HAS_NEG}, and {HAS_POS} (>= 0.05) or <|neg|>, each token dropped "
+                   "with --control-drop in training")  # fmt: skip
+    p.add_argument("--control-drop", type=float,
+                   help="data.control_token_drop_probability (default 0.5 with two_sided, else 0)")  # fmt: skip
     p.add_argument("--balance", type=float, default=1.0,
                    help="data.control_token_balance of the runs with prefixes (0: the data's "
                    "own token frequencies)")  # fmt: skip
@@ -270,18 +276,51 @@ def vader_settings(args: argparse.Namespace) -> dict:
     }
 
 
+def sentiment_classifiers(args: argparse.Namespace) -> list[dict]:
+    """The sentiment conversion's classifiers (the held-out loss labels its chunks alike).
+
+    `two_sided` labels each sentence by two binary splits, so `<|pos|>` means "nothing
+    negative" (compound >= 0: the side of threshold 0 that holds the neutral band, which binary
+    mode gets learned) and `<|neg|>` "nothing positive" (compound < 0.05: the same for the other
+    polarity); training drops each token at random so that each is also trained alone."""
+    if args.vader_mode != "two_sided":
+        return [{"backend": "vader", "vader": vader_settings(args)}]
+    return [
+        {
+            "backend": "vader",
+            "name": "vader",
+            "vader": {"mode": "binary", "binary_threshold": 0.0,
+                      "tokens": {"positive": "<|pos|>", "negative": HAS_NEG}},
+        },
+        {
+            "backend": "vader",
+            "name": "vader_pos",
+            "vader": {"mode": "binary", "binary_threshold": 0.05,
+                      "tokens": {"positive": HAS_POS, "negative": "<|neg|>"}},
+        },
+    ]  # fmt: skip
+
+
+def control_drop(args: argparse.Namespace) -> float:
+    if args.control_drop is not None:
+        return args.control_drop
+    return 0.5 if args.vader_mode == "two_sided" else 0.0
+
+
 def control_tokens(args: argparse.Namespace) -> list[str]:
     """The tokens the sentiment conversion can give: `<|neutral|>` only in three_way mode (an
     embedding row no example trains is an untrained row the sampler can still draw)."""
+    if args.vader_mode == "two_sided":
+        return [*SENTIMENT, HAS_POS, HAS_NEG]
     return [*SENTIMENT, NEUTRAL] if args.vader_mode == "three_way" else list(SENTIMENT)
 
 
-def sentiment_convert(vader: dict) -> list[str]:
+def sentiment_convert(classifiers: list[dict]) -> list[str]:
     return [
         "chunking.unit=sentence",
         f"chunking.max_words={CHUNK_WORDS}",
         "labeler.backend=none",
-        f"classifiers=[{{backend: vader, vader: {json.dumps(vader)}}}]",
+        f"classifiers={json.dumps(classifiers)}",
     ]
 
 
@@ -365,6 +404,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
         "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
         f"data.control_token_balance={args.balance}",  # the rare token trained as often
+        f"data.control_token_drop_probability={control_drop(args)}",
         f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
@@ -429,10 +469,10 @@ def evaluate(
 # --------------------------------------------------------------------------- held-out loss
 
 
-def heldout_loss(model_uri: str, docs: list[str], vader: dict) -> dict[str, float]:
+def heldout_loss(model_uri: str, docs: list[str], classifiers: list[dict]) -> dict[str, float]:
     """Mean loss per text token of the held-out fortunes, chunked as the sentiment conversion
     chunks (one sentence each): plain (after EOS, as an untagged training example) and after
-    the VADER token the conversion gives the chunk (`vader`: its settings, as in training).
+    the VADER tokens the conversion gives the chunk (`classifiers`, as in training).
 
     Chunked, not whole: training saw `<|pos|> sentence EOS`, so a whole multi-sentence fortune
     after a token asks the model for text it learned to end (the first version of this loss
@@ -453,8 +493,12 @@ def heldout_loss(model_uri: str, docs: list[str], vader: dict) -> dict[str, floa
         for i, doc in enumerate(docs)
         for chunk in chunk_document(Document(f"heldout-{i}", doc, "heldout", i + 1), chunking)
     ]
-    classifier = VaderClassifier(VaderClassifierConfig(**vader))
-    prefixes = ["".join(r.control_tokens) for r in classifier.classify(texts)]
+    labels = [
+        VaderClassifier(VaderClassifierConfig(**c["vader"])).classify(texts) for c in classifiers
+    ]
+    prefixes = [
+        "".join(t for r in rows for t in r.control_tokens) for rows in zip(*labels, strict=True)
+    ]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
     totals = {"plain": [0.0, 0], "prefixed": [0.0, 0]}

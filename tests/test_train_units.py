@@ -96,6 +96,19 @@ def test_tag_shuffling_and_dropping():
     assert all(k.split(", ") == sorted(k.split(", "), key=lambda t: int(t[1:])) for k in kept if k)
 
 
+def test_control_token_dropping_trains_each_token_alone():
+    row = {**ROW, "control_tokens": ["<|pos|>", "<|has-pos|>"]}
+    cfg = TrainDataConfig(untagged_fraction=0, prefix="control_tokens")
+    assert {training_prefix(row, cfg, random.Random(s)) for s in range(50)} == {
+        "<|pos|><|has-pos|>"
+    }
+    dropping = cfg.model_copy(update={"control_token_drop_probability": 0.5})
+    prefixes = [training_prefix(row, dropping, random.Random(s)) for s in range(800)]
+    shares = {p: prefixes.count(p) / len(prefixes) for p in set(prefixes)}
+    assert set(shares) == {"", "<|pos|>", "<|has-pos|>", "<|pos|><|has-pos|>"}  # order kept
+    assert all(0.18 < share < 0.32 for share in shares.values()), shares  # 0.5 x 0.5 each
+
+
 def test_packing_joins_with_eos_and_cuts_fixed_blocks():
     eos = 0
     tokenized = [([1, 2], [10, 11, 12]), ([3], [13]), ([], [14, 15, 16, 17])]

@@ -40,6 +40,9 @@ class TrainDataConfig(StrictModel):
     """Shuffle the order of each example's tags (the model should not learn an order)."""
     tag_drop_probability: float = Field(0.0, ge=0, le=1)
     """Each tag is dropped with this probability (robustness to partial conditionals)."""
+    control_token_drop_probability: float = Field(0.0, ge=0, le=1)
+    """Each of an example's control tokens is dropped with this probability, so a row labelled
+    by several classifiers also trains each token alone (evaluation conditions on one)."""
     synopsis_drop_probability: float = Field(0.0, ge=0, le=1)
     """Each example's synopsis is dropped with this probability, so the model also learns
     tags-only conditionals (evaluation renders a conditional without synopsis the same way)."""

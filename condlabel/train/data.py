@@ -63,8 +63,8 @@ def training_prefix(
     rng: random.Random,
     vocabulary: Vocabulary | None = None,
 ) -> str:
-    """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping
-    and synopsis dropping); its tags mapped through `vocabulary` (`data.format.tag_vocabulary`)."""
+    """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping,
+    synopsis dropping and control-token dropping); its tags mapped through `vocabulary` (`data.format.tag_vocabulary`)."""
     # Always draw, so whether a row is untagged does not shift the draws of later rows.
     untagged = rng.random() < cfg.untagged_fraction
     tags = row_tags(row, cfg.format, vocabulary)
@@ -75,9 +75,11 @@ def training_prefix(
     synopsis = row.get("synopsis") or ""
     if cfg.synopsis_drop_probability > 0 and rng.random() < cfg.synopsis_drop_probability:
         synopsis = ""
+    control = list(row.get("control_tokens") or [])
+    if cfg.control_token_drop_probability > 0:
+        control = [t for t in control if rng.random() >= cfg.control_token_drop_probability]
     if untagged:
         return ""
-    control = list(row.get("control_tokens") or [])
     return render_conditional(
         cfg.prefix, cfg.format, synopsis, tags, control, bool(row.get("parse_ok", True))
     )
