@@ -1,6 +1,6 @@
 """A writer process for the lease tests: holds the lease of an output prefix and, with
-`--writes N`, writes N small objects there, checking the lease before each (as the pipeline's
-writer does). Prints `acquired` once it holds the lease; exits with the CLI's exit codes.
+`--writes N`, writes N small objects there, checking the lease before each and confirming it
+after (as the pipeline's writer does). Prints `acquired` once it holds the lease; exits with the CLI's exit codes.
 
     python tests/lease_holder.py OUTPUT_URI RUN_ID TTL_S [--writes N] [--interval S]
         [--ray GCS_ADDRESS] [--foreign-host]
@@ -50,9 +50,14 @@ def main() -> int:
     try:
         if not args.writes:
             time.sleep(3600)
+        guard = lease.guard()
         for n in range(args.writes):
             lease.ensure_held()
-            fs.pipe_file(posixpath.join(root, f"w-{args.run_id}-{n:05d}"), b"x")
+            name = f"w-{args.run_id}-{n:05d}"
+            fs.pipe_file(posixpath.join(root, name), b"x")
+            # As the pipeline's writer: a write that a stop (SIGSTOP) held back until after a
+            # takeover lands late; it is removed here, and the run stops (exit 4).
+            guard.confirm_written(args.output.rstrip("/") + "/" + name)
             time.sleep(args.interval)
     except Exception as exc:  # noqa: BLE001 - any failure becomes the CLI's exit code
         print(f"error: {exc}", file=sys.stderr, flush=True)
