@@ -36,11 +36,11 @@ class VaderClassifierConfig(StrictModel):
     binary_threshold: float = Field(0.0, ge=-1, le=1)
     """`binary` mode only: compound score at or above which a text is `positive`."""
     positive_threshold: float = Field(0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or above which a text is `positive` (VADER's own
-    convention: 0.05)."""
+    """`three_way` and `split_neutral` modes: compound score at or above which a text is
+    `positive` (VADER's own convention: 0.05)."""
     negative_threshold: float = Field(-0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or below which a text is `negative`; in between is
-    `neutral`."""
+    """`three_way` and `split_neutral` modes: compound score at or below which a text is
+    `negative`; in between is `neutral`."""
     tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
     """Control token per sentiment class; a class without an entry (default: neutral) adds none."""
 
