@@ -477,10 +477,11 @@ def heldout_loss(model_uri: str, docs: list[str], classifiers: list[dict]) -> di
     Chunked, not whole: training saw `<|pos|> sentence EOS`, so a whole multi-sentence fortune
     after a token asks the model for text it learned to end (the first version of this loss
     did that, and the prefix seemed to cost 0.28 nats per token)."""
+    import pyarrow as pa
     import torch
 
-    from condlabel.classifiers import VaderClassifier
-    from condlabel.config.classifiers import VaderClassifierConfig
+    from condlabel.classifiers import build_classifiers, classify_table
+    from condlabel.config.classifiers import ClassifierConfig
     from condlabel.config.convert import ChunkConfig
     from condlabel.convert.chunking import chunk_document
     from condlabel.convert.reading import Document
@@ -493,12 +494,12 @@ def heldout_loss(model_uri: str, docs: list[str], classifiers: list[dict]) -> di
         for i, doc in enumerate(docs)
         for chunk in chunk_document(Document(f"heldout-{i}", doc, "heldout", i + 1), chunking)
     ]
-    labels = [
-        VaderClassifier(VaderClassifierConfig(**c["vader"])).classify(texts) for c in classifiers
-    ]
-    prefixes = [
-        "".join(t for r in rows for t in r.control_tokens) for rows in zip(*labels, strict=True)
-    ]
+    # The conversion's own step, so the tokens come in the order and form training saw.
+    labelled = classify_table(
+        build_classifiers([ClassifierConfig.model_validate(c) for c in classifiers]),
+        pa.table({"text": texts}),
+    )
+    prefixes = ["".join(tokens) for tokens in labelled.column("control_tokens").to_pylist()]
     loaded = load_model(model_uri, architecture="causal", device="cpu")
     model, tokenizer = loaded.model, loaded.tokenizer
     totals = {"plain": [0.0, 0], "prefixed": [0.0, 0]}

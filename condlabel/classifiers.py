@@ -69,7 +69,7 @@ class VaderClassifier:
     def fingerprint(self) -> str:
         return vader_fingerprint(self.cfg, self.name)
 
-    def sentiment(self, compound: float, text: str = "") -> Sentiment:
+    def sentiment(self, compound: float, text: str) -> Sentiment:
         """The class of a compound score; `text` decides a neutral one in `split_neutral`."""
         if self.cfg.mode == "binary":
             return "positive" if compound >= self.cfg.binary_threshold else "negative"

@@ -1,6 +1,7 @@
 """A writer process for the lease tests: holds the lease of an output prefix and, with
 `--writes N`, writes N small objects there, checking the lease before each and confirming it
-after (as the pipeline's writer does). Prints `acquired` once it holds the lease; exits with the CLI's exit codes.
+after (as the pipeline's writer does). Prints `acquired` once it holds the lease; exits with
+the CLI's exit codes.
 
     python tests/lease_holder.py OUTPUT_URI RUN_ID TTL_S [--writes N] [--interval S]
         [--ray GCS_ADDRESS] [--foreign-host]

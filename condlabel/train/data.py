@@ -64,7 +64,8 @@ def training_prefix(
     vocabulary: Vocabulary | None = None,
 ) -> str:
     """The prefix of one row, drawn with `rng` (one untagged draw, then tag shuffling/dropping,
-    synopsis dropping and control-token dropping); its tags mapped through `vocabulary` (`data.format.tag_vocabulary`)."""
+    synopsis dropping and control-token dropping); its tags mapped through `vocabulary`
+    (`data.format.tag_vocabulary`)."""
     # Always draw, so whether a row is untagged does not shift the draws of later rows.
     untagged = rng.random() < cfg.untagged_fraction
     tags = row_tags(row, cfg.format, vocabulary)
