@@ -338,6 +338,10 @@ def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
         "compute.actors=1",
         "labeler.keyphrase.max_ngram=5",
         "output.lease_ttl_s=2",
+        # Blocks of ~40 chunks, so shards land while the actor is still labeling. With one
+        # block for the whole file the writer starts only as the actor ends, and the kill
+        # missed that window (CI, under load).
+        "compute.block_bytes=16384",
     )
     result: dict = {}
 

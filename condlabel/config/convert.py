@@ -70,7 +70,8 @@ class OutputConfig(StrictModel):
     uri: str = "./condlabel-output"
     """Output prefix (local path, file:// or s3://) that receives the tagged parquet shards."""
     rows_per_file: int = Field(512, ge=1)
-    """Rows per parquet shard; smaller shards lose less work if a run is killed."""
+    """Rows per parquet shard; smaller shards lose less work if a run is killed (a killed actor
+    loses at most about one block of `compute.block_bytes`)."""
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     """Parquet compression codec."""
     lease_ttl_s: float = Field(300.0, ge=1)
@@ -126,6 +127,12 @@ class ComputeConfig(RayConnection):
     """Input bytes one read task reads: consecutive small files are grouped up to this size (a
     larger file is a task of its own), so many small files do not cost a Ray task each. A small
     input is still spread over at least 8 tasks; each file keeps its own stats and rejects."""
+    block_bytes: int = Field(4 * 2**20, ge=2**10)
+    """Ray Data's block size for the run's graph. Labeled rows leave a labeler actor for the
+    writer in blocks of about this many bytes, so a killed actor loses at most about one block
+    of labeled work, and a read task's chunks are spread over the pool in blocks this size.
+    Ray's own default (128 MiB) would hold a whole read task's labels in the actor until the
+    last one is done. Smaller costs an object and an actor call per block."""
     key_pass_driver_bytes: int = Field(32 * 2**20, ge=0)
     """The key pass before labeling (later occurrences of an id, the copy plan) reads inputs
     of at most this many bytes in all in the driver, and a larger input in Ray tasks (read

@@ -73,7 +73,7 @@ def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Datase
 
     index = {f.uri: i for i, f in enumerate(files)}
     groups = read_tasks(files, cfg.compute.bytes_per_read_task)
-    return ray.data.from_items(
+    dataset = ray.data.from_items(
         [
             {
                 "uri": [f.uri for f in g],
@@ -84,6 +84,10 @@ def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Datase
         ],
         override_num_blocks=len(groups),
     )
+    # The dataset's own copy of the context, shared by the steps built on it (and by no other
+    # dataset): every step's output blocks, the labeler's included, are cut at this size.
+    dataset.context.target_max_block_size = cfg.compute.block_bytes
+    return dataset
 
 
 def reader_options(cfg: ConvertConfig) -> dict[str, Any]:
