@@ -1,0 +1,120 @@
+"""When labeled rows reach the output: Ray Data's 128 MiB default block vs `compute.block_bytes`,
+side by side in one run, on one input file that is one read task.
+
+    python bench/block_size.py [--mb 6] [--blocks 134217728,4194304,1048576]
+
+A labeler actor's output leaves it one block at a time. With one block per read task, nothing
+of the task reaches the writer before the actor has labeled all of it, and an actor killed just
+before that loses the whole task's labels. For each block size this prints, from the run's
+start: when the first shard landed, the share of the run's labeling time before it (the labeled
+work a killed actor could lose), the run's total time (what the smaller blocks cost), and the
+shards (count and rows, as Ray Data's batches cut them). Each variant runs in its own
+subprocess (`condlabel convert`, embedded Ray, one keyphrase actor), so each gets a fresh Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline_efficiency import mark_copy
+
+from condlabel.demo import sample_documents
+
+
+def build_file(path: Path, megabytes: float) -> int:
+    """One JSON-lines file of distinct sample documents, at least `megabytes` MB."""
+    lines: list[str] = []
+    size, copy = 0, 0
+    while size < megabytes * 1e6:
+        for doc in sample_documents():
+            line = json.dumps({"id": f"{doc['id']}-{copy}", "text": mark_copy(doc["text"], copy)})
+            lines.append(line + "\n")
+            size += len(line) + 1
+        copy += 1
+    path.write_text("".join(lines))
+    return len(lines)
+
+
+def run(source: Path, output: Path, block_bytes: int, overrides: list[str]) -> dict:
+    exe = str(Path(sys.executable).parent / "condlabel")
+    args = [exe, "convert", "--input", str(source), "--output", str(output), "--json"]
+    for override in [f"compute.block_bytes={block_bytes}", "compute.actors=1", *overrides]:
+        args += ["--set", override]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    first = None
+    while proc.poll() is None:
+        if first is None and any(output.glob("part-*.parquet")):
+            first = time.monotonic() - started
+        time.sleep(0.05)
+    total = time.monotonic() - started
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"block_bytes={block_bytes}: exit {proc.returncode}\n{err[-3000:]}")
+    summary = json.loads(out)
+    rows = [pq.ParquetFile(p).metadata.num_rows for p in sorted(output.glob("part-*.parquet"))]
+    # The run's labeling starts after planning; its share before the first shard is what sits
+    # in the actor meanwhile.
+    labeling = summary["seconds"] - summary.get("seconds_planning", 0)
+    before_first = (
+        (first or total) - (total - summary["seconds"]) - summary.get("seconds_planning", 0)
+    )
+    return {
+        "block_bytes": block_bytes,
+        "first_shard_s": round(first or total, 1),
+        "share_before_first": round(max(0.0, before_first) / labeling, 2),
+        "total_s": round(total, 1),
+        "run_s": summary["seconds"],
+        "chunks": summary["chunks"],
+        "shards": len(rows),
+        "rows_min_median_max": [min(rows), statistics.median(rows), max(rows)],
+        "full_shards": sum(r == max(rows) for r in rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=6.0, help="size of the one input file")
+    parser.add_argument(
+        "--blocks",
+        default=f"{128 * 2**20},{4 * 2**20},{2**20}",
+        help="block sizes to compare, bytes (the first is Ray's default)",
+    )
+    parser.add_argument("--set", action="append", default=[], help="more config overrides")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "corpus.jsonl"
+        docs = build_file(source, args.mb)
+        print(f"one file, {source.stat().st_size / 1e6:.1f} MB, {docs} documents", flush=True)
+        print(f"load before: {os.getloadavg()[0]:.2f}", flush=True)
+        results = []
+        for i, block in enumerate(int(b) for b in args.blocks.split(",")):
+            result = run(source, Path(tmp) / f"out-{i}", block, args.set)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        base = results[0]
+        for r in results[1:]:
+            print(
+                f"block {r['block_bytes']:>10}: first shard at {r['first_shard_s']} s vs "
+                f"{base['first_shard_s']} s; run time {r['run_s'] / base['run_s']:.2f}x "
+                f"the {base['block_bytes']}-byte block's; shards {r['shards']} vs {base['shards']}"
+            )
+
+
+if __name__ == "__main__":
+    main()
