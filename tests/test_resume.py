@@ -302,23 +302,6 @@ def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path)
     assert {d for d, _ in row_keys(table)} == {d["id"] for d in docs}
 
 
-def test_small_blocks_stream_to_the_writer_in_shards_of_rows_per_file(tmp_path):
-    """Blocks far smaller than a read task: labeled rows are regrouped across blocks, so every
-    shard but the last holds exactly `output.rows_per_file` rows and every chunk lands once."""
-    docs = make_docs(12, "blk")
-    src = write_jsonl(tmp_path / "a.jsonl", docs)
-    cfg = config([src], tmp_path / "out", "output.rows_per_file=7", "compute.block_bytes=4096")
-    summary = run_conversion(cfg)
-    n = expected_chunks(docs, MAX_WORDS)
-    sizes = sorted(
-        pq.ParquetFile(p).metadata.num_rows for p in (tmp_path / "out").glob("part-*.parquet")
-    )
-    assert summary.rows_written == sum(sizes) == n > 4 * 7
-    assert sizes[1:] == [7] * (len(sizes) - 1) and 0 < sizes[0] <= 7, sizes
-    table = output_rows(tmp_path / "out")
-    assert len(set(row_keys(table))) == n
-
-
 def test_a_labeler_actor_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
     """SIGKILL the labeler actor's process mid-run, then rerun: every chunk exactly once.
 

@@ -128,12 +128,11 @@ def build_graph(
         )
     )
     # `cascade:` the teacher relabels what the student is unsure of, on its own actor pool.
-    # Rows regrouped into blocks of exactly rows_per_file (but the last), across the labelers'
-    # blocks: a shard per block, not a short one at the end of each labeler block.
-    labeled = with_teacher(labeled, cfg, summary.run_id).repartition(
-        target_num_rows_per_block=cfg.output.rows_per_file, strict=True
-    )
-    return labeled.map_batches(
+    # A writer task gets whole labeled blocks, at least rows_per_file rows, and writes their
+    # remainder as a short shard. Regrouping rows across blocks first (Ray Data's strict
+    # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
+    # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
+    return with_teacher(labeled, cfg, summary.run_id).map_batches(
         partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease, copies=copies),
         batch_size=cfg.output.rows_per_file,
         batch_format="pyarrow",
