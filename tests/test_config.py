@@ -146,3 +146,11 @@ def test_storage_section_alone_from_any_kind_of_config(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_storage_config(path, ["storage.regoin=x"])
     assert err.value.problems == ["storage.regoin: unknown key"]
+
+
+def test_a_block_size_under_1_kib_is_refused_with_its_key():
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(overrides=["compute.block_bytes=100"])
+    [problem] = err.value.problems
+    assert problem.startswith("compute.block_bytes") and "1024" in problem
+    assert load_convert_config(overrides=["compute.block_bytes=65536"]).compute.block_bytes == 65536
