@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import free_port
 from pipeline_helpers import jsonl_bytes, output_rows, row_keys
 
 from condlabel.config import load_convert_config
@@ -37,12 +37,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 CONFIG = "ray_jobs/configs/cluster_keyphrase.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _head_processes(temp_dir: str) -> list[psutil.Process]:

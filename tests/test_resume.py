@@ -259,7 +259,6 @@ def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path)
             "output.lease_ttl_s=4",
             "compute.num_cpus=2",
             "labeler.keyphrase.max_ngram=5",
-            "compute.block_bytes=16384",  # shards land while labeling goes on: a wide window
         ),
     ]
     env = {**os.environ, "RAY_ADDRESS": ""}
