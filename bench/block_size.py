@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -28,23 +29,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_efficiency import mark_copy
+from pipeline_efficiency import build_corpus
 
 from condlabel.demo import sample_documents
 
 
-def build_file(path: Path, megabytes: float) -> int:
-    """One JSON-lines file of distinct sample documents, at least `megabytes` MB."""
-    lines: list[str] = []
-    size, copy = 0, 0
-    while size < megabytes * 1e6:
-        for doc in sample_documents():
-            line = json.dumps({"id": f"{doc['id']}-{copy}", "text": mark_copy(doc["text"], copy)})
-            lines.append(line + "\n")
-            size += len(line) + 1
-        copy += 1
-    path.write_text("".join(lines))
-    return len(lines)
+def build_file(directory: Path, megabytes: float) -> Path:
+    """One JSON-lines file of distinct sample documents (pipeline_efficiency's marked copies),
+    at least `megabytes` MB."""
+    one_copy = sum(len(json.dumps(d)) + 1 for d in sample_documents())
+    [path] = build_corpus(directory, copies=math.ceil(megabytes * 1e6 / one_copy), files=1)
+    return path
 
 
 def run(source: Path, output: Path, block_bytes: int, overrides: list[str]) -> dict:
@@ -97,8 +92,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="more config overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "corpus.jsonl"
-        docs = build_file(source, args.mb)
+        source = build_file(Path(tmp) / "in", args.mb)
+        docs = sum(1 for _ in source.open())
         print(f"one file, {source.stat().st_size / 1e6:.1f} MB, {docs} documents", flush=True)
         print(f"load before: {os.getloadavg()[0]:.2f}", flush=True)
         results = []
