@@ -33,11 +33,11 @@ import pyarrow.parquet as pq
 
 from condlabel.config import load_convert_config
 from condlabel.convert.chunking import chunk_document, doc_version
-from condlabel.convert.ledger import ledger_fingerprint, write_ledger
 from condlabel.convert.pipeline import run_fingerprint
 from condlabel.convert.reading import Document
-from condlabel.convert.scope import write_started
-from condlabel.convert.stages import FileStats
+from condlabel.runs.ledger import ledger_fingerprint, write_ledger
+from condlabel.runs.scope import write_started
+from condlabel.runs.summary import FileStats
 from condlabel.storage import InputFile, expand_inputs
 
 TOPICS = ["tide pools", "lighthouses", "salt marshes", "fog horns", "harbour cranes"]

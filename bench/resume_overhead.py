@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=40, help="copies of the sample corpus")
     parser.add_argument("--max-words", type=int, default=2000)
     parser.add_argument(
-        "--no-ledger", action="store_true", help="rerun with output.use_ledger=false"
+        "--no-ledger", action="store_true", help="rerun with output.done_check=full"
     )
     args = parser.parse_args()
 
@@ -48,7 +48,9 @@ def main() -> None:
     first = run_conversion(cfg)
     t_first = time.perf_counter() - t0
     if args.no_ledger:
-        cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"use_ledger": False})})
+        cfg = cfg.model_copy(
+            update={"output": cfg.output.model_copy(update={"done_check": "full"})}
+        )
     t0 = time.perf_counter()
     rerun = run_conversion(cfg)
     t_rerun = time.perf_counter() - t0

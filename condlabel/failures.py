@@ -147,7 +147,7 @@ def _clip(line: str) -> str:
 
 def _refused(kind: type[BaseException]) -> bool:
     try:
-        from condlabel.convert.runstate import RunRefused  # the conversion's, loaded when needed
+        from condlabel.runs.runstate import RunRefused  # the conversion's, loaded when needed
     except Exception:  # noqa: BLE001 - a broken install must not hide the error being reported
         return False
     return issubclass(kind, RunRefused)

@@ -116,7 +116,7 @@ def quiet_ray_data() -> None:
     and a console handler; the console one is raised to ERROR. Where stdout is not a terminal,
     Ray Data reports progress as INFO log lines, which so land in its log file only; on a
     terminal it draws a tqdm bar per operator, which is turned off: condlabel draws one bar for
-    the whole run (`condlabel.convert.progress`).
+    the whole run (`condlabel.runs.progress`).
     """
     if _verbose:
         return

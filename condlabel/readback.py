@@ -7,12 +7,12 @@ import posixpath
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from condlabel.config import StorageConfig
+from condlabel.current import current_rows, current_versions, with_order
 from condlabel.schema import OUTPUT_SCHEMA
 from condlabel.storage import StorageError, is_hidden, resolve
 from condlabel.tags.figures import applied_vocabulary, figure_lines, tag_figures
@@ -66,45 +66,29 @@ def read_tagged(
     if not latest_only or not dataset.files:
         return dataset.to_table(columns=columns, filter=filter)
     # Versions are decided over every row (a filter must not resurrect an old version), then
-    # the filtered rows are kept only where they belong to a latest version.
-    latest = latest_keys(dataset.to_table(columns=["doc_id", "doc_hash", "run_id"]))
+    # the filtered rows are kept only where they belong to a current version.
+    latest = latest_keys(dataset.to_table(columns=["doc_id", "doc_hash", "run_id", "seq"]))
     wanted = list(columns) if columns is not None else dataset.schema.names
-    read = wanted + [k for k in ("doc_id", "doc_hash", "chunk_index") if k not in wanted]
+    read = wanted + [k for k in (*CHUNK_KEYS, "run_id", "seq") if k not in wanted]
     return select_latest(dataset.to_table(columns=read, filter=filter), latest).select(wanted)
 
 
-def latest_keys(keys: pa.Table) -> pa.Table:
-    """(doc_id, doc_hash) of each document's latest content version.
+CHUNK_KEYS = ["doc_id", "doc_hash", "chunk_index"]
 
-    A document whose text changed is relabeled under a new doc_hash and its old rows stay in
-    the output; the latest version is the doc_hash written by the most recent run (run ids
-    sort by start time). Needs the columns doc_id, doc_hash, run_id.
-    """
-    versions = keys.group_by(["doc_id", "doc_hash"]).aggregate([("run_id", "max")])
-    newest = versions.group_by("doc_id").aggregate([("run_id_max", "max")])
-    latest = versions.join(
-        newest,
-        keys=["doc_id", "run_id_max"],
-        right_keys=["doc_id", "run_id_max_max"],
-        join_type="inner",
-    )
-    # One run reads each document once, so ties cannot happen; break them deterministically.
-    latest = latest.group_by("doc_id").aggregate([("doc_hash", "max")])
-    return latest.rename_columns(["doc_id", "doc_hash"])
+
+def latest_keys(keys: pa.Table) -> pa.Table:
+    """(doc_id, doc_hash) of each document's current version (`condlabel.current`): the
+    doc_hash of its highest-`seq` row. Needs the columns doc_id, doc_hash, run_id (and `seq`
+    where the shards have it)."""
+    return current_versions(with_order(keys), "doc_id", "doc_hash")
 
 
 def select_latest(table: pa.Table, latest: pa.Table) -> pa.Table:
-    """Rows of `table` that belong to a latest version, each (doc_id, doc_hash, chunk_index)
-    once, in their original order."""
+    """Rows of `table` that belong to a current version, each (doc_id, doc_hash, chunk_index)
+    once (its highest-`seq` row), in their original order. `table` needs run_id (and seq)."""
     if table.num_rows == 0:
         return table
-    with_pos = table.select(["doc_id", "doc_hash", "chunk_index"]).append_column(
-        "_row", pa.array(np.arange(table.num_rows))
-    )
-    kept = with_pos.join(latest, keys=["doc_id", "doc_hash"], join_type="inner")
-    first = kept.group_by(["doc_id", "doc_hash", "chunk_index"]).aggregate([("_row", "min")])
-    rows = first.column("_row_min")
-    return table.take(pc.take(rows, pc.sort_indices(rows)))
+    return table.take(pa.array(current_rows(with_order(table), latest, CHUNK_KEYS)))
 
 
 def latest_versions(table: pa.Table) -> pa.Table:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# v2: `label_truncated` added (older shards read back with it absent or null)
-SCHEMA_VERSION = "condlabel-v2"
+# v2: `label_truncated` added; v3: `seq` and `text_key` added (older shards read back with
+# them null: `condlabel.current` counts a null `seq` as 0)
+SCHEMA_VERSION = "condlabel-v3"
 
 # Bookkeeping under an output prefix: never data (readers skip names starting with `_` or `.`).
 REJECTS_DIR = "_rejects"
@@ -15,7 +16,7 @@ MANIFEST_DIR = "_manifest"
 LEASE_NAME = "_lease.json"
 # A run's duplicate chunks wait here for their labeled chunk (removed when the run ends).
 COPIES_DIR = "_copies"
-# Input files whose every chunk is in the output (condlabel.convert.ledger): reruns skip them.
+# Input files whose every chunk is in the output (condlabel.runs.ledger): reruns skip them.
 LEDGER_DIR = "_ledger"
 
 CHUNK_SCHEMA = pa.schema(
@@ -63,11 +64,16 @@ OUTPUT_SCHEMA = pa.schema(
     + [pa.field(n, t) for n, t in LABEL_FIELDS]
     + [
         # `raw_tags`: the labeler's tags when `format.tag_vocabulary` mapped `tags` (else null);
-        # `copied_from`: `doc_id#chunk_index` of the chunk whose labels a copy got (else null).
+        # `copied_from`: `doc_id#chunk_index@doc_hash`, the row whose labels a copy got (else
+        # null); `text_key`: hash of the chunk's normalised text, what duplicates share.
         pa.field("raw_tags", pa.list_(pa.string())),
         pa.field("copied_from", pa.string()),
+        pa.field("text_key", pa.string()),
         pa.field("conditional_text", pa.string()),
         pa.field("run_id", pa.string()),
+        # The run's sequence number: a document's current version is that of its highest-seq
+        # row (`condlabel.current`).
+        pa.field("seq", pa.int64()),
         pa.field("schema_version", pa.string()),
     ]
 )
@@ -84,4 +90,6 @@ REJECT_SCHEMA = pa.schema(
 )
 
 # The columns a run scans to know what is done (resume) and which labelers wrote the prefix.
-KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id"]
+KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id", "seq"]
+KEY_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in KEY_COLUMNS])
+"""Read shards' key columns with this schema: a shard older than a column gets it as null."""

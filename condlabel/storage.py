@@ -125,6 +125,14 @@ class InputFile:
     size: int
     version: str = ""
     """ETag (object stores) or mtime (local files) from the listing; "" when neither is known."""
+    key: str = ""
+    """The file's identity across runs: its path relative to the input it was found under (a
+    directory, or a glob's fixed part; a file named alone: its name), so a moved prefix is
+    recognised. "" when unknown (the full URI is used)."""
+
+    @property
+    def identity(self) -> str:
+        return self.key or self.uri
 
 
 def _file_version(info: dict[str, Any]) -> str:
@@ -176,12 +184,25 @@ def expand_inputs(
             raise StorageError(
                 f"input {uri}: cannot be listed ({type(exc).__name__}: {exc})"
             ) from exc
+        root = _literal_dir(path) if not fs.isdir(path) else path.rstrip("/")
         for p, info in matches.items():
             if info.get("type", "file") != "file":
                 continue
             full = join_uri(scheme, p)  # fsspec strips the scheme
-            found[full] = InputFile(full, int(info.get("size") or 0), _file_version(info))
+            key = (
+                posixpath.relpath(p, root)
+                if root and p.startswith(root + "/")
+                else posixpath.basename(p)
+            )
+            found[full] = InputFile(full, int(info.get("size") or 0), _file_version(info), key)
     return [found[k] for k in sorted(found)]
+
+
+def _literal_dir(path: str) -> str:
+    """The directory part of a file path or glob before its first glob character."""
+    cut = min((path.find(c) for c in _GLOB_CHARS if c in path), default=-1)
+    literal = path if cut < 0 else path[:cut]
+    return posixpath.dirname(literal).rstrip("/")
 
 
 def describe_endpoint(uri: str, storage: StorageConfig | None = None) -> str:

@@ -17,8 +17,8 @@ import posixpath
 import sys
 import time
 
-from condlabel.convert.runstate import Lease
 from condlabel.failures import exit_code
+from condlabel.runs.runstate import Lease
 from condlabel.storage import resolve
 
 
@@ -33,9 +33,9 @@ def main() -> int:
     parser.add_argument("--foreign-host", action="store_true")
     args = parser.parse_args()
     if args.foreign_host:
-        import condlabel.convert.lease
+        import condlabel.runs.lease
 
-        condlabel.convert.lease.host_id = lambda: "another-machine/boot/ns"
+        condlabel.runs.lease.host_id = lambda: "another-machine/boot/ns"
     lease = Lease(args.output, args.run_id, None, ttl_s=args.ttl_s)
     lease.acquire()
     if args.ray:

@@ -14,8 +14,8 @@ from pipeline_helpers import convert_config, output_rows
 from condlabel.config import ChunkConfig, HFLabelerConfig, KeyphraseLabelerConfig, StorageConfig
 from condlabel.convert.chunking import chunk_document
 from condlabel.convert.reading import Document
-from condlabel.convert.runstate import read_manifests
 from condlabel.labelers.cascade import CascadeLabeler, merge_relabeled, needs_teacher, routed_mask
+from condlabel.runs.runstate import read_manifests
 
 
 def test_routing_rule():

@@ -220,7 +220,7 @@ def test_the_last_line_never_carries_url_credentials():
 
 def test_lease_break_removes_a_held_lease(tmp_path, capsys):
     from condlabel.config import StorageConfig
-    from condlabel.convert.runstate import Lease, read_lease
+    from condlabel.runs.runstate import Lease, read_lease
 
     out = tmp_path / "out"
     out.mkdir()

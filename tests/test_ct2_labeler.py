@@ -28,12 +28,12 @@ from tiny_models import sample_texts  # noqa: E402
 from condlabel.cli import main  # noqa: E402
 from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
 from condlabel.config.labelers import CT2LabelerConfig  # noqa: E402
-from condlabel.convert.runstate import read_manifests  # noqa: E402
 from condlabel.labelers import build_labeler, labeler_fingerprint  # noqa: E402
 from condlabel.labelers.ct2 import CT2Labeler, fingerprint  # noqa: E402
 from condlabel.labelers.hf import HFLabeler  # noqa: E402
 from condlabel.models import merge_model  # noqa: E402
 from condlabel.preflight import Weights, weights_problems  # noqa: E402
+from condlabel.runs.runstate import read_manifests  # noqa: E402
 
 NEW_TOKENS = 24
 INPUT_LIMIT = 160  # below the longest chunks: truncation must agree with hf's too

@@ -21,7 +21,6 @@ from condlabel.convert.dedup import (
     canonical_labels,
     file_keys,
     fill_copies,
-    normalise_text,
     plan_copies,
     plan_keys,
     split_copies,
@@ -30,7 +29,8 @@ from condlabel.convert.dedup import (
 from condlabel.convert.duplicates import KEY_FIELDS
 from condlabel.convert.pipeline import run_conversion
 from condlabel.convert.reading import Document
-from condlabel.convert.runstate import key_hash, read_manifests
+from condlabel.current import normalise_text
+from condlabel.runs.runstate import key_hash, read_manifests
 from condlabel.schema import COPIES_DIR
 
 LABELS = ["synopsis", "tags", "control_tokens", "scores", "logprob", "parse_ok", "raw_output"]

@@ -19,7 +19,8 @@ import zstandard
 from condlabel.config import ConvertConfig, InputConfig
 from condlabel.convert import reading
 from condlabel.convert.reading import Document, Reject, iter_file
-from condlabel.convert.stages import FileStats, read_and_chunk
+from condlabel.convert.stages import read_and_chunk
+from condlabel.runs.summary import FileStats
 from condlabel.schema import REJECT_SCHEMA
 
 

@@ -23,8 +23,8 @@ from condlabel.config import StorageConfig
 from condlabel.convert.duplicates import Duplicate, find_duplicates
 from condlabel.convert.inputs import read_tasks
 from condlabel.convert.pipeline import run_conversion
-from condlabel.convert.runstate import read_manifests, status_info
-from condlabel.convert.summary import LabelingFailed
+from condlabel.runs.runstate import read_manifests, status_info
+from condlabel.runs.summary import LabelingFailed
 from condlabel.storage import InputFile
 
 # --- item 15: an embedded Ray listens on the loopback interface only --------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from condlabel.convert.runstate import Lease, RunRefused, break_lease, read_lease
+from condlabel.runs.runstate import Lease, RunRefused, break_lease, read_lease
 from condlabel.storage import resolve
 
 HOLDER = str(Path(__file__).with_name("lease_holder.py"))
@@ -229,7 +229,7 @@ def test_a_lease_read_during_a_renewal_is_not_taken_for_removed(tmp_path):
     """A local renewal moves the lease aside (rename) before linking the new one in. A write
     task's check that lands in between must wait for the swap, not stop a healthy run (CI saw
     `lost its lease ... (it was removed)` on a run nobody else touched)."""
-    from condlabel.convert.lease import lease_store
+    from condlabel.runs.lease import lease_store
 
     out = tmp_path / "out"
     out.mkdir()
@@ -267,7 +267,7 @@ def test_a_stale_half_done_swap_is_removed_and_costs_no_wait(tmp_path, monkeypat
     """A `.taken-*` older than STALE_SWAP_S is a leftover, not a swap: the first read removes
     it, so no later read waits for it (each used to wait 0.5 s). A recent one is left alone:
     it may be a renewal in progress."""
-    from condlabel.convert import lease as lease_module
+    from condlabel.runs import lease as lease_module
 
     out = tmp_path / "out"
     out.mkdir()

@@ -15,7 +15,8 @@ from helpers import expected_chunks, make_docs, write_jsonl
 from pipeline_helpers import convert_config, output_rows, row_keys
 
 from condlabel.config import load_convert_config
-from condlabel.convert.ledger import (
+from condlabel.convert.pipeline import dry_run, run_conversion
+from condlabel.runs.ledger import (
     LedgerEntry,
     completed_files,
     ledger_fingerprint,
@@ -23,15 +24,14 @@ from condlabel.convert.ledger import (
     read_ledger,
     write_ledger,
 )
-from condlabel.convert.pipeline import dry_run, run_conversion
-from condlabel.convert.runstate import (
+from condlabel.runs.runstate import (
     DoneIndex,
     hashed_keys,
     key_hash,
     latest_chunk_keys,
     read_output_state,
 )
-from condlabel.convert.stages import FileStats
+from condlabel.runs.summary import FileStats
 from condlabel.storage import InputFile, expand_inputs
 
 MAX_WORDS = 60
@@ -193,7 +193,7 @@ def test_changing_labeler_or_chunking_invalidates_and_a_lost_ledger_is_rebuilt(t
     assert rebuilt.files_skipped == 0 and rebuilt.rows_written == 0
     assert rebuilt.skipped_done == expected_chunks(docs, 30)
     assert run_conversion(rechunked_cfg).files_skipped == 1
-    off = config([inp], out, "chunking.max_words=30", "output.use_ledger=false")
+    off = config([inp], out, "chunking.max_words=30", "output.done_check=full")
     assert run_conversion(off).files_skipped == 0
 
     # A ledger that disagrees with the output (a shard deleted by hand) is not trusted: the
@@ -226,7 +226,7 @@ def test_dry_run_shows_ledger_files_without_reading_them(tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 def test_done_check_in_ray_tasks_equals_the_driver_scan(tmp_path):
-    from condlabel.convert.donecheck import scan_output
+    from condlabel.runs.donecheck import scan_output
 
     inp, out = tmp_path / "in", tmp_path / "out"
     docs = make_docs(12, "v")

@@ -11,15 +11,15 @@ from pipeline_helpers import convert_config
 
 from condlabel.cli import main
 from condlabel.config import ConfigError, load_convert_config
-from condlabel.convert.costs import (
+from condlabel.convert.pipeline import run_conversion
+from condlabel.runs.costs import (
     ActorClock,
     actor_resources,
     cost_report,
     parse_costs,
     resource_seconds,
 )
-from condlabel.convert.pipeline import run_conversion
-from condlabel.convert.runstate import read_manifests
+from condlabel.runs.runstate import read_manifests
 
 
 def test_prices_are_parsed_from_set_and_bad_ones_named():

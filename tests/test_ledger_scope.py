@@ -1,4 +1,4 @@
-"""The done check's scope (`condlabel.convert.scope`): a rerun reads no shard for files no run
+"""The done check's scope (`condlabel.runs.scope`): a rerun reads no shard for files no run
 started, only the shards written since for files an earlier run started, and the whole output
 when it cannot know. Unit tests need no Ray; the runs use the session's local Ray."""
 
@@ -14,8 +14,8 @@ from helpers import expected_chunks, make_docs, write_jsonl
 from pipeline_helpers import convert_config, output_rows, row_keys
 
 from condlabel.convert.pipeline import run_conversion
-from condlabel.convert.runstate import status_info
-from condlabel.convert.scope import (
+from condlabel.runs.runstate import status_info
+from condlabel.runs.scope import (
     CLOCK_MARGIN_S,
     Started,
     listing_time,

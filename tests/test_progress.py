@@ -11,9 +11,8 @@ import pytest
 from helpers import make_docs, write_jsonl
 from pipeline_helpers import FREQUENT_PROGRESS, convert_args
 
-from condlabel.convert.progress import Progress, chunks_to_label, eta_text
-from condlabel.convert.stages import FileStats
-from condlabel.convert.summary import RunSummary
+from condlabel.runs.progress import Progress, chunks_to_label, eta_text
+from condlabel.runs.summary import FileStats, RunSummary
 
 # Ray Data's own console output: its start/finish lines and its periodic progress log.
 RAY_DATA_LINES = ("Starting execution of Dataset", "Total Progress", "logging_progress.py")

@@ -27,9 +27,10 @@ from conftest import free_port
 from pipeline_helpers import jsonl_bytes, output_rows, row_keys
 
 from condlabel.config import load_convert_config
-from condlabel.convert.stages import FileStats, read_and_chunk
+from condlabel.convert.stages import read_and_chunk
 from condlabel.demo import sample_documents
 from condlabel.labelers import labeler_fingerprint
+from condlabel.runs.summary import FileStats
 from condlabel.schema import OUTPUT_SCHEMA
 
 pytestmark = pytest.mark.slow

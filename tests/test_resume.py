@@ -22,7 +22,7 @@ from condlabel import read_tagged
 from condlabel.cli import main
 from condlabel.config import load_convert_config
 from condlabel.convert.pipeline import run_conversion
-from condlabel.convert.runstate import Lease, RunRefused, read_manifests
+from condlabel.runs.runstate import Lease, RunRefused, read_manifests
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

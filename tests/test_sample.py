@@ -13,8 +13,8 @@ from pipeline_helpers import convert_args, output_rows, row_keys
 from condlabel.cli import main
 from condlabel.config import InputConfig, StorageConfig
 from condlabel.convert.reading import Reject, iter_jsonl
-from condlabel.convert.runstate import read_manifests
 from condlabel.convert.sampling import id_fraction, in_sample, sample_documents
+from condlabel.runs.runstate import read_manifests
 
 
 def _ids(items) -> list[str]:

@@ -21,7 +21,7 @@ from helpers import make_docs, write_jsonl
 from pipeline_helpers import jsonl_bytes
 
 from condlabel.config import StorageConfig
-from condlabel.convert.runstate import Lease
+from condlabel.runs.runstate import Lease
 from condlabel.storage import StorageError, expand_inputs
 
 CONDLABEL = [sys.executable, "-m", "condlabel.cli"]

@@ -14,7 +14,7 @@ from pipeline_helpers import convert_config, output_rows
 from condlabel.cli import main
 from condlabel.config import ConfigError, StorageConfig, TrainDataConfig
 from condlabel.convert.pipeline import run_conversion
-from condlabel.convert.runstate import read_manifests
+from condlabel.runs.runstate import read_manifests
 from condlabel.tags import Vocabulary, VocabularyError, load_vocabulary, tag_key
 from condlabel.tags.build import VocabularySettings, build_vocabulary, count_tags
 from condlabel.tags.vocabulary import vocabulary_from_dict

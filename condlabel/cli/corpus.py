@@ -179,8 +179,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     `--set cost.GPU:A100_hour_usd=2.5`, one per resource) in USD, per million and per billion
     input tokens.
     """
-    from condlabel.convert.costs import parse_costs
-    from condlabel.convert.runstate import status_info, status_lines
+    from condlabel.runs.costs import parse_costs
+    from condlabel.runs.runstate import status_info, status_lines
 
     prices, overrides = parse_costs(args.overrides or [])
     storage = load_storage_config(args.config, overrides)
@@ -201,7 +201,7 @@ def cmd_lease(args: argparse.Namespace) -> int:
     holder's lease is taken over by the next run by itself); a live holder notices at its next
     renewal and stops with exit 4.
     """
-    from condlabel.convert.runstate import break_lease
+    from condlabel.runs.runstate import break_lease
 
     held = break_lease(args.uri, load_storage_config(args.config, args.overrides))
     if held:

@@ -81,17 +81,16 @@ class OutputConfig(StrictModel):
     allow_mixed_labelers: bool = False
     """Allow adding rows from a labeler whose fingerprint differs from the one(s) already in the
     output prefix (same as --allow-mixed)."""
-    use_ledger: bool = True
-    """Skip input files that `_ledger/` records as complete (same URI, size, ETag/mtime, and
-    input fields, chunking and labeler) without opening them. `false` reads every file (each
-    chunk still checked against the output) and rebuilds the ledger from what the run finds."""
     done_check: Literal["auto", "full"] = "auto"
-    """Which shards the done check reads for the files a run reads. `auto`: none for files no
-    earlier run started (`_ledger/_started/`), the shards written since an earlier run started
-    the others; the whole output when that cannot be known. `full`: the whole output always,
-    which also skips a document already labeled from another input file (with `auto` it is
-    labeled again and `condlabel status` counts a duplicate key). `use_ledger: false` implies
-    `full`."""
+    """How a run learns what is already done. `auto`: input files whose newest `_ledger/` entry
+    matches (same path under the input, size, ETag/mtime, input fields, chunking and labeler)
+    are not opened; for the files read, the done check reads the shards written since an
+    earlier run started them, none for files no run started, and the whole output when that
+    cannot be known (or no input file is known at all). `full`: every file is read and checked
+    against the whole output, so the served text is a function of the inputs alone, and a
+    document already labeled from another input file is skipped (with `auto` it is labeled
+    again and `condlabel status` counts a duplicate key). The ledger is a cache: `full`
+    rebuilds it."""
 
 
 class DedupConfig(StrictModel):

@@ -23,8 +23,6 @@ text about once in 10^19/n² runs of n chunks. No Ray here (`condlabel.convert.c
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -37,19 +35,13 @@ from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate, document_key, find_duplicates
 from condlabel.convert.format import COPIED_FROM
 from condlabel.convert.reading import Document, iter_file
-from condlabel.convert.runstate import key_hash
+from condlabel.current import normalise_text
+from condlabel.runs.runstate import key_hash
 from condlabel.storage import resolve
 
 TEXT_HASH = "_text_hash"
 """A labeled chunk's text hash, kept beside its labels until its copies are filled."""
 CHUNK_KEY_FIELDS = ("file", "position", "chunk_index", "key", "text")
-
-_SPACE = re.compile(r"\s+")
-
-
-def normalise_text(text: str) -> str:
-    """What two chunks must share to be labeled once: NFC, whitespace runs as one space."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
 def text_hash(text: str) -> int:
@@ -63,9 +55,10 @@ def text_hashes(texts: Iterable[str]) -> np.ndarray:
     return np.array([text_hash(t) for t in texts], dtype=np.int64)
 
 
-def chunk_label_name(doc_id: str, chunk_index: int) -> str:
-    """How `copied_from` names the labeled chunk: `doc_id#chunk_index`."""
-    return f"{doc_id}#{chunk_index}"
+def chunk_label_name(doc_id: str, chunk_index: int, doc_hash: str) -> str:
+    """How `copied_from` names the labeled row: `doc_id#chunk_index@doc_hash` (its version
+    included, so the name stays true when that document is edited later)."""
+    return f"{doc_id}#{chunk_index}@{doc_hash}"
 
 
 def file_keys(
@@ -184,14 +177,17 @@ def split_copies(table: pa.Table, plan: CopyPlan) -> tuple[pa.Table, pa.Table]:
 
 def canonical_labels(labeled: pa.Table, plan: CopyPlan, label_columns: list[str]) -> pa.Table:
     """The labels of the rows of a labeled batch that have copies: `label_columns`, the text
-    hash and `copied_from` (this row's `doc_id#chunk_index`)."""
+    hash and `copied_from` (this row's `chunk_label_name`)."""
     hashes = text_hashes(labeled.column("text").to_pylist())
     keep = _member(hashes, plan.labeled_texts)
     rows = labeled.filter(pa.array(keep))
     names = [
-        chunk_label_name(d, i)
-        for d, i in zip(
-            rows.column("doc_id").to_pylist(), rows.column("chunk_index").to_pylist(), strict=True
+        chunk_label_name(d, i, h)
+        for d, i, h in zip(
+            rows.column("doc_id").to_pylist(),
+            rows.column("chunk_index").to_pylist(),
+            rows.column("doc_hash").to_pylist(),
+            strict=True,
         )
     ]
     return (

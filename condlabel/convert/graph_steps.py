@@ -19,23 +19,14 @@ import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
 from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
-from condlabel.convert.cascade import routed_rows
+from condlabel.convert.cascade import routed_rows, teacher_fingerprint
+from condlabel.convert.cascade import with_teacher as with_teacher  # the graph's teacher step
 from condlabel.convert.copies import CopyRun
-from condlabel.convert.costs import (
-    ActorClock,
-    AliveReporter,
-    shard_tokens,
-)
 from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_keys
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
 from condlabel.convert.format import vocabulary_for
-from condlabel.convert.inputs import read_tasks
-from condlabel.convert.ledger import (
-    shard_sources,
-)
-from condlabel.convert.runstate import (
-    LeaseGuard,
-)
+from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
+from condlabel.convert.sampling import sample_record
 from condlabel.convert.stages import (
     PADDED_TOKENS,
     USEFUL_TOKENS,
@@ -48,7 +39,18 @@ from condlabel.convert.stages import (
     write_shard,
 )
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
-from condlabel.storage import InputFile
+from condlabel.runs.costs import (
+    ActorClock,
+    AliveReporter,
+    shard_tokens,
+)
+from condlabel.runs.ledger import (
+    shard_sources,
+)
+from condlabel.runs.runstate import (
+    LeaseGuard,
+)
+from condlabel.storage import InputFile, ensure_writable
 
 if TYPE_CHECKING:
     import ray.data
@@ -65,6 +67,31 @@ def run_fingerprint(cfg: ConvertConfig) -> str:
     from condlabel.classifiers import classifier_fingerprints
 
     return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
+
+
+def teacher_labelers(cfg: ConvertConfig) -> frozenset[str]:
+    """Fingerprints a run writes besides `run_fingerprint`: a cascade's teacher's."""
+    return frozenset([teacher_fingerprint(cfg)]) if cfg.cascade.enabled else frozenset()
+
+
+def run_record(cfg: ConvertConfig) -> dict[str, Any]:
+    """What the manifest records of the format and the sample. A vocabulary that cannot be
+    read fails here, before any work (exit 2, naming the key)."""
+    vocabulary = vocabulary_for(cfg.format, cfg.storage)
+    return {
+        "tag_vocabulary": vocabulary.record() if vocabulary else None,
+        "sample": sample_record(cfg.input),
+    }
+
+
+def prepare_inputs(cfg: ConvertConfig, dry_run: bool = False) -> list[InputFile]:
+    """Checks that need no Ray and touch nothing: the output lies outside every input, the
+    inputs exist, the output is writable (not for a dry run, which writes nothing)."""
+    check_overlap(cfg.input.paths, cfg.output.uri)
+    files = plan_inputs(cfg)
+    if not dry_run:
+        ensure_writable(cfg.output.uri, cfg.storage)
+    return files
 
 
 def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Dataset:
@@ -288,6 +315,7 @@ def format_and_write(
     batch: pa.Table,
     cfg: ConvertConfig,
     run_id: str,
+    seq: int | None = None,
     lease: LeaseGuard | None = None,
     copies: CopyRun | None = None,
 ) -> dict[str, list]:
@@ -308,7 +336,7 @@ def format_and_write(
     if copies is not None:
         copies.keep_labels(batch)
     shard = write_shard(
-        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage)),
+        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage), seq),
         cfg.output.uri,
         cfg.storage,
         cfg.output.compression,

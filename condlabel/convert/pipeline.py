@@ -9,8 +9,9 @@ tasks and actors are in `graph_steps.py`).
 
 Input files are read in tasks of several small files each (`compute.bytes_per_read_task`). The
 driver consumes the small shard list, so it sees progress as shards land and shows rows/s and
-an ETA without a second pass over the data. Around the graph: the writer lease, the done index
-read from the output (resume), the labeler fingerprint guard and the run manifest.
+an ETA without a second pass over the data. Around the graph, `condlabel.runs.open_run`: the
+writer lease, the run's seq, the done index read from the output (resume), the labeler
+fingerprint guard and the run manifest.
 """
 
 from __future__ import annotations
@@ -18,27 +19,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
-from collections import Counter
-from contextlib import AbstractContextManager, ExitStack, nullcontext
-from datetime import datetime, timezone
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from condlabel import runs
 from condlabel.config import ConvertConfig
-from condlabel.convert.cascade import cascade_labelers, with_teacher
 from condlabel.convert.copies import CopyRun, copy_run
-from condlabel.convert.costs import (
-    add_tokens,
-    busy_share,
-    counter_seconds,
-)
-from condlabel.convert.donecheck import scan_output
 from condlabel.convert.graph_steps import (
     WRITER_CPUS,
     LabelStage,
@@ -46,71 +37,44 @@ from condlabel.convert.graph_steps import (
     counter_actor,
     format_and_write,
     key_pass,
+    prepare_inputs,
     read_files,
     reader_options,
     reads_dataset,
     run_fingerprint,
+    run_record,
+    teacher_labelers,
+    with_teacher,
 )
-from condlabel.convert.inputs import check_overlap, plan_inputs
-from condlabel.convert.ledger import (
-    RerunPlan,
-    add_written,
-    complete_rows,
-    count_complete,
-    record_ledger,
-    rerun_plan,
-)
-from condlabel.convert.progress import Progress
-from condlabel.convert.runstate import (
-    DoneIndex,
-    Lease,
-    LeaseGuard,
-    OutputState,
-    check_fingerprint,
-)
-from condlabel.convert.scope import DoneScope, done_scope, write_started
-from condlabel.convert.stages import (
-    FileStats,
-)
-from condlabel.convert.summary import RunSummary, check_labeler_errors, new_run_id, recorded
 from condlabel.ray_runtime import connect, is_verbose, ray_session
-from condlabel.storage import InputFile, ensure_writable
 
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = [
-    "RunSummary",
-    "dry_run",
-    "init_ray",
-    "new_run_id",
-    "plan_lines",
-    "run_conversion",
-]
+__all__ = ["dry_run", "init_ray", "plan_lines", "run_conversion", "run_fingerprint"]
 
 log = logging.getLogger("condlabel")
 
 
 def build_graph(
     cfg: ConvertConfig,
-    files: list[InputFile],
+    run: runs.Run,
     skip_refs: tuple[Any, Any],
     counter: Any,
-    summary: RunSummary,
-    lease: LeaseGuard | None = None,
     copies: CopyRun | None = None,
 ) -> ray.data.Dataset:
     """The graph, lazily: iterating it runs the conversion and yields one row per shard.
     `skip_refs`: object refs of the done index and of the duplicates (`find_duplicates`);
-    `lease`: checked before every shard write, so a run that lost its lease stops writing;
+    the run's lease is checked before every shard write, so a run that lost it stops writing;
     `copies`: held back by the read step, their labels kept by the write step (after the
     teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
-    read = partial(read_files, cfg=cfg, run_id=summary.run_id, refs=skip_refs, counter=counter)
+    summary = run.summary
+    read = partial(read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter)
     read = partial(read, copies=copies)
     labeled = (
-        reads_dataset(cfg, files)
+        reads_dataset(cfg, run.to_read)
         .map_batches(read, batch_size=1, batch_format="pyarrow", **reader_options(cfg))
         .map_batches(
             LabelStage,
@@ -132,116 +96,84 @@ def build_graph(
     # remainder as a short shard. Regrouping rows across blocks first (Ray Data's strict
     # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
     # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
-    return with_teacher(labeled, cfg, summary.run_id).map_batches(
-        partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease, copies=copies),
+    return with_teacher(labeled, cfg, run.run_id).map_batches(
+        partial(writer(cfg, run), copies=copies),
         batch_size=cfg.output.rows_per_file,
         batch_format="pyarrow",
         num_cpus=WRITER_CPUS,
     )
 
 
+def writer(cfg: ConvertConfig, run: runs.Run) -> partial:
+    """The write step of this run: its id and seq on every row, its lease checked per shard."""
+    return partial(
+        format_and_write, cfg=cfg, run_id=run.run_id, seq=run.seq, lease=run.lease.guard()
+    )
+
+
 def run_conversion(
     cfg: ConvertConfig, run_id: str | None = None, allow_mixed: bool = False
-) -> RunSummary:
+) -> runs.RunSummary:
     """Label every chunk of the configured inputs that is not yet in `cfg.output.uri`."""
-    run_id = run_id or new_run_id()
-    started = time.monotonic()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    files, fingerprint = prepare_run(cfg)
-    lease = Lease(cfg.output.uri, run_id, cfg.storage, cfg.output.lease_ttl_s)
-    lease.acquire()
-    if lease.previous and lease.previous.get("run_id") != run_id:
-        log.warning("took over the lease of run %s", lease.previous.get("run_id"))
-    summary = RunSummary(
-        run_id,
-        cfg.output.uri,
+    record = run_record(cfg)  # before any work: a vocabulary that cannot be read fails here
+    files, fingerprint = prepare_inputs(cfg), run_fingerprint(cfg)
+    with runs.open_run(
+        cfg,
+        files,
         fingerprint,
-        input_files=len(files),
-        input_bytes=sum(f.size for f in files),
-        routed_to_teacher=0 if cfg.cascade.enabled else None,
-    )
-    session = ExitStack()
-    try:
-        # Under the lease (nobody else adds rows now): files complete in the ledger are not
-        # read, and the output is scanned (in Ray tasks) only when some file is.
-        plan = rerun_plan(cfg, files, fingerprint)
-        if plan.to_read:
-            session.enter_context(_ray(cfg))  # one Ray session for the scan and the graph
-            if cfg.compute.address or os.environ.get("RAY_ADDRESS"):  # a cluster others reach
-                lease.attach_ray()  # a later run on it takes over once this job ends
-        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read), plan=plan)
-        # Before the first shard: a later run then knows which shards may hold these files.
-        write_started(cfg, run_id, plan.to_read, plan.fingerprint, fingerprint)
-        summary.rows_before = state.rows
-        summary.shards_scanned = state.shards_scanned
-        summary.seconds_planning = time.monotonic() - started
-        with recorded(cfg, summary, files, state, started, started_at):
-            log.info(
-                "run %s: %d input file(s), %.1f MB; %d chunk(s) already in %s",
-                run_id,
-                len(files),
-                summary.input_bytes / 1e6,
-                len(state.done),
-                cfg.output.uri,
-            )
-            if plan.to_read:
-                _execute(cfg, summary, plan.to_read, state, started, lease, plan)
-                if not summary.shards_written:  # its labeler holds no rows here (guard)
-                    write_started(cfg, run_id, plan.to_read, plan.fingerprint, fingerprint, True)
-            else:
-                count_complete(summary, plan)
-    finally:
-        lease.release()
-        session.close()
-    return summary
+        run_id,
+        allow_mixed,
+        ray_session=lambda: _ray(cfg),
+        attach_ray=bool(cfg.compute.address or os.environ.get("RAY_ADDRESS")),
+        also_labelers=teacher_labelers(cfg),
+        record=record,
+    ) as run:
+        if run.to_read:
+            _execute(cfg, run, files)
+    return run.summary
 
 
-def _execute(
-    cfg: ConvertConfig,
-    summary: RunSummary,
-    files: list[InputFile],
-    state: OutputState,
-    started: float,
-    lease: Lease,
-    plan: RerunPlan | None = None,
-) -> None:
+def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
     """Run the graph and fill in the summary as its shards land; record the files it completed
-    in the ledger (`plan`: the files the ledger shows complete, counted as done)."""
+    in the ledger."""
     import ray
 
+    summary = run.summary
     with _ray(cfg):
         summary.labeler_actors = pool_size(cfg, ray.cluster_resources())
         counter = counter_actor()
 
-        def read_stats() -> list[FileStats]:
+        def read_stats() -> list[runs.FileStats]:
             return ray.get(counter.all.remote())
 
-        done = ray.put(state.done)
-        duplicates, copy_plan = key_pass(cfg, files, done)
+        done = ray.put(run.state.done)
+        duplicates, copy_plan = key_pass(cfg, run.to_read, done)
         skip_refs = (done, ray.put(duplicates))
-        copies = copy_run(cfg, summary.run_id, copy_plan, counter)
-        graph = build_graph(cfg, files, skip_refs, counter, summary, lease.guard(), copies)
-        write = partial(format_and_write, cfg=cfg, run_id=summary.run_id, lease=lease.guard())
-        written: Counter[str] = Counter()  # rows per input file, for the ledger
-        with Progress(summary, started, cfg.compute.progress_interval_s, read_stats) as progress:
+        copies = copy_run(cfg, run.run_id, copy_plan, counter)
+        graph = build_graph(cfg, run, skip_refs, counter, copies)
+        write = writer(cfg, run)
+        with runs.Progress(
+            summary, run.started, cfg.compute.progress_interval_s, read_stats
+        ) as progress:
             shards = graph.iter_batches(batch_size=None, batch_format="pyarrow")
             # The copies are written once the whole graph has run: their labels are all known.
             for batch in chain(shards, copies.written(write, WRITER_CPUS) if copies else ()):
                 _add_shards(summary, cast(pa.Table, batch))
-                add_written(written, cast(pa.Table, batch))
-                add_tokens(summary.cost, cast(pa.Table, batch))
-                lease.ensure_held()  # a run that lost its lease stops now (exit 4)
+                runs.add_written(run.written, cast(pa.Table, batch))
+                runs.add_tokens(summary.cost, cast(pa.Table, batch))
+                run.lease.ensure_held()  # a run that lost its lease stops now (exit 4)
                 progress.update()
-        summary.tally(read_stats())
-        record_ledger(cfg, summary, plan or RerunPlan([]), files, read_stats(), written)
+        run.finish(run.to_read, read_stats())
         summary.labeler_calls_saved = copies.finish() if copies else 0
         failed, first_error = ray.get(counter.labeler_errors.remote())
-        summary.cost.update(chunks=summary.rows_written, actor_seconds=counter_seconds(counter))
-        summary.labeler_busy_share = busy_share(counter)
+        summary.cost.update(
+            chunks=summary.rows_written, actor_seconds=runs.counter_seconds(counter)
+        )
+        summary.labeler_busy_share = runs.busy_share(counter)
         ray.kill(counter)
     if failed:
         summary.rejected.update(failed)
-        check_labeler_errors(
+        runs.check_labeler_errors(
             summary, sum(failed.values()), first_error, cfg.compute.max_labeler_error_share
         )
 
@@ -249,10 +181,10 @@ def _execute(
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     """What a run would do, per input file, without labeling or writing anything."""
 
-    files, fingerprint = prepare_run(cfg)
-    plan = rerun_plan(cfg, files, fingerprint)
+    files, fingerprint = prepare_inputs(cfg, dry_run=True), run_fingerprint(cfg)
+    plan = runs.rerun_plan(cfg, files, fingerprint)
     with _ray(cfg) if plan.to_read else nullcontext():
-        state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read), plan=plan)
+        state = runs.output_state(cfg, fingerprint, allow_mixed, plan, files, teacher_labelers(cfg))
         per_file = _count_to_read(cfg, plan.to_read, state) if plan.to_read else []
     sizes = {f.uri: f.size for f in files}
     per_file = sorted(
@@ -261,7 +193,7 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
                 {**r, "bytes": sizes[r["uri"]], "to_label": r["chunks"] - r["done"]}
                 for r in per_file
             ),
-            *complete_rows(plan),
+            *runs.complete_rows(plan),
         ],
         key=lambda r: r["uri"],
     )
@@ -278,7 +210,7 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     }
 
 
-def _count_to_read(cfg: ConvertConfig, files: list[InputFile], state: OutputState) -> list[dict]:
+def _count_to_read(cfg: ConvertConfig, files: list[Any], state: Any) -> list[dict]:
     import ray
 
     done = ray.put(state.done)
@@ -294,7 +226,7 @@ def _count_to_read(cfg: ConvertConfig, files: list[InputFile], state: OutputStat
 # --- the driver's side ---
 
 
-def _add_shards(summary: RunSummary, shards: pa.Table) -> None:
+def _add_shards(summary: runs.RunSummary, shards: pa.Table) -> None:
     summary.rows_written += pc.sum(shards.column("rows")).as_py()
     summary.shards_written += shards.num_rows
     summary.useful_tokens += pc.sum(shards.column("useful")).as_py()
@@ -334,44 +266,6 @@ def pool_bounds(cfg: ConvertConfig, initial: int) -> dict[str, int]:
     c = cfg.compute
     high = c.max_actors or initial
     return {"min_size": min(c.min_actors or 1, initial), "max_size": high, "initial_size": initial}
-
-
-# --- before any work: the inputs, the output and the labeler's fingerprint ---
-
-
-def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
-    """Checks that need no Ray and touch nothing: the output lies outside every input, the
-    inputs exist, the output is writable."""
-    check_overlap(cfg.input.paths, cfg.output.uri)
-    files = plan_inputs(cfg)
-    ensure_writable(cfg.output.uri, cfg.storage)
-    return files, run_fingerprint(cfg)
-
-
-def output_state(
-    cfg: ConvertConfig,
-    fingerprint: str,
-    allow_mixed: bool,
-    scan: bool = True,
-    plan: RerunPlan | None = None,
-) -> OutputState:
-    """Scan the key columns of the shards that may hold chunks of `plan.to_read` once, in Ray
-    tasks (the done index; `convert/scope.py`: every shard without `plan`), and apply the
-    fingerprint guard; without `scan` (no file to read, nothing to write) neither."""
-    if not scan:
-        return OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0, scanned=False)
-    scope = done_scope(cfg, plan) if plan is not None else DoneScope(None, "no plan")
-    state = scan_output(
-        cfg.output.uri, cfg.storage, cfg.compute.num_cpus_per_reader, shards=scope.shards
-    )
-    state.scope = scope.mode
-    # Not every shard read: the guard takes the labelers from the runs' started records.
-    held, unit = (
-        (state.labelers, "rows") if scope.shards is None else (scope.labelers, "files started")
-    )
-    labelers = cascade_labelers(cfg, held)  # a cascade's teacher rows are its own
-    check_fingerprint(fingerprint, labelers, allow_mixed or cfg.output.allow_mixed_labelers, unit)
-    return state
 
 
 def plan_lines(plan: dict[str, Any]) -> list[str]:

@@ -9,9 +9,7 @@ import dataclasses
 import hashlib
 import io
 import posixpath
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +19,9 @@ from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.duplicates import Duplicate, duplicate_reject
 from condlabel.convert.format import conditional_text, tag_columns
 from condlabel.convert.reading import Document, Reject, iter_file
+from condlabel.current import text_keys
 from condlabel.labelers import Labeler
+from condlabel.runs.summary import FileStats
 from condlabel.schema import (
     CHUNK_SCHEMA,
     LABEL_FIELDS,
@@ -43,20 +43,6 @@ REJECT_LABELER_ERROR = "labeler_error"
 
 DoneFilter = Callable[[str, str, int], bool]
 """(doc_id, doc_hash, chunk_index) -> True when the chunk is already in the output."""
-
-
-@dataclass
-class FileStats:
-    source: str
-    documents: int = 0
-    chunks: int = 0
-    skipped_done: int = 0
-    bytes: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def to_label(self) -> int:
-        return self.chunks - self.skipped_done
 
 
 def _hash_name(*parts: str) -> str:
@@ -217,10 +203,15 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
 
 
 def format_table(
-    cfg: FormatConfig, table: pa.Table, run_id: str, vocabulary: Vocabulary | None = None
+    cfg: FormatConfig,
+    table: pa.Table,
+    run_id: str,
+    vocabulary: Vocabulary | None = None,
+    seq: int | None = None,
 ) -> pa.Table:
-    """Add `conditional_text` (prefix + text), the run id and the schema version; with a tag
-    `vocabulary`, `tags` become canonical and `raw_tags` keeps the labeler's."""
+    """Add `conditional_text` (prefix + text), `text_key`, the run's id and `seq` and the schema
+    version; with a tag `vocabulary`, `tags` become canonical and `raw_tags` keeps the
+    labeler's."""
     table = tag_columns(cfg, table, vocabulary)
     cols = table.select(["text", "synopsis", "tags", "control_tokens", "parse_ok"]).to_pydict()
     texts = [
@@ -235,7 +226,9 @@ def format_table(
         )
     ]
     table = table.append_column("conditional_text", pa.array(texts, pa.string()))
+    table = table.append_column("text_key", pa.array(text_keys(cols["text"]), pa.string()))
     table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+    table = table.append_column("seq", pa.array([seq] * table.num_rows, pa.int64()))
     table = table.append_column(
         "schema_version", pa.array([SCHEMA_VERSION] * table.num_rows, pa.string())
     )
@@ -260,7 +253,10 @@ def shard_name(table: pa.Table) -> str:
         )
     )
     labelers = sorted(set(table.column("labeler").to_pylist()))
-    return "part-" + _hash_name(*labelers, *(f"{d}/{h}/{i}" for d, h, i in keys)) + ".parquet"
+    name = _hash_name(*labelers, *(f"{d}/{h}/{i}" for d, h, i in keys)) + ".parquet"
+    seqs = table.column("seq").unique().to_pylist() if "seq" in table.column_names else []
+    # The run's seq in the name: a listing tells the largest seq without reading a shard.
+    return f"part-s{seqs[0]:06d}-{name}" if len(seqs) == 1 and seqs[0] else f"part-{name}"
 
 
 def write_shard(table: pa.Table, output_uri: str, storage: StorageConfig, compression: str) -> str:

@@ -39,7 +39,7 @@ from condlabel.distill.data import (
 from condlabel.distill.metrics import compare, comparison_dicts, gate_report, report_lines
 from condlabel.distill.student import labeler_overrides, load_student, student_labeler_config
 from condlabel.train.checkpoint import export_model, full_model_state
-from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys
+from condlabel.train.data import VERSION_COLUMNS, latest_row_keys, row_keys, version_keys
 from condlabel.train.loop import (  # the training machinery of `condlabel train`, reused
     arrow_storage,
     report_with_checkpoint,
@@ -126,10 +126,9 @@ def plan_distill(cfg: DistillConfig) -> DistillPlan:
     if not files:
         raise StorageError(f"data.paths: no parquet files under {cfg.data.paths}")
     paths, fs = arrow_storage(files, cfg.storage)
-    keys = pads.dataset(paths, format="parquet", filesystem=fs).to_table(
-        columns=[*VERSION_COLUMNS, "parse_ok"]
-    )
-    kept = latest_row_keys(keys.select(VERSION_COLUMNS))
+    keys = version_keys(pads.dataset(paths, format="parquet", filesystem=fs), ["parse_ok"])
+    kept = latest_row_keys(keys.select([c for c in keys.column_names if c != "parse_ok"]))
+    keys = keys.select([*VERSION_COLUMNS, "parse_ok"])
     keys = keys.append_column("text", pa.nulls(keys.num_rows, pa.string()))
     keys = keys.append_column("synopsis", pa.nulls(keys.num_rows, pa.string()))
     keys = keys.append_column("tags", pa.nulls(keys.num_rows, pa.list_(pa.string())))

@@ -31,7 +31,14 @@ IGNORE_INDEX = -100
 DATA_COLUMNS = ["text", "synopsis", "tags", "control_tokens", "parse_ok"]
 """The columns of the tagged output that training reads (and `raw_tags`, with a vocabulary)."""
 VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
-"""The columns that tell a document's latest version from superseded ones."""
+"""The columns that name a row: its chunk and the run that wrote it."""
+
+
+def version_keys(dataset: Any, extra: Sequence[str] = ()) -> pa.Table:
+    """`VERSION_COLUMNS` (+ `extra`) of every row of a pyarrow dataset, with `seq` where the
+    shards have it: what decides a document's current version (`condlabel.current`)."""
+    seq = ["seq"] if "seq" in dataset.schema.names else []
+    return dataset.to_table(columns=[*VERSION_COLUMNS, *extra, *seq])
 
 
 # --------------------------------------------------------------------------- training text

@@ -42,6 +42,7 @@ from condlabel.train.data import (
     keep_rows,
     latest_row_keys_by_output,
     micro_batches,
+    version_keys,
 )
 from condlabel.train.steps import (
     Passes,
@@ -266,9 +267,11 @@ def _training_dataset(
     else:
         kept = latest_row_keys_by_output(
             [
-                pads.dataset(
-                    arrow_storage(output, storage)[0], format="parquet", filesystem=data_fs
-                ).to_table(columns=VERSION_COLUMNS)
+                version_keys(
+                    pads.dataset(
+                        arrow_storage(output, storage)[0], format="parquet", filesystem=data_fs
+                    )
+                )
                 for output in outputs
                 if output
             ]

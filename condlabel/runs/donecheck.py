@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import StorageConfig
-from condlabel.convert.runstate import (
+from condlabel.readback import tagged_dataset
+from condlabel.runs.runstate import (
     DoneIndex,
     OutputState,
     chunk_key,
@@ -28,8 +29,7 @@ from condlabel.convert.runstate import (
     string_hashes,
     version_hashes,
 )
-from condlabel.readback import tagged_dataset
-from condlabel.schema import KEY_COLUMNS
+from condlabel.schema import KEY_SCHEMA
 from condlabel.storage import resolve, split_uri
 
 # Shards whose key columns one task reads; partitions of the index (each one task's work).
@@ -79,7 +79,7 @@ def scan_output(
     shards: list[str] | None = None,
 ) -> OutputState:
     """The output's done index and counts, built by Ray tasks (call within a Ray session).
-    `shards`: only these (the done check's scope, `condlabel.convert.scope`); None: all."""
+    `shards`: only these (the done check's scope, `condlabel.runs.scope`); None: all."""
     import ray
 
     if shards is None:
@@ -122,9 +122,8 @@ def _hash_and_split(
 
     from condlabel.storage import filesystem
 
-    table = pads.dataset(paths, format="parquet", filesystem=filesystem(scheme, storage)).to_table(
-        columns=KEY_COLUMNS
-    )
+    fs = filesystem(scheme, storage)
+    table = pads.dataset(paths, format="parquet", filesystem=fs, schema=KEY_SCHEMA).to_table()
     keys = hashed_keys(table)
     which = keys.column("id").to_numpy() % np.uint64(partitions)
     out: list[Any] = [keys.filter(pa.array(which == p)) for p in range(partitions)]

@@ -17,13 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import StorageConfig
+from condlabel.current import ORDER, current_versions, order_keys
+from condlabel.readback import tagged_dataset
 
 # Re-exported (`X as X`): the pipeline, the CLI and tests import the lease from here.
-from condlabel.convert.lease import Lease as Lease
-from condlabel.convert.lease import LeaseGuard as LeaseGuard
-from condlabel.convert.lease import RunRefused, read_lease
-from condlabel.convert.lease import break_lease as break_lease
-from condlabel.readback import tagged_dataset
+from condlabel.runs.lease import Lease as Lease
+from condlabel.runs.lease import LeaseGuard as LeaseGuard
+from condlabel.runs.lease import RunRefused, read_lease
+from condlabel.runs.lease import break_lease as break_lease
 from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
 from condlabel.storage import resolve, write_bytes_atomic
 
@@ -128,37 +129,32 @@ class OutputState:
     """Shards whose key columns the done check read (the counts above are theirs)."""
     scope: str = "full"
     """`full`: every shard was read; `scoped`: only those that may hold the chunks of the
-    files the run reads (`condlabel.convert.scope`)."""
+    files the run reads (`condlabel.runs.scope`)."""
 
 
 def hashed_keys(table: pa.Table) -> pa.Table:
-    """Key columns (doc_id, doc_hash, chunk_index, run_id) -> numeric keys for the latest-version
-    rule: `id` (doc_id), `version` (doc_id, doc_hash), `key` (the chunk) and `run_id`."""
+    """Key columns (doc_id, doc_hash, chunk_index, run_id, seq) -> numeric keys for the
+    current-version rule: `id` (doc_id), `version` (doc_id, doc_hash), `key` (the chunk) and
+    the order key (`condlabel.current`)."""
     versions = version_hashes(table.column("doc_id"), table.column("doc_hash"))
+    seq = table.column("seq") if "seq" in table.column_names else None
     return pa.table(
         {
             "id": string_hashes(table.column("doc_id")),
             "version": versions,
             "key": chunk_hashes(versions, table.column("chunk_index").to_numpy()),
-            "run_id": table.column("run_id"),
+            ORDER: order_keys(seq, table.column("run_id")),
         }
     )
 
 
 def latest_chunk_keys(keys: pa.Table) -> tuple[np.ndarray, int]:
-    """The latest-version rule over hashed keys (all versions of each document present):
-    the sorted, unique keys of each document's latest version (the one the most recent run
-    wrote, as `readback.latest_keys`), and the number of duplicate rows (a key written twice)."""
+    """The current-version rule (`condlabel.current`) over hashed keys (all versions of each
+    document present): the sorted, unique keys of each document's current version, and the
+    number of duplicate rows (a key written twice)."""
     if keys.num_rows == 0:
         return np.empty(0, np.int64), 0
-    versions = keys.group_by(["id", "version"]).aggregate([("run_id", "max")])
-    newest = versions.group_by("id").aggregate([("run_id_max", "max")])
-    latest = versions.join(
-        newest, keys=["id", "run_id_max"], right_keys=["id", "run_id_max_max"], join_type="inner"
-    )
-    # One run reads each document once, so ties cannot happen; break them deterministically.
-    latest = latest.group_by("id").aggregate([("version", "max")])
-    latest = latest.rename_columns(["id", "version"])
+    latest = current_versions(keys, "id", "version")
     kept = keys.select(["id", "version", "key"]).join(
         latest, keys=["id", "version"], join_type="inner"
     )
@@ -169,7 +165,7 @@ def latest_chunk_keys(keys: pa.Table) -> tuple[np.ndarray, int]:
 
 def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     """Scan only the key columns of the output and build the done index in this process
-    (`condlabel status`; a run builds it in Ray tasks, `condlabel.convert.donecheck`)."""
+    (`condlabel status`; a run builds it in Ray tasks, `condlabel.runs.donecheck`)."""
     fs, path = resolve(output_uri, storage)
     empty = OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0)
     if not fs.exists(path):
@@ -264,7 +260,7 @@ def status_info(
     """What `condlabel status` reports: every run's manifest, the output's totals, the lease,
     and the cost record of every run (in USD, per million and billion input tokens, with
     `prices`: USD per hour by resource)."""
-    from condlabel.convert.costs import cost_report
+    from condlabel.runs.costs import cost_report
 
     runs = read_manifests(uri, storage)
     state = read_output_state(uri, storage)
@@ -320,7 +316,7 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     for fp, n in t["labelers"].items():
         lines.append(f"labeler {fp}: {n} rows")
     if "cost" in info:
-        from condlabel.convert.costs import cost_lines
+        from condlabel.runs.costs import cost_lines
 
         lines += cost_lines(info["cost"])
     if lease := info["lease"]:

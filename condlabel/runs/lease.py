@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import fsspec
 
 from condlabel.config import StorageConfig
-from condlabel.convert.holder import (
+from condlabel.runs.holder import (
     holder_is_dead,
     holder_job_ended,
     host_id,

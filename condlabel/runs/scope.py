@@ -2,10 +2,13 @@
 files it reads are already written, so that a rerun with new files costs what they cost.
 
     before its first shard, a run records the files it is about to read:
-        _ledger/_started/<run_id>.parquet    (uri, size, version, fingerprint, labeler, run_id)
+        _ledger/_started/<run_id>.parquet    (uri, key, size, version, fingerprint, labeler,
+                                              run_id, seq)
     a rerun's files (those the ledger does not show complete) are then
-        brand-new   no run ever started a file of that URI: none of its chunks can be in the
-                    output, so it needs no done check at all;
+        brand-new   no run ever started a file of that identity (its path under the input it
+                    was found under): none of its chunks can be in the output, so it needs no
+                    done check at all, unless no input file of the run is known while the
+                    output holds shards (a moved or renamed input root): then the full check;
         started     some run started it (a partial file, or a complete one that changed since):
                     its chunks can only be in shards written since the earliest such run
                     recorded it, and only those shards are read.
@@ -17,7 +20,7 @@ size, version or fingerprint), as the full check would find a changed file's unc
 documents too.
 
 The scope falls back to the whole output (the full check) whenever it cannot be trusted:
-`output.done_check=full` or `output.use_ledger=false`; no started record, or one that cannot be
+`output.done_check=full`; no started record, or one that cannot be
 read; a shard older than every started record (written before runs kept them, or `_ledger/`
 was deleted); a run in `_manifest/` without a started record; a ledger that disagrees with the
 output. A full-check run writes its record too.
@@ -48,7 +51,7 @@ from condlabel.schema import LEDGER_DIR, MANIFEST_DIR
 from condlabel.storage import InputFile, is_hidden, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
-    from condlabel.convert.ledger import RerunPlan
+    from condlabel.runs.ledger import RerunPlan
 
 log = logging.getLogger("condlabel")
 
@@ -62,12 +65,16 @@ STARTED_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),
         ("labeler", pa.string()),
         ("run_id", pa.string()),
+        ("key", pa.string()),
+        ("seq", pa.int64()),
     ]
 )
 # Record and shards are dated by the store (whole seconds on S3, which rounds both alike); an
 # object store's front ends may differ by a little, so shards this close before a record still
 # count as written after it (reading a few more is harmless).
 CLOCK_MARGIN_S = 2.0
+SEQ_KEY = "condlabel.seq"
+"""Metadata key of a record's run `seq` (kept there too: a record may list no file)."""
 WROTE_NOTHING = "condlabel.wrote_nothing"
 """Metadata key of a record rewritten by a run that ended without writing a shard."""
 
@@ -79,8 +86,10 @@ class Started:
     run_id: str
     since: float
     uris: frozenset[str] | None
-    """None when the record could not be read."""
+    """The identities (`InputFile.identity`) of the files it started; None when the record
+    could not be read."""
     labeler: str = ""
+    seq: int = 0
 
 
 @dataclass
@@ -103,9 +112,12 @@ def plan_scope(
     records: list[Started],
     shards: list[tuple[str, float | None]],
     manifest_runs: Iterable[str],
+    inputs: list[InputFile] | None = None,
 ) -> DoneScope:
     """The shards that may hold chunks of `to_read`, from the started records, the output's
-    shards (path, listing time) and the run ids that have a manifest."""
+    shards (path, listing time) and the run ids that have a manifest; `inputs`: all the run's
+    files (default `to_read`), of which at least one must be known for "never started" to be
+    believed."""
     if not shards:
         return DoneScope([], "the output holds no shard")
     if not records:
@@ -129,8 +141,12 @@ def plan_scope(
             labelers[r.labeler] += len(uris)
         for uri in uris:
             earliest[uri] = min(earliest.get(uri, math.inf), r.since)
-    starts = [earliest[f.uri] for f in to_read if f.uri in earliest]
+    starts = [earliest[i] for i in _identities(to_read) if i in earliest]
     if not starts:
+        if not any(i in earliest for i in _identities(inputs or to_read)):
+            # Output exists, yet no input file is known: a moved or renamed input root, or
+            # records of another corpus. Check everything rather than label it all again.
+            return DoneScope(None, "no input file is known to an earlier run")
         return DoneScope([], "no earlier run started these files", 0, dict(labelers))
     since = min(starts) - CLOCK_MARGIN_S
     return DoneScope(
@@ -141,13 +157,19 @@ def plan_scope(
     )
 
 
-def done_scope(cfg: ConvertConfig, plan: RerunPlan) -> DoneScope:
+def _identities(files: list[InputFile]) -> list[str]:
+    """Each file's identity, and its URI (older releases' records name files by URI)."""
+    return [i for f in files for i in dict.fromkeys((f.identity, f.uri))]
+
+
+def done_scope(
+    cfg: ConvertConfig, plan: RerunPlan, inputs: list[InputFile] | None = None
+) -> DoneScope:
     """The scope of this run's done check (one listing of the output, of `_manifest/` and of
     the started records; each record is a few bytes per file)."""
     o = cfg.output
-    if o.done_check == "full" or not o.use_ledger:
-        why = "output.done_check=full" if o.done_check == "full" else "output.use_ledger=false"
-        return DoneScope(None, why)
+    if o.done_check == "full":
+        return DoneScope(None, "output.done_check=full")
     if plan.output_changed:
         return DoneScope(None, "the ledger disagrees with the output")
     fs, root = resolve(o.uri, cfg.storage)
@@ -158,6 +180,7 @@ def done_scope(cfg: ConvertConfig, plan: RerunPlan) -> DoneScope:
         read_started(o.uri, cfg.storage),
         list_shards(o.uri, cfg.storage),
         manifest_runs(o.uri, cfg.storage),
+        inputs,
     )
     log.info(
         "done check: %s (%s)",
@@ -174,6 +197,7 @@ def write_started(
     fingerprint: str,
     labeler: str,
     wrote_nothing: bool = False,
+    seq: int = 0,
 ) -> str:
     """Record the files this run is about to read, before its first shard (a run with none to
     read records an empty list: its manifest then has a record). `wrote_nothing`: rewritten
@@ -188,10 +212,14 @@ def write_started(
                 "fingerprint": fingerprint,
                 "labeler": labeler,
                 "run_id": run_id,
+                "key": f.key,
+                "seq": seq,
             }
             for f in files
         ],
-        schema=STARTED_SCHEMA.with_metadata({WROTE_NOTHING: "1"} if wrote_nothing else {}),
+        schema=STARTED_SCHEMA.with_metadata(
+            {SEQ_KEY: str(seq), **({WROTE_NOTHING: "1"} if wrote_nothing else {})}
+        ),
     )
     fs, root = resolve(cfg.output.uri, cfg.storage)
     path = posixpath.join(root, LEDGER_DIR, STARTED_DIR, f"{run_id}.parquet")
@@ -222,14 +250,20 @@ def read_started(output_uri: str, storage: StorageConfig) -> list[Started]:
             with fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 empty = WROTE_NOTHING.encode() in (parquet.schema_arrow.metadata or {})
-                table = parquet.read(columns=["uri", "labeler"])
+                names = parquet.schema_arrow.names
+                table = parquet.read(
+                    columns=[c for c in ("uri", "labeler", "key", "seq") if c in names]
+                )
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.warning("started record %s cannot be read (%s)", path, exc)
             records.append(Started(run_id, since, None))
             continue
         labelers = [] if empty else table.column("labeler").unique().to_pylist()
-        uris = frozenset(table.column("uri").to_pylist())
-        records.append(Started(run_id, since, uris, str(labelers[0]) if labelers else ""))
+        keys = table.column("key").to_pylist() if "key" in names else [None] * table.num_rows
+        uris = frozenset(k or u for k, u in zip(keys, table.column("uri").to_pylist(), strict=True))
+        seq = int((parquet.schema_arrow.metadata or {}).get(SEQ_KEY.encode(), b"0"))
+        labeler = str(labelers[0]) if labelers else ""
+        records.append(Started(run_id, since, uris, labeler, seq))
     return records
 
 

@@ -15,10 +15,7 @@ from typing import Any
 
 from condlabel.config import ConvertConfig
 from condlabel.config.secrets import strip_userinfo
-from condlabel.convert.format import vocabulary_for
-from condlabel.convert.runstate import OutputState, versions, write_manifest
-from condlabel.convert.sampling import sample_record
-from condlabel.convert.stages import FileStats
+from condlabel.runs.runstate import OutputState, versions, write_manifest
 from condlabel.storage import InputFile
 
 log = logging.getLogger("condlabel")
@@ -34,11 +31,29 @@ def _now_utc() -> datetime:
 
 
 @dataclass
+class FileStats:
+    """One input file's counts, as its read step reports them to the run."""
+
+    source: str
+    documents: int = 0
+    chunks: int = 0
+    skipped_done: int = 0
+    bytes: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def to_label(self) -> int:
+        return self.chunks - self.skipped_done
+
+
+@dataclass
 class RunSummary:
     run_id: str
     output: str
     labeler: str
     status: str = "running"
+    seq: int = 0
+    """The run's sequence number (`condlabel.runs.sequence`), on every row it writes."""
     input_files: int = 0
     input_bytes: int = 0
     documents: int = 0
@@ -56,7 +71,7 @@ class RunSummary:
     shards_scanned: int = 0
     """Output shards whose key columns the done check read (`output.done_check`)."""
     cost: dict[str, Any] = field(default_factory=dict)
-    """Actor-seconds by resource, chunks, input and generated tokens (`convert/costs.py`)."""
+    """Actor-seconds by resource, chunks, input and generated tokens (`runs/costs.py`)."""
     labeler_busy_share: float | None = None
     """Share of the labeler actors' time spent labeling; the rest is loading the model and
     waiting for chunks (a low share on a GPU: the readers do not keep it fed)."""
@@ -64,6 +79,8 @@ class RunSummary:
     """Rows that got the labels of a chunk with the same text instead of a labeler call."""
     tag_vocabulary: dict[str, Any] | None = None
     """The `format.tag_vocabulary` applied: its URI, fingerprint and canonical tag count."""
+    sample: dict[str, Any] | None = None
+    """What `input.sample_fraction` kept (None: every document), as the manifest records it."""
     routed_to_teacher: int | None = None
     """Rows a cascade's teacher labeled (the student's labels of them were unsure); None
     without a cascade."""
@@ -169,9 +186,6 @@ def recorded(
         manifest = _manifest(cfg, summary, files, started_at, state)
         write_manifest(cfg.output.uri, summary.run_id, manifest, cfg.storage)
 
-    # A vocabulary that cannot be read fails the run before any work (exit 2, naming the key).
-    vocabulary = vocabulary_for(cfg.format, cfg.storage)
-    summary.tag_vocabulary = vocabulary.record() if vocabulary else None
     write()
     try:
         yield
@@ -197,6 +211,7 @@ def _manifest(
 ) -> dict[str, Any]:
     return {
         "run_id": summary.run_id,
+        "seq": summary.seq,
         "status": summary.status,
         "started_at": started_at,
         "finished_at": None
@@ -205,7 +220,7 @@ def _manifest(
         "labeler": summary.labeler,
         "config": cfg.redacted(),
         "inputs": [{"uri": f.uri, "bytes": f.size} for f in files],
-        "sample": sample_record(cfg.input),
+        "sample": summary.sample,
         "output_before": {
             "scanned": state.scanned,
             "scope": state.scope,

@@ -1,18 +1,23 @@
 """The input-file ledger: which input files a rerun need not open again.
 
 When every chunk of an input file is in the output, the run records the file under
-`<output>/_ledger/<run_id>.parquet`, keyed by its URI, size and version (ETag, or mtime on a
-local disk) and by the fingerprint of everything that decides its chunks and labels (the input
-fields, the chunking, the labeler and classifiers). A rerun lists the inputs and skips a file
-whose four keys match an entry, without opening it; a new, changed or partial file is read and
+`<output>/_ledger/<run_id>.parquet`: its identity (the path relative to the input it was found
+under, so a moved prefix is the same file), size and version (ETag, or mtime on a local disk),
+the fingerprint of everything that decides its chunks and labels (the input fields, the
+chunking, the labeler and classifiers) and the run's `seq`. The ledger is append-only and a
+file's state is its NEWEST entry: a rerun skips a file, without opening it, only when its size,
+version and fingerprint equal that entry's. A file restored to an earlier version matches an
+older entry, not the newest, so it is read again. A new, changed or partial file is read and
 its chunks are checked one by one against the output (the done index, read from the shards
 that may hold them: `scope.py`, which keeps its started records in `_ledger/_started/`). Changing the chunking
 or the labeler changes the fingerprint, so every entry stops matching and every file is read.
 
 The ledger is derived from the output, never the other way round: an entry is written only for
 a file whose chunks the run found all in the output or wrote all itself. With
-`output.use_ledger=false` a run ignores the ledger (reads every file) and the entries it writes
-rebuild it; deleting `_ledger/` does the same. No Ray here.
+`output.done_check=full` a run ignores the ledger (reads every file) and the entries it writes
+rebuild it; deleting `_ledger/` does the same (one full check, never a wrong row). Entries of
+older releases name files by URI only: they are matched by URI, once, and the entries that run
+writes carry the identity. No Ray here.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, StorageConfig
-from condlabel.convert.stages import FileStats
+from condlabel.runs.summary import FileStats
 from condlabel.schema import LEDGER_DIR
 from condlabel.storage import InputFile, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
-    from condlabel.convert.summary import RunSummary
+    from condlabel.runs.summary import RunSummary
 
 log = logging.getLogger("condlabel")
 
@@ -48,6 +53,8 @@ LEDGER_SCHEMA = pa.schema(
         ("documents", pa.int64()),
         ("chunks", pa.int64()),
         ("run_id", pa.string()),
+        ("key", pa.string()),
+        ("seq", pa.int64()),
         # Data shards under the output when the entry was written: fewer now means shards
         # were deleted, and the ledger no longer says what the output holds.
         ("output_shards", pa.int64()),
@@ -55,8 +62,8 @@ LEDGER_SCHEMA = pa.schema(
         ("rejected", pa.string()),
     ]
 )
-LedgerKey = tuple[str, int, str, str]
-"""(uri, size, version, fingerprint): what must all match for a file to be skipped."""
+LedgerState = tuple[int, str, str]
+"""(size, version, fingerprint): what must equal a file's newest entry for it to be skipped."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,17 @@ class LedgerEntry:
     run_id: str
     output_shards: int = 0
     rejected: str = "{}"
+    key: str = ""
+    """The file's identity (`InputFile.key`); "" in entries of older releases (the URI then)."""
+    seq: int = 0
 
     @property
-    def key(self) -> LedgerKey:
-        return (self.uri, self.size, self.version, self.fingerprint)
+    def state(self) -> LedgerState:
+        return (self.size, self.version, self.fingerprint)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.seq, self.run_id)
 
 
 @dataclass
@@ -116,29 +130,42 @@ def ledger_fingerprint(cfg: ConvertConfig, labels: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def plan_rerun(
-    files: list[InputFile], entries: Mapping[LedgerKey, LedgerEntry], fp: str
-) -> RerunPlan:
-    """Split `files` into those to read and those the ledger shows complete. A file without a
+def newest_entries(
+    entries: Iterable[LedgerEntry], files: Iterable[InputFile]
+) -> dict[str, LedgerEntry]:
+    """Each file's newest entry by identity (`InputFile.identity`). An older release's entry
+    (no identity) stands for the current file of the same URI."""
+    identity_of = {f.uri: f.identity for f in files}
+    newest: dict[str, LedgerEntry] = {}
+    for e in entries:
+        ident = e.key or identity_of.get(e.uri, e.uri)
+        if ident not in newest or e.order > newest[ident].order:
+            newest[ident] = e
+    return newest
+
+
+def plan_rerun(files: list[InputFile], newest: Mapping[str, LedgerEntry], fp: str) -> RerunPlan:
+    """Split `files` into those to read and those the ledger shows complete: a file whose
+    size, version and fingerprint equal its newest entry's (`newest_entries`). A file without a
     version (its listing gave neither ETag nor mtime) is always read: a change would go unseen."""
     plan = RerunPlan(to_read=[])
     for f in files:
-        entry = entries.get((f.uri, f.size, f.version, fp)) if f.version else None
-        if entry is None:
+        entry = newest.get(f.identity) if f.version else None
+        if entry is None or entry.state != (f.size, f.version, fp):
             plan.to_read.append(f)
         else:
             plan.complete.append(entry)
     return plan
 
 
-def read_ledger(output_uri: str, storage: StorageConfig) -> dict[LedgerKey, LedgerEntry]:
+def read_ledger(output_uri: str, storage: StorageConfig) -> list[LedgerEntry]:
     """Every entry under `_ledger/`. A file that cannot be read is skipped with a warning
     naming it: its files are read again and get new entries (the ledger rebuilds itself)."""
     fs, root = resolve(output_uri, storage)
     directory = posixpath.join(root, LEDGER_DIR)
     if not fs.exists(directory):
-        return {}
-    entries: dict[LedgerKey, LedgerEntry] = {}
+        return []
+    entries: list[LedgerEntry] = []
     for path in sorted(fs.find(directory)):
         # `_`/`.` names (anywhere below, e.g. `_started/`) are not ledger files.
         rel = posixpath.relpath(path, directory).split("/")
@@ -154,9 +181,10 @@ def read_ledger(output_uri: str, storage: StorageConfig) -> dict[LedgerKey, Ledg
             fixed = {
                 "output_shards": row["output_shards"] or 0,
                 "rejected": row["rejected"] or "{}",
+                "key": row["key"] or "",
+                "seq": row["seq"] or 0,
             }
-            entry = LedgerEntry(**{**row, **fixed})
-            entries[entry.key] = entry
+            entries.append(LedgerEntry(**{**row, **fixed}))
     return entries
 
 
@@ -182,6 +210,7 @@ def write_ledger(
     fp: str,
     storage: StorageConfig,
     output_shards: int = 0,
+    seq: int = 0,
 ) -> str | None:
     """Record the completed files as `_ledger/<run_id>.parquet` (rewritten whole: a run that
     records twice keeps its latest list). None when there is nothing to record."""
@@ -197,6 +226,8 @@ def write_ledger(
                 "documents": s.documents,
                 "chunks": s.chunks,
                 "run_id": run_id,
+                "key": f.key,
+                "seq": seq,
                 "output_shards": output_shards,
                 "rejected": json.dumps(dict(s.rejected), sort_keys=True),
             }
@@ -223,9 +254,11 @@ def written_by_source(sources: pa.ChunkedArray | pa.Array) -> Counter[str]:
 
 
 def rerun_plan(cfg: ConvertConfig, files: list[InputFile], labels: str) -> RerunPlan:
-    """The run's inputs split by the ledger (every file is read with `output.use_ledger` off)."""
+    """The run's inputs split by the ledger (every file is read with `output.done_check=full`)."""
     fp = ledger_fingerprint(cfg, labels)
-    entries = read_ledger(cfg.output.uri, cfg.storage) if cfg.output.use_ledger else {}
+    entries = newest_entries(read_ledger(cfg.output.uri, cfg.storage), files)
+    if cfg.output.done_check == "full":
+        entries = {}
     recorded = max((e.output_shards for e in entries.values()), default=0)
     if recorded and (present := count_shards(cfg)) < recorded:
         log.warning(
@@ -279,7 +312,13 @@ def record_ledger(
     completed = completed_files(files, stats, written)
     shards = count_shards(cfg) if completed else 0
     if write_ledger(
-        cfg.output.uri, summary.run_id, completed, plan.fingerprint, cfg.storage, shards
+        cfg.output.uri,
+        summary.run_id,
+        completed,
+        plan.fingerprint,
+        cfg.storage,
+        shards,
+        summary.seq,
     ):
         log.info("ledger: %d input file(s) recorded complete", len(completed))
 

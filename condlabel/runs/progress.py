@@ -15,11 +15,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from condlabel.convert.stages import FileStats
 from condlabel.ray_runtime import is_verbose
+from condlabel.runs.summary import FileStats
 
 if TYPE_CHECKING:
-    from condlabel.convert.summary import RunSummary
+    from condlabel.runs.summary import RunSummary
 
 log = logging.getLogger("condlabel")
 

@@ -1,5 +1,5 @@
 """Who holds a lease, and whether it provably died: its process on this machine, or its Ray
-job on the cluster this process is connected to (`condlabel.convert.lease` decides)."""
+job on the cluster this process is connected to (`condlabel.runs.lease` decides)."""
 
 from __future__ import annotations
 
