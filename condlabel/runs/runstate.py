@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 import posixpath
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -23,6 +24,7 @@ from condlabel.readback import tagged_dataset
 # Re-exported (`X as X`): the pipeline, the CLI and tests import the lease from here.
 from condlabel.runs.lease import Lease as Lease
 from condlabel.runs.lease import LeaseGuard as LeaseGuard
+from condlabel.runs.holder import holder_is_dead
 from condlabel.runs.lease import RunRefused, read_lease
 from condlabel.runs.lease import break_lease as break_lease
 from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
@@ -270,7 +272,8 @@ def status_info(
         "runs": [
             {
                 "run_id": m.get("run_id"),
-                "status": m.get("status"),
+                "seq": m.get("seq"),
+                "status": run_status(m, lease),
                 "started_at": m.get("started_at"),
                 "labeler": m.get("labeler"),
                 **(m.get("counts") or {}),
@@ -292,6 +295,19 @@ def status_info(
         "cost": cost_report(runs, prices or {}),
     }
     return info
+
+
+def run_status(manifest: dict[str, Any], lease: dict[str, Any] | None) -> str | None:
+    """A manifest's status, except that a run recorded as running whose lease is gone, taken
+    over, expired or held by a dead process was `killed`: it never wrote its outcome."""
+    status = manifest.get("status")
+    if status != "running":
+        return status
+    if not lease or lease.get("run_id") != manifest.get("run_id"):
+        return "killed"
+    if float(lease.get("expires_at", 0)) <= time.time() or holder_is_dead(lease):
+        return "killed"
+    return status
 
 
 def status_lines(info: dict[str, Any]) -> list[str]:
