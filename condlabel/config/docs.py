@@ -47,8 +47,8 @@ Every key has a default that works on a laptop. Unknown keys and bad values fail
 work starts, all listed together, each naming its key (exit 2). `condlabel config --kind KIND
 [--config FILE] [--set ...]` prints the resolved configuration with secrets redacted;
 `condlabel <command> --help` lists the same keys as this page. Example files:
-`ray_jobs/configs/`. `condlabel inspect`, `status`, `merge` and `lease` read only the
-`storage:` section of whichever config they are given.
+`ray_jobs/configs/`. `condlabel inspect`, `status`, `merge`, `lease` and `vocab build` read
+only the `storage:` section of whichever config they are given.
 
 S3 endpoint and credentials come from the standard AWS chain (`AWS_ENDPOINT_URL`,
 `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles); the `storage` keys
