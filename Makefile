@@ -59,7 +59,7 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) bench/pipeline_efficiency.py
 
-## bench-adherence: raw text to a model that follows its tags (issue 13); BENCH_ARGS=--quick
+## bench-adherence: raw text to a model that follows its tags; BENCH_ARGS=--quick
 ## for a small run. Its corpus is Debian's `fortunes` package, installed here when missing.
 bench-adherence: $(VENV)/.dev
 	test -d /usr/share/games/fortunes || (apt-get update -qq && apt-get install -y -qq fortunes)

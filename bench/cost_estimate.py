@@ -1,7 +1,7 @@
 """Estimated throughput and GPU-hours of the reference labeler (flan-ul2 + LoRA, bf16) per GPU.
 
 No GPU was available when this was written, so these are *estimates* from a roofline model, not
-measurements; docs/operators-guide.md prints the table and says so. Replace them with measured
+measurements; docs/cluster.md prints the table and says so. Replace them with measured
 chunks/s from a run's manifest once a GPU cluster is up (`condlabel status s3://.../`).
 
 Model (UL2 20B, T5 v1.1 layout): 32 encoder + 32 decoder layers, d_model 4096, 16 heads x 256,

@@ -229,7 +229,7 @@ WORKSPACE_BYTES = 2e9  # CUDA context, activations, allocator slack
 
 
 def estimate() -> None:
-    """Print the int8 rows of the operators guide's GPU table (estimated)."""
+    """Print the int8 rows of the GPU table in docs/cluster.md (estimated)."""
     import cost_estimate as ce
 
     weights = ce.enc_params + ce.dec_params + ce.VOCAB * ce.D  # 1 byte each in int8

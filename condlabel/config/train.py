@@ -56,7 +56,7 @@ class TrainDataConfig(StrictModel):
     by and capped at `control_token_max_repeats`. 0 keeps the data's frequencies; 1 trains every
     set equally often. Repeats are spread over the next batch of rows, not trained beside their
     original. On the sentiment benchmark (VADER at threshold 0 calls 79 % of fortune sentences
-    `<|pos|>`) it did not get the rare token learned (issue 13, `bench/README.md`)."""
+    `<|pos|>`) it did not get the rare token learned (`bench/README.md`)."""
     control_token_max_repeats: int = Field(8, ge=1)
     """Cap on the times one example is trained per pass under `control_token_balance`, so a set
     seen a handful of times is not memorised."""
@@ -100,7 +100,7 @@ class TrainModelConfig(StrictModel):
     `words`: the mean embedding of the words in `new_token_words` (tokens without words get
     `random`); for a pretrained base whose word embeddings carry meaning. `mean`: transformers'
     default, every new row at the vocabulary's mean: the rows start practically identical and
-    the model may never tell the tokens apart (issue 13; on a random-init base `words` rows,
+    the model may never tell the tokens apart (on a random-init base `words` rows,
     averages of a few random rows, stay too close as well)."""
     new_token_words: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NEW_TOKEN_WORDS))
     """Control token -> words whose mean embedding starts its row (`new_token_init: words`)."""
