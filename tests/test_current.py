@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pyarrow as pa
 import pytest
 from helpers import make_docs, write_jsonl
 from pipeline_helpers import convert_config
+from test_readme_current_rows import CHILD, SHARDS_IN_README, readme_sql
 
 from condlabel.config import ChunkConfig
 from condlabel.convert.chunking import doc_version
@@ -25,13 +28,6 @@ from condlabel.runs.runstate import status_info, write_manifest
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 MAX_WORDS = 50
-CURRENT_SQL = """
-WITH r AS (SELECT *, coalesce(seq, 0) AS seq_ FROM read_parquet('{glob}', union_by_name = true)),
-cur AS (SELECT doc_id, arg_max(doc_hash, (seq_, run_id)) AS doc_hash FROM r GROUP BY doc_id)
-SELECT r.doc_id, r.chunk_index, r.doc_hash, r.text FROM r JOIN cur USING (doc_id, doc_hash)
-QUALIFY row_number() OVER (
-    PARTITION BY r.doc_id, r.doc_hash, r.chunk_index ORDER BY r.seq_ DESC, r.run_id DESC) = 1
-"""
 
 
 def convert(inputs, out, *overrides, run_id=None):
@@ -66,17 +62,17 @@ def served_versions(out) -> dict[str, str]:
 
 
 def assert_sql_agrees(out) -> None:
-    """The documented rule, run by DuckDB over the shards, returns exactly read_tagged's rows."""
-    duckdb = pytest.importorskip("duckdb")
-    sql = duckdb.sql(CURRENT_SQL.format(glob=f"{out}/*.parquet")).arrow()
-    key = ["doc_id", "chunk_index", "doc_hash", "text"]
-    mine = sorted(
-        served(out).select(key).to_pylist(), key=lambda r: (r["doc_id"], r["chunk_index"])
+    """The README's rule, run by DuckDB over the shards (in a fresh interpreter, as the README
+    test does), returns exactly read_tagged's rows."""
+    sql = readme_sql().replace(SHARDS_IN_README, f"{out}/part-*.parquet")
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD], input=sql, capture_output=True, text=True, timeout=300
     )
-    theirs = sorted(
-        pa.table(sql).select(key).to_pylist(), key=lambda r: (r["doc_id"], r["chunk_index"])
-    )
-    assert theirs == mine
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = sorted(tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1]))
+    table = read_tagged(str(out), columns=["doc_id", "doc_hash", "chunk_index", "text"])
+    want = sorted(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    assert got == want
 
 
 def edit(path, index: int, prefix: str, n: int, bump_s: float = 10.0):
