@@ -211,3 +211,21 @@ def test_status_marks_a_run_that_never_finished_as_killed(tmp_path):
     runs = {r["run_id"]: r["status"] for r in status_info(str(out), None)["runs"]}
     assert runs["20990101T000000.000000Z-dead00"] == "killed"
     assert sorted(runs.values()) == ["killed", "succeeded"]
+
+
+def test_inputs_rewritten_with_the_same_bytes_start_no_labeler(tmp_path, caplog):
+    src = tmp_path / "in"
+    write_jsonl(src / "a.jsonl", make_docs(3, "a"))
+    write_jsonl(src / "b.jsonl", make_docs(2, "b"))
+    out = tmp_path / "out"
+    first = convert([src], out)
+    later = time.time() + 10  # a nightly export: the same bytes, new modification times
+    for f in src.glob("*.jsonl"):
+        f.write_bytes(f.read_bytes())
+        os.utime(f, (later, later))
+    with caplog.at_level("INFO", logger="condlabel"):
+        again = convert([src], out)
+    assert again.rows_written == 0 and again.skipped_done == first.rows_written
+    assert again.labeler_actors == 0
+    assert "no labeler started" in caplog.text
+    assert convert([src], out).files_skipped == 2  # the read files were recorded complete

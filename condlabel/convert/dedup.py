@@ -108,6 +108,8 @@ class CopyPlan:
     """Sorted `key_hash`es of the copies: the read step holds these back."""
     labeled_texts: np.ndarray
     """Sorted text hashes of the labeled chunks that have copies: their labels are kept."""
+    to_label: int = 0
+    """Chunks the run has to label or copy (none already in the output)."""
 
     @property
     def copies(self) -> int:
@@ -118,11 +120,13 @@ def plan_copies(keys: Mapping[str, np.ndarray]) -> CopyPlan:
     """Every chunk after the first (in input order) with the same normalised text is a copy."""
     empty = np.array([], dtype=np.int64)
     if keys["key"].size == 0:
-        return CopyPlan(empty, empty)
+        return CopyPlan(empty, empty, 0)
     order = np.lexsort((keys["chunk_index"], keys["position"], keys["file"], keys["text"]))
     texts = keys["text"][order]
     later = np.r_[False, texts[1:] == texts[:-1]]
-    return CopyPlan(np.sort(keys["key"][order][later]), np.unique(texts[later]))
+    return CopyPlan(
+        np.sort(keys["key"][order][later]), np.unique(texts[later]), int(keys["key"].size)
+    )
 
 
 _PLACE = np.dtype([("file", np.int64), ("position", np.int64)])

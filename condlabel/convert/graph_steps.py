@@ -131,13 +131,16 @@ def key_pass(
     cfg: ConvertConfig, files: list[InputFile], done: Any, chunks: bool | None = None
 ) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
     """The run's key pass, one read of every input before the graph: the later
-    occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default
-    `dedup.enabled`), the copy plan (`condlabel.convert.dedup`). `done`: the done index's
+    occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default), the
+    copy plan (`condlabel.convert.dedup`; without `dedup.enabled` it only counts the chunks
+    to label, `CopyPlan.to_label`, and copies nothing). `done`: the done index's
     object ref. The driver holds 40 bytes per document and per chunk to label, no text; it
     reads the inputs itself when they total at most `compute.key_pass_driver_bytes`."""
     import ray
 
-    chunks = cfg.dedup.enabled if chunks is None else chunks
+    # The chunks still to label are keyed (and counted: none means no labeler is started) unless
+    # the caller only wants the ids (a dry run).
+    chunks = True if chunks is None else chunks
     started = time.monotonic()
     in_driver = sum(f.size for f in files) <= cfg.compute.key_pass_driver_bytes
     if in_driver:  # a small input: reading it costs less than starting a Ray Data pass
@@ -162,6 +165,8 @@ def key_pass(
         _flat_keys(parts, "chunk_", CHUNK_KEY_FIELDS) if chunks else None,
         [f.uri for f in files],
     )
+    if plan is not None and not cfg.dedup.enabled:
+        plan = CopyPlan(np.empty(0, np.int64), np.empty(0, np.int64), plan.to_label)
     later = sum(len(positions) for positions in found.values())
     if later:
         log.warning("%d later occurrence(s) of an id go to _rejects/ (duplicate_id/_text)", later)

@@ -149,6 +149,14 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         done = ray.put(run.state.done)
         duplicates, copy_plan = key_pass(cfg, run.to_read, done)
         skip_refs = (done, ray.put(duplicates))
+        if copy_plan is not None and copy_plan.to_label == 0:
+            # Every chunk is in the output already (inputs rewritten with the same bytes, say):
+            # the files are read for their counts and rejects, and no labeler actor starts.
+            summary.labeler_actors = 0
+            _read_only(cfg, run, skip_refs, counter)
+            run.finish(run.to_read, read_stats())
+            ray.kill(counter)
+            return
         copies = copy_run(cfg, run.run_id, copy_plan, counter)
         graph = build_graph(cfg, run, skip_refs, counter, copies)
         write = writer(cfg, run)
@@ -176,6 +184,17 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         runs.check_labeler_errors(
             summary, sum(failed.values()), first_error, cfg.compute.max_labeler_error_share
         )
+
+
+def _read_only(cfg: ConvertConfig, run: runs.Run, skip_refs: tuple[Any, Any], counter: Any) -> None:
+    """The read step alone (every chunk found done): counts, rejects and the ledger, no labels."""
+    read = partial(read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter)
+    reads = reads_dataset(cfg, run.to_read).map_batches(
+        read, batch_size=1, batch_format="pyarrow", **reader_options(cfg)
+    )
+    log.info("every chunk of the files read is already in the output: no labeler started")
+    for _ in reads.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pass
 
 
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:

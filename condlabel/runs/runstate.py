@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 import posixpath
+import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,11 +20,11 @@ import pyarrow.compute as pc
 from condlabel.config import StorageConfig
 from condlabel.current import ORDER, current_versions, order_keys
 from condlabel.readback import tagged_dataset
+from condlabel.runs.holder import holder_is_dead
 
 # Re-exported (`X as X`): the pipeline, the CLI and tests import the lease from here.
 from condlabel.runs.lease import Lease as Lease
 from condlabel.runs.lease import LeaseGuard as LeaseGuard
-from condlabel.runs.holder import holder_is_dead
 from condlabel.runs.lease import RunRefused, read_lease
 from condlabel.runs.lease import break_lease as break_lease
 from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
