@@ -40,7 +40,7 @@ def test_demo_command_runs_and_its_output_reads_back(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "documents     24 read" in out
+    assert "documents     24 (all read)" in out
     assert "top tags:" in out and "Synopsis: " in out
     assert f"output: {tmp_path / 'tagged'}" in out
     table = output_rows(tmp_path / "tagged")

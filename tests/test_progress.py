@@ -73,3 +73,21 @@ def test_console_has_condlabel_progress_and_ray_logs_only_when_verbose(tmp_path,
     if not verbose:
         assert not any(line in console for line in RAY_DATA_LINES)
         assert "Started a local Ray instance" not in console
+
+
+def test_incremental_runs_count_files_read_and_show_slow_rates():
+    from condlabel.runs.progress import chunks_to_label, eta_text
+    from condlabel.runs.summary import RunSummary, rate_text
+
+    # 10 input files, 8 complete in the ledger: the ETA counts the 2 files the run reads.
+    summary = RunSummary("r", "out", "fp", input_files=10, input_bytes=1000, rows_written=53)
+    stats = [FileStats("a", chunks=60, skipped_done=7, bytes=100)]
+    assert chunks_to_label(summary, stats, files=(2, 200)) == (106, True)
+    assert chunks_to_label(summary, stats + [FileStats("b", chunks=1, bytes=100)], (2, 200)) == (
+        54,
+        False,
+    )
+    assert "53/54" in eta_text(summary, stats + [FileStats("b", chunks=1, bytes=100)], 5, (2, 200))
+    assert rate_text(1 / 40) == "0.025" and rate_text(12.34) == "12.3" and rate_text(0) == "0.0"
+    summary.documents, summary.documents_not_read = 100, 90
+    assert "100 (10 read, 90 in files not read)" in "\n".join(summary.lines())

@@ -160,9 +160,9 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         copies = copy_run(cfg, run.run_id, copy_plan, counter)
         graph = build_graph(cfg, run, skip_refs, counter, copies)
         write = writer(cfg, run)
-        with runs.Progress(
-            summary, run.started, cfg.compute.progress_interval_s, read_stats
-        ) as progress:
+        reading = (len(run.to_read), sum(f.size for f in run.to_read))
+        interval = cfg.compute.progress_interval_s
+        with runs.Progress(summary, run.started, interval, read_stats, files=reading) as progress:
             shards = graph.iter_batches(batch_size=None, batch_format="pyarrow")
             # The copies are written once the whole graph has run: their labels are all known.
             for batch in chain(shards, copies.written(write, WRITER_CPUS) if copies else ()):
@@ -219,7 +219,7 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     return {
         "output": cfg.output.uri,
         "labeler": fingerprint,
-        "output_rows": state.rows,
+        "output_rows": runs.output_rows(cfg.output.uri, cfg.storage),
         "output_labelers": state.labelers,
         "files": per_file,
         "totals": {

@@ -16,6 +16,7 @@ from condlabel.runs.lease import LeaseGuard, RunRefused
 from condlabel.runs.ledger import add_written, complete_rows, rerun_plan
 from condlabel.runs.progress import Progress
 from condlabel.runs.run import Run, open_run, output_state
+from condlabel.runs.runstate import output_rows
 from condlabel.runs.summary import FileStats, RunSummary, check_labeler_errors, new_run_id
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "counter_seconds",
     "new_run_id",
     "open_run",
+    "output_rows",
     "output_state",
     "rerun_plan",
 ]

@@ -292,6 +292,7 @@ def count_shards(cfg: ConvertConfig) -> int:
 def count_complete(summary: RunSummary, plan: RerunPlan) -> None:
     """Add the ledger's complete files to a run's counts, as chunks already in the output."""
     summary.files_skipped = len(plan.complete)
+    summary.documents_not_read = plan.documents
     summary.documents += plan.documents
     summary.chunks += plan.chunks
     summary.skipped_done += plan.chunks

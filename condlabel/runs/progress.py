@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from condlabel.ray_runtime import is_verbose
-from condlabel.runs.summary import FileStats
+from condlabel.runs.summary import FileStats, rate_text
 
 if TYPE_CHECKING:
     from condlabel.runs.summary import RunSummary
@@ -27,21 +27,30 @@ log = logging.getLogger("condlabel")
 _BAR_STATS_INTERVAL_S = 1.0
 
 
-def chunks_to_label(summary: RunSummary, stats: list[FileStats]) -> tuple[int, bool] | None:
-    """(chunks this run will label, whether that is an estimate); None before any file is read."""
+def chunks_to_label(
+    summary: RunSummary, stats: list[FileStats], files: tuple[int, int] | None = None
+) -> tuple[int, bool] | None:
+    """(chunks this run will label, whether that is an estimate); None before any file is read.
+    `files`: (number, bytes) of the files the run reads (default: every input file)."""
     if not stats:
         return None
+    count, size = files or (summary.input_files, summary.input_bytes)
     to_label = sum(s.to_label for s in stats)
     read_bytes = sum(s.bytes for s in stats)
-    estimate = len(stats) < summary.input_files
+    estimate = len(stats) < count
     if estimate and read_bytes:
-        to_label = round(to_label * summary.input_bytes / read_bytes)
-    return to_label, estimate
+        to_label = round(to_label * size / read_bytes)
+    return max(to_label, summary.rows_written), estimate
 
 
-def eta_text(summary: RunSummary, stats: list[FileStats], elapsed: float) -> str:
+def eta_text(
+    summary: RunSummary,
+    stats: list[FileStats],
+    elapsed: float,
+    files: tuple[int, int] | None = None,
+) -> str:
     """Remaining time from the labeling rate so far, e.g. `ETA ~12 s (40/~96)`."""
-    expected = chunks_to_label(summary, stats)
+    expected = chunks_to_label(summary, stats, files)
     if not summary.rows_written or expected is None:
         return "ETA unknown"
     to_label, estimate = expected
@@ -64,8 +73,11 @@ class Progress:
         interval_s: float,
         read_stats: Callable[[], list[FileStats]],
         bar: bool | None = None,
+        files: tuple[int, int] | None = None,
     ):
         self.summary = summary
+        self.files = files
+        """(number, bytes) of the files the run reads: the ETA's denominator."""
         self.started = started
         self.read_stats = read_stats
         self.bar_enabled = sys.stderr.isatty() and not is_verbose() if bar is None else bar
@@ -100,20 +112,21 @@ class Progress:
             self._update_bar(self._bar, stats)
         elif stats is not None:
             log.info(
-                "progress: %d chunks labeled, %.1f chunks/s, %d/%d files read, %s",
+                "progress: %d chunks labeled, %s chunks/s, %d/%d files read, %s",
                 self.summary.rows_written,
-                self.summary.rows_written / (now - self.started),
+                rate_text(self.summary.rows_written / (now - self.started)),
                 len(stats),
-                self.summary.input_files,
-                eta_text(self.summary, stats, now - self.started),
+                self.files[0] if self.files else self.summary.input_files,
+                eta_text(self.summary, stats, now - self.started, self.files),
             )
 
     def _update_bar(self, bar: Any, stats: list[FileStats] | None) -> None:
         if stats is not None:
-            expected = chunks_to_label(self.summary, stats)
+            expected = chunks_to_label(self.summary, stats, self.files)
             if expected is not None:
                 bar.total = expected[0]
-            bar.set_postfix_str(f"{len(stats)}/{self.summary.input_files} files read", False)
+            total = self.files[0] if self.files else self.summary.input_files
+            bar.set_postfix_str(f"{len(stats)}/{total} files read", False)
         if bar.total is not None and self.summary.rows_written > bar.total:
             bar.total = self.summary.rows_written  # the estimate was low
         bar.update(self.summary.rows_written - self._shown)

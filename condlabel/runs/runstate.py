@@ -183,6 +183,12 @@ def read_output_state(output_uri: str, storage: StorageConfig) -> OutputState:
     return OutputState(table.num_rows, DoneIndex(hashes), labelers, duplicates)
 
 
+def output_rows(output_uri: str, storage: StorageConfig) -> int:
+    """Rows under an output prefix, every version (from the shards' footers: no data read)."""
+    fs, path = resolve(output_uri, storage)
+    return tagged_dataset(output_uri, storage).count_rows() if fs.exists(path) else 0
+
+
 def check_fingerprint(
     current: str, existing: dict[str, int], allow_mixed: bool, unit: str = "rows"
 ) -> None:

@@ -30,6 +30,11 @@ def _now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def rate_text(rate: float) -> str:
+    """A rate for people: 12.3, 0.031 (a slow run's rate is not printed as 0.0), 0."""
+    return f"{rate:.1f}" if rate >= 1 or rate == 0 else f"{rate:.2g}"
+
+
 @dataclass
 class FileStats:
     """One input file's counts, as its read step reports them to the run."""
@@ -67,6 +72,8 @@ class RunSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     labeler_actors: int = 0
     files_skipped: int = 0
+    documents_not_read: int = 0
+    """Documents of the files complete in the ledger (counted in `documents`, not read)."""
     """Input files not opened: complete in the ledger (`_ledger/`); their chunks count as done."""
     shards_scanned: int = 0
     """Output shards whose key columns the done check read (`output.done_check`)."""
@@ -118,14 +125,21 @@ class RunSummary:
             f"run {self.run_id} -> {self.output}: {self.status}",
             f"  labeler       {self.labeler} ({self.labeler_actors} actor(s))",
             f"  input         {self.input_files} file(s), {self.input_bytes / 1e6:.1f} MB",
-            f"  documents     {self.documents} read, rejected: {rejected}",
+            f"  documents     {self.documents} ("
+            + (
+                f"{self.documents - self.documents_not_read} read, "
+                f"{self.documents_not_read} in files not read"
+                if self.documents_not_read
+                else "all read"
+            )
+            + f"), rejected: {rejected}",
             f"  chunks        {self.chunks} ({self.skipped_done} already in the output"
             + (
                 f"; {self.files_skipped} file(s) complete, not read)" if self.files_skipped else ")"
             ),
             f"  written       {self.rows_written} rows in {self.shards_written} shard(s)"
             + (f", {self.labeler_calls_saved} copied" if self.labeler_calls_saved else ""),
-            f"  time          {self.seconds:.1f} s, {self.chunks_per_second:.1f} chunks/s"
+            f"  time          {self.seconds:.1f} s, {rate_text(self.chunks_per_second)} chunks/s"
             + (
                 f"; labelers busy {self.labeler_busy_share:.0%} of their time"
                 if self.labeler_busy_share is not None
