@@ -229,3 +229,31 @@ def test_inputs_rewritten_with_the_same_bytes_start_no_labeler(tmp_path, caplog)
     assert again.labeler_actors == 0
     assert "no labeler started" in caplog.text
     assert convert([src], out).files_skipped == 2  # the read files were recorded complete
+
+
+def test_an_output_of_the_previous_release_upgrades_once(tmp_path):
+    """Shards without seq/text_key, a ledger keyed by URIs that no longer exist: the first
+    rerun checks everything and labels nothing, the second skips every file."""
+    fixture = Path(__file__).parent / "fixtures" / "previous_release"
+    src, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(fixture / "in", src)
+    shutil.copytree(fixture / "out", out)
+    before = served(out)
+    first = run_conversion(
+        convert_config([src], out, "chunking.max_words=50", "output.rows_per_file=8")
+    )
+    assert first.rows_written == 0 and first.skipped_done == before.num_rows
+    assert first.seq == 1  # older rows count as seq 0
+    assert sorted(served(out).to_pylist(), key=str) == sorted(before.to_pylist(), key=str)
+    second = run_conversion(
+        convert_config([src], out, "chunking.max_words=50", "output.rows_per_file=8")
+    )
+    assert second.files_skipped == 2 and second.rows_written == 0 and second.seq == 2
+    docs = make_docs(3, "a")
+    docs[0]["text"] = "Edited after the upgrade.\n\n" + docs[0]["text"]
+    write_jsonl(src / "a.jsonl", docs)
+    later = time.time() + 10
+    os.utime(src / "a.jsonl", (later, later))
+    run_conversion(convert_config([src], out, "chunking.max_words=50", "output.rows_per_file=8"))
+    assert served_versions(out)["a-0"] == expected_versions(src / "a.jsonl")["a-0"]
+    assert_sql_agrees(out)
