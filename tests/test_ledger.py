@@ -20,6 +20,7 @@ from condlabel.runs.ledger import (
     LedgerEntry,
     completed_files,
     ledger_fingerprint,
+    newest_entries,
     plan_rerun,
     read_ledger,
     write_ledger,
@@ -58,12 +59,22 @@ def test_fingerprint_follows_what_decides_chunks_and_labels():
         assert ledger_fingerprint(load_convert_config(overrides=[changed]), "labeler-a") != fp
 
 
-def test_plan_skips_only_files_whose_four_keys_match():
-    def entry(uri, size, version, fp="fp"):
-        return LedgerEntry(uri, size, version, fp, documents=2, chunks=3, run_id="r1")
+def test_plan_skips_only_files_whose_newest_entry_matches():
+    def entry(uri, size, version, fp="fp", seq=1, key=""):
+        return LedgerEntry(
+            uri, size, version, fp, documents=2, chunks=3, run_id=f"r{seq}", seq=seq, key=key
+        )
 
-    entries = {e.key: e for e in (entry("a", 10, "v1"), entry("b", 10, "v1"), entry("c", 5, "v1"))}
-    entries[("d", 1, "v1", "old-fp")] = entry("d", 1, "v1", "old-fp")
+    entries = [entry("a", 10, "v1"), entry("b", 10, "v1"), entry("c", 5, "v1")]
+    entries.append(entry("d", 1, "v1", "old-fp"))
+    # r: restored to its first version; its newest entry is the edited one.
+    entries += [entry("r", 7, "v1", seq=1), entry("r", 8, "v2", seq=2)]
+    # m: found under a new root (another URI), the same path under its input.
+    entries.append(entry("old-root/m", 4, "v1", key="m"))
+    newest = newest_entries(
+        entries,
+        [InputFile("a", 10, "v1"), InputFile("new-root/m", 4, "v1", "m")],
+    )
     files = [
         InputFile("a", 10, "v1"),  # complete
         InputFile("b", 11, "v1"),  # grew
@@ -71,11 +82,13 @@ def test_plan_skips_only_files_whose_four_keys_match():
         InputFile("d", 1, "v1"),  # labeled under another fingerprint
         InputFile("e", 1, "v1"),  # new
         InputFile("a2", 10, ""),  # no version known: always read
+        InputFile("r", 7, "v1"),  # matches an older entry only
+        InputFile("new-root/m", 4, "v1", "m"),  # moved: complete
     ]
-    plan = plan_rerun(files, entries, "fp")
-    assert [e.uri for e in plan.complete] == ["a"]
-    assert [f.uri for f in plan.to_read] == ["b", "c", "d", "e", "a2"]
-    assert (plan.documents, plan.chunks) == (2, 3)
+    plan = plan_rerun(files, newest, "fp")
+    assert [e.uri for e in plan.complete] == ["a", "old-root/m"]
+    assert [f.uri for f in plan.to_read] == ["b", "c", "d", "e", "a2", "r"]
+    assert (plan.documents, plan.chunks) == (4, 6)
 
 
 def test_a_file_is_complete_only_when_every_chunk_is_in_the_output():
@@ -96,9 +109,7 @@ def test_ledger_round_trip_and_an_unreadable_file_is_skipped(tmp_path, caplog):
     (tmp_path / "out" / "_ledger" / "run-0.parquet").write_bytes(b"PAR1 not parquet PAR1")
     with caplog.at_level(logging.WARNING, logger="condlabel"):
         entries = read_ledger(cfg.output.uri, cfg.storage)
-    assert list(entries.values()) == [
-        LedgerEntry("s3://b/a.jsonl", 10, "etag:x", "fp", 2, 5, "run-1", 0, "{}")
-    ]
+    assert entries == [LedgerEntry("s3://b/a.jsonl", 10, "etag:x", "fp", 2, 5, "run-1", 0, "{}")]
     assert "run-0.parquet" in caplog.text and "read again" in caplog.text
 
 
