@@ -53,8 +53,13 @@ def test_scope_reads_no_shard_for_new_files_and_only_later_shards_for_started_on
         Started("r3", 300.0, frozenset({"c"}), ""),  # wrote nothing: its labeler holds no row
     ]
     shards = [("s1", 101.0), ("s2", 150.0), ("s3", 201.0), ("s4", 260.0)]
-    new = plan_scope([_file("n")], records, shards, ["r1", "r2"])
+    # n is new beside a known file (a): none of n's chunks can be in the output.
+    new = plan_scope([_file("n")], records, shards, ["r1", "r2"], [_file("n"), _file("a")])
     assert new.shards == [] and new.mode == "scoped" and new.labelers == {"lab": 3}
+    # No input file known at all while the output holds shards (a moved or renamed input
+    # root): the full check, not a relabel of everything.
+    moved = plan_scope([_file("n")], records, shards, ["r1", "r2"])
+    assert moved.shards is None and "no input file is known" in moved.reason
     # c was started by r2 (at 200): shards since then, less the clock margin.
     partial = plan_scope([_file("n"), _file("c")], records, shards, ["r1"])
     assert partial.shards == ["s3", "s4"] and partial.started_files == 1
