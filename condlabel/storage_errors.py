@@ -7,6 +7,11 @@ class StorageError(RuntimeError):
     cannot be reached (exit 3)."""
 
 
+class InputNotFound(StorageError):
+    """An input names nothing: no input given, a path that does not exist, a glob matching no
+    file, a directory without a file to read. A usage error (exit 2), not a storage fault."""
+
+
 class ConditionFailed(Exception):
     """A conditional write or delete found the object changed since it was read (or gone, or
     already there)."""

@@ -87,7 +87,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.sample_stratified:
         overrides.append("input.sample_stratified=true")
     cfg = load_convert_config(args.config, overrides, args.inputs, args.output)
-    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    log.debug("config: %s", json.dumps(cfg.redacted(), sort_keys=True))  # whole: -v, manifest
     preflight(cfg)
     if args.dry_run:
         print_info(dry_run(cfg, allow_mixed=args.allow_mixed), plan_lines, args.json)

@@ -13,7 +13,8 @@ import re
 from condlabel.config import ConfigError, ConvertConfig, StorageConfig
 from condlabel.convert.reading import SUPPORTED_SUFFIXES
 from condlabel.schema import LEASE_NAME, MANIFEST_DIR
-from condlabel.storage import InputFile, StorageError, expand_inputs, filesystem, split_uri
+from condlabel.storage import InputFile, expand_inputs, filesystem, split_uri
+from condlabel.storage_errors import InputNotFound
 
 log = logging.getLogger("condlabel")
 
@@ -40,12 +41,12 @@ def _contains(outer: str, inner: str) -> bool:
 def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
     """Expand and check inputs; fail before any work when something is missing."""
     if not cfg.input.paths:
-        raise StorageError("no input given: pass --input URI (or set input.paths in the config)")
+        raise InputNotFound("no input given: pass --input URI (or set input.paths in the config)")
     suffixes = SUPPORTED_SUFFIXES if cfg.input.format == "auto" else ()
     files = expand_inputs(cfg.input.paths, cfg.storage, suffixes=suffixes)
     usable = usable_inputs(files, cfg.input.paths, cfg.storage)
     if not usable:
-        raise StorageError(
+        raise InputNotFound(
             f"input {', '.join(cfg.input.paths)}: only bookkeeping files and condlabel output "
             "shards, nothing to read"
         )

@@ -249,7 +249,7 @@ def _execute(
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     """What a run would do, per input file, without labeling or writing anything."""
 
-    files, fingerprint = prepare_run(cfg)
+    files, fingerprint = prepare_run(cfg, dry=True)
     plan = rerun_plan(cfg, files, fingerprint)
     with _ray(cfg) if plan.to_read else nullcontext():
         state = output_state(cfg, fingerprint, allow_mixed, scan=bool(plan.to_read), plan=plan)
@@ -339,12 +339,12 @@ def pool_bounds(cfg: ConvertConfig, initial: int) -> dict[str, int]:
 # --- before any work: the inputs, the output and the labeler's fingerprint ---
 
 
-def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
-    """Checks that need no Ray and touch nothing: the output lies outside every input, the
-    inputs exist, the output is writable."""
+def prepare_run(cfg: ConvertConfig, dry: bool = False) -> tuple[list[InputFile], str]:
+    """Checks that need no Ray: the output lies outside every input, the inputs exist, the
+    output is writable (created and probed; a `dry` run creates nothing there)."""
     check_overlap(cfg.input.paths, cfg.output.uri)
     files = plan_inputs(cfg)
-    ensure_writable(cfg.output.uri, cfg.storage)
+    ensure_writable(cfg.output.uri, cfg.storage, create=not dry)
     return files, run_fingerprint(cfg)
 
 
