@@ -37,6 +37,15 @@ def split_uri(uri: str) -> tuple[str, str]:
     return "file", os.path.abspath(os.path.expanduser(uri))
 
 
+def literal_root(uri: str) -> tuple[str, str]:
+    """(scheme, path) of the part of an input URI before its first glob character."""
+    scheme, path = split_uri(uri)
+    cut = min((path.index(c) for c in _GLOB_CHARS if c in path), default=None)
+    if cut is not None:
+        path = posixpath.dirname(path[:cut])
+    return scheme, path.rstrip("/") or "/"
+
+
 def join_uri(scheme: str, path: str) -> str:
     return path if scheme == "file" else f"{scheme}://{path}"
 
