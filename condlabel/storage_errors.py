@@ -12,6 +12,11 @@ class InputNotFound(StorageError):
     file, a directory without a file to read. A usage error (exit 2), not a storage fault."""
 
 
+class NotAnOutput(StorageError):
+    """A path given as condlabel output holds something else (an input folder, a foreign
+    parquet file): a usage error (exit 2), saying what was found."""
+
+
 class ConditionFailed(Exception):
     """A conditional write or delete found the object changed since it was read (or gone, or
     already there)."""
