@@ -38,8 +38,9 @@ def sample_documents(limit: int | None = None) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-def write_sample_corpus(directory: str | Path, limit: int | None = None) -> list[Path]:
-    """Write the sample corpus in three formats; returns the files written."""
+def write_sample_corpus(directory: str | Path, limit: int | None = None) -> tuple[list[Path], int]:
+    """Write the sample corpus in three formats; returns the files written and the number of
+    documents in them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -60,4 +61,4 @@ def write_sample_corpus(directory: str | Path, limit: int | None = None) -> list
         ),
         parquet,
     )
-    return [jsonl, gz, parquet]
+    return [jsonl, gz, parquet], len(rows)
