@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -143,3 +145,18 @@ def test_the_config_the_examples_read_is_mounted_and_valid(tmp_path):
 def test_the_readme_installs_nothing_that_is_not_published():
     readme = (REPO / "README.md").read_text()
     assert "pip install 'condlabel==" not in readme and "condlabel==0.1.0" not in readme
+
+
+def test_the_makefile_can_take_torch_from_the_cpu_index(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    makefile = (REPO / "Makefile").read_text()
+    assert "never pulls" not in makefile  # the public index's Linux torch is the CUDA build
+    venv = tmp_path / "venv"  # `make -n` prints the commands, runs none
+    base = ["make", "-n", "-B", f"{venv}/.dev", f"VENV={venv}"]
+    index = "https://download.pytorch.org/whl/cpu"
+    given = subprocess.run([*base, f"TORCH_INDEX_URL={index}"], cwd=REPO, capture_output=True)
+    plain = subprocess.run(base, cwd=REPO, capture_output=True)
+    torch_line = [line for line in given.stdout.decode().splitlines() if '"torch==' in line]
+    assert torch_line and f"--index-url {index}" in torch_line[0]
+    assert "--index-url" not in plain.stdout.decode()
