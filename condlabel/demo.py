@@ -1,4 +1,5 @@
-"""A sample corpus built offline from text that ships with Python: help topics and docstrings.
+"""A sample corpus built offline from text that ships with Python: help topics and docstrings
+(`python -m condlabel.demo DIR` writes it alone).
 
 Written as .jsonl, .jsonl.gz and .parquet so the demo exercises every reader.
 """
@@ -38,8 +39,9 @@ def sample_documents(limit: int | None = None) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-def write_sample_corpus(directory: str | Path, limit: int | None = None) -> list[Path]:
-    """Write the sample corpus in three formats; returns the files written."""
+def write_sample_corpus(directory: str | Path, limit: int | None = None) -> tuple[list[Path], int]:
+    """Write the sample corpus in three formats; returns the files written and the number of
+    documents in them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -60,4 +62,13 @@ def write_sample_corpus(directory: str | Path, limit: int | None = None) -> list
         ),
         parquet,
     )
-    return [jsonl, gz, parquet]
+    return [jsonl, gz, parquet], len(rows)
+
+
+if __name__ == "__main__":
+    # `python -m condlabel.demo DIR`: only the corpus (the README's cluster walkthrough submits
+    # its conversion as a Ray job).
+    import sys
+
+    written, count = write_sample_corpus(sys.argv[1] if len(sys.argv) > 1 else "corpus")
+    print(f"{count} documents in {len(written)} files in {written[0].parent}")

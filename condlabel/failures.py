@@ -7,10 +7,12 @@ a read task still exits 3 and a missing extra in a labeler actor still names its
 
     0 success
     1 anything else
-    2 bad configuration or arguments: a config problem, a missing extra (`pip install ...`),
-      a model directory without safetensors weights
-    3 storage problem: missing input, unwritable output, unreachable endpoint
+    2 bad configuration or arguments: a config problem, no input given, an input path that does
+      not exist or a glob matching nothing, a path read as output that is none, a missing extra (`pip install ...`), a model
+      directory without safetensors weights
+    3 storage problem: unwritable output, unreadable input, unreachable endpoint
     4 run refused: another writer holds the output, or labelers would mix
+    130 interrupted; 141 the reader of stdout went away (`| head`), quietly
 
 Ray is not imported here: wrappers are recognised by their module name.
 """
@@ -25,9 +27,12 @@ from dataclasses import dataclass
 from condlabel.config import ConfigError
 from condlabel.config.secrets import strip_userinfo
 from condlabel.storage import StorageError
+from condlabel.storage_errors import InputNotFound, NotAnOutput
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STORAGE, EXIT_REFUSED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
+# What a Unix tool killed by SIGPIPE reports (128 + 13): the reader of stdout went away.
+EXIT_PIPE_CLOSED = 141
 INSTALL_HINT = "pip install"
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -104,7 +109,7 @@ def raised_exception_in(text: str) -> RemoteError | None:
 def exit_code(exc: BaseException) -> int:
     """The documented exit code of a failure (give it `root_cause(exc)`)."""
     kind = _exception_class(exc)
-    if issubclass(kind, ConfigError):
+    if issubclass(kind, (ConfigError, InputNotFound, NotAnOutput)):
         return EXIT_CONFIG
     if issubclass(kind, StorageError):
         return EXIT_STORAGE

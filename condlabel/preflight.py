@@ -75,8 +75,31 @@ class Weights:
 
 
 def preflight(cfg: ConvertConfig | TrainConfig | EvalConfig) -> None:
-    """Raise `ConfigError` listing every component that could not be built (see the module)."""
-    check(*_components(cfg), storage=cfg.storage)
+    """Raise `ConfigError` listing every component that could not be built (see the module),
+    and the tag vocabulary's problem when the config names one that cannot be used."""
+    problems: list[str] = []
+    for step in (lambda: check(*_components(cfg), storage=cfg.storage), lambda: _vocabulary(cfg)):
+        try:
+            step()
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+
+
+def _vocabulary(cfg: ConvertConfig | TrainConfig | EvalConfig) -> None:
+    """Read the tag vocabulary (cached for the run), so a file that cannot be used stops the
+    run before Ray starts or anything is written."""
+    from condlabel.tags.vocabulary import load_vocabulary
+
+    if isinstance(cfg, ConvertConfig):
+        uri, key = cfg.format.tag_vocabulary, "format.tag_vocabulary"
+    elif isinstance(cfg, TrainConfig):
+        uri, key = cfg.data.format.tag_vocabulary, "data.format.tag_vocabulary"
+    else:
+        return
+    if uri:
+        load_vocabulary(uri, cfg.storage, key)
 
 
 def check(

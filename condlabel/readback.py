@@ -13,56 +13,115 @@ import pyarrow.dataset as pads
 
 from condlabel.config import StorageConfig
 from condlabel.current import current_rows, current_versions, with_order
-from condlabel.schema import OUTPUT_SCHEMA
+from condlabel.schema import OUTPUT_SCHEMA, REJECTS_DIR
 from condlabel.storage import StorageError, is_hidden, resolve
+from condlabel.storage_errors import NotAnOutput
 from condlabel.tags.figures import applied_vocabulary, figure_lines, tag_figures
 from condlabel.tags.vocabulary import Vocabulary
 
 log = logging.getLogger("condlabel")
 
 
-def tagged_dataset(uri: str, storage: StorageConfig | None = None) -> pads.Dataset:
-    """All data shards under an output prefix: its `.parquet` files. Bookkeeping (`_*`, `.*`)
-    is skipped silently; any other file (a `notes.txt` someone left there) with a warning
-    naming it, so it breaks neither a run nor a reader."""
-    fs, path = resolve(uri, storage)
-    if not fs.exists(path):
-        raise StorageError(f"{uri}: no such output prefix")
-    root = path.rstrip("/")
-    shards = []
-    for found in sorted(fs.find(root)):
-        if is_hidden(found, root):
-            continue
-        if found.endswith(".parquet"):
-            shards.append(found)
-        else:
-            rel = posixpath.relpath(found, root)
-            log.warning("%s/%s skipped: not a parquet shard", uri.rstrip("/"), rel)
+def tagged_dataset(
+    uri: str | list[str], storage: StorageConfig | None = None, strict: bool = False
+) -> pads.Dataset:
+    """The data shards of an output prefix (its `.parquet` files), of one shard file, or of a
+    list of either. Bookkeeping (`_*`, `.*`) is skipped silently; any other file (a `notes.txt`
+    someone left there) is summarised in one warning, so it breaks neither a run nor a reader.
+
+    `strict` (the readers: `read_tagged`, `condlabel inspect`): what is not condlabel output is
+    refused with `NotAnOutput`, saying what was found: a folder with files but no shard and no
+    run record (an input folder, say), a named file that is not parquet, parquet files without
+    the key columns `doc_id` and `chunk_index`.
+    """
+    uris = [uri] if isinstance(uri, str) else list(uri)
+    shards: list[str] = []
+    skipped: list[str] = []
+    fs = None
+    for one in uris:
+        fs, found, other, bookkeeping = _shards_of(one, storage, strict)
+        shards += found
+        skipped += other
+        if strict and other and not found and not bookkeeping:
+            raise NotAnOutput(f"{one}: not a condlabel output: no parquet shard, {_found(other)}")
+    if skipped:
+        log.warning("%s skipped: not parquet shards", _found(skipped))
     dataset = pads.dataset(shards, format="parquet", filesystem=fs)
+    names = dataset.schema.names
+    if strict and shards and not {"doc_id", "chunk_index"} <= set(names):
+        where = uris[0] if len(uris) == 1 else f"{len(uris)} paths"
+        raise NotAnOutput(
+            f"{where}: not a condlabel output: its parquet files have no doc_id and chunk_index "
+            f"columns (columns: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})"
+        )
     # The schema comes from one shard; shards written before a column was added lack it, so the
     # contract's columns are added (null where a shard lacks them) whichever shard came first.
-    missing = [f for f in OUTPUT_SCHEMA if f.name not in dataset.schema.names]
+    missing = [f for f in OUTPUT_SCHEMA if f.name not in names]
     if not missing or not shards:
         return dataset
     schema = pa.schema(list(dataset.schema) + missing)
     return pads.dataset(shards, format="parquet", filesystem=fs, schema=schema)
 
 
+def _shards_of(
+    uri: str, storage: StorageConfig | None, strict: bool
+) -> tuple[Any, list[str], list[str], bool]:
+    """(filesystem, shards, other files, whether run bookkeeping is there) of one path."""
+    fs, path = resolve(uri, storage)
+    if fs.isfile(path):
+        if path.endswith(".parquet"):
+            return fs, [path], [], False
+        if strict:
+            raise NotAnOutput(f"{uri}: not a condlabel output: a file, not a parquet shard")
+        return fs, [], [uri], False
+    if not fs.exists(path):
+        raise StorageError(f"{uri}: no such output prefix")
+    root = path.rstrip("/")
+    shards, other, bookkeeping = [], [], False
+    for found in sorted(fs.find(root)):
+        if is_hidden(found, root):
+            bookkeeping = True
+        elif found.endswith(".parquet"):
+            shards.append(found)
+        else:
+            other.append(f"{uri.rstrip('/')}/{posixpath.relpath(found, root)}")
+    return fs, shards, other, bookkeeping
+
+
+def _found(files: list[str]) -> str:
+    """'found 3 file(s) (2 .jsonl, 1 .txt): a.jsonl, b.jsonl, c.txt'."""
+    suffixes = Counter(posixpath.splitext(f)[1] or "(no suffix)" for f in files)
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in suffixes.most_common())
+    names = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+    return f"found {len(files)} file(s) ({kinds}): {names}"
+
+
 def read_tagged(
-    uri: str,
+    uri: str | list[str],
     columns: list[str] | None = None,
     filter: pads.Expression | None = None,
     storage: StorageConfig | None = None,
     latest_only: bool = True,
 ) -> pa.Table:
-    """Read a condlabel output prefix (local or s3://) into a pyarrow Table.
+    """Read a condlabel output prefix (local or s3://), one of its shard files, or a list of
+    either into a pyarrow Table. What is not condlabel output is refused (`NotAnOutput`),
+    saying what was found.
 
     `columns` selects columns; `filter` is a pyarrow expression, e.g.
     `pyarrow.dataset.field("parse_ok") == True`. With `latest_only` (the default) a document
     whose text changed between runs appears only in its latest version, each chunk once;
     `latest_only=False` returns every row ever written (history).
     """
-    dataset = tagged_dataset(uri, storage)
+    return read_dataset(tagged_dataset(uri, storage, strict=True), columns, filter, latest_only)
+
+
+def read_dataset(
+    dataset: pads.Dataset,
+    columns: list[str] | None = None,
+    filter: pads.Expression | None = None,
+    latest_only: bool = True,
+) -> pa.Table:
+    """`read_tagged` over a `tagged_dataset` already listed."""
     if not latest_only or not dataset.files:
         return dataset.to_table(columns=columns, filter=filter)
     # Versions are decided over every row (a filter must not resurrect an old version), then
@@ -243,15 +302,16 @@ def inspect_output(
 
     The table (SUMMARY_COLUMNS only) is what `condlabel.report` plots.
     """
-    present = set(tagged_dataset(uri, storage).schema.names)
-    table = read_tagged(uri, columns=[c for c in SUMMARY_COLUMNS if c in present], storage=storage)
+    dataset = tagged_dataset(uri, storage, strict=True)  # listed once: one warning at most
+    present = set(dataset.schema.names)
+    table = read_dataset(dataset, [c for c in SUMMARY_COLUMNS if c in present])
     sample_table = None
     if samples and table.num_rows and "doc_id" in present:
         # Fetch the text of the first rows only, by key, instead of every row's text.
         keys = table.slice(0, samples).select(["doc_id", "chunk_index"]).to_pylist()
         wanted = pads.field("doc_id").isin([k["doc_id"] for k in keys])
-        found = read_tagged(
-            uri, columns=[c for c in SAMPLE_COLUMNS if c in present], filter=wanted, storage=storage
+        found = read_dataset(
+            dataset, [c for c in SAMPLE_COLUMNS if c in present], filter=wanted
         ).to_pylist()
         order = {(k["doc_id"], k["chunk_index"]): i for i, k in enumerate(keys)}
         rows = sorted(
@@ -259,9 +319,30 @@ def inspect_output(
             key=lambda r: order[(r["doc_id"], r.get("chunk_index"))],
         )
         sample_table = pa.Table.from_pylist(rows) if rows else table.slice(0, 0)
-    vocabulary = applied_vocabulary(uri, storage)
+    vocabulary = applied_vocabulary(uri, storage) if isinstance(uri, str) else None
     info = summarize(table, top_tags, samples, sample_table, vocabulary)
+    info["rejects"] = reject_counts(uri, storage) if isinstance(uri, str) else None
     return info, table
+
+
+def reject_counts(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
+    """Input records and chunks kept in `_rejects/` instead of the output: how many, and how
+    many per reason (a record rejected again by a later run counts once). None when `uri` is
+    not a prefix (a shard file)."""
+    fs, path = resolve(uri, storage)
+    if not fs.isdir(path):
+        return None
+    directory = posixpath.join(path.rstrip("/"), REJECTS_DIR)
+    files = (
+        [f for f in fs.find(directory) if f.endswith(".parquet")] if fs.exists(directory) else []
+    )
+    if not files:
+        return {"total": 0, "reasons": {}}
+    keys = ["source", "position", "field", "reason"]
+    table = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=keys)
+    distinct = table.group_by(keys).aggregate([])
+    reasons = Counter(distinct.column("reason").to_pylist())
+    return {"total": distinct.num_rows, "reasons": dict(reasons.most_common())}
 
 
 def _format_distribution(stats: dict | None, digits: int = 0) -> str:
@@ -305,6 +386,13 @@ def inspect_lines(info: dict[str, Any], top: int) -> list[str]:
     if info["control_tokens"]:
         lines.append(
             "control tokens: " + ", ".join(f"{t} {n:,}" for t, n in info["control_tokens"])
+        )
+    rejects = info.get("rejects")
+    if rejects is not None:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in rejects["reasons"].items())
+        lines.append(
+            f"rejected {rejects['total']:,} input record(s)/chunk(s)"
+            + (f": {reasons} (kept in {REJECTS_DIR}/)" if reasons else "")
         )
     for row in info["samples"]:
         lines.append(f"\n--- {row['doc_id']} chunk {row['chunk_index']} ({row['source']})")

@@ -159,6 +159,16 @@ def _overview_rows(info: dict[str, Any]) -> list[list[Any]]:
         ["words (total)", (info.get("num_words") or {}).get("sum")],
         ["input tokens (total)", (info.get("input_tokens") or {}).get("sum")],
         ["generated tokens (total)", (info.get("num_generated_tokens") or {}).get("sum")],
+        *_reject_rows(info.get("rejects")),
+    ]
+
+
+def _reject_rows(rejects: dict[str, Any] | None) -> list[list[Any]]:
+    """Rejected input records and chunks (kept in `_rejects/`): the total, then each reason."""
+    if rejects is None:
+        return []
+    return [["rejected (kept in _rejects/)", rejects["total"]]] + [
+        [f"rejected: {reason}", n] for reason, n in rejects["reasons"].items()
     ]
 
 

@@ -19,7 +19,7 @@ import fsspec
 
 from condlabel.config import ConfigError, StorageConfig
 from condlabel.config.secrets import strip_userinfo
-from condlabel.storage_errors import StorageError
+from condlabel.storage_errors import InputNotFound, StorageError
 
 _GLOB_CHARS = set("*?[")
 
@@ -35,6 +35,15 @@ def split_uri(uri: str) -> tuple[str, str]:
             return "file", os.path.abspath(rest or "/")
         return scheme, rest
     return "file", os.path.abspath(os.path.expanduser(uri))
+
+
+def literal_root(uri: str) -> tuple[str, str]:
+    """(scheme, path) of the part of an input URI before its first glob character."""
+    scheme, path = split_uri(uri)
+    cut = min((path.index(c) for c in _GLOB_CHARS if c in path), default=None)
+    if cut is not None:
+        path = posixpath.dirname(path[:cut])
+    return scheme, path.rstrip("/") or "/"
 
 
 def join_uri(scheme: str, path: str) -> str:
@@ -150,7 +159,8 @@ def expand_inputs(
     exists as written is never a glob, even with `[`, `*` or `?` in its name).
 
     Bookkeeping paths (names starting with `_` or `.`) are skipped under directories. A URI that
-    does not exist or matches nothing raises `StorageError` naming it. Result is sorted and unique.
+    does not exist or matches nothing raises `InputNotFound` naming it. Result is sorted and
+    unique.
     """
     found: dict[str, InputFile] = {}
     for uri in uris:
@@ -162,7 +172,7 @@ def expand_inputs(
             if any(c in path for c in _GLOB_CHARS) and not fs.exists(path):
                 matches = fs.glob(path, detail=True)
                 if not matches:
-                    raise StorageError(f"input {uri}: the glob matches no files")
+                    raise InputNotFound(f"input {uri}: the glob matches no files")
             elif fs.isdir(path):
                 matches = {
                     p: info
@@ -173,11 +183,11 @@ def expand_inputs(
                     matches = {p: i for p, i in matches.items() if p.endswith(suffixes)}
                 if not matches:
                     wanted = f" with a suffix in {list(suffixes)}" if suffixes else ""
-                    raise StorageError(f"input {uri}: the directory holds no files{wanted}")
+                    raise InputNotFound(f"input {uri}: the directory holds no files{wanted}")
             elif fs.isfile(path):
                 matches = {path: fs.info(path)}
             else:
-                raise StorageError(f"input {uri}: no such file or directory")
+                raise InputNotFound(f"input {uri}: no such file or directory")
         except StorageError:
             raise
         except (PermissionError, OSError) as exc:
@@ -215,9 +225,14 @@ def describe_endpoint(uri: str, storage: StorageConfig | None = None) -> str:
     return f" (endpoint {strip_userinfo(endpoint)})"
 
 
-def ensure_writable(uri: str, storage: StorageConfig | None = None) -> None:
-    """Create the output prefix if needed and prove we can write and delete there."""
+def ensure_writable(uri: str, storage: StorageConfig | None = None, create: bool = True) -> None:
+    """Create the output prefix if needed and prove we can write and delete there. Without
+    `create` (a dry run) nothing is written: a local prefix must be a directory, or creatable
+    under its nearest existing parent, by this user; an object store's bucket must exist."""
     fs, path = resolve(uri, storage)
+    if not create:
+        _check_writable_untouched(fs, uri, path, storage)
+        return
     probe = posixpath.join(path, f"_write_probe_{uuid.uuid4().hex}")
     try:
         if is_local(fs):
@@ -237,6 +252,30 @@ def ensure_writable(uri: str, storage: StorageConfig | None = None) -> None:
         raise StorageError(
             f"output {uri}: not writable{where}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _check_writable_untouched(
+    fs: fsspec.AbstractFileSystem, uri: str, path: str, storage: StorageConfig | None
+) -> None:
+    if is_local(fs):
+        existing = path
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            what = "not a directory" if not os.path.isdir(existing) else "no write permission"
+            raise StorageError(f"output {uri}: not writable ({existing}: {what})")
+        return
+    bucket = path.split("/", 1)[0]
+    try:
+        found = fs.exists(bucket)
+    except Exception as exc:
+        where = describe_endpoint(uri, storage)
+        raise StorageError(
+            f"output {uri}: not reachable{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not found:
+        where = describe_endpoint(uri, storage)
+        raise StorageError(f"output {uri}: bucket {bucket!r} does not exist{where}")
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -7,6 +7,16 @@ class StorageError(RuntimeError):
     cannot be reached (exit 3)."""
 
 
+class InputNotFound(StorageError):
+    """An input names nothing: no input given, a path that does not exist, a glob matching no
+    file, a directory without a file to read. A usage error (exit 2), not a storage fault."""
+
+
+class NotAnOutput(StorageError):
+    """A path given as condlabel output holds something else (an input folder, a foreign
+    parquet file): a usage error (exit 2), saying what was found."""
+
+
 class ConditionFailed(Exception):
     """A conditional write or delete found the object changed since it was read (or gone, or
     already there)."""

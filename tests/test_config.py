@@ -77,7 +77,7 @@ def test_bad_override_syntax_and_unknown_override_key():
 def test_unknown_override_key_is_reported():
     with pytest.raises(ConfigError) as err:
         load_convert_config(overrides=["chunking.nope=1"])
-    assert err.value.problems == ["chunking.nope: unknown key"]
+    assert err.value.problems == ["chunking.nope: unknown key given with --set"]
 
 
 def test_prefix_template_fields_are_checked():
@@ -145,7 +145,9 @@ def test_storage_section_alone_from_any_kind_of_config(tmp_path):
     assert load_storage_config().retries == 10
     with pytest.raises(ConfigError) as err:
         load_storage_config(path, ["storage.regoin=x"])
-    assert err.value.problems == ["storage.regoin: unknown key"]
+    assert err.value.problems == [
+        "storage.regoin: unknown key given with --set; did you mean storage.region?"
+    ]
 
 
 def test_a_block_size_under_1_kib_is_refused_with_its_key():

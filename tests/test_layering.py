@@ -80,7 +80,12 @@ ALLOWED = {
     "condlabel.config": ["condlabel.config"],
     "condlabel.schema": ["condlabel.config", "condlabel.schema"],
     # `s3` (S3 options, conditional writes) and `storage_errors` are the storage layer's own.
-    "condlabel.storage": ["condlabel.config", "condlabel.storage", "condlabel.s3"],
+    "condlabel.storage": [
+        "condlabel.config",
+        "condlabel.storage",
+        "condlabel.s3",
+        "condlabel.storage_errors",
+    ],
 }
 
 

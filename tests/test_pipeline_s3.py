@@ -86,14 +86,14 @@ def test_missing_input_fails_at_once_naming_it(s3_bucket, tmp_path, capsys):
     rc = main(
         ["convert", "--input", f"s3://{s3_bucket}/nothing-here/", "--output", str(tmp_path / "o")]
     )
-    assert rc == 3
+    assert rc == 2  # a usage error: the input names nothing
     err = capsys.readouterr().err
     assert f"s3://{s3_bucket}/nothing-here/" in err and "no such file" in err
 
 
 def test_glob_matching_nothing_and_unwritable_output(tmp_path, capsys):
     rc = main(["convert", "--input", str(tmp_path / "*.jsonl"), "--output", str(tmp_path / "o")])
-    assert rc == 3 and "matches no files" in capsys.readouterr().err
+    assert rc == 2 and "matches no files" in capsys.readouterr().err
     src = tmp_path / "a.jsonl"
     src.write_text('{"text": "hello world"}\n')
     blocker = tmp_path / "file-not-dir"

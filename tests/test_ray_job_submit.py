@@ -228,3 +228,35 @@ def test_bad_config_fails_and_says_why_in_the_job_logs(ray_head, tmp_path):
     assert "labeler.tmperature: unknown key" in logs
     assert "chunking.max_words" in logs
     assert "invalid configuration (2 problem(s))" in logs
+
+
+def _walkthrough() -> list[str]:
+    """The README's local cluster walkthrough: its one bash block, as commands (joined lines)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Running on a cluster") :]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+
+
+def test_the_readme_cluster_walkthrough_as_written(ray_head, tmp_path):
+    """Each command of the walkthrough, word for word, against the test's head: `pip install`,
+    `ray start` and `ray stop` are what the fixture does on its own ports (never `ray stop`
+    here: it stops every Ray on the machine); the head's address and /tmp paths are swapped."""
+    address, env = ray_head
+    commands = _walkthrough()
+    assert commands[0] == "pip install -e '.[cluster]'"
+    assert commands[1].startswith("ray start --head") and commands[-1].startswith("ray stop")
+    assert commands[2] == "export RAY_AUTH_MODE=token" and env["RAY_AUTH_MODE"] == "token"
+    outputs = []
+    for command in commands[3:-1]:
+        command = command.replace("http://127.0.0.1:8265", address)
+        command = command.replace("/tmp/condlabel-walk", str(tmp_path))
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        outputs.append(done.stdout)
+    documents = int(outputs[0].split()[0])
+    rows = output_rows(tmp_path / "tagged", columns=["doc_id"])
+    assert len(set(rows.column("doc_id").to_pylist())) == documents
+    assert f"documents {documents:,}" in outputs[-1]

@@ -98,7 +98,7 @@ def test_convert_with_a_bad_key_beside_secrets_never_shows_them(tmp_path, capsys
 
 @pytest.mark.usefixtures("ray_local")
 def test_a_conversion_logs_and_records_no_secret(tmp_path, capsys, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)  # the whole config is logged at debug level
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(2, "a"))
     out = tmp_path / "out"
     args = convert_args([src], out, *SECRETS, ENDPOINT_SET, "chunking.max_words=120")

@@ -43,7 +43,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from condlabel.distill.loop import plan_distill, run_distill
 
     cfg: DistillConfig = load_config("distill", args.config, args.overrides)
-    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    log.debug("config: %s", json.dumps(cfg.redacted(), sort_keys=True))  # whole: -v, manifest
     # Before any Ray start: the training extra, the gate's ROUGE, the student's weights.
     check(
         [("student.model", TRAIN), ("gate", DISTILL)],

@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from condlabel.train.loop import plan_lines, plan_training, run_training
 
     cfg = load_train_config(args.config, args.overrides)
-    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    log.debug("config: %s", json.dumps(cfg.redacted(), sort_keys=True))  # whole: -v, manifest
     preflight(cfg)
     if args.dry_run:
         print("\n".join(plan_lines(cfg, plan_training(cfg))))
@@ -194,7 +194,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from condlabel.train.evaluate import run_evaluation
 
     cfg = load_eval_config(args.config, args.overrides)
-    log.info("config: %s", json.dumps(cfg.redacted(), sort_keys=True))
+    log.debug("config: %s", json.dumps(cfg.redacted(), sort_keys=True))  # whole: -v, manifest
     preflight(cfg)
     report = run_evaluation(cfg)
     if args.json:

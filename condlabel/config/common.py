@@ -19,8 +19,9 @@ class ConfigError(ValueError):
     """A configuration problem; `problems` lists every one, each as "key: message"."""
 
     def __init__(self, problems: list[str], source: str | None = None):
-        # A value quoted in a problem may be a URL with credentials: never print those.
-        self.problems = [strip_userinfo(problem) for problem in problems]
+        # A value quoted in a problem may be a URL with credentials: never print those; nor a
+        # problem of megabytes (a value expanded from YAML anchors, say).
+        self.problems = [_capped(strip_userinfo(problem)) for problem in problems]
         self.source = source
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
@@ -32,11 +33,26 @@ class ConfigError(ValueError):
         return type(self), (self.problems, self.source)
 
 
+# The longest problem a ConfigError keeps; what it quotes beyond this is cut.
+MAX_PROBLEM_CHARS = 1000
+
+
+def _capped(problem: str) -> str:
+    if len(problem) <= MAX_PROBLEM_CHARS:
+        return problem
+    return f"{problem[: MAX_PROBLEM_CHARS - 40]}... ({len(problem):,} characters, cut)"
+
+
 class StrictModel(BaseModel):
-    """Unknown keys fail; attribute docstrings become field descriptions (the `--help` text)."""
+    """Unknown keys fail; attribute docstrings become field descriptions (the `--help` text);
+    NaN and infinities are refused in every float field (`nan` would compare false with any
+    threshold and silently change what a setting does)."""
 
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+        extra="forbid",
+        validate_assignment=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
     )
 
 

@@ -28,8 +28,9 @@ class InputConfig(StrictModel):
     """Field holding the document id. A document without one gets `auto-` + a hash of its text,
     so moving, renaming or recompressing a file keeps its ids; a second id-less copy of the same
     text in one file is labeled once and rejected as `duplicate_text`."""
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
-    """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet)."""
+    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
+    """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet;
+    .txt and .md: `text`, one document per file, its id the path under its input)."""
     docs_per_batch: int = Field(256, ge=1)
     """Documents read per block handed to the chunker (memory vs. task overhead)."""
     sample_fraction: float = Field(1.0, gt=0, le=1)

@@ -6,7 +6,9 @@ error message never shows their value, nor a value holding a URL with credential
 
 from __future__ import annotations
 
+import difflib
 import textwrap
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +42,75 @@ CONFIG_MODELS: dict[str, type[StrictModel]] = {
 }
 
 
-def _format_errors(exc: ValidationError, secrets: Secrets) -> list[str]:
-    problems = []
+KeyPath = tuple[str, ...]
+
+
+def _format_errors(
+    exc: ValidationError,
+    model: type[BaseModel],
+    overridden: frozenset[KeyPath] = frozenset(),
+    source: str | None = None,
+) -> tuple[list[str], bool]:
+    """(problems, whether all come from the file): each names its key, says where it came from
+    when a `--set` gave it, and an unknown key suggests the closest known one."""
+    secrets = secret_paths(model)
+    problems, all_from_file = [], True
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "<root>"
+        by_set = any(p[: len(loc)] == loc or loc[: len(p)] == p for p in overridden)
+        all_from_file &= not by_set
         if err["type"] == "extra_forbidden":
-            problems.append(f"{key}: unknown key")
+            where = " given with --set" if by_set else (f" in {source}" if source else "")
+            guess = closest_key(model, key)
+            hint = f"; did you mean {guess}?" if guess else ""
+            problems.append(f"{key}: unknown key{where}{hint}")
         else:
-            problems.append(f"{key}: {err['msg']}{_shown_input(err, secrets)}")
-    return problems
+            where = " (given with --set)" if by_set and source else ""
+            problems.append(f"{key}: {err['msg']}{_shown_input(err, secrets)}{where}")
+    return problems, all_from_file
+
+
+def known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key of `model`: sections and leaves (through optional sections too)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        for kind in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                keys += known_keys(kind, key + ".")
+                break
+    return keys
+
+
+def closest_key(model: type[BaseModel], key: str) -> str | None:
+    """The known key most like an unknown one (a typo: `chunking.max_word`), if one is close."""
+    found = difflib.get_close_matches(key, known_keys(model), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+# The most of a value an error message quotes.
+_MAX_SHOWN = 120
 
 
 def _shown_input(err: Any, secrets: Secrets) -> str:
-    """` (got VALUE)` for an error message, or nothing when the value may carry a secret."""
+    """` (got VALUE)` for an error message, or nothing when the value may carry a secret; a
+    container is described, not quoted (expanded YAML anchors can make it megabytes), and a
+    long value is cut."""
     got = err.get("input")
     if isinstance(got, dict) or touches_secret(secrets, tuple(err["loc"])):
         return ""
-    if has_userinfo(repr(got)):
+    if isinstance(got, (list, tuple, set, frozenset)):
+        return f" (got a {type(got).__name__} of {len(got):,} items)"
+    if isinstance(got, int) and not isinstance(got, bool) and got.bit_length() > 200:
+        return f" (got an integer of ~{int(got.bit_length() * 0.30103):,} digits)"
+    shown = repr(got)
+    if has_userinfo(shown):
         return " (got a URL with credentials, not shown)"
-    return f" (got {got!r})"
+    if len(shown) > _MAX_SHOWN:
+        shown = f"{shown[:_MAX_SHOWN]}... ({len(shown):,} characters)"
+    return f" (got {shown})"
 
 
 def parse_override(item: str, secrets: Secrets = NO_SECRETS) -> tuple[list[str], Any]:
@@ -75,8 +127,8 @@ def parse_override(item: str, secrets: Secrets = NO_SECRETS) -> tuple[list[str],
         return path, raw
     try:
         value = load_yaml(raw, secrets, tuple(path)) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    except (yaml.YAMLError, ValueError, RecursionError):
+        value = raw  # not YAML (or an integer of thousands of digits): checked as text
     return path, value
 
 
@@ -116,6 +168,9 @@ def load_mapping(path: str | Path | None, secrets: Secrets = NO_SECRETS) -> dict
         data = load_yaml(p.read_text(), secrets) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {_yaml_problem(exc)}"], source=str(p)) from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, say
+        problem = f"not usable YAML: {type(exc).__name__}: {str(exc)[:200]}"
+        raise ConfigError([problem], source=str(p)) from None
     if not isinstance(data, dict):
         raise ConfigError([f"<root>: expected a mapping, got {type(data).__name__}"], source=str(p))
     return data
@@ -130,11 +185,24 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{exc.problem or exc.context or 'syntax error'}{where}"
 
 
-def build_config(model: type[StrictModel], data: dict[str, Any], source: str | None = None) -> Any:
+def build_config(
+    model: type[StrictModel],
+    data: dict[str, Any],
+    source: str | None = None,
+    overrides: list[str] | None = None,
+) -> Any:
+    """Validate; every problem names its key and, when `overrides` (the `--set` items) gave
+    it, says so rather than blaming the file `source`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, secret_paths(model)), source=source) from None
+        paths = frozenset(_override_path(item) for item in overrides or [])
+        problems, from_file = _format_errors(exc, model, paths, source)
+        raise ConfigError(problems, source=source if from_file else None) from None
+
+
+def _override_path(item: str) -> KeyPath:
+    return tuple(part.strip() for part in item.split("=", 1)[0].strip().split("."))
 
 
 def load_convert_config(
@@ -154,7 +222,7 @@ def load_convert_config(
         data.setdefault("output", {})
         if isinstance(data["output"], dict):
             data["output"]["uri"] = output
-    return build_config(ConvertConfig, data, source=str(path) if path else None)
+    return build_config(ConvertConfig, data, str(path) if path else None, list(overrides or []))
 
 
 def load_config(
@@ -167,7 +235,7 @@ def load_config(
     model = CONFIG_MODELS[kind]
     secrets = secret_paths(model)
     data = apply_overrides(load_mapping(path, secrets), list(overrides or []), secrets)
-    return build_config(model, data, source=str(path) if path else None)
+    return build_config(model, data, str(path) if path else None, list(overrides or []))
 
 
 def load_train_config(
@@ -206,7 +274,7 @@ def load_storage_config(
     data = {"storage": load_mapping(path, secrets).get("storage") or {}}
     try:
         data = apply_overrides(data, storage_keys, secrets)
-        storage = build_config(_StorageSection, data, source).storage
+        storage = build_config(_StorageSection, data, source, storage_keys).storage
     except ConfigError as exc:
         problems.extend(exc.problems)
     if problems:

@@ -86,11 +86,10 @@ def run_record(cfg: ConvertConfig) -> dict[str, Any]:
 
 def prepare_inputs(cfg: ConvertConfig, dry_run: bool = False) -> list[InputFile]:
     """Checks that need no Ray and touch nothing: the output lies outside every input, the
-    inputs exist, the output is writable (not for a dry run, which writes nothing)."""
+    inputs exist, the output is writable (a dry run creates nothing there)."""
     check_overlap(cfg.input.paths, cfg.output.uri)
     files = plan_inputs(cfg)
-    if not dry_run:
-        ensure_writable(cfg.output.uri, cfg.storage)
+    ensure_writable(cfg.output.uri, cfg.storage, create=not dry_run)
     return files
 
 

@@ -9,11 +9,13 @@ import logging
 import math
 import posixpath
 import re
+from collections import Counter
 
 from condlabel.config import ConfigError, ConvertConfig, StorageConfig
-from condlabel.convert.reading import SUPPORTED_SUFFIXES
+from condlabel.convert.reading import SUPPORTED_SUFFIXES, detect_format
 from condlabel.schema import LEASE_NAME, MANIFEST_DIR
-from condlabel.storage import InputFile, StorageError, expand_inputs, filesystem, split_uri
+from condlabel.storage import InputFile, expand_inputs, filesystem, literal_root, split_uri
+from condlabel.storage_errors import InputNotFound
 
 log = logging.getLogger("condlabel")
 
@@ -24,32 +26,83 @@ _SHARD_NAME = re.compile(r"part-[0-9a-f]{20}\.parquet")
 _MIN_READ_TASKS = 8
 
 
-def _literal_root(uri: str) -> tuple[str, str]:
-    """(scheme, path) of the part of an input URI before its first glob character."""
-    scheme, path = split_uri(uri)
-    match = _GLOB.search(path)
-    if match:
-        path = posixpath.dirname(path[: match.start()])
-    return scheme, path.rstrip("/") or "/"
-
-
 def _contains(outer: str, inner: str) -> bool:
     return outer == inner or inner.startswith(outer.rstrip("/") + "/")
 
 
 def plan_inputs(cfg: ConvertConfig) -> list[InputFile]:
-    """Expand and check inputs; fail before any work when something is missing."""
+    """Expand and check inputs; fail before any work when something is missing, or when a file
+    named as an input is of a kind condlabel does not read. Files of such kinds found under a
+    directory or by a glob are skipped (one warning), never read nor recorded."""
     if not cfg.input.paths:
-        raise StorageError("no input given: pass --input URI (or set input.paths in the config)")
-    suffixes = SUPPORTED_SUFFIXES if cfg.input.format == "auto" else ()
-    files = expand_inputs(cfg.input.paths, cfg.storage, suffixes=suffixes)
+        raise InputNotFound("no input given: pass --input URI (or set input.paths in the config)")
+    auto = cfg.input.format == "auto"
+    if auto:
+        _refuse_unsupported_named(cfg.input.paths, cfg.storage)
+    files = expand_inputs(cfg.input.paths, cfg.storage)
+    if auto:
+        files = _supported(files, cfg.input.paths)
     usable = usable_inputs(files, cfg.input.paths, cfg.storage)
     if not usable:
-        raise StorageError(
+        raise InputNotFound(
             f"input {', '.join(cfg.input.paths)}: only bookkeeping files and condlabel output "
             "shards, nothing to read"
         )
     return usable
+
+
+def _refuse_unsupported_named(inputs: list[str], storage: StorageConfig) -> None:
+    problems = []
+    for uri in inputs:
+        if detect_format(uri) is not None:
+            continue
+        scheme, path = split_uri(uri)
+        fs = filesystem(scheme, storage)
+        if (not _GLOB.search(path) or fs.exists(path)) and fs.isfile(path):
+            problems.append(
+                f"input.paths: {uri}: not a kind of file condlabel reads ({_suffix(uri)}); "
+                f"supported: {', '.join(SUPPORTED_SUFFIXES)} (or set input.format)"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+def _supported(files: list[InputFile], inputs: list[str]) -> list[InputFile]:
+    """The files of a kind condlabel reads; the others are summarised in one warning (counts
+    per suffix, a few names), or, when nothing is left, named in the error."""
+    kept = [f for f in files if detect_format(f.uri) is not None]
+    skipped = [f.uri for f in files if detect_format(f.uri) is None]
+    if not skipped:
+        return kept
+    counts = Counter(_suffix(uri) for uri in skipped)
+    what = ", ".join(f"{n} {suffix}" for suffix, n in counts.most_common())
+    names = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    if not kept:
+        raise InputNotFound(
+            f"input {', '.join(inputs)}: no file of a kind condlabel reads ({what}: {names}); "
+            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    log.warning(
+        "input: %d file(s) of a kind condlabel does not read skipped (%s), e.g. %s; supported: %s",
+        len(skipped),
+        what,
+        names,
+        ", ".join(SUPPORTED_SUFFIXES),
+    )
+    return kept
+
+
+_COMPRESSION = ("gz", "zst", "zstd", "bz2", "xz")
+
+
+def _suffix(uri: str) -> str:
+    """`.csv`, `.csv.gz`, or `(no suffix)`: how the skipped files are counted."""
+    parts = posixpath.basename(uri).split(".")[1:]
+    if not parts or not parts[-1]:
+        return "(no suffix)"
+    return "." + ".".join(
+        parts[-2:] if len(parts) > 1 and parts[-1] in _COMPRESSION else parts[-1:]
+    )
 
 
 def check_overlap(inputs: list[str], output: str) -> None:
@@ -66,7 +119,7 @@ def check_overlap(inputs: list[str], output: str) -> None:
 
 
 def _overlaps(input_uri: str, output: str) -> bool:
-    scheme, root = _literal_root(input_uri)
+    scheme, root = literal_root(input_uri)
     out_scheme, out_path = split_uri(output)
     out_path = out_path.rstrip("/") or "/"
     if scheme != out_scheme:
@@ -100,7 +153,7 @@ def usable_inputs(
     """The files a run reads: bookkeeping (`_*`, `.*` below an input's literal root, as a glob
     may match them) and the shards of a condlabel output (a directory beside a `_manifest/` or
     `_lease.json`) are skipped, each with a warning naming it."""
-    roots = [_literal_root(uri)[1] for uri in inputs]
+    roots = [literal_root(uri)[1] for uri in inputs]
     checked: dict[str, bool] = {}
     kept = []
     for f in files:

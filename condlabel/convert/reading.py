@@ -1,5 +1,6 @@
-"""Reading documents from corpus files (jsonl, jsonl.gz/zst, parquet), rejecting bad records
-with a reason so nothing is lost.
+"""Reading documents from corpus files (JSON Lines or a JSON array of objects, also gz/zst;
+parquet; plain text, one document per file), rejecting bad records with a reason so nothing is
+lost.
 
 Plain functions over fsspec file objects: no Ray here, so everything is unit-testable.
 """
@@ -11,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ JSONL_SUFFIXES = (
     ".jsonl.zstd",
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
-SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+TEXT_SUFFIXES = (".txt", ".md")
+SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
 
 # Reasons a record is rejected; they are counted by name in the run summary.
 REJECT_INVALID_JSON = "invalid_json"
@@ -101,6 +104,8 @@ def detect_format(uri: str, configured: str = "auto") -> str | None:
         return "parquet"
     if lower.endswith(JSONL_SUFFIXES):
         return "jsonl"
+    if lower.endswith(TEXT_SUFFIXES):
+        return "text"
     return None
 
 
@@ -363,6 +368,63 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
         yield _empty_file(source, "no rows")
 
 
+def _opens_an_array(f: io.BufferedReader) -> bool:
+    """Whether a JSON file's first value is an array (`[{...}, {...}]`), by peeking."""
+    head = f.peek(256)[:256]
+    return head.removeprefix(_BOM).lstrip().startswith(b"[")
+
+
+def iter_json(f: io.BufferedReader, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
+    """A JSON file: an array of objects is one document per element (position = element
+    number); anything else, JSON Lines included, is read as JSON Lines."""
+    if not _opens_an_array(f):
+        yield from iter_jsonl(f, cfg, source)
+        return
+    data = f.read()
+    try:
+        records = json.loads(data.removeprefix(_BOM).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # JSON Lines whose first line is an array, or a broken array: line by line, so every
+        # line gets its own reason.
+        yield from iter_jsonl(io.BufferedReader(io.BytesIO(data)), cfg, source)
+        return
+    check = _RecordChecker(cfg, source)
+    for position, record in enumerate(records, start=1):
+        raw = json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        yield check(record, position, raw)
+    if not records:
+        yield _empty_file(source, "an empty JSON array")
+
+
+def text_doc_id(source: str, inputs: list[str]) -> str:
+    """A text file's document id: its path under the first input that holds it (a named file:
+    its name), so the id stays when the corpus moves to another prefix or bucket."""
+    from condlabel.storage import literal_root, split_uri
+
+    scheme, path = split_uri(source)
+    for uri in inputs:
+        root_scheme, root = literal_root(uri)
+        if root_scheme == scheme and path.startswith(root.rstrip("/") + "/"):
+            return posixpath.relpath(path, root)
+    return posixpath.basename(path)
+
+
+def iter_text(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject]:
+    """A plain-text file (.txt, .md) is one document; its id is `text_doc_id`."""
+    raw = f.read()
+    try:
+        text = raw.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield Reject(
+            source, 1, "<file>", REJECT_INVALID_UTF8, f"byte {exc.start}: {exc.reason}", raw
+        )
+        return
+    if not text.strip():
+        yield _empty_file(source, "no text: the file is empty or holds only whitespace")
+        return
+    yield Document(text_doc_id(source, cfg.paths), text, source, 1)
+
+
 def iter_file(
     fs: fsspec.AbstractFileSystem, path: str, source: str, cfg: InputConfig
 ) -> Iterator[Document | Reject]:
@@ -378,17 +440,19 @@ def iter_file(
         )
         return
     try:
-        compression = "infer" if fmt == "jsonl" else None
+        compression = "infer" if fmt != "parquet" else None
         f = fs.open(path, "rb", compression=compression)
     except Exception as exc:  # noqa: BLE001 - any open failure is this file's reject
         yield Reject(source, 0, "<file>", REJECT_UNREADABLE_FILE, f"{type(exc).__name__}: {exc}")
         return
     with f:
         if fmt == "jsonl":
-            # zstandard's reader and s3fs files have no readline(size); a buffer gives them one.
-            items = iter_jsonl(
-                f if isinstance(f, io.BufferedIOBase) else io.BufferedReader(f), cfg, source
+            # zstandard's reader and s3fs files have no readline(size) nor peek; a buffer does.
+            items = iter_json(
+                f if isinstance(f, io.BufferedReader) else io.BufferedReader(f), cfg, source
             )
+        elif fmt == "text":
+            items = iter_text(f, cfg, source)
         else:
             items = iter_parquet(f, cfg, source)
         # `input.sample_fraction`: here, so every pass over the inputs sees the same documents.

@@ -145,11 +145,11 @@ def build_vocabulary(
 def output_tag_rows(uri: str, storage=None) -> list[list[str] | None]:
     """Each chunk's tags as the labeler wrote them (`raw_tags` where a vocabulary mapped them),
     over the latest version of every document of an output prefix."""
-    from condlabel.readback import read_tagged, tagged_dataset
+    from condlabel.readback import read_dataset, tagged_dataset
 
-    present = set(tagged_dataset(uri, storage).schema.names)
-    columns = [c for c in ("tags", "raw_tags") if c in present]
-    table = read_tagged(uri, columns=columns, storage=storage)
+    dataset = tagged_dataset(uri, storage, strict=True)
+    columns = [c for c in ("tags", "raw_tags") if c in dataset.schema.names]
+    table = read_dataset(dataset, columns)
     tags = table.column("tags").to_pylist() if "tags" in columns else []
     if "raw_tags" not in columns:
         return tags

@@ -132,13 +132,35 @@ def vocabulary_from_dict(data: Any, uri: str, key: str = "format.tag_vocabulary"
         variants = entry.get("variants") if isinstance(entry, dict) else None
         if not canonical.strip() or not isinstance(variants, dict):
             raise VocabularyError(
-                key, uri, f'tag {canonical!r}: needs a non-empty name and a "variants" object'
+                key,
+                uri,
+                f'tag {_quoted(canonical)}: needs a non-empty name and a "variants" object',
             )
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in variants.values()):
-            raise VocabularyError(key, uri, f"tag {canonical!r}: variant counts must be integers")
+        if not all(_is_count(n) for n in variants.values()):
+            raise VocabularyError(
+                key, uri, f"tag {_quoted(canonical)}: variant counts must be integers >= 0"
+            )
+        count = entry.get("count", sum(variants.values()))
+        if not _is_count(count):
+            raise VocabularyError(
+                key, uri, f'tag {_quoted(canonical)}: "count" must be an integer >= 0'
+            )
         parsed[canonical] = dict(variants)
-        counts[canonical] = int(entry.get("count", sum(variants.values())))
+        counts[canonical] = count
     return Vocabulary(parsed, counts, uri)
+
+
+# A count is a chunk count: a JSON integer of sane size (not a bool, a float, text or null).
+_MAX_COUNT = 2**63 - 1
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
+
+
+def _quoted(name: str, limit: int = 80) -> str:
+    shown = repr(name)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,15 +170,31 @@ def _load_cached(uri: str, storage_json: str, key: str) -> Vocabulary:
     storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
     fs, path = resolve(uri, storage)
     try:
+        if fs.isdir(path):
+            raise VocabularyError(key, uri, "a directory, not a vocabulary file")
         with fs.open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
         raise VocabularyError(key, uri, "no such file") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise VocabularyError(key, uri, f"cannot be read ({type(exc).__name__})") from None
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VocabularyError(key, uri, f"not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        # An integer of thousands of digits, NaN/Infinity, or arrays nested thousands deep.
+        raise VocabularyError(key, uri, f"not a usable JSON file ({_clipped(exc)})") from None
     return vocabulary_from_dict(data, uri, key)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a vocabulary may hold")
+
+
+def _clipped(exc: BaseException, limit: int = 200) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_vocabulary(
