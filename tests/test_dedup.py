@@ -174,12 +174,12 @@ def test_copies_get_exactly_the_labels_of_their_chunk_and_name_it():
         "tags", pa.array([["x", "y"], ["z"]])
     )
     kept = canonical_labels(labeled, plan, ["synopsis", "tags"])
-    assert kept.column("copied_from").to_pylist() == ["d#0"]
+    assert kept.column("copied_from").to_pylist() == ["d#0@h"]
     filled, orphans = fill_copies(held, kept)
     assert orphans.num_rows == 0
     assert filled.select(["doc_id", "text", "synopsis", "tags", "copied_from"]).to_pylist() == [
         {"doc_id": "f", "text": "same text", "synopsis": "S-d", "tags": ["x", "y"],
-         "copied_from": "d#0"}
+         "copied_from": "d#0@h"}
     ]  # fmt: skip
     filled, orphans = fill_copies(held, None)  # the labeled chunk failed
     assert (filled.num_rows, orphans.column("doc_id").to_pylist()) == (0, ["f"])
@@ -221,7 +221,9 @@ def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path, key_pa
         assert row["text"] == chunks[key]  # each copy keeps its own text
         source = rows[labeled[_same(row["text"])]]
         if row["copied_from"] is not None:
-            assert row["copied_from"] == "{}#{}".format(*labeled[_same(row["text"])])
+            doc_id, index = labeled[_same(row["text"])]
+            assert row["copied_from"] == f"{doc_id}#{index}@{source['doc_hash']}"
+            assert row["text_key"] == source["text_key"]
         assert {k: row[k] for k in LABELS} == {k: source[k] for k in LABELS}
         assert row["conditional_text"].endswith(row["text"])
 
