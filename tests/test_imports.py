@@ -12,6 +12,7 @@ CORE = [
     "condlabel.convert.chunking",
     "condlabel.convert.stages",
     "condlabel.convert.format",
+    "condlabel.prefix",
     "condlabel.convert.runstate",
     "condlabel.convert.summary",
     "condlabel.convert.progress",

@@ -28,7 +28,6 @@ from condlabel.convert.costs import (
 )
 from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_keys
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
-from condlabel.convert.format import vocabulary_for
 from condlabel.convert.inputs import read_tasks
 from condlabel.convert.ledger import (
     shard_sources,
@@ -48,6 +47,7 @@ from condlabel.convert.stages import (
     write_shard,
 )
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
+from condlabel.prefix import vocabulary_for
 from condlabel.storage import InputFile
 
 if TYPE_CHECKING:

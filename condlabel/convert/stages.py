@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
 from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.duplicates import Duplicate, duplicate_reject
-from condlabel.convert.format import conditional_text, tag_columns
+from condlabel.convert.format import tag_columns
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.labelers import Labeler
+from condlabel.prefix import conditional_text
 from condlabel.schema import (
     CHUNK_SCHEMA,
     LABEL_FIELDS,

@@ -15,10 +15,10 @@ from typing import Any
 
 from condlabel.config import ConvertConfig
 from condlabel.config.secrets import strip_userinfo
-from condlabel.convert.format import vocabulary_for
 from condlabel.convert.runstate import OutputState, versions, write_manifest
 from condlabel.convert.sampling import sample_record
 from condlabel.convert.stages import FileStats
+from condlabel.prefix import vocabulary_for
 from condlabel.storage import InputFile
 
 log = logging.getLogger("condlabel")

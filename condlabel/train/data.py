@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
-from condlabel.convert.format import RAW_TAGS, render_prefix, row_tags, vocabulary_for
+from condlabel.prefix import RAW_TAGS, render_prefix, row_tags, vocabulary_for
 from condlabel.readback import latest_versions
 from condlabel.tags.vocabulary import Vocabulary
 

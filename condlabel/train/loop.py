@@ -25,7 +25,7 @@ from typing import Any
 
 from condlabel.config import StorageConfig, TrainConfig
 from condlabel.config.train import TrainComputeConfig
-from condlabel.convert.format import RAW_TAGS, vocabulary_for
+from condlabel.prefix import RAW_TAGS, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
     export_model,
