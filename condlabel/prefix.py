@@ -25,12 +25,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from condlabel.config import FormatConfig, StorageConfig
+from condlabel.config.common import META_FIELD, URL_DOMAIN_FIELD
 from condlabel.tags.vocabulary import Vocabulary, load_vocabulary, require_rapidfuzz
 
 RAW_TAGS = "raw_tags"
-META = "meta."
+META = META_FIELD
 """Template fields `{meta.NAME}` name the kept input field NAME."""
-URL_DOMAIN = "url_domain"
+URL_DOMAIN = URL_DOMAIN_FIELD
 LABEL_FIELDS = ("synopsis", "tags")
 CONTROL_TOKENS = "control_tokens"
 

@@ -308,7 +308,7 @@ def format_and_write(
     if copies is not None:
         copies.keep_labels(batch)
     shard = write_shard(
-        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage)),
+        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage), cfg.input),
         cfg.output.uri,
         cfg.storage,
         cfg.output.compression,

@@ -52,6 +52,7 @@ from condlabel.convert.graph_steps import (
     run_fingerprint,
 )
 from condlabel.convert.inputs import check_overlap, plan_inputs
+from condlabel.convert.kept_fields import check_names
 from condlabel.convert.ledger import (
     RerunPlan,
     add_written,
@@ -61,6 +62,7 @@ from condlabel.convert.ledger import (
     rerun_plan,
 )
 from condlabel.convert.progress import Progress
+from condlabel.convert.reading import check_first_file
 from condlabel.convert.runstate import (
     DoneIndex,
     Lease,
@@ -340,11 +342,14 @@ def pool_bounds(cfg: ConvertConfig, initial: int) -> dict[str, int]:
 
 
 def prepare_run(cfg: ConvertConfig) -> tuple[list[InputFile], str]:
-    """Checks that need no Ray and touch nothing: the output lies outside every input, the
-    inputs exist, the output is writable."""
+    """Checks that need no Ray and touch nothing: no kept field is named like an output
+    column, the output lies outside every input, the inputs exist, the output is writable, the
+    first input file has every kept field."""
+    check_names(cfg.input)
     check_overlap(cfg.input.paths, cfg.output.uri)
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage)
+    check_first_file(cfg, files)
     return files, run_fingerprint(cfg)
 
 
