@@ -7,7 +7,8 @@ shown a conditional the way it was trained on it.
            a line whose fields all render empty is dropped (never "None", never `Tags: []`);
            a line naming {synopsis} or {tags} is dropped when the label is unusable
            (did not parse, or no synopsis and no tags: labeler `none`);
-           control tokens of a dropped line open the prefix, so they are never lost
+           control tokens of a dropped line open the prefix, so they are never lost;
+           lines without fields stay only beside a line with a field that is shown
 
 Template fields: {synopsis}, {tags} (comma-joined), {control_tokens} (concatenated),
 {meta.NAME} (the kept input field NAME as text) and {url_domain} (the host of the URL field,
@@ -73,8 +74,10 @@ def render_prefix(
             continue
         lines.append(rendered)
         shown = shown or any(n != CONTROL_TOKENS for n in names)
-    if not usable and not shown:  # no label, no metadata: the control tokens alone
-        return values[CONTROL_TOKENS]
+    if not shown:
+        # Nothing but template text left (a MeCo `URL: {url_domain}\n\n` without a URL): no
+        # prefix but the control tokens, all of them for a row without a usable label.
+        return carried if usable else values[CONTROL_TOKENS]
     return carried + "".join(lines)
 
 

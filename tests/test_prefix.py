@@ -63,6 +63,12 @@ def test_a_template_line_whose_fields_are_all_empty_is_dropped():
     )
     assert render_prefix(MECO, "", [], [], True, {"url_domain": ""}) == ""
     assert render_prefix(MECO, "", [], [], True, {"url_domain": "a.org"}) == "a.org\n\n"
+    # Template text alone is no prefix.
+    meco = FormatConfig(prefix_template="URL: {url_domain}\n\n")
+    assert render_prefix(meco, "", [], [], True, {"url_domain": ""}) == ""
+    assert render_prefix(meco, "S.", ["t"], ["<|pos|>"], True, {}) == ""
+    assert render_prefix(meco, "", [], ["<|pos|>"], True, {}) == "<|pos|>"
+    assert render_prefix(meco, "", [], [], True, {"url_domain": "a.org"}) == "URL: a.org\n\n"
 
 
 def test_metadata_renders_for_unparsed_labels_and_labeler_none():
