@@ -28,6 +28,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -431,9 +432,18 @@ def merge_model(
     return output_uri
 
 
-def _eos_ids(net, tokenizer, model: str) -> list[int]:
-    from condlabel.labelers.encoding import eos_token_ids
+def eos_token_ids(configured: Iterable[Any], tokenizer: Any, model: str) -> list[int]:
+    """The EOS ids from the first source that names any: the `configured` ones in order
+    (generation config, model config), then the tokenizer's. Each may be an id or a list."""
+    for source in (*configured, tokenizer.eos_token_id):
+        values = source if isinstance(source, list | tuple) else [source]
+        ids = [int(v) for v in values if v is not None]
+        if ids:
+            return list(dict.fromkeys(ids))
+    raise ValueError(f"model {model}: no EOS token id in its configs or tokenizer")
 
+
+def _eos_ids(net, tokenizer, model: str) -> list[int]:
     generation = getattr(net, "generation_config", None)
     configured = (getattr(generation, "eos_token_id", None), net.config.eos_token_id)
     return eos_token_ids(configured, tokenizer, model)

@@ -4,6 +4,8 @@ bookkeeping paths. The writer, the readers, the resume logic and the README test
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import pyarrow as pa
 
 # v2: `label_truncated` added; v3: `seq` and `text_key` added (older shards read back with
@@ -88,6 +90,37 @@ REJECT_SCHEMA = pa.schema(
         ("run_id", pa.string()),
     ]
 )
+
+# Kept input fields (`input.keep_fields`): input fields carried into every row as columns of the
+# same name, after the columns above, each with its declared type (null where a record lacks
+# the field). Their names may not be any of the contract's.
+KEPT_FIELD_TYPES = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+# Names the run bookkeeping adds to rows (a run's sequence, the normalised text's hash): taken
+# too, so a kept field never shadows them.
+RESERVED_COLUMNS = ("seq", "text_key")
+
+
+def kept_fields(types: Mapping[str, str]) -> list[pa.Field]:
+    """The output columns of the kept input fields (name -> declared type name)."""
+    return [pa.field(name, KEPT_FIELD_TYPES[typ]) for name, typ in types.items()]
+
+
+def output_schema(kept: Mapping[str, str]) -> pa.Schema:
+    """The output contract plus the kept input fields of a run."""
+    return pa.schema(list(OUTPUT_SCHEMA) + kept_fields(kept))
+
+
+def kept_field_collisions(names: Iterable[str]) -> list[str]:
+    """The kept field names that are already columns of the output contract."""
+    taken = {*OUTPUT_SCHEMA.names, *RESERVED_COLUMNS}
+    return [name for name in names if name in taken]
+
 
 # The columns a run scans to know what is done (resume) and which labelers wrote the prefix.
 KEY_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "labeler", "run_id", "seq"]

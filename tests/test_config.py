@@ -156,3 +156,24 @@ def test_a_block_size_under_1_kib_is_refused_with_its_key():
     [problem] = err.value.problems
     assert problem.startswith("compute.block_bytes") and "1024" in problem
     assert load_convert_config(overrides=["compute.block_bytes=65536"]).compute.block_bytes == 65536
+
+
+def test_the_meco_examples_say_what_meco_is():
+    """Every shipped config is loaded in test_shipped_configs.py; the MeCo pair also has to
+    match: the conversion's prefix is the one training renders, from a kept URL field."""
+    from pathlib import Path
+
+    configs = Path(__file__).parent.parent / "ray_jobs" / "configs"
+    for name in ("meco_url_domain", "meco_url_domain_tags"):
+        convert = load_convert_config(configs / f"{name}.yaml")
+        train = load_config("train", configs / f"train_{name}.yaml")
+        assert "{url_domain}" in convert.format.prefix_template
+        assert convert.input.url_field in convert.input.kept_types
+        assert train.data.format.prefix_template == convert.format.prefix_template
+        assert train.data.url_field == convert.input.url_field
+        assert train.optimization.loss_on == "text"
+        assert train.data.cooldown_fraction == 0.1
+    assert (
+        "{tags}"
+        in load_convert_config(configs / "meco_url_domain_tags.yaml").format.prefix_template
+    )

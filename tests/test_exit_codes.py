@@ -110,9 +110,8 @@ def _lease_flags():
 
 
 def _held_lease_args(tmp_path: Path, monkeypatch) -> list[str]:
-    from condlabel.runs.runstate import Lease
-
     from condlabel.config import StorageConfig
+    from condlabel.runs.runstate import Lease
 
     out = tmp_path / "out"
     out.mkdir()

@@ -12,6 +12,7 @@ CORE = [
     "condlabel.convert.chunking",
     "condlabel.convert.stages",
     "condlabel.convert.format",
+    "condlabel.prefix",
     "condlabel.runs.runstate",
     "condlabel.runs.summary",
     "condlabel.runs.progress",

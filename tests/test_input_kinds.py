@@ -14,8 +14,8 @@ import fsspec
 import pytest
 
 from condlabel.config import ConfigError, InputConfig, load_convert_config
-from condlabel.convert.inputs import plan_inputs
 from condlabel.convert.graph_steps import prepare_inputs
+from condlabel.convert.inputs import plan_inputs
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.storage import StorageError, ensure_writable
 from condlabel.storage_errors import InputNotFound

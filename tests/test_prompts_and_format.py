@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from condlabel.config import FormatConfig
-from condlabel.convert.format import conditional_text, render_prefix
 from condlabel.labelers.prompts import parse_label, render_label
+from condlabel.prefix import conditional_text, render_prefix
 
 
 def test_default_prefix_follows_the_reference_format():

@@ -14,7 +14,7 @@ from condlabel.config import (
     TrainDataConfig,
     build_config,
 )
-from condlabel.convert.format import render_prefix
+from condlabel.prefix import render_prefix
 from condlabel.train.checkpoint import export_model, load_for_training, save_checkpoint
 from condlabel.train.control_tokens import add_control_tokens
 from condlabel.train.data import (

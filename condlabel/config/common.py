@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from condlabel.config.secrets import redact, secret_paths, strip_userinfo
 
 PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
+# Metadata template fields: `{meta.NAME}` (a kept input field) and `{url_domain}`.
+META_FIELD = "meta."
+URL_DOMAIN_FIELD = "url_domain"
 DEFAULT_PREFIX_TEMPLATE = "{control_tokens}Synopsis: {synopsis} Tags: [{tags}]\n"
 
 
@@ -114,8 +117,10 @@ class RunConfig(StrictModel):
 class FormatConfig(StrictModel):
     prefix_template: str = DEFAULT_PREFIX_TEMPLATE
     """Prefix put before each chunk's text; fields: {synopsis}, {tags} (comma-joined),
-    {control_tokens} (concatenated). Rows whose labeler output did not parse get only the
-    control tokens."""
+    {control_tokens} (concatenated), {meta.NAME} (the kept input field NAME, `input.keep_fields`)
+    and {url_domain} (the host of the URL field, lowercased, without `www.`). A line whose
+    fields are all empty is left out; a row whose labeler output did not parse (or that has no
+    synopsis and no tags) gets its control tokens and its metadata lines only."""
     tag_vocabulary: str | None = None
     """Tag vocabulary file (`condlabel vocab build`; local path or s3://) applied when the prefix
     is rendered, at conversion and at training time: `tags` holds canonical tags, the labeler's
@@ -132,10 +137,17 @@ class FormatConfig(StrictModel):
     @field_validator("prefix_template")
     @classmethod
     def _known_fields(cls, value: str) -> str:
-        unknown = sorted({n for n in template_fields(value) if n not in PREFIX_FIELDS})
+        unknown = sorted(
+            {
+                n
+                for n in template_fields(value)
+                if n not in (*PREFIX_FIELDS, URL_DOMAIN_FIELD)
+                and not (n.startswith(META_FIELD) and n[len(META_FIELD) :].strip())
+            }
+        )
         if unknown:
-            allowed = ", ".join("{" + f + "}" for f in PREFIX_FIELDS)
-            raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}")
+            allowed = ", ".join("{" + f + "}" for f in (*PREFIX_FIELDS, URL_DOMAIN_FIELD))
+            raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}, {{meta.NAME}}")
         return value
 
 

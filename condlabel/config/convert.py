@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from condlabel.config.cascade import CascadeConfig
 from condlabel.config.classifiers import ClassifierConfig
 from condlabel.config.common import (
+    META_FIELD,
+    URL_DOMAIN_FIELD,
     FormatConfig,
     RayConnection,
     RunConfig,
     StorageConfig,
     StrictModel,
+    template_fields,
 )
 from condlabel.config.labelers import LabelerConfig
+
+KeptFieldType = Literal["string", "int64", "float64", "bool", "timestamp"]
+"""The types a kept input field can be declared as (`condlabel.schema.KEPT_FIELD_TYPES`)."""
 
 
 class InputConfig(StrictModel):
@@ -41,6 +47,38 @@ class InputConfig(StrictModel):
     """With sample_fraction below 1, every input file keeps at least one document (the one with
     the lowest id hash) even when none of its ids falls in the fraction, so every shard of the
     corpus is represented (`--sample-stratified`)."""
+    keep_fields: list[str] | dict[str, KeptFieldType] = Field(default_factory=list)
+    """Input fields kept as output columns of the same name: a list (`[url, date]`, each a
+    string) or a mapping that declares types (`{url: string, score: float64, crawled:
+    timestamp}`; types: string, int64, float64, bool, timestamp). Every shard has each column
+    with its type, null where a record lacks the field; a value that is not of its type makes
+    the record a reject (`invalid_kept_field`). A name of the output contract is refused, and so
+    is a field that no document of the first input file has. The prefix can show them
+    (`{meta.NAME}`, `{url_domain}`); labels never depend on them."""
+    url_field: str = "url"
+    """The kept field holding a document's URL, whose host `{url_domain}` shows."""
+
+    @field_validator("keep_fields")
+    @classmethod
+    def _kept_names(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        names = list(value)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"field(s) {repeated} listed twice")
+        bad = [n for n in names if not n.strip() or n.startswith(("_", "."))]
+        if bad:
+            raise ValueError(
+                f"field name(s) {bad}: empty names and names starting with `_` or `.` "
+                "(bookkeeping) cannot be output columns"
+            )
+        return value
+
+    @property
+    def kept_types(self) -> dict[str, str]:
+        """Each kept field and its declared type."""
+        if isinstance(self.keep_fields, dict):
+            return dict(self.keep_fields)
+        return {name: "string" for name in self.keep_fields}
 
 
 class ChunkConfig(StrictModel):
@@ -191,6 +229,25 @@ class ConvertConfig(RunConfig):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     """A teacher that relabels the chunks the labeler (a distilled student) is unsure of, on its
     own actor pool in the same run."""
+
+    @model_validator(mode="after")
+    def _template_metadata(self) -> ConvertConfig:
+        # Training renders the prefix from the shards: a field the template shows must be kept.
+        kept = self.input.kept_types
+        fields = template_fields(self.format.prefix_template)
+        missing = [n[len(META_FIELD) :] for n in fields if n.startswith(META_FIELD)]
+        missing = [n for n in missing if n not in kept]
+        if missing:
+            raise ValueError(
+                f"format.prefix_template: {{meta.NAME}} shows a kept input field; add {missing} "
+                "to input.keep_fields"
+            )
+        if URL_DOMAIN_FIELD in fields and self.input.url_field not in kept:
+            raise ValueError(
+                f"format.prefix_template: {{url_domain}} is taken from input.url_field "
+                f"({self.input.url_field!r}), which must be in input.keep_fields"
+            )
+        return self
 
     @model_validator(mode="after")
     def _vllm_gpus(self) -> ConvertConfig:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from condlabel.config.classifiers import ClassifierConfig
 from condlabel.config.common import (
+    META_FIELD,
+    URL_DOMAIN_FIELD,
     FormatConfig,
     GenerationFields,
     MaxNewTokens,
@@ -18,6 +20,7 @@ from condlabel.config.common import (
     Temperature,
     TopK,
     TopP,
+    template_fields,
 )
 from condlabel.config.labelers import LabelerConfig
 
@@ -39,6 +42,18 @@ class ConditionalConfig(StrictModel):
     `min_tag_overlap` of them is misaligned)."""
     synopsis: str | None = None
     """Synopsis to condition on (part of the prompt; not judged)."""
+    meta: dict[str, str] = Field(default_factory=dict)
+    """Metadata to condition on, by template field: `{url_domain: en.wikipedia.org}`,
+    `{meta.section: games}` (part of the prompt, rendered as training renders a row's kept
+    input fields; not judged). Each must be a field of `format.prefix_template`."""
+
+    @field_validator("meta")
+    @classmethod
+    def _metadata_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if k != URL_DOMAIN_FIELD and not k.startswith(META_FIELD)]
+        if bad:
+            raise ValueError(f"{bad}: metadata fields are `url_domain` and `meta.NAME`")
+        return value
 
 
 class GenerationSettings(GenerationFields):
@@ -121,6 +136,14 @@ class EvalConfig(RunConfig):
             problems.append("classifiers: control-token conditionals need at least one classifier")
         if not self.conditionals:
             problems.append("conditionals: give at least one conditional")
+        shown = set(template_fields(self.format.prefix_template))
+        for i, c in enumerate(self.conditionals):
+            unshown = sorted(set(c.meta) - shown)
+            if unshown and self.prefix == "template":
+                problems.append(
+                    f"conditionals[{i}].meta: {unshown} not in format.prefix_template "
+                    "(use the template the model was trained with)"
+                )
         for i, c in enumerate(self.classifiers):
             if c.backend == "vader" and c.vader.mode == "split_neutral":
                 problems.append(

@@ -13,7 +13,6 @@ from condlabel.config.common import (
     backend_has_model,
     template_fields,
 )
-from condlabel.labelers.prompts import DECODER_PROMPT_TEMPLATE
 
 
 def one_text_field(template: str) -> str:
@@ -22,6 +21,17 @@ def one_text_field(template: str) -> str:
     if names != ["text"]:
         raise ValueError(f"must contain {{text}} exactly once and no other field (got {names})")
     return template
+
+
+DECODER_PROMPT_TEMPLATE = (
+    "Read the document and write a one- or two-sentence synopsis of it, then a list of short "
+    "descriptive tags, in the form `Synopsis: ... Tags: [tag one, tag two, ...]`.\n\n"
+    "Document:\n{text}\n\nSynopsis:"
+)
+"""Prompt of a decoder-only (causal) labeler: an instruction, the chunk, and the start of the
+answer. The model continues after `Synopsis:`; the backends prepend the marker before parsing.
+The default of the `vllm` backend; the `hf` backend's causal path takes the same string as its
+`prompt_template`."""
 
 
 class KeyphraseLabelerConfig(StrictModel):

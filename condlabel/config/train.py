@@ -34,6 +34,9 @@ class TrainDataConfig(StrictModel):
     control tokens, as in conversion), `control_tokens` puts only the control tokens in front."""
     format: FormatConfig = Field(default_factory=FormatConfig)
     """Prefix template used when `prefix: template` (default: the conversion default)."""
+    url_field: str = "url"
+    """The kept input field holding a row's URL, for `{url_domain}` in the template (the
+    conversion's `input.url_field`)."""
     untagged_fraction: float = Field(0.01, ge=0, le=1)
     """Share of examples trained without any prefix, so the model also works unconditioned."""
     shuffle_tags: bool = False

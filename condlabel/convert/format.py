@@ -1,67 +1,17 @@
-"""Building conditional examples: prefix (from the configured template) + chunk text, with the
-tags mapped through `format.tag_vocabulary` when one is configured (at conversion and at training
-time alike: `row_tags`)."""
+"""The conversion's format step on a labeled table: the tag columns (canonical `tags` and the
+labeler's `raw_tags` when `format.tag_vocabulary` is set). The prefix itself is rendered by
+`condlabel.prefix`, shared with training and evaluation."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyarrow as pa
 
-from condlabel.config import FormatConfig, StorageConfig
-from condlabel.tags.vocabulary import Vocabulary, load_vocabulary, require_rapidfuzz
+from condlabel.config import FormatConfig
+from condlabel.prefix import RAW_TAGS, row_tags
+from condlabel.tags.vocabulary import Vocabulary
 
-RAW_TAGS = "raw_tags"
 COPIED_FROM = "copied_from"
 _TAGS_TYPE = pa.list_(pa.string())
-
-
-def render_prefix(
-    cfg: FormatConfig, synopsis: str, tags: list[str], control_tokens: list[str], parse_ok: bool
-) -> str:
-    """The prefix for one chunk. A row whose label did not parse, or that has no synopsis and
-    no tags (labeler `none`), gets only its control tokens: a failed labeler output never
-    becomes training text, and an empty `Synopsis:  Tags: []` never either."""
-    tokens = "".join(control_tokens)
-    if not parse_ok or not (synopsis or tags):
-        return tokens
-    return cfg.prefix_template.format(
-        synopsis=synopsis, tags=", ".join(tags), control_tokens=tokens
-    )
-
-
-def conditional_text(
-    cfg: FormatConfig,
-    text: str,
-    synopsis: str,
-    tags: list[str],
-    control_tokens: list[str],
-    parse_ok: bool,
-) -> str:
-    return render_prefix(cfg, synopsis, tags, control_tokens, parse_ok) + text
-
-
-def vocabulary_for(
-    cfg: FormatConfig, storage: StorageConfig | None, key: str = "format.tag_vocabulary"
-) -> Vocabulary | None:
-    """The configured tag vocabulary (read once per process), or None. `tag_oov: map` needs
-    rapidfuzz: its absence fails here, before any work, with the install line."""
-    if not cfg.tag_vocabulary:
-        return None
-    if cfg.tag_oov == "map":
-        require_rapidfuzz()
-    return load_vocabulary(cfg.tag_vocabulary, storage, key)
-
-
-def row_tags(row: dict[str, Any], cfg: FormatConfig, vocabulary: Vocabulary | None) -> list[str]:
-    """A row's tags as the prefix shows them: through the vocabulary when there is one, from
-    the labeler's own (`raw_tags`, else `tags` of a row written without a vocabulary)."""
-    if vocabulary is None:
-        return list(row.get("tags") or [])
-    raw = row.get(RAW_TAGS)
-    return vocabulary.map_tags(
-        raw if raw is not None else row.get("tags") or [], cfg.tag_oov, cfg.tag_oov_similarity
-    )
 
 
 def tag_columns(cfg: FormatConfig, table: pa.Table, vocabulary: Vocabulary | None) -> pa.Table:

@@ -24,8 +24,9 @@ from condlabel.convert.cascade import with_teacher as with_teacher  # the graph'
 from condlabel.convert.copies import CopyRun
 from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_keys
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
-from condlabel.convert.format import vocabulary_for
 from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
+from condlabel.convert.kept_fields import check_names
+from condlabel.convert.reading import check_first_file
 from condlabel.convert.sampling import sample_record
 from condlabel.convert.stages import (
     PADDED_TOKENS,
@@ -39,6 +40,7 @@ from condlabel.convert.stages import (
     write_shard,
 )
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
+from condlabel.prefix import vocabulary_for
 from condlabel.runs.costs import (
     ActorClock,
     AliveReporter,
@@ -85,11 +87,14 @@ def run_record(cfg: ConvertConfig) -> dict[str, Any]:
 
 
 def prepare_inputs(cfg: ConvertConfig, dry_run: bool = False) -> list[InputFile]:
-    """Checks that need no Ray and touch nothing: the output lies outside every input, the
-    inputs exist, the output is writable (a dry run creates nothing there)."""
+    """Checks that need no Ray: no kept field is named like an output column, the output lies
+    outside every input, the inputs exist, the output is writable (a dry run creates nothing
+    there), the first input file has every kept field."""
+    check_names(cfg.input)
     check_overlap(cfg.input.paths, cfg.output.uri)
     files = plan_inputs(cfg)
     ensure_writable(cfg.output.uri, cfg.storage, create=not dry_run)
+    check_first_file(cfg, files)
     return files
 
 
@@ -340,7 +345,9 @@ def format_and_write(
     if copies is not None:
         copies.keep_labels(batch)
     shard = write_shard(
-        format_table(cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage), seq),
+        format_table(
+            cfg.format, batch, run_id, vocabulary_for(cfg.format, cfg.storage), cfg.input, seq
+        ),
         cfg.output.uri,
         cfg.storage,
         cfg.output.compression,

@@ -16,12 +16,14 @@ import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import fsspec
 
-from condlabel.config import InputConfig
+from condlabel.config import ConfigError, ConvertConfig, InputConfig
+from condlabel.convert.kept_fields import REJECT_INVALID_KEPT_FIELD, kept_values
 from condlabel.convert.sampling import sample_documents
+from condlabel.storage import InputFile, resolve
 
 JSONL_SUFFIXES = (
     ".jsonl",
@@ -61,6 +63,8 @@ class Document:
     source: str
     position: int
     """1-based line number (jsonl) or row number (parquet) in `source`."""
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The kept input fields (`input.keep_fields`) in their declared types; None where absent."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,9 @@ class _RecordChecker:
         if problem is not None:
             return Reject(self.source, position, *problem, raw)
         fields = cast(dict, record)
+        meta, bad = kept_values(fields, cfg.kept_types)
+        if bad is not None:
+            return Reject(self.source, position, bad[0], REJECT_INVALID_KEPT_FIELD, bad[1], raw)
         text, doc_id = fields[cfg.text_field], fields.get(cfg.id_field)
         if doc_id is None or doc_id == "":
             doc_id = auto_doc_id(text)
@@ -189,7 +196,7 @@ class _RecordChecker:
                 return Reject(
                     self.source, position, cfg.text_field, REJECT_DUPLICATE_TEXT, detail, raw
                 )
-        return Document(str(doc_id), text, self.source, position)
+        return Document(str(doc_id), text, self.source, position, meta)
 
 
 # Universal newlines, as Python's text mode: JSON allows no raw CR or LF inside a string, so
@@ -344,6 +351,8 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
             return
         names = pf.schema_arrow.names
         columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
+        # A kept field the file lacks reads as null in every row.
+        columns += [n for n in cfg.kept_types if n in names and n not in columns]
         for batch in pf.iter_batches(batch_size=cfg.docs_per_batch, columns=columns):
             for record, cell_problem in _parquet_rows(batch):
                 position += 1
@@ -457,3 +466,26 @@ def iter_file(
             items = iter_parquet(f, cfg, source)
         # `input.sample_fraction`: here, so every pass over the inputs sees the same documents.
         yield from sample_documents(items, cfg.sample_fraction, cfg.sample_stratified)
+
+
+def check_first_file(cfg: ConvertConfig, files: list[InputFile]) -> None:
+    """Every kept field has a value in some document of the first input file, else the run is
+    refused before labeling, naming the fields: a misspelt name would give a column of nulls.
+    Reads the file only until every field was seen."""
+    wanted = set(cfg.input.kept_types)
+    if not wanted or not files:
+        return
+    first = files[0].uri
+    fs, path = resolve(first, cfg.storage)
+    for item in iter_file(fs, path, first, cfg.input):
+        if isinstance(item, Document):
+            wanted -= {name for name, value in item.meta.items() if value is not None}
+            if not wanted:
+                return
+    raise ConfigError(
+        [
+            f"input.keep_fields: no document of the first input file ({first}) has {name!r}; "
+            "check the field's name in the input"
+            for name in sorted(wanted)
+        ]
+    )

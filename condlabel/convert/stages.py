@@ -14,21 +14,23 @@ from collections.abc import Callable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from condlabel.config import ConvertConfig, FormatConfig, StorageConfig
+from condlabel.config import ConvertConfig, FormatConfig, InputConfig, StorageConfig
 from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.duplicates import Duplicate, duplicate_reject
-from condlabel.convert.format import conditional_text, tag_columns
+from condlabel.convert.format import tag_columns
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.current import text_keys
 from condlabel.labelers import Labeler
+from condlabel.prefix import conditional_text, metadata_columns, metadata_fields
 from condlabel.runs.summary import FileStats
 from condlabel.schema import (
     CHUNK_SCHEMA,
     LABEL_FIELDS,
-    OUTPUT_SCHEMA,
     REJECT_SCHEMA,
     REJECTS_DIR,
     SCHEMA_VERSION,
+    kept_fields,
+    output_schema,
     scores_cell,
 )
 from condlabel.storage import resolve, write_bytes_atomic
@@ -69,10 +71,11 @@ def read_and_chunk(
     fs, path = resolve(uri, cfg.storage)
     stats = FileStats(uri)
     rejects: list[Reject] = []
-    rows: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
+    schema = read_schema(cfg.input.kept_types)
+    rows: dict[str, list] = {name: [] for name in schema.names}
 
     def flush() -> pa.Table:
-        table = pa.Table.from_pydict(rows, schema=READ_SCHEMA)
+        table = pa.Table.from_pydict(rows, schema=schema)
         for values in rows.values():
             values.clear()
         return table
@@ -101,6 +104,8 @@ def read_and_chunk(
             rows["num_words"].append(chunk.num_words)
             rows["text"].append(chunk.text)
             rows[POSITION].append(doc.position)
+            for name in cfg.input.kept_types:
+                rows[name].append(doc.meta.get(name))
         if len(rows["doc_id"]) >= rows_per_batch:
             yield flush()
     if rows["doc_id"]:
@@ -108,6 +113,11 @@ def read_and_chunk(
     if rejects and keep_rejects:
         write_rejects(rejects, cfg.output.uri, run_id, _hash_name(uri), cfg.storage)
     yield stats
+
+
+def read_schema(kept: Mapping[str, str]) -> pa.Schema:
+    """The read step's chunk tables: the chunk columns, the position, the kept input fields."""
+    return pa.schema(list(READ_SCHEMA) + kept_fields(kept))
 
 
 def write_rejects(
@@ -207,32 +217,40 @@ def format_table(
     table: pa.Table,
     run_id: str,
     vocabulary: Vocabulary | None = None,
+    inputs: InputConfig | None = None,
     seq: int | None = None,
 ) -> pa.Table:
     """Add `conditional_text` (prefix + text), `text_key`, the run's id and `seq` and the schema
     version; with a tag `vocabulary`, `tags` become canonical and `raw_tags` keeps the
-    labeler's."""
+    labeler's. `inputs`: the kept input fields (columns of `table`) and the URL field the prefix
+    may show."""
+    kept = inputs.kept_types if inputs else {}
     table = tag_columns(cfg, table, vocabulary)
-    cols = table.select(["text", "synopsis", "tags", "control_tokens", "parse_ok"]).to_pydict()
+    names = ["text", "synopsis", "tags", "control_tokens", "parse_ok"]
+    meta_names = metadata_columns(cfg.prefix_template, inputs.url_field) if inputs else []
+    rows = table.select(names + [n for n in meta_names if n not in names]).to_pylist()
     texts = [
-        conditional_text(cfg, text, syn, tags or [], ctl or [], ok)
-        for text, syn, tags, ctl, ok in zip(
-            cols["text"],
-            cols["synopsis"],
-            cols["tags"],
-            cols["control_tokens"],
-            cols["parse_ok"],
-            strict=True,
+        conditional_text(
+            cfg,
+            row["text"],
+            row["synopsis"],
+            row["tags"] or [],
+            row["control_tokens"] or [],
+            row["parse_ok"],
+            metadata_fields(row, cfg.prefix_template, inputs.url_field) if inputs else None,
         )
+        for row in rows
     ]
     table = table.append_column("conditional_text", pa.array(texts, pa.string()))
-    table = table.append_column("text_key", pa.array(text_keys(cols["text"]), pa.string()))
+    text_key = text_keys(table.column("text").to_pylist())
+    table = table.append_column("text_key", pa.array(text_key, pa.string()))
     table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
     table = table.append_column("seq", pa.array([seq] * table.num_rows, pa.int64()))
     table = table.append_column(
         "schema_version", pa.array([SCHEMA_VERSION] * table.num_rows, pa.string())
     )
-    return table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+    schema = output_schema(kept)
+    return table.select(schema.names).cast(schema)
 
 
 def _parquet_bytes(table: pa.Table, compression: str) -> bytes:

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from condlabel.models import eos_token_ids as eos_token_ids  # shared with the merge
+
 DEFAULT_INPUT_LIMIT = 2048
 """For models that declare no hard limit (T5/UL2 have relative positions)."""
 _TOKENIZER_LIMIT_SENTINEL = 1_000_000  # tokenizers without a limit say ~1e30
@@ -69,17 +71,6 @@ class PromptEncoding:
                 return ids
             keep -= len(ids) - limit
         return ids[:limit]  # pragma: no cover - pathological tokenizers
-
-
-def eos_token_ids(configured: Iterable[Any], tokenizer: Any, model: str) -> list[int]:
-    """The EOS ids from the first source that names any: the `configured` ones in order
-    (generation config, model config), then the tokenizer's. Each may be an id or a list."""
-    for source in (*configured, tokenizer.eos_token_id):
-        values = source if isinstance(source, list | tuple) else [source]
-        ids = [int(v) for v in values if v is not None]
-        if ids:
-            return list(dict.fromkeys(ids))
-    raise ValueError(f"model {model}: no EOS token id in its configs or tokenizer")
 
 
 def prompt_encoding(

@@ -16,15 +16,8 @@ from dataclasses import dataclass
 PROMPT_VERSION = "synopsis-tags-v2"
 """v2: the last bracketed `Tags:` list, quoted tags, nested lists, tags before the synopsis."""
 
-DECODER_PROMPT_TEMPLATE = (
-    "Read the document and write a one- or two-sentence synopsis of it, then a list of short "
-    "descriptive tags, in the form `Synopsis: ... Tags: [tag one, tag two, ...]`.\n\n"
-    "Document:\n{text}\n\nSynopsis:"
-)
-"""Prompt of a decoder-only (causal) labeler: an instruction, the chunk, and the start of the
-answer. The model continues after `Synopsis:`; the backends prepend the marker before parsing.
-The default of the `vllm` backend; the `hf` backend's causal path takes the same string as its
-`prompt_template`."""
+# The decoder-only prompt is a config default: it lives with the config (imports run one way).
+from condlabel.config.labelers import DECODER_PROMPT_TEMPLATE as DECODER_PROMPT_TEMPLATE  # noqa: E402
 
 # Special tokens a generative labeler may leave in decoded text.
 _SPECIAL = re.compile(r"</s>|<pad>|<s>|<unk>|<\|endoftext\|>|<\|eot_id\|>|<\|im_end\|>|<eos>")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
-from condlabel.convert.format import RAW_TAGS, render_prefix, row_tags, vocabulary_for
+from condlabel.prefix import RAW_TAGS, metadata_fields, render_prefix, row_tags, vocabulary_for
 from condlabel.readback import latest_versions
 from condlabel.tags.vocabulary import Vocabulary
 
@@ -51,17 +51,19 @@ def render_conditional(
     tags: list[str],
     control_tokens: list[str],
     parse_ok: bool = True,
+    meta: Mapping[str, str] | None = None,
 ) -> str:
-    """The prefix for a set of labels; training renders every row through it and evaluation
-    every conditional, so both present a conditional the same way.
+    """The prefix for a set of labels and metadata fields (`condlabel.prefix.metadata_fields`);
+    training renders every row through it and evaluation every conditional, so both present a
+    conditional the same way.
 
     `mode` is `prefix` of the training data config: `control_tokens` keeps only the control
-    tokens; `template` renders `fmt` as conversion does (only the control tokens for a row
-    whose label did not parse, or that has no synopsis and no tags).
+    tokens; `template` renders `fmt` as conversion does (only the control tokens and metadata
+    lines for a row whose label did not parse, or that has no synopsis and no tags).
     """
     if mode == "control_tokens":
         return "".join(control_tokens)
-    return render_prefix(fmt, synopsis, tags, control_tokens, parse_ok)
+    return render_prefix(fmt, synopsis, tags, control_tokens, parse_ok, meta)
 
 
 def training_prefix(
@@ -88,8 +90,9 @@ def training_prefix(
         control = [t for t in control if rng.random() >= cfg.control_token_drop_probability]
     if untagged:
         return ""
+    meta = metadata_fields(row, cfg.format.prefix_template, cfg.url_field)
     return render_conditional(
-        cfg.prefix, cfg.format, synopsis, tags, control, bool(row.get("parse_ok", True))
+        cfg.prefix, cfg.format, synopsis, tags, control, bool(row.get("parse_ok", True)), meta
     )
 
 
@@ -193,9 +196,11 @@ def row_keys(table: pa.Table) -> pa.Array:
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def keep_rows(batch: pa.Table, kept: pa.Array) -> pa.Table:
-    """The rows of `batch` whose key is in `kept` (from `latest_row_keys`), in order."""
-    kept_columns = [c for c in [*DATA_COLUMNS, RAW_TAGS] if c in batch.column_names]
+def keep_rows(batch: pa.Table, kept: pa.Array, columns: Sequence[str] = ()) -> pa.Table:
+    """The rows of `batch` whose key is in `kept` (from `latest_row_keys`), in order, with the
+    training columns (`columns`, default: `DATA_COLUMNS` and `raw_tags`)."""
+    wanted = columns or [*DATA_COLUMNS, RAW_TAGS]
+    kept_columns = [c for c in wanted if c in batch.column_names]
     return batch.filter(pc.is_in(row_keys(batch), value_set=kept)).select(kept_columns)
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from condlabel.config import ConditionalConfig, EvalConfig, GenerationSettings
+from condlabel.prefix import URL_DOMAIN, clean_text, url_domain
 from condlabel.train.data import prompt_ids, render_conditional
 
 log = logging.getLogger("condlabel")
@@ -79,9 +80,16 @@ def misalignment(
 
 def conditional_prefix(cfg: EvalConfig, cond: ConditionalConfig) -> str:
     """The prefix a conditional is generated under: what training renders for a row with
-    these labels (`condlabel.train.data.render_conditional`)."""
+    these labels and metadata (`condlabel.train.data.render_conditional`)."""
     synopsis = cond.synopsis or ""
-    return render_conditional(cfg.prefix, cfg.format, synopsis, cond.tags, cond.control_tokens)
+    # As training shows them: a domain normalised as `url_domain` does, a kept field cleaned.
+    meta = {
+        name: url_domain(value) if name == URL_DOMAIN else clean_text(value)
+        for name, value in cond.meta.items()
+    }
+    return render_conditional(
+        cfg.prefix, cfg.format, synopsis, cond.tags, cond.control_tokens, meta=meta
+    )
 
 
 def conditional_name(cond: ConditionalConfig, prefix: str) -> str:

@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from condlabel.config import StorageConfig, TrainConfig
+from condlabel.config import ConfigError, StorageConfig, TrainConfig
 from condlabel.config.train import TrainComputeConfig
-from condlabel.convert.format import RAW_TAGS, vocabulary_for
+from condlabel.prefix import RAW_TAGS, metadata_columns, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
     export_model,
@@ -170,7 +170,7 @@ def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
     dataset = read_training_rows(
         files,
         cfg.storage,
-        (RAW_TAGS,) if vocabulary else (),
+        ((RAW_TAGS,) if vocabulary else ()) + tuple(metadata_columns_of(cfg)),
         cfg.data.materialize_max_rows,
         outputs=outputs,
     )
@@ -196,6 +196,13 @@ def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
         history=list(returned.get("history", [])),
         provenance=provenance,
     )
+
+
+def metadata_columns_of(cfg: TrainConfig) -> list[str]:
+    """The kept input fields the training prefix shows (`{meta.NAME}`, `{url_domain}`)."""
+    if cfg.data.prefix != "template":
+        return []
+    return metadata_columns(cfg.data.format.prefix_template, cfg.data.url_field)
 
 
 def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any) -> Any:
@@ -260,7 +267,16 @@ def _training_dataset(
 
     paths, data_fs = arrow_storage(files, storage)
     keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
-    columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]  # raw_tags
+    missing = [c for c in extra_columns if c != RAW_TAGS and c not in keys.schema.names]
+    if missing:  # a kept input field the template shows: no silent empty prefix
+        raise ConfigError(
+            [
+                f"data.format.prefix_template: shows the kept input field {name!r}, a column "
+                "the training data does not have; keep it at conversion (input.keep_fields)"
+                for name in missing
+            ]
+        )
+    columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]
     if not set(VERSION_COLUMNS) <= set(keys.schema.names):
         log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
         kept = None
@@ -285,7 +301,8 @@ def _training_dataset(
     rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(
         columns + VERSION_COLUMNS
     )
-    return rows.map_batches(partial(keep_rows, kept=kept), batch_format="pyarrow"), len(kept)
+    keep = partial(keep_rows, kept=kept, columns=columns)
+    return rows.map_batches(keep, batch_format="pyarrow"), len(kept)
 
 
 def arrow_storage(uris: list[str], storage: StorageConfig):
