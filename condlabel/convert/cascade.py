@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from condlabel.config import ConvertConfig
-from condlabel.convert.stages import READ_SCHEMA, label_or_reject
+from condlabel.convert.stages import READ_SCHEMA, Stage, label_or_reject
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
 from condlabel.labelers.cascade import merge_relabeled, routed_mask
 
 if TYPE_CHECKING:
-    import ray.data
+    pass
 
 log = logging.getLogger("condlabel")
 
@@ -51,23 +51,21 @@ def cascade_labelers(cfg: ConvertConfig, existing: dict[str, int]) -> dict[str, 
     return {fp: n for fp, n in existing.items() if fp != teacher}
 
 
-def with_teacher(labeled: ray.data.Dataset, cfg: ConvertConfig, run_id: str) -> ray.data.Dataset:
-    """`labeled` followed by the teacher's pool when the cascade is on, else `labeled`."""
+def teacher_stages(cfg: ConvertConfig) -> list[Stage]:
+    """The teacher's stage when the cascade is on (it relabels routed rows: adds no column)."""
     import ray.data
 
     if not cfg.cascade.enabled:
-        return labeled
+        return []
     c = cfg.cascade.compute
-    return labeled.map_batches(
-        TeacherStage,
-        fn_constructor_args=(cfg,),
-        batch_size=c.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=c.actors, initial_size=c.actors),
-        num_cpus=c.num_cpus_per_actor,
-        num_gpus=c.num_gpus_per_actor or None,
-        resources=c.actor_resources or None,
-    )
+    placement = {
+        "fn_constructor_args": (cfg,),
+        "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=c.actors, initial_size=c.actors),
+        "num_cpus": c.num_cpus_per_actor,
+        "num_gpus": c.num_gpus_per_actor or None,
+        "resources": c.actor_resources or None,
+    }
+    return [Stage("teacher", TeacherStage, (), c.batch_size, placement)]
 
 
 def routed_rows(batch: pa.Table) -> int:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from condlabel.config import ConvertConfig
 from condlabel.convert.budget import InFlight, RemoteTracker, label_with_budget
 from condlabel.convert.cascade import routed_rows, teacher_fingerprint
-from condlabel.convert.cascade import with_teacher as with_teacher  # the graph's teacher step
+from condlabel.convert.cascade import teacher_stages as teacher_stages  # the pipeline's
 from condlabel.convert.copies import CopyRun
 from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_keys
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
@@ -39,9 +39,12 @@ from condlabel.convert.stages import (
     write_rejects,
     write_shard,
 )
+from condlabel.convert.stages import READ_SCHEMA as READ_SCHEMA  # the pipeline's stage list
+from condlabel.convert.stages import Stage as Stage
 from condlabel.labelers import Labeler, build_labeler, labeler_fingerprint
 from condlabel.prefix import vocabulary_for
 from condlabel.runs.costs import (
+    TOKEN_FIELDS,
     ActorClock,
     AliveReporter,
     shard_tokens,
@@ -52,6 +55,7 @@ from condlabel.runs.ledger import (
 from condlabel.runs.runstate import (
     LeaseGuard,
 )
+from condlabel.schema import LABEL_FIELDS
 from condlabel.storage import InputFile, ensure_writable
 
 if TYPE_CHECKING:
@@ -62,6 +66,13 @@ log = logging.getLogger("condlabel")
 
 # Write tasks are light (parquet encode + one PUT); a small reservation keeps them schedulable.
 WRITER_CPUS = 0.25
+LABEL_COLUMNS = tuple(name for name, _ in LABEL_FIELDS)
+"""What the label stage adds (the label fields of the output contract)."""
+SHARD_COLUMNS = (
+    *("path", "rows", "useful", "padded", "routed", "source_uris", "source_rows"),
+    *TOKEN_FIELDS,
+)
+"""What the write stage returns: one row per shard written (the driver's shard list)."""
 
 
 def run_fingerprint(cfg: ConvertConfig) -> str:

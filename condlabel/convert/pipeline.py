@@ -31,8 +31,12 @@ from condlabel import runs
 from condlabel.config import ConvertConfig
 from condlabel.convert.copies import CopyRun, copy_run
 from condlabel.convert.graph_steps import (
+    LABEL_COLUMNS,
+    READ_SCHEMA,
+    SHARD_COLUMNS,
     WRITER_CPUS,
     LabelStage,
+    Stage,
     count_files,
     counter_actor,
     format_and_write,
@@ -44,7 +48,7 @@ from condlabel.convert.graph_steps import (
     run_fingerprint,
     run_record,
     teacher_labelers,
-    with_teacher,
+    teacher_stages,
 )
 from condlabel.ray_runtime import connect, is_verbose, ray_session
 
@@ -56,52 +60,60 @@ __all__ = ["dry_run", "init_ray", "plan_lines", "run_conversion", "run_fingerpri
 log = logging.getLogger("condlabel")
 
 
-def build_graph(
+def conversion_stages(
     cfg: ConvertConfig,
     run: runs.Run,
     skip_refs: tuple[Any, Any],
     counter: Any,
     copies: CopyRun | None = None,
-) -> ray.data.Dataset:
-    """The graph, lazily: iterating it runs the conversion and yields one row per shard.
-    `skip_refs`: object refs of the done index and of the duplicates (`find_duplicates`);
-    the run's lease is checked before every shard write, so a run that lost it stops writing;
-    `copies`: held back by the read step, their labels kept by the write step (after the
-    teacher, so a copy gets its chunk's final labels)."""
+) -> list[Stage]:
+    """The data path as a list of stages: read+chunk, label+classify, the cascade's teacher
+    (when on), format+write. `skip_refs`: object refs of the done index and of the duplicates
+    (`find_duplicates`); `copies`: held back by the read step, their labels kept by the write
+    step (after the teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
-    summary = run.summary
-    read = partial(read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter)
-    read = partial(read, copies=copies)
-    labeled = (
-        reads_dataset(cfg, run.to_read)
-        .map_batches(read, batch_size=1, batch_format="pyarrow", **reader_options(cfg))
-        .map_batches(
-            LabelStage,
-            fn_constructor_args=(cfg, summary.run_id, counter),
-            batch_size=cfg.compute.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(
-                # Start the whole pool at once (loading weights in parallel while the readers
-                # work); it may shrink when input runs dry and grow up to compute.max_actors.
-                **cast(dict[str, Any], pool_bounds(cfg, summary.labeler_actors)),
-            ),
-            num_cpus=cfg.compute.num_cpus_per_actor,
-            num_gpus=cfg.compute.num_gpus_per_actor or None,
-            resources=cfg.compute.actor_resources or None,
-        )
+    read = partial(
+        read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter, copies=copies
     )
-    # `cascade:` the teacher relabels what the student is unsure of, on its own actor pool.
+    pool = ray.data.ActorPoolStrategy(
+        # Start the whole pool at once (loading weights in parallel while the readers work);
+        # it may shrink when input runs dry and grow up to compute.max_actors.
+        **cast(dict[str, Any], pool_bounds(cfg, run.summary.labeler_actors))
+    )
+    label_placement = {
+        "fn_constructor_args": (cfg, run.run_id, counter),
+        "compute": pool,
+        "num_cpus": cfg.compute.num_cpus_per_actor,
+        "num_gpus": cfg.compute.num_gpus_per_actor or None,
+        "resources": cfg.compute.actor_resources or None,
+    }
     # A writer task gets whole labeled blocks, at least rows_per_file rows, and writes their
     # remainder as a short shard. Regrouping rows across blocks first (Ray Data's strict
     # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
     # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
-    return with_teacher(labeled, cfg, run.run_id).map_batches(
-        partial(writer(cfg, run), copies=copies),
-        batch_size=cfg.output.rows_per_file,
-        batch_format="pyarrow",
-        num_cpus=WRITER_CPUS,
-    )
+    return [
+        Stage("read", read, tuple(READ_SCHEMA.names), 1, reader_options(cfg)),
+        Stage("label", LabelStage, LABEL_COLUMNS, cfg.compute.batch_size, label_placement),
+        *teacher_stages(cfg),
+        Stage(
+            "write",
+            partial(writer(cfg, run), copies=copies),
+            SHARD_COLUMNS,
+            cfg.output.rows_per_file,
+            {"num_cpus": WRITER_CPUS},
+        ),
+    ]
+
+
+def build_graph(stages: list[Stage], cfg: ConvertConfig, run: runs.Run) -> ray.data.Dataset:
+    """The graph, lazily: the run's read tasks followed by each stage; iterating it runs the
+    conversion (with the write stage last, one row per shard written). Every shard write
+    checks the run's lease first, so a run that lost it stops writing."""
+    dataset = reads_dataset(cfg, run.to_read)
+    for stage in stages:
+        dataset = stage.apply(dataset)
+    return dataset
 
 
 def writer(cfg: ConvertConfig, run: runs.Run) -> partial:
@@ -158,7 +170,7 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
             ray.kill(counter)
             return
         copies = copy_run(cfg, run.run_id, copy_plan, counter)
-        graph = build_graph(cfg, run, skip_refs, counter, copies)
+        graph = build_graph(conversion_stages(cfg, run, skip_refs, counter, copies), cfg, run)
         write = writer(cfg, run)
         reading = (len(run.to_read), sum(f.size for f in run.to_read))
         interval = cfg.compute.progress_interval_s
@@ -187,13 +199,10 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
 
 
 def _read_only(cfg: ConvertConfig, run: runs.Run, skip_refs: tuple[Any, Any], counter: Any) -> None:
-    """The read step alone (every chunk found done): counts, rejects and the ledger, no labels."""
-    read = partial(read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter)
-    reads = reads_dataset(cfg, run.to_read).map_batches(
-        read, batch_size=1, batch_format="pyarrow", **reader_options(cfg)
-    )
+    """The read stage alone (every chunk found done): counts, rejects and the ledger, no labels."""
+    read = conversion_stages(cfg, run, skip_refs, counter)[0]
     log.info("every chunk of the files read is already in the output: no labeler started")
-    for _ in reads.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for _ in build_graph([read], cfg, run).iter_batches(batch_size=None, batch_format="pyarrow"):
         pass
 
 

@@ -10,6 +10,8 @@ import hashlib
 import io
 import posixpath
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,6 +43,29 @@ PADDED_TOKENS = "_padded_tokens"
 # A chunk's line/row in its file, for a labeler_error reject; dropped before the shard is written.
 POSITION = "_position"
 READ_SCHEMA = CHUNK_SCHEMA.append(pa.field(POSITION, pa.int64()))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the data path, in one shape: `fn` is a function over a pyarrow batch, or a
+    class set up once per actor whose instances are (`fn_constructor_args`); `adds` names the
+    columns it adds to the batch; `batch_size` and `placement` (Ray Data's resources and
+    compute strategy) say where and how much at a time. The pipeline builds its graph from a
+    list of these (`condlabel.convert.pipeline.build_graph`)."""
+
+    name: str
+    fn: Callable[..., Any]
+    adds: tuple[str, ...]
+    batch_size: int | None
+    placement: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, dataset: Any) -> Any:
+        """`dataset` followed by this stage (lazily: nothing runs until it is iterated)."""
+        return dataset.map_batches(
+            self.fn, batch_size=self.batch_size, batch_format="pyarrow", **self.placement
+        )
+
+
 REJECT_LABELER_ERROR = "labeler_error"
 
 DoneFilter = Callable[[str, str, int], bool]
