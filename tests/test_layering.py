@@ -194,3 +194,18 @@ def test_no_import_cycle():
 def test_the_pipeline_imports_at_most_five_condlabel_modules():
     imported = GRAPH["condlabel.convert.pipeline"]
     assert len(imported) <= 5, sorted(imported)
+
+
+def test_modules_and_functions_stay_small_enough_to_read():
+    """No module over 500 lines, no function over 80: past that, split by idea."""
+    too_long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        source = path.read_text()
+        if source.count("\n") > 500:
+            too_long.append(f"{path.relative_to(ROOT)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > 80:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length}")
+    assert not too_long, "\n".join(too_long)
