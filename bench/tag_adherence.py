@@ -1,4 +1,4 @@
-"""Tag adherence end to end (issue 13): raw text -> `condlabel convert` -> `condlabel train` ->
+"""Tag adherence end to end: raw text -> `condlabel convert` -> `condlabel train` ->
 `condlabel eval`, with the real commands as subprocesses against an S3 server process.
 
     python bench/tag_adherence.py [--quick] [--steps N] [--sentences N] [--width N] ...
@@ -15,6 +15,9 @@
    `--cooldown 0`, once with prefixes and a MeCo cooldown (`data.cooldown_fraction`).
 4. `condlabel eval` of `<|pos|>`, `<|neg|>` and the corpus's most frequent tags next to the
    unconditioned baseline; the held-out loss of plain text with and without its VADER prefix.
+
+`--versus-reference` runs instead the product's training defaults beside the plain reference
+loop, and `--ablation` variants of the defaults (`bench/adherence_vs_reference.py`).
 
 Printed goals, as ratios: misalignment / baseline <= 0.5 for both sentiment tokens; share of
 generations whose tags overlap the conditioned ones / baseline's >= 2; plain-text held-out loss
@@ -59,6 +62,11 @@ MOTO = str(Path(sys.executable).parent / "moto_server")
 
 def main() -> None:
     args = parse_args()
+    if args.versus_reference:
+        import adherence_vs_reference
+
+        adherence_vs_reference.main(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="adherence-"))
     started = time.perf_counter()
     with S3Server() as endpoint:
@@ -104,7 +112,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--vocab", type=int, help="BPE vocabulary (default 4000)")
     p.add_argument("--seq-len", type=int, help="packed sequence length (default 128)")
     p.add_argument("--micro-batch", type=int, help="sequences per worker per step (default 8)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate (default 3e-3; 2e-3 with --versus-reference)")  # fmt: skip
     p.add_argument("--samples", type=int, help="generations per conditional (default 200)")
     p.add_argument("--tags", type=int, help="tag conditionals (most frequent tags; default 3)")
     p.add_argument("--cooldown", type=float, help="cooldown fraction of a 3rd run; 0: skip it")
@@ -134,7 +143,14 @@ def parse_args() -> argparse.Namespace:
                    help="which training runs to make, comma-separated (the loss ratio needs "
                    "`plain`)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    from adherence_vs_reference import add_arguments
+
+    add_arguments(p)
     args = p.parse_args()
+    if args.versus_reference:
+        args.lr = args.lr or 2e-3  # the reference loop's
+        return args
+    args.lr = args.lr or 3e-3
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = set(args.runs) - {"conditioned", "plain", "cooldown"}
     if unknown:

@@ -48,3 +48,20 @@ def test_data_above_the_limit_or_a_limit_of_zero_streams(tmp_path):
 
 def test_the_default_limit_keeps_a_crawl_streaming():
     assert TrainDataConfig().materialize_max_rows == 200_000
+
+
+def test_streamed_data_is_read_in_a_new_seeded_file_order_each_pass(tmp_path):
+    from condlabel.train.loop import shuffle_files
+
+    files = _files(tmp_path, 40)
+    data = TrainDataConfig(seed=3)
+    rows = read_training_rows(files, StorageConfig(), (), 0, file_shuffle=shuffle_files(data))
+    # In order of delivery, so that what differs between passes is the file order alone.
+    rows.context.execution_options.preserve_order = True
+    firsts = [
+        [r["text"] for r in rows.iter_rows()][::10]  # each file's first row
+        for _ in range(3)
+    ]
+    assert all(sorted(f) == sorted(firsts[0]) for f in firsts)
+    assert len({tuple(f) for f in firsts}) > 1
+    assert shuffle_files(TrainDataConfig(shuffle=False)) is None

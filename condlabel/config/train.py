@@ -63,8 +63,20 @@ class TrainDataConfig(StrictModel):
     control_token_max_repeats: int = Field(8, ge=1)
     """Cap on the times one example is trained per pass under `control_token_balance`, so a set
     seen a handful of times is not memorised."""
-    shuffle_buffer_rows: int = Field(0, ge=0)
-    """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
+    shuffle: bool = True
+    """Train the rows in a new seeded order each pass over the data (seeded by `seed`; the same
+    seed gives the same order). Data read into the object store (`materialize_max_rows`) is
+    shuffled whole: each pass is a full random permutation of every row, divided among the
+    workers so that a step trains the same rows whatever the number of workers. Larger data,
+    streamed from storage, is read in a new random file order each pass and mixed in each
+    worker's buffer of `shuffle_buffer_rows`. Corpora are grouped (by topic file, domain or
+    crawl segment): in read order the model sees one group after another and learns the
+    control tokens far less (bench/README.md). false: the read order, every pass."""
+    shuffle_buffer_rows: int = Field(10_000, ge=0)
+    """Data streamed from storage (above `materialize_max_rows`) with `shuffle` on: rows in
+    each worker's local shuffle buffer, which mixes rows across the files it reads (10,000
+    rows of 2,000-word chunks hold about 120 MB); 0 shuffles the file order only. Data in the
+    object store is shuffled whole and needs no buffer."""
     materialize_max_rows: int = Field(200_000, ge=0)
     """Training data of up to this many rows is read from storage once, into Ray's object store
     (spilled to local disk when it does not fit), and every pass over the data iterates it there;
@@ -74,7 +86,7 @@ class TrainDataConfig(StrictModel):
     rows_per_batch: int = Field(64, ge=1)
     """Rows fetched from the dataset shard and tokenized at a time."""
     seed: int = 0
-    """Seed of the untagged draw and the tag shuffling/dropping."""
+    """Seed of the row order (`shuffle`), the untagged draw and the tag shuffling/dropping."""
 
 
 class LoraTrainConfig(StrictModel):

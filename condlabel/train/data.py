@@ -25,6 +25,7 @@ from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
 from condlabel.prefix import RAW_TAGS, metadata_fields, render_prefix, row_tags, vocabulary_for
 from condlabel.readback import latest_versions
 from condlabel.tags.vocabulary import Vocabulary
+from condlabel.train.shuffle import pass_rows
 
 IGNORE_INDEX = -100
 """Label value that PyTorch's cross-entropy (and every HF causal LM) leaves out of the loss."""
@@ -301,29 +302,26 @@ def micro_batches(
     rank: int,
     epoch: int,
     in_cooldown: Callable[[], bool] = lambda: False,
+    world: int = 1,
+    whole: bool = False,
 ) -> Generator[tuple[list[list[int]], list[list[int]]], None, None]:
     """One pass of a worker's data as (input ids, labels) micro-batches.
 
-    `shard` is anything with Ray Data's `iter_batches` (a worker's dataset shard). Each worker
-    and pass draws prefixes and shuffles from its own seed, so workers do not repeat each other.
-    Once `in_cooldown()` turns true, blocks packed with prefixes are dropped and every later
-    example is plain text.
+    `shard` is anything with Ray Data's `iter_batches`: a worker's dataset shard, or with
+    `whole` the whole dataset, of which this worker (`rank` of `world`) takes its share of each
+    pass's order (`condlabel.train.shuffle.pass_rows`). Each worker and pass draws prefixes
+    from its own seed, so workers do not repeat each other. Once `in_cooldown()` turns true,
+    blocks packed with prefixes are dropped and every later example is plain text.
     """
     data, opt = cfg.data, cfg.optimization
     rng = random.Random(f"{data.seed}:{rank}:{epoch}")
     packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
     pending: list[tuple[list[int], list[int]]] = []
-    kwargs: dict[str, Any] = {"batch_size": data.rows_per_batch, "batch_format": "pyarrow"}
-    if data.shuffle_buffer_rows:
-        kwargs.update(
-            local_shuffle_buffer_size=data.shuffle_buffer_rows,
-            local_shuffle_seed=data.seed + 1000 * epoch + rank,
-        )
     cooling = False
     vocabulary = vocabulary_for(data.format, cfg.storage, "data.format.tag_vocabulary")
     balance = ControlTokenBalance(data.control_token_balance, data.control_token_max_repeats)
     repeats: list[tuple[str, str]] = []
-    for batch in shard.iter_batches(**kwargs):
+    for batch in pass_rows(shard, data, rank, world, epoch, whole):
         if in_cooldown() and not cooling:
             cooling, pending, repeats = True, [], []
             packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from condlabel.config import ConfigError, StorageConfig, TrainConfig
-from condlabel.config.train import TrainComputeConfig
+from condlabel.config.train import TrainComputeConfig, TrainDataConfig
 from condlabel.prefix import RAW_TAGS, metadata_columns, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
@@ -173,10 +173,18 @@ def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
         ((RAW_TAGS,) if vocabulary else ()) + tuple(metadata_columns_of(cfg)),
         cfg.data.materialize_max_rows,
         outputs=outputs,
+        file_shuffle=shuffle_files(cfg.data),
     )
+    # Data in the object store goes whole to every worker, which shuffles all of it each pass
+    # and takes its share (`condlabel.train.shuffle`); streamed data is split among them.
+    whole = cfg.data.shuffle and is_materialized(dataset)
     ck = cfg.checkpoint
     trainer = torch_trainer(
-        train_loop_per_worker, {"cfg": cfg, "provenance": provenance}, cfg, dataset
+        train_loop_per_worker,
+        {"cfg": cfg, "provenance": provenance, "whole": whole},
+        cfg,
+        dataset,
+        split=not whole,
     )
     start = time.perf_counter()
     result = trainer.fit()
@@ -205,10 +213,19 @@ def metadata_columns_of(cfg: TrainConfig) -> list[str]:
     return metadata_columns(cfg.data.format.prefix_template, cfg.data.url_field)
 
 
-def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any) -> Any:
+def torch_trainer(
+    loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any, split: bool = True
+) -> Any:
     """A TorchTrainer over `cfg`'s `compute:` and `checkpoint:` sections (a train or distill
-    config): workers and their resources, checkpoints in object storage, retries."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    config): workers and their resources, checkpoints in object storage, retries. `split`:
+    each worker reads its own part of `dataset`; otherwise every worker reads all of it."""
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     ck = cfg.checkpoint
@@ -232,7 +249,24 @@ def torch_trainer(loop: Any, loop_config: dict[str, Any], cfg: Any, dataset: Any
             checkpoint_config=CheckpointConfig(num_to_keep=ck.num_to_keep),
         ),
         datasets={TRAIN_DATASET: dataset},
+        dataset_config=DataConfig(datasets_to_split="all" if split else []),
     )
+
+
+def shuffle_files(data: TrainDataConfig) -> Any:
+    """The `shuffle` argument of Ray Data's read for `data.shuffle`: a seeded file order, new
+    on each execution of the read (each pass over streamed data); None keeps the file order."""
+    if not data.shuffle:
+        return None
+    from ray.data import FileShuffleConfig
+
+    return FileShuffleConfig(seed=data.seed, reseed_after_execution=True)
+
+
+def is_materialized(dataset: Any) -> bool:
+    from ray.data.dataset import MaterializedDataset
+
+    return isinstance(dataset, MaterializedDataset)
 
 
 def read_training_rows(
@@ -241,6 +275,7 @@ def read_training_rows(
     extra_columns: tuple = (),
     materialize_max_rows: int = 0,
     outputs: list[list[str]] | None = None,
+    file_shuffle: Any = None,
 ):
     """The training rows as a Ray dataset: the latest version of each document only, as
     `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
@@ -249,9 +284,10 @@ def read_training_rows(
 
     The versions are decided on the driver from the key columns alone; the rows are filtered
     as Ray Data reads them. Up to `materialize_max_rows` rows are read once and kept in the
-    object store (`data.materialize_max_rows`).
+    object store (`data.materialize_max_rows`). `file_shuffle`: Ray Data's read `shuffle`
+    (`shuffle_files`).
     """
-    rows, count = _training_dataset(files, storage, extra_columns, outputs or [files])
+    rows, count = _training_dataset(files, storage, extra_columns, outputs or [files], file_shuffle)
     if 0 < count <= materialize_max_rows:
         log.info("reading the %d training rows once, into the object store", count)
         return rows.materialize()
@@ -259,7 +295,11 @@ def read_training_rows(
 
 
 def _training_dataset(
-    files: list[str], storage: StorageConfig, extra_columns: tuple, outputs: list[list[str]]
+    files: list[str],
+    storage: StorageConfig,
+    extra_columns: tuple,
+    outputs: list[list[str]],
+    file_shuffle: Any = None,
 ):
     """(the training rows as a lazy Ray dataset, their number)."""
     import pyarrow.dataset as pads
@@ -292,15 +332,14 @@ def _training_dataset(
                 if output
             ]
         )
+    read = partial(ray.data.read_parquet, paths, filesystem=data_fs, shuffle=file_shuffle)
     if kept is None:
-        rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(columns)
+        rows = read().select_columns(columns)
         return rows, keys.count_rows()
     log.info("training on the latest versions: %d of %d rows", len(kept), keys.count_rows())
     # select_columns, not read_parquet(columns=...) (deprecated in Ray 2.60): the projection
     # still reaches the parquet scan
-    rows = ray.data.read_parquet(paths, filesystem=data_fs).select_columns(
-        columns + VERSION_COLUMNS
-    )
+    rows = read().select_columns(columns + VERSION_COLUMNS)
     keep = partial(keep_rows, kept=kept, columns=columns)
     return rows.map_batches(keep, batch_format="pyarrow"), len(kept)
 
@@ -354,7 +393,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     state = StepState(start_step, loaded.tokens_seen)
     data = Passes(
         lambda epoch: micro_batches(
-            shard, tokenizer, cfg, rank, epoch, lambda: state.step >= plain_from
+            shard,
+            tokenizer,
+            cfg,
+            rank,
+            epoch,
+            lambda: state.step >= plain_from,
+            world,
+            bool(config.get("whole")),
         ),
         device,
         start_step,
