@@ -73,9 +73,6 @@ def conversion_stages(
     step (after the teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
-    read = partial(
-        read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter, copies=copies
-    )
     pool = ray.data.ActorPoolStrategy(
         # Start the whole pool at once (loading weights in parallel while the readers work);
         # it may shrink when input runs dry and grow up to compute.max_actors.
@@ -93,7 +90,7 @@ def conversion_stages(
     # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
     # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
     return [
-        Stage("read", read, tuple(READ_SCHEMA.names), 1, reader_options(cfg)),
+        read_stage(cfg, run, skip_refs, counter, copies),
         Stage("label", LabelStage, LABEL_COLUMNS, cfg.compute.batch_size, label_placement),
         *teacher_stages(cfg),
         Stage(
@@ -104,6 +101,21 @@ def conversion_stages(
             {"num_cpus": WRITER_CPUS},
         ),
     ]
+
+
+def read_stage(
+    cfg: ConvertConfig,
+    run: runs.Run,
+    skip_refs: tuple[Any, Any],
+    counter: Any,
+    copies: CopyRun | None = None,
+) -> Stage:
+    """Read+chunk: one task per group of input files; chunks done or held back as copies are
+    counted, not passed on."""
+    read = partial(
+        read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter, copies=copies
+    )
+    return Stage("read", read, tuple(READ_SCHEMA.names), 1, reader_options(cfg))
 
 
 def build_graph(stages: list[Stage], cfg: ConvertConfig, run: runs.Run) -> ray.data.Dataset:
@@ -200,7 +212,7 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
 
 def _read_only(cfg: ConvertConfig, run: runs.Run, skip_refs: tuple[Any, Any], counter: Any) -> None:
     """The read stage alone (every chunk found done): counts, rejects and the ledger, no labels."""
-    read = conversion_stages(cfg, run, skip_refs, counter)[0]
+    read = read_stage(cfg, run, skip_refs, counter)
     log.info("every chunk of the files read is already in the output: no labeler started")
     for _ in build_graph([read], cfg, run).iter_batches(batch_size=None, batch_format="pyarrow"):
         pass
