@@ -8,7 +8,6 @@ order and their scores land in the `scores` column as (name, score) pairs named 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,23 +68,21 @@ class VaderClassifier:
     def fingerprint(self) -> str:
         return vader_fingerprint(self.cfg, self.name)
 
-    def sentiment(self, compound: float, text: str) -> Sentiment:
-        """The class of a compound score; `text` decides a neutral one in `split_neutral`."""
+    def sentiment(self, compound: float) -> Sentiment:
+        """The class of a compound score."""
         if self.cfg.mode == "binary":
             return "positive" if compound >= self.cfg.binary_threshold else "negative"
         if compound >= self.cfg.positive_threshold:
             return "positive"
         if compound <= self.cfg.negative_threshold:
             return "negative"
-        if self.cfg.mode == "split_neutral":
-            return neutral_side(text)
         return "neutral"
 
     def classify(self, texts: list[str]) -> list[ClassifierResult]:
         results = []
         for text in texts:
             scores = self._analyzer.polarity_scores(text)
-            token = self.cfg.tokens.get(self.sentiment(scores["compound"], text))
+            token = self.cfg.tokens.get(self.sentiment(scores["compound"]))
             results.append(
                 ClassifierResult(
                     control_tokens=[token] if token else [],
@@ -93,13 +90,6 @@ class VaderClassifier:
                 )
             )
         return results
-
-
-def neutral_side(text: str) -> Sentiment:
-    """`split_neutral`'s side for a neutral text: half of all texts each way, decided by the
-    text alone (no seed, no position), so a rerun or another worker labels it the same."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=1).digest()
-    return "positive" if digest[0] & 1 else "negative"
 
 
 def vader_fingerprint(cfg: VaderClassifierConfig, name: str) -> str:

@@ -308,7 +308,6 @@ def load_model(
     architecture: str = "auto",
     device: str = "auto",
     dtype: str = "auto",
-    merge_adapter: bool = True,
     storage: StorageConfig | None = None,
     cache_dir: str | Path | None = None,
 ) -> LoadedModel:
@@ -344,14 +343,13 @@ def load_model(
         from peft import PeftModel
 
         net = PeftModel.from_pretrained(net, adapter_path, is_trainable=False)
-        if merge_adapter:
-            net = net.merge_and_unload()
+        net = net.merge_and_unload()
     net.eval()
     tokenizer = load_tokenizer(model_path, adapter_path, revision)
     log.info(
         "loaded %s%s (%s, %s on %s)",
         model,
-        f" + {adapter}" + (" merged" if merge_adapter else " unmerged") if adapter else "",
+        f" + {adapter} merged" if adapter else "",
         "seq2seq" if seq2seq else "causal",
         str(torch_dtype).removeprefix("torch."),
         device,

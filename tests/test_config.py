@@ -154,3 +154,40 @@ def test_a_block_size_under_1_kib_is_refused_with_its_key():
     [problem] = err.value.problems
     assert problem.startswith("compute.block_bytes") and "1024" in problem
     assert load_convert_config(overrides=["compute.block_bytes=65536"]).compute.block_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "names"),
+    [
+        ("convert", "labeler.hf.score=reference", "raw"),
+        ("convert", "labeler.hf.merge_adapter=false", "merged at load"),
+        ("convert", "input.docs_per_batch=7", "PARQUET_BATCH_ROWS"),
+        ("convert", "compute.bytes_per_read_task=1", "BYTES_PER_READ_TASK"),
+        ("convert", "compute.key_pass_driver_bytes=0", "KEY_PASS_DRIVER_BYTES"),
+        ("convert", "classifiers=[{vader: {mode: split_neutral}}]", "bench/README.md"),
+        ("train", "data.control_token_balance=1", "bench/README.md"),
+        ("train", "data.control_token_max_repeats=3", "bench/README.md"),
+        ("eval", "generation.guidance_against=opposite", "unconditioned"),
+        ("eval", "classifiers=[{vader: {mode: split_neutral}}]", "three_way"),
+    ],
+)
+def test_a_removed_key_fails_naming_what_replaces_it(kind, setting, names, tmp_path):
+    """From --set and from a file alike, before any work, with the other problems beside it."""
+    key = setting.split("=", 1)[0]
+    for source in ("set", "file"):
+        path = None
+        overrides = [setting, "storage.retries=-1"]
+        if source == "file":
+            path = tmp_path / f"{kind}.yaml"
+            path.write_text("storage: {retries: -1}\n")
+            overrides = [setting]
+        with pytest.raises(ConfigError) as err:
+            load_config(kind, path, overrides)
+        problems = err.value.problems
+        removed = [p for p in problems if names in p]
+        assert len(removed) == 1, problems
+        shown = removed[0].split(":", 1)[0]
+        assert shown.startswith(key.split("=")[0].split(".")[0])
+        assert "unknown key" not in "\n".join(problems)
+        assert any(p.startswith("storage.retries") for p in problems)
+    load_config(kind, None, [])  # and without the removed key, it loads

@@ -20,26 +20,20 @@ class VaderClassifierConfig(StrictModel):
     neutral band (between the two thresholds) gets no token: neutral training text carries no
     sentiment token, and in `condlabel eval` a neutral generation never counts as misaligned.
     The control-token reference gave every sentence `<|pos|>` or `<|neg|>`; `mode: binary` does
-    that, and `mode: split_neutral` too, with the neutral band shared between the two."""
+    that."""
 
-    mode: Literal["three_way", "binary", "split_neutral"] = "three_way"
+    mode: Literal["three_way", "binary"] = "three_way"
     """`three_way`: positive / neutral / negative by the two thresholds below (VADER's own
     convention); `binary` (the control-token reference's): compound >= `binary_threshold` is
-    `positive`, anything lower `negative`, so every text gets a token and no text is neutral;
-    `split_neutral`: positive and negative by the two thresholds below, and a neutral text gets
-    one of the two by a hash of its text (half each, the same on every run). Every text gets a
-    token, and no text under either token leans the other way: `binary` puts the whole neutral
-    band on one side, so one token means "nothing of the other polarity" and the other "some of
-    this polarity", and a small model learns the first far sooner than the second. Measured in
-    bench/README.md (tag_adherence.py): which side holds the neutral band decides which token a
-    small model learns first; neither mode gets both at 1,200-2,500 steps."""
+    `positive`, anything lower `negative`, so every text gets a token and no text is neutral. Which side
+    holds the neutral band decides which token a small model learns first (bench/README.md)."""
     binary_threshold: float = Field(0.0, ge=-1, le=1)
     """`binary` mode only: compound score at or above which a text is `positive`."""
     positive_threshold: float = Field(0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or above which a text is
+    """`three_way` mode: compound score at or above which a text is
     `positive` (VADER's own convention: 0.05)."""
     negative_threshold: float = Field(-0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or below which a text is
+    """`three_way` mode: compound score at or below which a text is
     `negative`; in between is `neutral`."""
     tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
     """Control token per sentiment class; a class without an entry (default: neutral) adds none."""

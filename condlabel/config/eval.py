@@ -56,12 +56,6 @@ class GenerationSettings(GenerationFields):
     the prefix, the mode `data.untagged_fraction` trains) by this factor. 1.0: plain sampling,
     one forward pass per token; above 1 each token costs a second pass. The baseline is always
     sampled without guidance."""
-    guidance_against: Literal["unconditioned", "opposite"] = "unconditioned"
-    """The branch guidance pushes away from. `unconditioned`: the same prompt without the
-    prefix (classifier-free guidance). `opposite`: the prefix with each control token replaced
-    by its opposite (`opposites`; a negative prompt), e.g. `<|pos|>` pushed away from
-    `<|neg|>`, so each token's guidance also uses what the model learned of the other. A
-    conditional with no control token that has an opposite is guided against unconditioned."""
     num_samples: int = Field(32, ge=1)
     """Generations per conditional and prompt (and for the unconditioned baseline)."""
     batch_size: int = Field(16, ge=1)
@@ -121,13 +115,6 @@ class EvalConfig(RunConfig):
             problems.append("classifiers: control-token conditionals need at least one classifier")
         if not self.conditionals:
             problems.append("conditionals: give at least one conditional")
-        for i, c in enumerate(self.classifiers):
-            if c.backend == "vader" and c.vader.mode == "split_neutral":
-                problems.append(
-                    f"classifiers[{i}].vader.mode: split_neutral decides a neutral text by a "
-                    "hash, which labels training text but cannot judge a generation; use "
-                    "three_way (a neutral generation is never misaligned) or binary"
-                )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -49,9 +49,6 @@ class HFLabelerConfig(GenerationFields):
     with `condlabel merge`."""
     adapter_revision: str | None = None
     """Hub revision of `adapter` when it is a hub id."""
-    merge_adapter: bool = True
-    """Merge the adapter into the weights at load (`merge_and_unload`); false keeps it separate
-    (slower; same outputs, to check a merge)."""
     architecture: Literal["auto", "seq2seq", "causal"] = "auto"
     """`seq2seq` (T5/UL2 family) or `causal`; `auto` reads `is_encoder_decoder` from the model
     config."""
@@ -62,11 +59,6 @@ class HFLabelerConfig(GenerationFields):
     """Longer inputs are truncated (row flag `truncated`); default: the model's limit (position
     embeddings, else the tokenizer's model_max_length, else 2048; causal: minus
     max_new_tokens)."""
-    score: Literal["raw", "reference"] = "raw"
-    """`raw`: logprob = sum of the model's raw log-probabilities of the generated tokens up to
-    and including EOS (batch-invariant); `reference`: the same, plus the seed code's sum of
-    log(p + 0.001) over warped probabilities and the batch's padded length, written to the row's
-    `scores` as `reference.logprob` (for comparison only: it depends on batch mates)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"

@@ -40,10 +40,80 @@ CONFIG_MODELS: dict[str, type[StrictModel]] = {
 }
 
 
-def _format_errors(exc: ValidationError, secrets: Secrets) -> list[str]:
+# Keys a config may no longer hold, by config kind: dotted pattern -> what to do instead. A
+# pattern segment `*` matches any key or list index, `a|b` either name; a pattern also covers
+# everything under it. `(pattern, value)` matches only that value. Checked before validation,
+# so an old config fails naming the new place rather than with "unknown key".
+MEASURED = "measured not to help; see bench/README.md"
+_SPLIT_NEUTRAL = (
+    f"split_neutral was removed ({MEASURED}); use three_way or binary, or give a neutral "
+    "text a token of its own under three_way (`tokens: {neutral: ...}`)"
+)
+REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
+    "convert": {
+        "labeler.hf.score": "removed: `logprob` is always the raw, batch-invariant score (the "
+        "seed code's score served only for comparison: bench/labeler_vs_reference.py)",
+        "labeler.hf.merge_adapter": "removed: an adapter is always merged at load (merged and "
+        "unmerged give the same outputs)",
+        "input.docs_per_batch": "removed: it only set the rows a parquet input is decoded at "
+        "a time, now fixed (condlabel.convert.reading.PARQUET_BATCH_ROWS)",
+        "compute.bytes_per_read_task": "removed: a tuned internal, now fixed at 64 MiB "
+        "(condlabel.convert.inputs.BYTES_PER_READ_TASK; bench/small_files.py)",
+        "compute.key_pass_driver_bytes": "removed: a tuned internal, now fixed at 32 MiB "
+        "(condlabel.convert.graph_steps.KEY_PASS_DRIVER_BYTES)",
+        ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
+    },
+    "train": {
+        "data.control_token_balance|control_token_max_repeats": f"removed: {MEASURED} (it did "
+        "not get the rare token learned)",
+    },
+    "eval": {
+        "generation.guidance_against": "removed: guidance is always against the unconditioned "
+        f"prompt (`opposite`: {MEASURED})",
+        ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
+    },
+    "distill": {},
+}
+
+
+def _walk(node: Any, path: tuple[str, ...] = ()) -> Any:
+    """(path, value) of every node of a loaded YAML mapping, list items by index."""
+    yield path, node
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, child in items:
+        yield from _walk(child, (*path, str(key)))
+
+
+def _matches(pattern: list[str], path: tuple[str, ...]) -> bool:
+    return len(path) == len(pattern) and all(
+        want == "*" or part in want.split("|") for want, part in zip(pattern, path, strict=True)
+    )
+
+
+def removed_key_problems(kind: str, data: dict[str, Any]) -> list[str]:
+    """One problem per removed key (or removed value) `data` still uses, naming what replaces it."""
+    problems = []
+    for entry, message in REMOVED_KEYS.get(kind, {}).items():
+        pattern, value = (entry, None) if isinstance(entry, str) else entry
+        parts = pattern.split(".")
+        for path, node in _walk(data):
+            if _matches(parts, path) and (value is None or node == value):
+                problems.append(f"{'.'.join(path)}: {message}")
+    return problems
+
+
+def _format_errors(exc: ValidationError, secrets: Secrets, skip: list[str]) -> list[str]:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if any(key == s or key.startswith(s + ".") for s in skip):
+            continue  # reported as a removed key
         if err["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown key")
         else:
@@ -131,10 +201,17 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def build_config(model: type[StrictModel], data: dict[str, Any], source: str | None = None) -> Any:
+    kind = next((k for k, m in CONFIG_MODELS.items() if m is model), "")
+    removed = removed_key_problems(kind, data)
+    skip = [problem.split(": ", 1)[0] for problem in removed]
     try:
-        return model.model_validate(data)
+        built = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, secret_paths(model)), source=source) from None
+        problems = removed + _format_errors(exc, secret_paths(model), skip)
+        raise ConfigError(problems, source=source) from None
+    if removed:
+        raise ConfigError(removed, source=source)
+    return built
 
 
 def load_convert_config(

@@ -49,17 +49,6 @@ class TrainDataConfig(StrictModel):
     cooldown_fraction: float = Field(0.0, ge=0, lt=1)
     """The last share of optimizer steps trains on plain text without any prefix (MeCo's
     cooldown: the model keeps its unconditioned ability); 0 disables it."""
-    control_token_balance: float = Field(0.0, ge=0, le=1)
-    """Train rarer control-token sets more often, by temperature sampling (as multilingual
-    pretraining samples languages): an example whose set was seen at count c, where the most
-    frequent set has count c_max, is trained (c_max / c) ** balance times, counted as it streams
-    by and capped at `control_token_max_repeats`. 0 keeps the data's frequencies; 1 trains every
-    set equally often. Repeats are spread over the next batch of rows, not trained beside their
-    original. On the sentiment benchmark (VADER at threshold 0 calls 79 % of fortune sentences
-    `<|pos|>`) it did not get the rare token learned (issue 13, `bench/README.md`)."""
-    control_token_max_repeats: int = Field(8, ge=1)
-    """Cap on the times one example is trained per pass under `control_token_balance`, so a set
-    seen a handful of times is not memorised."""
     shuffle_buffer_rows: int = Field(0, ge=0)
     """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
     materialize_max_rows: int = Field(200_000, ge=0)

@@ -67,12 +67,19 @@ def run_fingerprint(cfg: ConvertConfig) -> str:
     return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
 
 
+KEY_PASS_DRIVER_BYTES = 32 * 2**20
+"""The key pass before labeling reads inputs of at most this many bytes in all in the driver,
+and a larger input in Ray tasks: a Ray Data pass takes seconds to start on a fresh cluster
+(worker processes, Ray Data's own actors), more than a small input takes to read (a test, a
+scheduled run's few new files). Measured in bench/README.md."""
+
+
 def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Dataset:
     """One row (and block) per read task: the URIs, sizes and input-order indices of its files."""
     import ray.data
 
     index = {f.uri: i for i, f in enumerate(files)}
-    groups = read_tasks(files, cfg.compute.bytes_per_read_task)
+    groups = read_tasks(files)
     dataset = ray.data.from_items(
         [
             {
@@ -105,14 +112,14 @@ def key_pass(
 ) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
     """The run's key pass, one read of every input before the graph: the later
     occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default
-    `dedup.enabled`), the copy plan (`condlabel.convert.dedup`). `done`: the done index's
-    object ref. The driver holds 40 bytes per document and per chunk to label, no text; it
-    reads the inputs itself when they total at most `compute.key_pass_driver_bytes`."""
+    `dedup.enabled`, `auto` decided by the backend), the copy plan (`condlabel.convert.dedup`).
+    `done`: the done index's object ref. The driver holds 40 bytes per document and per chunk
+    to label, no text; it reads the inputs itself when they total at most `KEY_PASS_DRIVER_BYTES`."""
     import ray
 
-    chunks = cfg.dedup.enabled if chunks is None else chunks
+    chunks = cfg.dedup_enabled if chunks is None else chunks
     started = time.monotonic()
-    in_driver = sum(f.size for f in files) <= cfg.compute.key_pass_driver_bytes
+    in_driver = sum(f.size for f in files) <= KEY_PASS_DRIVER_BYTES
     if in_driver:  # a small input: reading it costs less than starting a Ray Data pass
         index = ray.get(done) if chunks else None
         parts = [_key_row([file_keys(f.uri, i, cfg, index, chunks)]) for i, f in enumerate(files)]

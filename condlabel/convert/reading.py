@@ -35,6 +35,9 @@ JSONL_SUFFIXES = (
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+PARQUET_BATCH_ROWS = 256
+"""Rows a parquet input is decoded at a time (memory of one batch vs. calls into Arrow); the
+documents are yielded one by one whatever it is."""
 
 # Reasons a record is rejected; they are counted by name in the run summary.
 REJECT_INVALID_JSON = "invalid_json"
@@ -339,7 +342,7 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
             return
         names = pf.schema_arrow.names
         columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
-        for batch in pf.iter_batches(batch_size=cfg.docs_per_batch, columns=columns):
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
             for record, cell_problem in _parquet_rows(batch):
                 position += 1
                 if cell_problem is not None:
