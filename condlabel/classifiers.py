@@ -136,11 +136,16 @@ def label_tokens(
 class HFSequenceClassifier:
     """A Hugging Face sequence-classification checkpoint (e.g. Detoxify-style toxicity).
 
-    Loaded once (safetensors only) onto the actor's device; texts are classified in batches.
+    Loaded once (safetensors only) onto `device` (`auto`: the GPU of the actor when it has one,
+    else the CPU), in bfloat16 on a GPU and float32 on the CPU; texts are classified in batches.
     """
 
     def __init__(
-        self, cfg: HFClassifierConfig, name: str = "toxicity", storage: StorageConfig | None = None
+        self,
+        cfg: HFClassifierConfig,
+        name: str = "toxicity",
+        storage: StorageConfig | None = None,
+        device: str = "auto",
     ):
         try:
             import torch
@@ -157,14 +162,14 @@ class HFSequenceClassifier:
         self.name = name
         self._torch = torch
         path = fetch_model(cfg.model, storage)
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
         self.model = (
             AutoModelForSequenceClassification.from_pretrained(
                 path,
                 revision=cfg.revision,
                 use_safetensors=True,
-                dtype=pick_dtype(cfg.dtype, self.device),
+                dtype=pick_dtype("auto", self.device),  # bfloat16 on GPU, float32 on CPU
             )
             .to(self.device)
             .eval()
@@ -213,7 +218,8 @@ class HFSequenceClassifier:
 
 
 def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
-    params = cfg.model_dump(exclude={"batch_size", "device"})
+    # `dtype` was a setting once; kept so outputs labeled before keep their fingerprint.
+    params = {"dtype": "auto", **cfg.model_dump(exclude={"batch_size"})}
     return make_fingerprint("hf-classifier", {"name": name, **params})
 
 
@@ -221,25 +227,26 @@ def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
 
 
 def build_classifier(
-    cfg: ClassifierConfig, storage: StorageConfig | None = None
+    cfg: ClassifierConfig, storage: StorageConfig | None = None, device: str = "auto"
 ) -> ControlClassifier:
     name = cfg.effective_name
     if cfg.backend == "vader":
         return VaderClassifier(cfg.vader, name)
     if cfg.backend == "hf":
-        return HFSequenceClassifier(cfg.hf, name, storage)
+        return HFSequenceClassifier(cfg.hf, name, storage, device)
     raise ValueError(f"unknown classifier backend {cfg.backend!r}; valid: hf, vader")
 
 
 def build_classifiers(
-    cfgs: Sequence[ClassifierConfig], storage: StorageConfig | None = None
+    cfgs: Sequence[ClassifierConfig], storage: StorageConfig | None = None, device: str = "auto"
 ) -> list[ControlClassifier]:
-    """One classifier per config, in order; two classifiers may not share a name (score keys)."""
+    """One classifier per config, in order, on `device` (`auto`: the actor's GPU when it has
+    one); two classifiers may not share a name (score keys)."""
     names = [c.effective_name for c in cfgs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"classifiers: name(s) {dupes} used twice; set `name` to tell them apart")
-    return [build_classifier(c, storage) for c in cfgs]
+    return [build_classifier(c, storage, device) for c in cfgs]
 
 
 def classifier_fingerprints(cfgs: Sequence[ClassifierConfig]) -> list[str]:

@@ -375,9 +375,9 @@ def merge_model(
 
     The merge runs on the CPU in float32, so it is exact whatever the saved dtype; it needs
     about 4 bytes of RAM per parameter. `format="hf"` writes safetensors (`dtype="auto"`: the
-    base checkpoint's dtype) for `labeler.hf.model`; `format="ct2"` converts the merged model
+    base checkpoint's dtype) for `labeler.model`; `format="ct2"` converts the merged model
     to CTranslate2 with its weights in `quantization` (int8, float32, ...) for
-    `labeler.ct2.model` (`adapter` may then be None: a plain conversion). Every actor of a
+    `labeler.model` (`adapter` may then be None: a plain conversion). Every actor of a
     cluster then loads the result.
     """
     loaded = load_model(

@@ -108,8 +108,9 @@ def _components(
     if isinstance(cfg, ConvertConfig) and cfg.cascade.enabled:
         # the teacher's actors start after the student's: a teacher that cannot load would
         # fail the run only once chunks are routed to it
-        extras += _labeler_extras(cfg.cascade.teacher, "cascade.teacher")
-        models += list(_labeler_weights(cfg.cascade.teacher, "cascade.teacher"))
+        teacher, key = cfg.cascade.teacher, f"cascade.teacher_config ({cfg.cascade.teacher_config})"
+        extras += _labeler_extras(teacher, key)
+        models += list(_labeler_weights(teacher, key))
     for i, classifier in enumerate(cfg.classifiers):
         extras.append((f"classifiers.{i}.backend", CLASSIFIER_EXTRAS[classifier.backend]))
         models += list(_classifier_weights(i, classifier))
@@ -122,14 +123,13 @@ def _labeler_extras(labeler: LabelerConfig, key: str = "labeler") -> list[tuple[
 
 
 def _labeler_weights(labeler: LabelerConfig, key: str = "labeler") -> Iterator[Weights]:
-    """The model settings of a labeler configured under `key` (`labeler`, `cascade.teacher`)."""
+    """The model settings of a labeler configured under `key` (`labeler`, a teacher's file)."""
     if labeler.backend in ("hf", "vllm"):
         options = labeler.hf if labeler.backend == "hf" else labeler.vllm
-        prefix = f"{key}.{labeler.backend}"
-        yield Weights(f"{prefix}.model", options.model)
-        yield Weights(f"{prefix}.adapter", options.adapter, adapter=True)
+        yield Weights(f"{key}.model", labeler.model)
+        yield Weights(f"{key}.{labeler.backend}.adapter", options.adapter, adapter=True)
     if labeler.backend == "ct2":
-        yield Weights(f"{key}.ct2.model", labeler.ct2.model, ct2=True)
+        yield Weights(f"{key}.model", labeler.model, ct2=True)
 
 
 def _classifier_weights(index: int, classifier: ClassifierConfig) -> Iterator[Weights]:

@@ -67,10 +67,6 @@ class HFClassifierConfig(StrictModel):
     """Texts per forward pass."""
     max_length: int = Field(512, ge=8)
     """Texts are truncated to this many tokens."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """`auto`: the GPU of the actor when it has one, else CPU."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """`auto`: bfloat16 on GPU, float32 on CPU."""
 
 
 class ClassifierConfig(StrictModel):

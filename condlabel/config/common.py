@@ -95,6 +95,15 @@ class RunConfig(StrictModel):
         return redact(self.model_dump(mode="json"), secret_paths(type(self)))
 
 
+def prefix_template_fields(value: str) -> str:
+    """A prefix template: only the fields a prefix knows."""
+    unknown = sorted({n for n in template_fields(value) if n not in PREFIX_FIELDS})
+    if unknown:
+        allowed = ", ".join("{" + f + "}" for f in PREFIX_FIELDS)
+        raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}")
+    return value
+
+
 class FormatConfig(StrictModel):
     prefix_template: str = DEFAULT_PREFIX_TEMPLATE
     """Prefix put before each chunk's text; fields: {synopsis}, {tags} (comma-joined),
@@ -113,14 +122,7 @@ class FormatConfig(StrictModel):
     tag_oov_similarity: float = Field(85.0, ge=0, le=100)
     """Least similarity (0-100) for `tag_oov: map`."""
 
-    @field_validator("prefix_template")
-    @classmethod
-    def _known_fields(cls, value: str) -> str:
-        unknown = sorted({n for n in template_fields(value) if n not in PREFIX_FIELDS})
-        if unknown:
-            allowed = ", ".join("{" + f + "}" for f in PREFIX_FIELDS)
-            raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}")
-        return value
+    _known_fields = field_validator("prefix_template")(prefix_template_fields)
 
 
 class RayConnection(StrictModel):

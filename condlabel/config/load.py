@@ -17,6 +17,7 @@ from condlabel.config.common import ConfigError, StorageConfig, StrictModel
 from condlabel.config.convert import ConvertConfig
 from condlabel.config.distill import DistillConfig
 from condlabel.config.eval import EvalConfig
+from condlabel.config.labelers import LabelerConfig
 from condlabel.config.secrets import (
     SecretPath,
     has_userinfo,
@@ -31,30 +32,52 @@ Secrets = frozenset[SecretPath]
 NO_SECRETS: Secrets = frozenset()
 
 # Config kinds by command; `condlabel config --kind K` validates and prints any of them, and one
-# test validates every shipped YAML through it.
+# test validates every shipped YAML through it. `labeler`: the file a cascade's teacher
+# (`cascade.teacher_config`) or an evaluation's judge (`labeler_config`) is read from.
 CONFIG_MODELS: dict[str, type[StrictModel]] = {
     "convert": ConvertConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
     "distill": DistillConfig,
+    "labeler": LabelerConfig,
 }
 
 
 # Keys a config may no longer hold, by config kind: dotted pattern -> what to do instead. A
-# pattern segment `*` matches any key or list index, `a|b` either name; a pattern also covers
-# everything under it. `(pattern, value)` matches only that value. Checked before validation,
-# so an old config fails naming the new place rather than with "unknown key".
+# pattern segment `*` matches any key or list index, `a|b` either name; the problem is reported
+# once, for the key itself, not for what it holds. `(pattern, value)` matches only that value.
+# `{last}` in a message is the key's last part, `{at}` where a labeler section sits ("labeler."
+# in a conversion, "" in a labeler file). Checked before validation, so an old config fails
+# naming the new place rather than with "unknown key".
 MEASURED = "measured not to help; see bench/README.md"
 _SPLIT_NEUTRAL = (
     f"split_neutral was removed ({MEASURED}); use three_way or binary, or give a neutral "
     "text a token of its own under three_way (`tokens: {neutral: ...}`)"
 )
+_GENERATION = "max_new_tokens|do_sample|temperature|top_p|top_k|repetition_penalty|seed"
+LABELER_MOVED: dict[str | tuple[str, Any], str] = {
+    f"hf|vllm|ct2.{_GENERATION}": "moved to {at}generation.{last} (one generation section for "
+    "every generative backend)",
+    "hf|vllm|ct2.model|revision|cache_dir": "moved to {at}{last} (one place for every backend)",
+    "hf.score": "removed: `logprob` is always the raw, batch-invariant score (the seed code's "
+    "score served only for comparison: bench/labeler_vs_reference.py)",
+    "hf.merge_adapter": "removed: an adapter is always merged at load (merged and unmerged "
+    "give the same outputs)",
+}
+_CLASSIFIER_DEVICE = (
+    "removed: a classifier runs on its actor's GPU when it has one (`condlabel eval`: its "
+    "`device`), in bfloat16 there and float32 on the CPU"
+)
+_LABELER_FILE = (
+    "a labeler config file (the keys of a `labeler:` section at its top level; "
+    "`condlabel config --kind labeler` checks one)"
+)
 REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
     "convert": {
-        "labeler.hf.score": "removed: `logprob` is always the raw, batch-invariant score (the "
-        "seed code's score served only for comparison: bench/labeler_vs_reference.py)",
-        "labeler.hf.merge_adapter": "removed: an adapter is always merged at load (merged and "
-        "unmerged give the same outputs)",
+        **{f"labeler.{k}" if isinstance(k, str) else k: m for k, m in LABELER_MOVED.items()},
+        "cascade.teacher": f"moved to a file of its own: put the teacher in {_LABELER_FILE} "
+        "and set cascade.teacher_config to its path",
+        "classifiers.*.hf.device|dtype": _CLASSIFIER_DEVICE,
         "input.docs_per_batch": "removed: it only set the rows a parquet input is decoded at "
         "a time, now fixed (condlabel.convert.reading.PARQUET_BATCH_ROWS)",
         "compute.bytes_per_read_task": "removed: a tuned internal, now fixed at 64 MiB "
@@ -67,7 +90,13 @@ REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
         "data.control_token_balance|control_token_max_repeats": f"removed: {MEASURED} (it did "
         "not get the rare token learned)",
     },
+    "labeler": LABELER_MOVED,
     "eval": {
+        "labeler": f"moved to a file of its own: put it in {_LABELER_FILE} and set "
+        "labeler_config to its path",
+        "format": "eval renders only the prefix template: format.prefix_template moved to "
+        "prefix_template",
+        "classifiers.*.hf.device|dtype": _CLASSIFIER_DEVICE,
         "generation.guidance_against": "removed: guidance is always against the unconditioned "
         f"prompt (`opposite`: {MEASURED})",
         ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
@@ -99,12 +128,14 @@ def _matches(pattern: list[str], path: tuple[str, ...]) -> bool:
 def removed_key_problems(kind: str, data: dict[str, Any]) -> list[str]:
     """One problem per removed key (or removed value) `data` still uses, naming what replaces it."""
     problems = []
+    at = "labeler." if kind == "convert" else ""
     for entry, message in REMOVED_KEYS.get(kind, {}).items():
         pattern, value = (entry, None) if isinstance(entry, str) else entry
         parts = pattern.split(".")
         for path, node in _walk(data):
             if _matches(parts, path) and (value is None or node == value):
-                problems.append(f"{'.'.join(path)}: {message}")
+                shown = message.replace("{at}", at).replace("{last}", path[-1])
+                problems.append(f"{'.'.join(path)}: {shown}")
     return problems
 
 
@@ -211,7 +242,35 @@ def build_config(model: type[StrictModel], data: dict[str, Any], source: str | N
         raise ConfigError(problems, source=source) from None
     if removed:
         raise ConfigError(removed, source=source)
+    _attach_files(built, source)
     return built
+
+
+def _attach_files(built: Any, source: str | None) -> None:
+    """Read the labeler files a config names (a cascade's teacher, an evaluation's judge)."""
+    if isinstance(built, ConvertConfig) and built.cascade.teacher_config:
+        key = "cascade.teacher_config"
+        built.cascade.attach_teacher(load_labeler_file(built.cascade.teacher_config, source, key))
+    if isinstance(built, EvalConfig) and built.labeler_config:
+        built.attach_labeler(load_labeler_file(built.labeler_config, source, "labeler_config"))
+
+
+def load_labeler_file(path: str, source: str | None, key: str) -> LabelerConfig:
+    """A labeler config file named by `key` of the config file `source`: a relative path is
+    looked up beside `source`, then in the working directory."""
+    given = Path(path)
+    candidates = [given]
+    if not given.is_absolute() and source:
+        candidates.insert(0, Path(source).parent / given)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = ", ".join(str(c) for c in candidates)
+        raise ConfigError([f"{key}: no such labeler config file: {path} (tried {tried})"], source)
+    try:
+        return build_config(LabelerConfig, load_mapping(found), source=str(found))
+    except ConfigError as exc:
+        problems = [f"{key} ({found}): {problem}" for problem in exc.problems]
+        raise ConfigError(problems, source=source) from None
 
 
 def load_convert_config(

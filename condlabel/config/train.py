@@ -99,11 +99,12 @@ class TrainModelConfig(StrictModel):
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
 
 
-class OptimizationConfig(StrictModel):
-    seq_len: int = Field(1024, ge=8)
-    """Tokens per packed training sequence (examples joined by EOS, then cut to this length)."""
+class OptimizationBase(StrictModel):
+    """Optimizer, schedule and precision: what `condlabel train` and `condlabel distill` share
+    (each command's section adds its own and may set other defaults)."""
+
     micro_batch_size: int = Field(4, ge=1)
-    """Sequences per worker per forward pass."""
+    """Sequences (or examples) per worker per forward pass."""
     grad_accum_steps: int = Field(1, ge=1)
     """Micro-batches accumulated per optimizer step (global batch = workers x micro x accum)."""
     max_steps: int = Field(1000, ge=1)
@@ -120,6 +121,19 @@ class OptimizationConfig(StrictModel):
     """Final learning rate as a fraction of the peak."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping norm; null disables clipping."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
+    seed: int = 0
+    """Seed of new weights (added tokens, LoRA) and dropout."""
+    log_every_steps: int = Field(10, ge=1)
+    """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
+
+
+class OptimizationConfig(OptimizationBase):
+    """`condlabel train`'s optimization: the shared settings plus packing and parallelism."""
+
+    seq_len: int = Field(1024, ge=8)
+    """Tokens per packed training sequence (examples joined by EOS, then cut to this length)."""
     packing: Literal["documents", "concat"] = "documents"
     """How examples share a packed sequence. `documents`: each example (from the EOS before it)
     restarts the position ids and attends only to itself, as a generation under a conditional
@@ -129,14 +143,8 @@ class OptimizationConfig(StrictModel):
     GPU). `concat`: GPT-2-style packing, attention crosses examples and positions run on."""
     loss_on: Literal["all", "text"] = "all"
     """`all`: loss on every token; `text`: prefix tokens are masked out of the loss."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Data parallelism: `ddp` (a full model per worker) or `fsdp` (sharded; large models, GPU)."""
-    seed: int = 0
-    """Seed of weight init for new rows (added tokens, LoRA) and dropout."""
-    log_every_steps: int = Field(10, ge=1)
-    """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
 
 
 class TrainCheckpointConfig(StrictModel):

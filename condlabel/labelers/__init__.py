@@ -63,8 +63,8 @@ def _hf() -> Backend:
     from condlabel.labelers import hf
 
     return Backend(
-        lambda c, storage: hf.HFLabeler(c.hf, storage),
-        lambda c: hf.fingerprint(c.hf),
+        lambda c, storage: hf.HFLabeler(c.backend_config(), storage),
+        lambda c: hf.fingerprint(c.backend_config()),
         fetches_models=True,
     )
 
@@ -73,8 +73,8 @@ def _vllm() -> Backend:
     from condlabel.labelers import vllm
 
     return Backend(
-        lambda c, storage: vllm.VLLMLabeler(c.vllm, storage),
-        lambda c: vllm.fingerprint(c.vllm),
+        lambda c, storage: vllm.VLLMLabeler(c.backend_config(), storage),
+        lambda c: vllm.fingerprint(c.backend_config()),
         fetches_models=True,
     )
 
@@ -83,8 +83,8 @@ def _ct2() -> Backend:
     from condlabel.labelers import ct2
 
     return Backend(
-        lambda c, storage: ct2.CT2Labeler(c.ct2, storage),
-        lambda c: ct2.fingerprint(c.ct2),
+        lambda c, storage: ct2.CT2Labeler(c.backend_config(), storage),
+        lambda c: ct2.fingerprint(c.backend_config()),
         fetches_models=True,
     )
 

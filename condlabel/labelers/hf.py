@@ -129,7 +129,7 @@ class HFLabeler:
         from condlabel.models import load_model
 
         if not cfg.model:
-            raise ValueError("labeler.hf.model: required for backend `hf`")
+            raise ValueError("labeler.model: required for backend `hf`")
         self.cfg = cfg
         self._fingerprint = fingerprint(cfg)
         loaded = load_model(

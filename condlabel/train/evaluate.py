@@ -221,11 +221,8 @@ class Judges:
         from condlabel.classifiers import build_classifiers
         from condlabel.labelers import build_labeler
 
-        classifier_cfgs = [c.model_copy(deep=True) for c in cfg.classifiers]
-        for c in classifier_cfgs:  # judge on the evaluation's device
-            if c.backend == "hf" and c.hf.device == "auto":
-                c.hf.device = cfg.device
-        self.classifiers = build_classifiers(classifier_cfgs, cfg.storage)
+        # judged on the evaluation's device
+        self.classifiers = build_classifiers(cfg.classifiers, cfg.storage, cfg.device)
         self.labeler = build_labeler(cfg.labeler, cfg.storage) if cfg.labeler is not None else None
 
     @property
