@@ -103,33 +103,40 @@ def _components(
         extras.append(("model", HF_CLASSIFIER))
         models.append(Weights("model", cfg.model))
     if cfg.labeler is not None:
-        extras += _labeler_extras(cfg.labeler)
-        models += list(_labeler_weights(cfg.labeler))
+        # a conversion's labeler section, or the file an evaluation's judge is read from
+        at = (
+            f"labeler_config ({cfg.labeler_config}): "
+            if isinstance(cfg, EvalConfig)
+            else "labeler."
+        )
+        extras += _labeler_extras(cfg.labeler, at)
+        models += list(_labeler_weights(cfg.labeler, at))
     if isinstance(cfg, ConvertConfig) and cfg.cascade.enabled:
         # the teacher's actors start after the student's: a teacher that cannot load would
         # fail the run only once chunks are routed to it
-        teacher, key = cfg.cascade.teacher, f"cascade.teacher_config ({cfg.cascade.teacher_config})"
-        extras += _labeler_extras(teacher, key)
-        models += list(_labeler_weights(teacher, key))
+        at = f"cascade.teacher_config ({cfg.cascade.teacher_config}): "
+        extras += _labeler_extras(cfg.cascade.teacher, at)
+        models += list(_labeler_weights(cfg.cascade.teacher, at))
     for i, classifier in enumerate(cfg.classifiers):
         extras.append((f"classifiers.{i}.backend", CLASSIFIER_EXTRAS[classifier.backend]))
         models += list(_classifier_weights(i, classifier))
     return extras, models
 
 
-def _labeler_extras(labeler: LabelerConfig, key: str = "labeler") -> list[tuple[str, Extra]]:
+def _labeler_extras(labeler: LabelerConfig, at: str = "labeler.") -> list[tuple[str, Extra]]:
     extra = LABELER_EXTRAS.get(labeler.backend)
-    return [(f"{key}.backend", extra)] if extra else []
+    return [(f"{at}backend", extra)] if extra else []
 
 
-def _labeler_weights(labeler: LabelerConfig, key: str = "labeler") -> Iterator[Weights]:
-    """The model settings of a labeler configured under `key` (`labeler`, a teacher's file)."""
+def _labeler_weights(labeler: LabelerConfig, at: str = "labeler.") -> Iterator[Weights]:
+    """The model settings of a labeler; `at` names where it is configured (`labeler.`, or a
+    labeler file and the key that names it)."""
     if labeler.backend in ("hf", "vllm"):
         options = labeler.hf if labeler.backend == "hf" else labeler.vllm
-        yield Weights(f"{key}.model", labeler.model)
-        yield Weights(f"{key}.{labeler.backend}.adapter", options.adapter, adapter=True)
+        yield Weights(f"{at}model", labeler.model)
+        yield Weights(f"{at}{labeler.backend}.adapter", options.adapter, adapter=True)
     if labeler.backend == "ct2":
-        yield Weights(f"{key}.model", labeler.model, ct2=True)
+        yield Weights(f"{at}model", labeler.model, ct2=True)
 
 
 def _classifier_weights(index: int, classifier: ClassifierConfig) -> Iterator[Weights]:

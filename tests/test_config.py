@@ -224,9 +224,9 @@ def test_a_cascade_teacher_and_an_eval_judge_are_labeler_files(tmp_path, monkeyp
     joined = "\n".join(err.value.problems)
     assert "cascade.teacher_config (" in joined and "teacher.yaml" in joined
     assert "hf.max_new_tokens: moved to generation.max_new_tokens" in joined
-    with pytest.raises(ConfigError, match="cascade.teacher_config: no such labeler config file"):
+    with pytest.raises(ConfigError, match=r"cascade\.teacher_config: no such labeler config file"):
         load_convert_config(run, ["cascade.teacher_config=missing.yaml"])
-    with pytest.raises(ConfigError, match="teacher_config: required with cascade.enabled"):
+    with pytest.raises(ConfigError, match=r"teacher_config: required with cascade\.enabled"):
         load_convert_config(overrides=["cascade.enabled=true"])
 
 

@@ -249,7 +249,7 @@ def test_dedup_auto_is_on_for_generative_labelers_only():
         assert cfg.dedup.enabled == "auto"
         assert cfg.dedup_enabled == (backend in on), backend
     assert load_convert_config(overrides=["dedup.enabled=true"]).dedup_enabled
-    off = ["labeler.backend=hf", "labeler.hf.model=m", "dedup.enabled=false"]
+    off = ["labeler.backend=hf", "labeler.model=m", "dedup.enabled=false"]
     assert not load_convert_config(overrides=off).dedup_enabled
 
 

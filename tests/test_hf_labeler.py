@@ -74,7 +74,7 @@ def _same(a, b) -> None:
 
 def test_fingerprint_is_computed_from_config_without_loading():
     base = LabelerConfig(
-        backend="hf", hf={"model": "google/flan-ul2", "adapter": "rallio67/condlabeler-alpha"}
+        backend="hf", model="google/flan-ul2", hf={"adapter": "rallio67/condlabeler-alpha"}
     )
     fp = labeler_fingerprint(base)
     assert fp.startswith("hf:flan-ul2+condlabeler-alpha:")
@@ -97,8 +97,8 @@ def test_fingerprint_is_computed_from_config_without_loading():
         {"cache_dir": "/x"},
         {"max_encoder_padding": 0.5},
     ]
-    assert_fingerprint_sees(fingerprint, base.hf, changes, ignored)
-    greedy = base.hf.model_copy(update={"do_sample": False})
+    assert_fingerprint_sees(fingerprint, base.backend_config(), changes, ignored)
+    greedy = base.backend_config().model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"seed": 5, "top_k": 9}))
 
 
@@ -444,10 +444,10 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
         docs,
         [
             "labeler.backend=hf",
-            f"labeler.hf.model=s3://{s3_bucket}/models/t5",
+            f"labeler.model=s3://{s3_bucket}/models/t5",
             f"labeler.hf.adapter=s3://{s3_bucket}/models/t5-lora",
-            f"labeler.hf.cache_dir={tmp_path / 'cache'}",
-            f"labeler.hf.max_new_tokens={NEW_TOKENS}",
+            f"labeler.cache_dir={tmp_path / 'cache'}",
+            f"labeler.generation.max_new_tokens={NEW_TOKENS}",
             "labeler.hf.max_batch_size=4",
             "chunking.max_words=120",
             "compute.num_cpus_per_actor=1",
@@ -466,7 +466,7 @@ def test_fingerprint_needs_neither_torch_nor_transformers():
         "import sys\n"
         "from condlabel.config import LabelerConfig\n"
         "from condlabel.labelers import labeler_fingerprint\n"
-        "print(labeler_fingerprint(LabelerConfig(backend='hf', hf={'model': 'm'})))\n"
+        "print(labeler_fingerprint(LabelerConfig(backend='hf', model='m')))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -39,7 +39,9 @@ storage = StorageConfig(
 labeler = build_labeler(
     LabelerConfig(
         backend="hf",
-        hf={"model": f"s3://{bucket}/models/t5", "cache_dir": cache, "max_new_tokens": 6},
+        model=f"s3://{bucket}/models/t5",
+        cache_dir=cache,
+        generation={"max_new_tokens": 6},
     ),
     storage,
 )
