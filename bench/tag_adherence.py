@@ -426,6 +426,13 @@ def train(env: dict[str, str], name: str, settings: list[str]) -> str:
     return summary["export_uri"]
 
 
+def judge_file(work: Path) -> Path:
+    """The labeler that judges the tag conditionals, as a labeler config file."""
+    path = work / "judge-labeler.yaml"
+    path.write_text("backend: keyphrase\nkeyphrase: {num_tags: 3, synopsis_sentences: 1}\n")
+    return path
+
+
 def evaluate(
     env: dict[str, str], work: Path, name: str, model_uri: str, tags: list[str], args, scale: float
 ) -> dict:
@@ -447,7 +454,7 @@ def evaluate(
                 f"generation.guidance_scale={scale}",
                 f"generation.seed={args.seed}",
                 "classifiers=[{backend: vader}]",
-                "labeler={backend: keyphrase, keyphrase: {num_tags: 3, synopsis_sentences: 1}}",
+                f"labeler_config={judge_file(work)}",
                 "device=cpu",
                 f"output={report}",
             ]
