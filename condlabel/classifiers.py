@@ -1,4 +1,6 @@
-"""Control-token classifiers: one protocol, a VADER and a Hugging Face backend, and the table step.
+"""Control-token classifiers: one protocol, a VADER and a Hugging Face backend, their registry
+(`CLASSIFIERS`; packages add backends through the entry-point group `condlabel.classifiers`),
+and the table step.
 
 A classifier reads a batch of texts and returns, per text, the control tokens it assigns
 (`<|pos|>`, `<|nontoxic|>`, ...) and its raw scores. `classify_table` runs the configured
@@ -9,12 +11,13 @@ order and their scores land in the `scores` column as (name, score) pairs named 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from condlabel.components import CLASSIFIER_GROUP, Extra, Weights, load_plugin, plugin_names
 from condlabel.config import (
     ClassifierConfig,
     HFClassifierConfig,
@@ -226,15 +229,77 @@ def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
 # --------------------------------------------------------------------------- registry
 
 
+def _no_weights(cfg: ClassifierConfig, at: str) -> Iterator[Weights]:
+    return iter(())
+
+
+@dataclass(frozen=True)
+class ClassifierBackend:
+    """A registry entry: how to build a classifier and know its fingerprint, and what the
+    preflight checks and the manifest records (as `condlabel.labelers.Backend`)."""
+
+    build: Callable[[ClassifierConfig, StorageConfig | None, str], ControlClassifier]
+    """`(cfg, storage, device)` -> the classifier, loaded (once per actor)."""
+    fingerprint: Callable[[ClassifierConfig], str]
+    """From config alone."""
+    config: type | None = None
+    """The class of its settings section (`classifiers[i].<name>`)."""
+    extra: Extra | None = None
+    """The optional packages it imports, checked (not imported) by the preflight."""
+    weights: Callable[[ClassifierConfig, str], Iterator[Weights]] = _no_weights
+    """The model settings the preflight checks: `(cfg, at)`, `at` the prefix of their keys."""
+    packages: tuple[str, ...] = ()
+    """Distributions whose versions change its tokens: the run manifest records them."""
+
+
+def _vader() -> ClassifierBackend:
+    return ClassifierBackend(
+        lambda c, storage, device: VaderClassifier(c.vader, c.effective_name),
+        lambda c: vader_fingerprint(c.vader, c.effective_name),
+        config=VaderClassifierConfig,
+        extra=Extra(("vaderSentiment",), "pip install 'condlabel[classify]'"),
+        packages=("vaderSentiment",),
+    )
+
+
+def _hf() -> ClassifierBackend:
+    from condlabel.models import HF_INSTALL_HINT
+
+    return ClassifierBackend(
+        lambda c, storage, device: HFSequenceClassifier(c.hf, c.effective_name, storage, device),
+        lambda c: hf_fingerprint(c.hf, c.effective_name),
+        config=HFClassifierConfig,
+        extra=Extra(("torch", "transformers"), HF_INSTALL_HINT),
+        weights=lambda c, at: iter([Weights(f"{at}hf.model", c.hf.model)]),
+        packages=("torch", "transformers"),
+    )
+
+
+CLASSIFIERS: dict[str, Callable[[], ClassifierBackend]] = {"vader": _vader, "hf": _hf}
+"""Built-in classifier backends; packages add more through the entry-point group
+`condlabel.classifiers`."""
+
+
+def registered_classifiers() -> list[str]:
+    names = plugin_names(CLASSIFIER_GROUP)
+    return [*CLASSIFIERS, *(n for n in names if n not in CLASSIFIERS)]
+
+
+def classifier_backend(name: str) -> ClassifierBackend:
+    """The registry entry of `name`: built in, or a package's entry point."""
+    if name in CLASSIFIERS:
+        return CLASSIFIERS[name]()
+    plugin = load_plugin(CLASSIFIER_GROUP, name)
+    if plugin is None:
+        valid = ", ".join(registered_classifiers())
+        raise ValueError(f"unknown classifier backend {name!r}; valid: {valid}")
+    return plugin if isinstance(plugin, ClassifierBackend) else plugin()
+
+
 def build_classifier(
     cfg: ClassifierConfig, storage: StorageConfig | None = None, device: str = "auto"
 ) -> ControlClassifier:
-    name = cfg.effective_name
-    if cfg.backend == "vader":
-        return VaderClassifier(cfg.vader, name)
-    if cfg.backend == "hf":
-        return HFSequenceClassifier(cfg.hf, name, storage, device)
-    raise ValueError(f"unknown classifier backend {cfg.backend!r}; valid: hf, vader")
+    return classifier_backend(cfg.backend).build(cfg, storage, device)
 
 
 def build_classifiers(
@@ -251,13 +316,7 @@ def build_classifiers(
 
 def classifier_fingerprints(cfgs: Sequence[ClassifierConfig]) -> list[str]:
     """Fingerprints from config alone (the driver never loads a model to know them)."""
-    out = []
-    for c in cfgs:
-        if c.backend == "vader":
-            out.append(vader_fingerprint(c.vader, c.effective_name))
-        else:
-            out.append(hf_fingerprint(c.hf, c.effective_name))
-    return out
+    return [classifier_backend(c.backend).fingerprint(c) for c in cfgs]
 
 
 # --------------------------------------------------------------------------- table step

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from condlabel.config.common import StrictModel, backend_has_model
+from condlabel.components import CLASSIFIER_GROUP
+from condlabel.config.common import PluginBackend, StrictModel, backend_has_model
 
 Sentiment = Literal["positive", "negative", "neutral"]
 SENTIMENT_TOKENS: dict[Sentiment, str] = {"positive": "<|pos|>", "negative": "<|neg|>"}
@@ -69,15 +70,20 @@ class HFClassifierConfig(StrictModel):
     """Texts are truncated to this many tokens."""
 
 
-class ClassifierConfig(StrictModel):
+class ClassifierConfig(PluginBackend):
     """One control-token classifier; its tokens are appended to a row's `control_tokens` in the
     order the classifiers are configured, and its scores go to `scores` as `<name>.<key>`."""
 
-    backend: Literal["vader", "hf"] = "vader"
+    GROUP: ClassVar[str] = CLASSIFIER_GROUP
+    BUILT_IN: ClassVar[tuple[str, ...]] = ("vader", "hf")
+
+    backend: str = "vader"
     """`vader`: sentiment from the VADER lexicon (CPU, no weights); `hf`: a Hugging Face
-    sequence-classification checkpoint (toxicity or any label)."""
+    sequence-classification checkpoint (toxicity or any label); or a backend a package
+    registers (entry-point group `condlabel.classifiers`), whose settings go under its name."""
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
-    """Prefix of this classifier's score keys; default `vader`, or `toxicity` for `hf`."""
+    """Prefix of this classifier's score keys; default `vader`, `toxicity` for `hf`, a plugin's
+    backend name for a plugin."""
     vader: VaderClassifierConfig = Field(default_factory=VaderClassifierConfig)
     """Options of the `vader` backend."""
     hf: HFClassifierConfig = Field(default_factory=HFClassifierConfig)
@@ -87,4 +93,4 @@ class ClassifierConfig(StrictModel):
 
     @property
     def effective_name(self) -> str:
-        return self.name or {"vader": "vader", "hf": "toxicity"}[self.backend]
+        return self.name or {"hf": "toxicity"}.get(self.backend, self.backend)

