@@ -199,7 +199,9 @@ GENERATIVE: dict[str, type[StrictModel]] = {
 }
 
 
-class LabelerConfig(ModelSource, PluginBackend):
+class LabelerBackend(PluginBackend):
+    """The backend choice of a labeler (first in its section and its --help)."""
+
     GROUP: ClassVar[str] = LABELER_GROUP
     BUILT_IN: ClassVar[tuple[str, ...]] = ("keyphrase", "hf", "vllm", "ct2", "none")
 
@@ -211,6 +213,12 @@ class LabelerConfig(ModelSource, PluginBackend):
     converted by `condlabel merge --format ct2`); `none` (no synopsis or tags: control tokens
     from `classifiers` only); or a backend a package registers (entry-point group
     `condlabel.labelers`), whose settings go under its own name."""
+
+
+class LabelerConfig(ModelSource, LabelerBackend):
+    """A labeler: the backend, where its weights are, its generation settings, and each
+    backend's own section."""
+
     generation: GenerationFields = Field(default_factory=GenerationFields)
     """Sampling settings of the generative backends (hf, vllm, ct2)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)
