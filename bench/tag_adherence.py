@@ -396,7 +396,6 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
         "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
         f"data.control_token_drop_probability={control_drop(args)}",
-        f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
         f"model.control_tokens={json.dumps(control_tokens(args))}",
@@ -414,7 +413,6 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         f"checkpoint.every_steps={max(1, steps // 2)}",
         "compute.num_workers=2",
         "compute.cpus_per_worker=0.5",
-        "compute.torch_threads=1",
     ]
 
 

@@ -20,6 +20,7 @@ from condlabel.config import (
     build_config,
 )
 from condlabel.readback import read_tagged
+from condlabel.train import data as train_data
 from condlabel.train.checkpoint import load_for_training
 from condlabel.train.data import (
     VERSION_COLUMNS,
@@ -125,7 +126,8 @@ def tokenizer(tiny_gpt2_dir):
     return tok
 
 
-def test_cooldown_examples_carry_no_prefix(tokenizer):
+def test_cooldown_examples_carry_no_prefix(tokenizer, monkeypatch):
+    monkeypatch.setattr(train_data, "ROWS_PER_BATCH", 8)
     cfg = build_config(
         TrainConfig,
         {
@@ -133,7 +135,6 @@ def test_cooldown_examples_carry_no_prefix(tokenizer):
                 "prefix": "control_tokens",
                 "untagged_fraction": 0,
                 "cooldown_fraction": 0.25,
-                "rows_per_batch": 8,
             },
             "optimization": {"seq_len": 16, "micro_batch_size": 2, "max_steps": 40},
         },
@@ -167,7 +168,7 @@ def _token_counts(tokenizer) -> tuple[int, int, int]:
     cfg = build_config(
         TrainConfig,
         {
-            "data": {"prefix": "control_tokens", "untagged_fraction": 0, "rows_per_batch": 16},
+            "data": {"prefix": "control_tokens", "untagged_fraction": 0},
             "optimization": {"seq_len": 32, "micro_batch_size": 2},
         },
     )

@@ -244,3 +244,20 @@ def test_fingerprints_did_not_change_with_the_config_layout():
     assert labeler_fingerprint(greedy) == "hf:m:ce8d470456b9"
     assert labeler_fingerprint(LabelerConfig(backend="vllm", model="m")) == "vllm:m:3b1f90454e79"
     assert labeler_fingerprint(LabelerConfig(backend="ct2", model="m")) == "ct2:m:2ab17f40e86e"
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "names"),
+    [
+        ("train", "data.seed=3", "optimization.seed"),
+        ("train", "data.rows_per_batch=8", "ROWS_PER_BATCH"),
+        ("train", "data.materialize_max_rows=0", "MATERIALIZE_MAX_ROWS"),
+        ("train", "compute.torch_threads=1", "cpus_per_worker"),
+        ("distill", "compute.torch_threads=1", "cpus_per_worker"),
+    ],
+)
+def test_train_and_distill_keys_that_moved_or_went(kind, setting, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(kind, None, [setting])
+    (problem,) = err.value.problems
+    assert problem.startswith(setting.split("=")[0] + ": ") and names in problem

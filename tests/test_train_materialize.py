@@ -1,4 +1,4 @@
-"""`data.materialize_max_rows`: small training data is read from storage once and every pass
+"""`MATERIALIZE_MAX_ROWS`: small training data is read from storage once and every pass
 iterates it in the object store; larger data streams from storage on each pass."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from lm_fixtures import sentiment_sentences, tagged_table
 
-from condlabel.config import StorageConfig, TrainDataConfig
-from condlabel.train.loop import read_training_rows
+from condlabel.config import StorageConfig
+from condlabel.train.loop import MATERIALIZE_MAX_ROWS, read_training_rows
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -47,4 +47,4 @@ def test_data_above_the_limit_or_a_limit_of_zero_streams(tmp_path):
 
 
 def test_the_default_limit_keeps_a_crawl_streaming():
-    assert TrainDataConfig().materialize_max_rows == 200_000
+    assert MATERIALIZE_MAX_ROWS == 200_000

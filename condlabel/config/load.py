@@ -68,6 +68,9 @@ _CLASSIFIER_DEVICE = (
     "removed: a classifier runs on its actor's GPU when it has one (`condlabel eval`: its "
     "`device`), in bfloat16 there and float32 on the CPU"
 )
+_TORCH_THREADS = (
+    "removed: a worker on CPU runs torch on max(1, floor(compute.cpus_per_worker)) threads"
+)
 _LABELER_FILE = (
     "a labeler config file (the keys of a `labeler:` section at its top level; "
     "`condlabel config --kind labeler` checks one)"
@@ -87,6 +90,10 @@ REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
         ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
     },
     "train": {
+        "data.seed": "moved to optimization.seed (one seed for the run)",
+        "data.rows_per_batch|materialize_max_rows": "removed: a tuned internal, now fixed "
+        "(condlabel.train.data.ROWS_PER_BATCH, condlabel.train.loop.MATERIALIZE_MAX_ROWS)",
+        "compute.torch_threads": _TORCH_THREADS,
         "data.control_token_balance|control_token_max_repeats": f"removed: {MEASURED} (it did "
         "not get the rare token learned)",
     },
@@ -101,7 +108,7 @@ REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
         f"prompt (`opposite`: {MEASURED})",
         ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
     },
-    "distill": {},
+    "distill": {"compute.torch_threads": _TORCH_THREADS},
 }
 
 

@@ -51,16 +51,6 @@ class TrainDataConfig(StrictModel):
     cooldown: the model keeps its unconditioned ability); 0 disables it."""
     shuffle_buffer_rows: int = Field(0, ge=0)
     """Rows in each worker's local shuffle buffer; 0 keeps the read order."""
-    materialize_max_rows: int = Field(200_000, ge=0)
-    """Training data of up to this many rows is read from storage once, into Ray's object store
-    (spilled to local disk when it does not fit), and every pass over the data iterates it there;
-    larger data is streamed from storage again on every pass, as a crawl-sized corpus must be.
-    Re-reading a small dataset costs more than it trains: each pass starts Ray Data's read
-    tasks and actors anew. 0: always stream."""
-    rows_per_batch: int = Field(64, ge=1)
-    """Rows fetched from the dataset shard and tokenized at a time."""
-    seed: int = 0
-    """Seed of the untagged draw and the tag shuffling/dropping."""
 
 
 class LoraTrainConfig(StrictModel):
@@ -124,7 +114,8 @@ class OptimizationBase(StrictModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """`auto`: bf16 autocast on GPU, fp32 on CPU."""
     seed: int = 0
-    """Seed of new weights (added tokens, LoRA) and dropout."""
+    """Seed of the run: new weights (added tokens, LoRA), dropout, the data's shuffle and
+    `condlabel train`'s draws (untagged examples, tag shuffling and dropping)."""
     log_every_steps: int = Field(10, ge=1)
     """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
 
@@ -173,11 +164,10 @@ class TrainComputeConfig(RayConnection):
     use_gpu: bool = False
     """Give each worker GPUs (`gpus_per_worker`); bf16 and NCCL follow."""
     cpus_per_worker: float = Field(1.0, gt=0)
-    """CPUs reserved per worker (fractions allowed: 0.5 lets 2 workers share 1 core)."""
+    """CPUs reserved per worker (fractions allowed: 0.5 lets 2 workers share 1 core); on CPU
+    a worker runs torch on max(1, floor(cpus_per_worker)) threads."""
     gpus_per_worker: float = Field(1.0, gt=0)
     """GPUs per worker when `use_gpu`."""
-    torch_threads: int | None = Field(None, ge=1)
-    """torch intra-op threads per worker on CPU; unset: max(1, floor(cpus_per_worker))."""
 
 
 class TrainConfig(RunConfig):

@@ -36,6 +36,10 @@ VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
 # --------------------------------------------------------------------------- training text
 
 
+ROWS_PER_BATCH = 64
+"""Rows a worker fetches from its dataset shard and tokenizes at a time."""
+
+
 def render_conditional(
     mode: str,
     fmt: FormatConfig,
@@ -249,14 +253,15 @@ def micro_batches(
     example is plain text.
     """
     data, opt = cfg.data, cfg.optimization
-    rng = random.Random(f"{data.seed}:{rank}:{epoch}")
+    seed = opt.seed
+    rng = random.Random(f"{seed}:{rank}:{epoch}")
     packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
     pending: list[tuple[list[int], list[int]]] = []
-    kwargs: dict[str, Any] = {"batch_size": data.rows_per_batch, "batch_format": "pyarrow"}
+    kwargs: dict[str, Any] = {"batch_size": ROWS_PER_BATCH, "batch_format": "pyarrow"}
     if data.shuffle_buffer_rows:
         kwargs.update(
             local_shuffle_buffer_size=data.shuffle_buffer_rows,
-            local_shuffle_seed=data.seed + 1000 * epoch + rank,
+            local_shuffle_seed=seed + 1000 * epoch + rank,
         )
     cooling = False
     vocabulary = vocabulary_for(data.format, cfg.storage, "data.format.tag_vocabulary")

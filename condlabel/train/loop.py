@@ -92,6 +92,13 @@ class TrainSummary:
         ]
 
 
+MATERIALIZE_MAX_ROWS = 200_000
+"""Training data of up to this many rows is read from storage once, into Ray's object store
+(spilled to local disk when it does not fit), and every pass iterates it there; larger data is
+streamed from storage again on every pass, as a crawl-sized corpus must be. Re-reading a small
+dataset costs more than it trains: each pass starts Ray Data's read tasks and actors anew."""
+
+
 def plan_training(cfg: TrainConfig) -> list[str]:
     """Check the inputs and the model before any worker starts; returns the parquet file URIs."""
     return [uri for output in training_outputs(cfg) for uri in output]
@@ -170,7 +177,7 @@ def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
         files,
         cfg.storage,
         (RAW_TAGS,) if vocabulary else (),
-        cfg.data.materialize_max_rows,
+        MATERIALIZE_MAX_ROWS,
         outputs=outputs,
     )
     ck = cfg.checkpoint
@@ -241,7 +248,7 @@ def read_training_rows(
 
     The versions are decided on the driver from the key columns alone; the rows are filtered
     as Ray Data reads them. Up to `materialize_max_rows` rows are read once and kept in the
-    object store (`data.materialize_max_rows`).
+    object store (`MATERIALIZE_MAX_ROWS`).
     """
     rows, count = _training_dataset(files, storage, extra_columns, outputs or [files])
     if 0 < count <= materialize_max_rows:
@@ -389,7 +396,7 @@ def setup_worker(compute: TrainComputeConfig, seed: int, device) -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     if device.type == "cpu":
-        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_worker)))
+        torch.set_num_threads(max(1, int(compute.cpus_per_worker)))
     torch.manual_seed(seed)
 
 
