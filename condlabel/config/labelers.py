@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from condlabel.components import LABELER_GROUP
 from condlabel.config.common import GenerationFields, PluginBackend, StrictModel, template_fields
@@ -232,13 +232,13 @@ class LabelerConfig(ModelSource, LabelerBackend):
 
     def backend_config(self, backend: str | None = None) -> Any:
         """The settings the backend reads: its section, plus the model source and the
-        generation section for a generative backend."""
+        generation section for a generative backend; a plugin's own section as given (its
+        backend validates it)."""
         name = backend or self.backend
-        section = getattr(self, name, None)
         if name not in GENERATIVE:
-            return section
-        source = ModelSource.model_fields
-        fields = {k: getattr(self, k) for k in source}
+            return getattr(self, name, None) or self.plugin_options
+        section: BaseModel = getattr(self, name)
+        fields = {k: getattr(self, k) for k in ModelSource.model_fields}
         return GENERATIVE[name](**fields, **dict(self.generation), **dict(section))
 
     @model_validator(mode="after")
@@ -248,5 +248,13 @@ class LabelerConfig(ModelSource, LabelerBackend):
                 raise ValueError(
                     f"model: required for backend `{self.backend}` (local dir, s3:// or hub id)"
                 )
-            self.backend_config()  # the combined checks, e.g. vllm's context
+            try:
+                self.backend_config()  # the checks across sections, e.g. vllm's context
+            except ValidationError as exc:
+                raise ValueError(
+                    "; ".join(
+                        str(e["ctx"].get("error", e["msg"])) if "ctx" in e else e["msg"]
+                        for e in exc.errors()
+                    )
+                ) from None
         return self
