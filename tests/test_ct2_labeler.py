@@ -252,7 +252,7 @@ def test_conversion_with_ct2_on_the_s3_server(
             "compute.batch_size=8",
         ],
     )
-    assert set(table.column("labeler").to_pylist()) == {fingerprint(cfg.labeler.ct2)}
+    assert set(table.column("labeler").to_pylist()) == {fingerprint(cfg.labeler.backend_config())}
     assert all(n >= 1 for n in table.column("num_generated_tokens").to_pylist())
     # The actor's labels are those of the same labeler built here, chunk by chunk.
     assert_rows_match(table, build_labeler(cfg.labeler), 1e-4)

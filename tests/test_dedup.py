@@ -244,7 +244,7 @@ def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(
 def test_dedup_auto_is_on_for_generative_labelers_only():
     on = {"hf", "vllm", "ct2"}
     for backend in ("keyphrase", "none", *on):
-        model = [] if backend in ("keyphrase", "none") else [f"labeler.{backend}.model=m"]
+        model = [] if backend in ("keyphrase", "none") else ["labeler.model=m"]
         cfg = load_convert_config(overrides=[f"labeler.backend={backend}", *model])
         assert cfg.dedup.enabled == "auto"
         assert cfg.dedup_enabled == (backend in on), backend
