@@ -121,24 +121,18 @@ def parse_args() -> argparse.Namespace:
                    help="optimization.packing of every training run")  # fmt: skip
     p.add_argument("--guidance", type=float, default=3.0,
                    help="also evaluate with generation.guidance_scale=G (1: unguided only)")  # fmt: skip
-    p.add_argument("--guidance-against", choices=["unconditioned", "opposite"],
-                   default="opposite", help="generation.guidance_against of the guided eval")  # fmt: skip
     p.add_argument("--vader-threshold", type=float, default=0.0,
                    help="binary_threshold of the sentiment conversion (VADER compound at or "
                    "above it is <|pos|>)")  # fmt: skip
-    p.add_argument("--vader-mode", choices=["binary", "three_way", "split_neutral", "two_sided"],
+    p.add_argument("--vader-mode", choices=["binary", "three_way", "two_sided"],
                    default="binary",
                    help="binary: every sentence <|pos|> or <|neg|> by --vader-threshold; "
                    f"three_way: VADER's own bands, the neutral one tagged {NEUTRAL}; "
-                   "split_neutral: VADER's bands, the neutral one shared between <|pos|> and "
-                   "<|neg|> by a hash of the text; two_sided: two binary splits, <|pos|> (compound "
+                   "two_sided: two binary splits, <|pos|> (compound "
                    f">= 0) or {HAS_NEG}, and {HAS_POS} (>= 0.05) or <|neg|>, each token dropped "
                    "with --control-drop in training")  # fmt: skip
     p.add_argument("--control-drop", type=float,
                    help="data.control_token_drop_probability (default 0.5 with two_sided, else 0)")  # fmt: skip
-    p.add_argument("--balance", type=float, default=1.0,
-                   help="data.control_token_balance of the runs with prefixes (0: the data's "
-                   "own token frequencies)")  # fmt: skip
     p.add_argument("--runs", default="conditioned,plain,cooldown",
                    help="which training runs to make, comma-separated (the loss ratio needs "
                    "`plain`)")  # fmt: skip
@@ -284,8 +278,6 @@ def vader_settings(args: argparse.Namespace) -> dict:
     model). The judge of `condlabel eval` stays three_way."""
     if args.vader_mode == "binary":
         return {"mode": "binary", "binary_threshold": args.vader_threshold}
-    if args.vader_mode == "split_neutral":
-        return {"mode": "split_neutral"}
     return {
         "mode": "three_way",
         "tokens": {"positive": "<|pos|>", "negative": "<|neg|>", "neutral": NEUTRAL},
@@ -419,9 +411,7 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         "data.shuffle_tags=true",
         "data.synopsis_drop_probability=0.5",  # tags-only conditionals are evaluated
         "data.shuffle_buffer_rows=2000",  # in read order, neighbours give the sentiment away
-        f"data.control_token_balance={args.balance}",  # the rare token trained as often
         f"data.control_token_drop_probability={control_drop(args)}",
-        f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         "model.new_token_init=random",
         f"model.control_tokens={json.dumps(control_tokens(args))}",
@@ -439,7 +429,6 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         f"checkpoint.every_steps={max(1, steps // 2)}",
         "compute.num_workers=2",
         "compute.cpus_per_worker=0.5",
-        "compute.torch_threads=1",
     ]
 
 
@@ -449,6 +438,13 @@ def train(env: dict[str, str], name: str, settings: list[str]) -> str:
     history = summary.get("history") or [{}]
     print(f"  {name}: final loss {history[-1].get('loss', float('nan')):.3f}", flush=True)
     return summary["export_uri"]
+
+
+def judge_file(work: Path) -> Path:
+    """The labeler that judges the tag conditionals, as a labeler config file."""
+    path = work / "judge-labeler.yaml"
+    path.write_text("backend: keyphrase\nkeyphrase: {num_tags: 3, synopsis_sentences: 1}\n")
+    return path
 
 
 def evaluate(
@@ -470,10 +466,9 @@ def evaluate(
                 f"generation.num_samples={args.samples}",
                 "generation.batch_size=32",
                 f"generation.guidance_scale={scale}",
-                f"generation.guidance_against={args.guidance_against}",
                 f"generation.seed={args.seed}",
                 "classifiers=[{backend: vader}]",
-                "labeler={backend: keyphrase, keyphrase: {num_tags: 3, synopsis_sentences: 1}}",
+                f"labeler_config={judge_file(work)}",
                 "device=cpu",
                 f"output={report}",
             ]

@@ -69,7 +69,6 @@ def main() -> None:
                 "checkpoint.num_to_keep=1",
                 f"compute.num_workers={workers}",
                 "compute.cpus_per_worker=0.5",
-                "compute.torch_threads=1",
             ]
         )
         t0 = time.perf_counter()

@@ -1,4 +1,6 @@
-"""Control-token classifiers: one protocol, a VADER and a Hugging Face backend, and the table step.
+"""Control-token classifiers: one protocol, a VADER and a Hugging Face backend, their registry
+(`CLASSIFIERS`; packages add backends through the entry-point group `condlabel.classifiers`),
+and the table step.
 
 A classifier reads a batch of texts and returns, per text, the control tokens it assigns
 (`<|pos|>`, `<|nontoxic|>`, ...) and its raw scores. `classify_table` runs the configured
@@ -8,14 +10,14 @@ order and their scores land in the `scores` column as (name, score) pairs named 
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
+from condlabel.components import CLASSIFIER_GROUP, Extra, Weights, load_plugin, plugin_names
 from condlabel.config import (
     ClassifierConfig,
     HFClassifierConfig,
@@ -27,6 +29,9 @@ from condlabel.labelers.base import make_fingerprint
 from condlabel.schema import SCORES_TYPE, scores_as_dict, scores_cell
 
 CONTROL_TOKENS_TYPE = pa.list_(pa.string())
+CLASSIFIER_MAX_TOKENS = 512
+"""A classifier reads at most this many tokens of a text (fewer when its model's limit is
+lower): sentiment and toxicity models are trained on short texts."""
 
 
 @dataclass
@@ -69,23 +74,21 @@ class VaderClassifier:
     def fingerprint(self) -> str:
         return vader_fingerprint(self.cfg, self.name)
 
-    def sentiment(self, compound: float, text: str) -> Sentiment:
-        """The class of a compound score; `text` decides a neutral one in `split_neutral`."""
+    def sentiment(self, compound: float) -> Sentiment:
+        """The class of a compound score."""
         if self.cfg.mode == "binary":
             return "positive" if compound >= self.cfg.binary_threshold else "negative"
         if compound >= self.cfg.positive_threshold:
             return "positive"
         if compound <= self.cfg.negative_threshold:
             return "negative"
-        if self.cfg.mode == "split_neutral":
-            return neutral_side(text)
         return "neutral"
 
     def classify(self, texts: list[str]) -> list[ClassifierResult]:
         results = []
         for text in texts:
             scores = self._analyzer.polarity_scores(text)
-            token = self.cfg.tokens.get(self.sentiment(scores["compound"], text))
+            token = self.cfg.tokens.get(self.sentiment(scores["compound"]))
             results.append(
                 ClassifierResult(
                     control_tokens=[token] if token else [],
@@ -93,13 +96,6 @@ class VaderClassifier:
                 )
             )
         return results
-
-
-def neutral_side(text: str) -> Sentiment:
-    """`split_neutral`'s side for a neutral text: half of all texts each way, decided by the
-    text alone (no seed, no position), so a rerun or another worker labels it the same."""
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=1).digest()
-    return "positive" if digest[0] & 1 else "negative"
 
 
 def vader_fingerprint(cfg: VaderClassifierConfig, name: str) -> str:
@@ -146,11 +142,16 @@ def label_tokens(
 class HFSequenceClassifier:
     """A Hugging Face sequence-classification checkpoint (e.g. Detoxify-style toxicity).
 
-    Loaded once (safetensors only) onto the actor's device; texts are classified in batches.
+    Loaded once (safetensors only) onto `device` (`auto`: the GPU of the actor when it has one,
+    else the CPU), in bfloat16 on a GPU and float32 on the CPU; texts are classified in batches.
     """
 
     def __init__(
-        self, cfg: HFClassifierConfig, name: str = "toxicity", storage: StorageConfig | None = None
+        self,
+        cfg: HFClassifierConfig,
+        name: str = "toxicity",
+        storage: StorageConfig | None = None,
+        device: str = "auto",
     ):
         try:
             import torch
@@ -167,14 +168,14 @@ class HFSequenceClassifier:
         self.name = name
         self._torch = torch
         path = fetch_model(cfg.model, storage)
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision)
         self.model = (
             AutoModelForSequenceClassification.from_pretrained(
                 path,
                 revision=cfg.revision,
                 use_safetensors=True,
-                dtype=pick_dtype(cfg.dtype, self.device),
+                dtype=pick_dtype("auto", self.device),  # bfloat16 on GPU, float32 on CPU
             )
             .to(self.device)
             .eval()
@@ -204,7 +205,7 @@ class HFSequenceClassifier:
                 texts[start : start + self.cfg.batch_size],
                 padding=True,
                 truncation=True,
-                max_length=self.cfg.max_length,
+                max_length=min(CLASSIFIER_MAX_TOKENS, self.tokenizer.model_max_length),
                 return_tensors="pt",
             ).to(self.device)
             with torch.inference_mode():
@@ -223,44 +224,102 @@ class HFSequenceClassifier:
 
 
 def hf_fingerprint(cfg: HFClassifierConfig, name: str) -> str:
-    params = cfg.model_dump(exclude={"batch_size", "device"})
+    # `dtype` was a setting once; kept so outputs labeled before keep their fingerprint.
+    params = {"dtype": "auto", **cfg.model_dump(exclude={"batch_size"})}
     return make_fingerprint("hf-classifier", {"name": name, **params})
 
 
 # --------------------------------------------------------------------------- registry
 
 
+def _no_weights(cfg: ClassifierConfig, at: str) -> Iterator[Weights]:
+    return iter(())
+
+
+@dataclass(frozen=True)
+class ClassifierBackend:
+    """A registry entry: how to build a classifier and know its fingerprint, and what the
+    preflight checks and the manifest records (as `condlabel.labelers.Backend`)."""
+
+    build: Callable[[ClassifierConfig, StorageConfig | None, str], ControlClassifier]
+    """`(cfg, storage, device)` -> the classifier, loaded (once per actor)."""
+    fingerprint: Callable[[ClassifierConfig], str]
+    """From config alone."""
+    config: type | None = None
+    """The class of its settings section (`classifiers[i].<name>`)."""
+    extra: Extra | None = None
+    """The optional packages it imports, checked (not imported) by the preflight."""
+    weights: Callable[[ClassifierConfig, str], Iterator[Weights]] = _no_weights
+    """The model settings the preflight checks: `(cfg, at)`, `at` the prefix of their keys."""
+    packages: tuple[str, ...] = ()
+    """Distributions whose versions change its tokens: the run manifest records them."""
+
+
+def _vader() -> ClassifierBackend:
+    return ClassifierBackend(
+        lambda c, storage, device: VaderClassifier(c.vader, c.effective_name),
+        lambda c: vader_fingerprint(c.vader, c.effective_name),
+        config=VaderClassifierConfig,
+        extra=Extra(("vaderSentiment",), "pip install 'condlabel[classify]'"),
+        packages=("vaderSentiment",),
+    )
+
+
+def _hf() -> ClassifierBackend:
+    from condlabel.models import HF_INSTALL_HINT
+
+    return ClassifierBackend(
+        lambda c, storage, device: HFSequenceClassifier(c.hf, c.effective_name, storage, device),
+        lambda c: hf_fingerprint(c.hf, c.effective_name),
+        config=HFClassifierConfig,
+        extra=Extra(("torch", "transformers"), HF_INSTALL_HINT),
+        weights=lambda c, at: iter([Weights(f"{at}hf.model", c.hf.model)]),
+        packages=("torch", "transformers"),
+    )
+
+
+CLASSIFIERS: dict[str, Callable[[], ClassifierBackend]] = {"vader": _vader, "hf": _hf}
+"""Built-in classifier backends; packages add more through the entry-point group
+`condlabel.classifiers`."""
+
+
+def registered_classifiers() -> list[str]:
+    names = plugin_names(CLASSIFIER_GROUP)
+    return [*CLASSIFIERS, *(n for n in names if n not in CLASSIFIERS)]
+
+
+def classifier_backend(name: str) -> ClassifierBackend:
+    """The registry entry of `name`: built in, or a package's entry point."""
+    if name in CLASSIFIERS:
+        return CLASSIFIERS[name]()
+    plugin = load_plugin(CLASSIFIER_GROUP, name)
+    if plugin is None:
+        valid = ", ".join(registered_classifiers())
+        raise ValueError(f"unknown classifier backend {name!r}; valid: {valid}")
+    return plugin if isinstance(plugin, ClassifierBackend) else plugin()
+
+
 def build_classifier(
-    cfg: ClassifierConfig, storage: StorageConfig | None = None
+    cfg: ClassifierConfig, storage: StorageConfig | None = None, device: str = "auto"
 ) -> ControlClassifier:
-    name = cfg.effective_name
-    if cfg.backend == "vader":
-        return VaderClassifier(cfg.vader, name)
-    if cfg.backend == "hf":
-        return HFSequenceClassifier(cfg.hf, name, storage)
-    raise ValueError(f"unknown classifier backend {cfg.backend!r}; valid: hf, vader")
+    return classifier_backend(cfg.backend).build(cfg, storage, device)
 
 
 def build_classifiers(
-    cfgs: Sequence[ClassifierConfig], storage: StorageConfig | None = None
+    cfgs: Sequence[ClassifierConfig], storage: StorageConfig | None = None, device: str = "auto"
 ) -> list[ControlClassifier]:
-    """One classifier per config, in order; two classifiers may not share a name (score keys)."""
+    """One classifier per config, in order, on `device` (`auto`: the actor's GPU when it has
+    one); two classifiers may not share a name (score keys)."""
     names = [c.effective_name for c in cfgs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"classifiers: name(s) {dupes} used twice; set `name` to tell them apart")
-    return [build_classifier(c, storage) for c in cfgs]
+    return [build_classifier(c, storage, device) for c in cfgs]
 
 
 def classifier_fingerprints(cfgs: Sequence[ClassifierConfig]) -> list[str]:
     """Fingerprints from config alone (the driver never loads a model to know them)."""
-    out = []
-    for c in cfgs:
-        if c.backend == "vader":
-            out.append(vader_fingerprint(c.vader, c.effective_name))
-        else:
-            out.append(hf_fingerprint(c.hf, c.effective_name))
-    return out
+    return [classifier_backend(c.backend).fingerprint(c) for c in cfgs]
 
 
 # --------------------------------------------------------------------------- table step

@@ -309,7 +309,6 @@ def load_model(
     architecture: str = "auto",
     device: str = "auto",
     dtype: str = "auto",
-    merge_adapter: bool = True,
     storage: StorageConfig | None = None,
     cache_dir: str | Path | None = None,
 ) -> LoadedModel:
@@ -345,14 +344,13 @@ def load_model(
         from peft import PeftModel
 
         net = PeftModel.from_pretrained(net, adapter_path, is_trainable=False)
-        if merge_adapter:
-            net = net.merge_and_unload()
+        net = net.merge_and_unload()
     net.eval()
     tokenizer = load_tokenizer(model_path, adapter_path, revision)
     log.info(
         "loaded %s%s (%s, %s on %s)",
         model,
-        f" + {adapter}" + (" merged" if merge_adapter else " unmerged") if adapter else "",
+        f" + {adapter} merged" if adapter else "",
         "seq2seq" if seq2seq else "causal",
         str(torch_dtype).removeprefix("torch."),
         device,
@@ -378,9 +376,9 @@ def merge_model(
 
     The merge runs on the CPU in float32, so it is exact whatever the saved dtype; it needs
     about 4 bytes of RAM per parameter. `format="hf"` writes safetensors (`dtype="auto"`: the
-    base checkpoint's dtype) for `labeler.hf.model`; `format="ct2"` converts the merged model
+    base checkpoint's dtype) for `labeler.model`; `format="ct2"` converts the merged model
     to CTranslate2 with its weights in `quantization` (int8, float32, ...) for
-    `labeler.ct2.model` (`adapter` may then be None: a plain conversion). Every actor of a
+    `labeler.model` (`adapter` may then be None: a plain conversion). Every actor of a
     cluster then loads the result.
     """
     loaded = load_model(

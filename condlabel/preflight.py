@@ -21,9 +21,11 @@ import importlib.util
 import os
 import posixpath
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 
+from pydantic import BaseModel, ValidationError
+
+from condlabel.classifiers import classifier_backend
+from condlabel.components import Extra, Weights
 from condlabel.config import (
     ClassifierConfig,
     ConfigError,
@@ -34,8 +36,8 @@ from condlabel.config import (
     TrainConfig,
 )
 from condlabel.ct2_convert import CT2_INSTALL_HINT
+from condlabel.labelers import backend
 from condlabel.labelers.ct2 import CT2_WEIGHTS
-from condlabel.labelers.vllm import VLLM_INSTALL_HINT
 from condlabel.models import ADAPTER_PICKLED, ADAPTER_WEIGHTS, HF_INSTALL_HINT, is_remote
 from condlabel.storage import StorageError, resolve, split_uri
 
@@ -43,42 +45,23 @@ MODEL_WEIGHTS = "model.safetensors"
 SHARDED_WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
-@dataclass(frozen=True)
-class Extra:
-    """Packages a component imports, and the line that installs them."""
-
-    modules: tuple[str, ...]
-    install: str
-
-
-HF_LABELER = Extra(("torch", "transformers", "peft"), HF_INSTALL_HINT)
-HF_CLASSIFIER = Extra(("torch", "transformers"), HF_INSTALL_HINT)
-VLLM = Extra(("vllm",), VLLM_INSTALL_HINT)
-CT2 = Extra(("ctranslate2", "transformers"), CT2_INSTALL_HINT)
-VADER = Extra(("vaderSentiment",), "pip install 'condlabel[classify]'")
-KEYPHRASE = Extra(("yake",), "pip install condlabel")  # a core dependency: a broken install
 TRAIN = Extra(("torch", "transformers", "peft", "ray"), "pip install 'condlabel[train]'")
-
-LABELER_EXTRAS = {"keyphrase": KEYPHRASE, "hf": HF_LABELER, "vllm": VLLM, "ct2": CT2}
-CLASSIFIER_EXTRAS = {"vader": VADER, "hf": HF_CLASSIFIER}
-
-
-@dataclass(frozen=True)
-class Weights:
-    """A model (or adapter) setting to check: its key, where it is, and what it must hold."""
-
-    key: str
-    uri: str | None
-    adapter: bool = False
-    ct2: bool = False
-    """A CTranslate2 model directory (its own `model.bin`, not a pickle)."""
+# What the merge command builds (`condlabel merge`): the hf labeler's and the ct2 backend's.
+HF_LABELER = Extra(("torch", "transformers", "peft"), HF_INSTALL_HINT)
+CT2 = Extra(("ctranslate2", "transformers"), CT2_INSTALL_HINT)
+HF_CLASSIFIER = Extra(("torch", "transformers"), HF_INSTALL_HINT)
 
 
 def preflight(cfg: ConvertConfig | TrainConfig | EvalConfig) -> None:
     """Raise `ConfigError` listing every component that could not be built (see the module),
     and the tag vocabulary's problem when the config names one that cannot be used."""
     problems: list[str] = []
-    for step in (lambda: check(*_components(cfg), storage=cfg.storage), lambda: _vocabulary(cfg)):
+    extras, models, plugin_problems = _components(cfg)
+    steps = (
+        lambda: check(extras, models, storage=cfg.storage, problems=plugin_problems),
+        lambda: _vocabulary(cfg),
+    )
+    for step in steps:
         try:
             step()
         except ConfigError as exc:
@@ -103,10 +86,15 @@ def _vocabulary(cfg: ConvertConfig | TrainConfig | EvalConfig) -> None:
 
 
 def check(
-    extras: list[tuple[str, Extra]], models: list[Weights], storage: StorageConfig | None = None
+    extras: list[tuple[str, Extra]],
+    models: list[Weights],
+    storage: StorageConfig | None = None,
+    problems: list[str] | None = None,
 ) -> None:
-    """Raise `ConfigError` listing every missing extra and every model without its weights."""
-    problems = [p for key, extra in extras for p in extra_problems(key, extra)]
+    """Raise `ConfigError` listing every missing extra, every model without its weights, and
+    the `problems` found before."""
+    problems = list(problems or [])
+    problems += [p for key, extra in extras for p in extra_problems(key, extra)]
     problems += [p for weights in models for p in weights_problems(weights, storage)]
     if problems:
         raise ConfigError(problems)
@@ -114,50 +102,68 @@ def check(
 
 def _components(
     cfg: ConvertConfig | TrainConfig | EvalConfig,
-) -> tuple[list[tuple[str, Extra]], list[Weights]]:
-    """(key, extra) and model settings of what the run would build."""
+) -> tuple[list[tuple[str, Extra]], list[Weights], list[str]]:
+    """(key, extra) and model settings of what the run would build (from the registries of
+    labelers and classifiers), and the problems of plugins' sections."""
     extras: list[tuple[str, Extra]] = []
     models: list[Weights] = []
+    problems: list[str] = []
     if isinstance(cfg, TrainConfig):
         extras.append(("model.path", TRAIN))
         models.append(Weights("model.path", cfg.model.path))
-        return extras, models
+        return extras, models, problems
     if isinstance(cfg, EvalConfig):
         extras.append(("model", HF_CLASSIFIER))
         models.append(Weights("model", cfg.model))
     if cfg.labeler is not None:
-        extras += _labeler_extras(cfg.labeler)
-        models += list(_labeler_weights(cfg.labeler))
+        # a conversion's labeler section, or the file an evaluation's judge is read from
+        at = (
+            f"labeler_config ({cfg.labeler_config}): "
+            if isinstance(cfg, EvalConfig)
+            else "labeler."
+        )
+        problems += _labeler(cfg.labeler, at, extras, models)
     if isinstance(cfg, ConvertConfig) and cfg.cascade.enabled:
         # the teacher's actors start after the student's: a teacher that cannot load would
         # fail the run only once chunks are routed to it
-        extras += _labeler_extras(cfg.cascade.teacher, "cascade.teacher")
-        models += list(_labeler_weights(cfg.cascade.teacher, "cascade.teacher"))
+        at = f"cascade.teacher_config ({cfg.cascade.teacher_config}): "
+        problems += _labeler(cfg.cascade.teacher, at, extras, models)
     for i, classifier in enumerate(cfg.classifiers):
-        extras.append((f"classifiers.{i}.backend", CLASSIFIER_EXTRAS[classifier.backend]))
-        models += list(_classifier_weights(i, classifier))
-    return extras, models
+        entry = classifier_backend(classifier.backend)
+        at = f"classifiers.{i}."
+        if entry.extra:
+            extras.append((f"{at}backend", entry.extra))
+        models += list(entry.weights(classifier, at))
+        problems += _plugin_problems(entry.config, classifier, at)
+    return extras, models, problems
 
 
-def _labeler_extras(labeler: LabelerConfig, key: str = "labeler") -> list[tuple[str, Extra]]:
-    extra = LABELER_EXTRAS.get(labeler.backend)
-    return [(f"{key}.backend", extra)] if extra else []
+def _labeler(
+    labeler: LabelerConfig, at: str, extras: list[tuple[str, Extra]], models: list[Weights]
+) -> list[str]:
+    """Add a labeler's extra and weights (from its registry entry); its section's problems."""
+    entry = backend(labeler.backend)
+    if entry.extra:
+        extras.append((f"{at}backend", entry.extra))
+    models += list(entry.weights(labeler, at))
+    return _plugin_problems(entry.config, labeler, at)
 
 
-def _labeler_weights(labeler: LabelerConfig, key: str = "labeler") -> Iterator[Weights]:
-    """The model settings of a labeler configured under `key` (`labeler`, `cascade.teacher`)."""
-    if labeler.backend in ("hf", "vllm"):
-        options = labeler.hf if labeler.backend == "hf" else labeler.vllm
-        prefix = f"{key}.{labeler.backend}"
-        yield Weights(f"{prefix}.model", options.model)
-        yield Weights(f"{prefix}.adapter", options.adapter, adapter=True)
-    if labeler.backend == "ct2":
-        yield Weights(f"{key}.ct2.model", labeler.ct2.model, ct2=True)
-
-
-def _classifier_weights(index: int, classifier: ClassifierConfig) -> Iterator[Weights]:
-    if classifier.backend == "hf":
-        yield Weights(f"classifiers.{index}.hf.model", classifier.hf.model)
+def _plugin_problems(
+    config: type | None, cfg: LabelerConfig | ClassifierConfig, at: str
+) -> list[str]:
+    """A plugin backend's section checked with its own config class (a built-in backend's
+    section was checked when the config loaded)."""
+    if config is None or cfg.plugin_options is None or not issubclass(config, BaseModel):
+        return []
+    try:
+        config.model_validate(cfg.plugin_options)
+    except ValidationError as exc:
+        where = f"{at}{cfg.backend}."
+        return [
+            f"{where}{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        ]
+    return []
 
 
 def extra_problems(key: str, extra: Extra) -> list[str]:

@@ -48,7 +48,6 @@ def _train(tmp_path, data: str, base, seed: int, packing: str) -> str:
             f"data.paths=[{data}]",
             "data.prefix=control_tokens",
             "data.untagged_fraction=0.1",
-            f"data.seed={seed}",
             f"model.path={base}",
             "optimization.seq_len=64",
             "optimization.micro_batch_size=8",
@@ -64,7 +63,6 @@ def _train(tmp_path, data: str, base, seed: int, packing: str) -> str:
             f"checkpoint.every_steps={STEPS}",
             "compute.num_workers=1",
             "compute.cpus_per_worker=1",
-            "compute.torch_threads=1",
         ]
     )
     return run_training(cfg).export_uri

@@ -92,6 +92,13 @@ def test_cascade_labeler_sends_the_unsure_chunks_to_the_teacher(tiny_llama):
 
 
 @pytest.mark.usefixtures("ray_local")
+def _keyphrase_file(tmp_path) -> str:
+    """A labeler config file of the keyphrase labeler: the teacher."""
+    path = tmp_path / "teacher.yaml"
+    path.write_text("backend: keyphrase\n")
+    return str(path)
+
+
 def test_convert_with_a_cascade_routes_exactly_the_chunks_below_the_threshold(tmp_path, tiny_llama):
     from condlabel.convert.cascade import teacher_fingerprint
     from condlabel.convert.pipeline import run_conversion, run_fingerprint
@@ -117,14 +124,14 @@ def test_convert_with_a_cascade_routes_exactly_the_chunks_below_the_threshold(tm
         tmp_path / "out",
         "chunking.max_words=60",
         "labeler.backend=hf",
-        f"labeler.hf.model={tiny_llama}",
+        f"labeler.model={tiny_llama}",
         f"labeler.hf.prompt_template={json.dumps(PROMPT)}",
-        "labeler.hf.do_sample=false",
-        "labeler.hf.max_new_tokens=12",
+        "labeler.generation.do_sample=false",
+        "labeler.generation.max_new_tokens=12",
         "compute.num_cpus_per_actor=0.5",
         "cascade.enabled=true",
         f"cascade.threshold={threshold!r}",
-        "cascade.teacher.backend=keyphrase",
+        f"cascade.teacher_config={_keyphrase_file(tmp_path)}",
         "cascade.compute.num_cpus_per_actor=0.5",
         "output.lease_ttl_s=30",
     )

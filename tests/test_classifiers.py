@@ -75,49 +75,6 @@ def test_vader_binary_mode_gives_every_sentence_a_token():
     ]
 
 
-def test_vader_split_neutral_shares_the_neutral_band_by_text_and_nothing_else():
-    """split_neutral: VADER's bands decide polar text; neutral text gets <|pos|> or <|neg|> by a
-    hash of its text, about half each way, the same on every call and in any batch order."""
-    import random
-
-    split = VaderClassifier(VaderClassifierConfig(mode="split_neutral"))
-    three_way = VaderClassifier(VaderClassifierConfig())
-    cancelled, lukewarm = "The meeting was cancelled.", "I guess the movie was fine."
-    polar = [*POSITIVE, *NEGATIVE, cancelled, lukewarm]
-    assert [r.control_tokens for r in split.classify(polar)] == [
-        r.control_tokens for r in three_way.classify(polar)
-    ]
-    rng = random.Random(0)
-    nouns = ["table", "train", "door", "report", "river", "window", "letter", "road"]
-    texts = [f"The {rng.choice(nouns)} {i} is beside the {rng.choice(nouns)}." for i in range(400)]
-    # VADER's lexicon holds some numbers ("143", "86"): keep what it calls neutral.
-    judged = three_way.classify(texts)
-    neutral = [t for t, r in zip(texts, judged, strict=True) if not r.control_tokens]
-    assert len(neutral) > 380
-    tokens = [r.control_tokens for r in split.classify(neutral)]
-    assert all(t in (["<|pos|>"], ["<|neg|>"]) for t in tokens)
-    share = tokens.count(["<|pos|>"]) / len(tokens)
-    assert 0.4 < share < 0.6, share  # a hash, not a side: ~N(0.5, 0.025)
-    shuffled = list(range(len(neutral)))
-    rng.shuffle(shuffled)
-    again = split.classify([neutral[i] for i in shuffled])
-    assert [r.control_tokens for r in again] == [tokens[i] for i in shuffled]
-
-
-def test_split_neutral_labels_training_text_but_cannot_judge(tmp_path):
-    from condlabel.config import EvalConfig
-
-    fields = {
-        "model": str(tmp_path),
-        "conditionals": [{"control_tokens": ["<|pos|>"]}],
-    }
-    EvalConfig.model_validate({**fields, "classifiers": [{"backend": "vader"}]})
-    with pytest.raises(ValueError, match=r"classifiers\[0\]\.vader\.mode: split_neutral"):
-        EvalConfig.model_validate(
-            {**fields, "classifiers": [{"backend": "vader", "vader": {"mode": "split_neutral"}}]}
-        )
-
-
 def test_vader_mode_changes_the_fingerprint_and_the_default_keeps_its_own():
     import importlib.metadata as md
 
@@ -126,9 +83,8 @@ def test_vader_mode_changes_the_fingerprint_and_the_default_keeps_its_own():
     default = ClassifierConfig(backend="vader")
     binary = ClassifierConfig(backend="vader", vader={"mode": "binary"})
     shifted = ClassifierConfig(backend="vader", vader={"mode": "binary", "binary_threshold": 0.1})
-    split = ClassifierConfig(backend="vader", vader={"mode": "split_neutral"})
-    prints = classifier_fingerprints([default, binary, shifted, split])
-    assert len(set(prints)) == 4
+    prints = classifier_fingerprints([default, binary, shifted])
+    assert len(set(prints)) == 3
     # The default's fingerprint is the one conversions made before the option recorded.
     before = default.vader.model_dump(exclude={"mode", "binary_threshold"})
     version = md.version("vaderSentiment")

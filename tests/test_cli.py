@@ -159,10 +159,10 @@ def _fails_in_ray(monkeypatch, run) -> None:
         ),
         (
             lambda ray: ray.data.range(2).map_batches(
-                _udf_raising(ConfigError(["labeler.hf.model: no model.safetensors in /m"]))
+                _udf_raising(ConfigError(["labeler.model: no model.safetensors in /m"]))
             ),
             2,
-            "error: invalid configuration (1 problem(s)): labeler.hf.model: "
+            "error: invalid configuration (1 problem(s)): labeler.model: "
             "no model.safetensors in /m",
         ),
         (

@@ -20,10 +20,10 @@ from condlabel.config import (
     build_config,
 )
 from condlabel.readback import read_tagged
+from condlabel.train import data as train_data
 from condlabel.train.checkpoint import load_for_training
 from condlabel.train.data import (
     VERSION_COLUMNS,
-    ControlTokenBalance,
     build_examples,
     cooldown_start,
     keep_rows,
@@ -126,7 +126,8 @@ def tokenizer(tiny_gpt2_dir):
     return tok
 
 
-def test_cooldown_examples_carry_no_prefix(tokenizer):
+def test_cooldown_examples_carry_no_prefix(tokenizer, monkeypatch):
+    monkeypatch.setattr(train_data, "ROWS_PER_BATCH", 8)
     cfg = build_config(
         TrainConfig,
         {
@@ -134,7 +135,6 @@ def test_cooldown_examples_carry_no_prefix(tokenizer):
                 "prefix": "control_tokens",
                 "untagged_fraction": 0,
                 "cooldown_fraction": 0.25,
-                "rows_per_batch": 8,
             },
             "optimization": {"seq_len": 16, "micro_batch_size": 2, "max_steps": 40},
         },
@@ -163,18 +163,12 @@ def _lopsided(n: int, pos_share: float) -> pa.Table:
     return table.set_column(column, "control_tokens", pa.array(shuffled, pa.list_(pa.string())))
 
 
-def _token_counts(tokenizer, balance: float, max_repeats: int = 8) -> tuple[int, int, int]:
-    """(`<|pos|>`, `<|neg|>`, examples) over one pass of 80/20 rows under `balance`."""
+def _token_counts(tokenizer) -> tuple[int, int, int]:
+    """(`<|pos|>`, `<|neg|>`, examples) over one pass of 80/20 rows."""
     cfg = build_config(
         TrainConfig,
         {
-            "data": {
-                "prefix": "control_tokens",
-                "untagged_fraction": 0,
-                "rows_per_batch": 16,
-                "control_token_balance": balance,
-                "control_token_max_repeats": max_repeats,
-            },
+            "data": {"prefix": "control_tokens", "untagged_fraction": 0},
             "optimization": {"seq_len": 32, "micro_batch_size": 2},
         },
     )
@@ -184,31 +178,10 @@ def _token_counts(tokenizer, balance: float, max_repeats: int = 8) -> tuple[int,
     return ids.count(pos), ids.count(neg), ids.count(tokenizer.eos_token_id)
 
 
-def test_control_token_balance_trains_the_rare_token_as_often_as_the_frequent_one(tokenizer):
-    pos, neg, _ = _token_counts(tokenizer, 0.0)
+def test_control_tokens_are_trained_at_the_data_s_own_frequencies(tokenizer):
+    pos, neg, examples = _token_counts(tokenizer)
     assert 3.7 < pos / neg < 4.3  # the data's own 80/20 (less the tail that fills no block)
-    pos, neg, examples = _token_counts(tokenizer, 1.0)
-    # Every `<|neg|>` example about four times, by frequencies counted as the rows stream by.
-    assert 0.8 < pos / neg < 1.25
-    assert 4200 < examples < 4900  # 2,400 + 600 x 4, less the last batch's repeats and tail
-    pos, neg, _ = _token_counts(tokenizer, 0.5)
-    assert 1.7 < pos / neg < 2.35  # temperature sampling: (80/20) ** 0.5 = 2
-
-
-def test_control_token_balance_is_capped_and_leaves_untagged_examples_alone():
-    rng = random.Random(0)
-    balance = ControlTokenBalance(1.0, max_repeats=3)
-    for _ in range(100):
-        balance.times({"control_tokens": [POS]}, POS, rng)
-    assert balance.times({"control_tokens": [NEG]}, NEG, rng) == 3  # 100x rarer, capped at 3
-    assert balance.times({"control_tokens": [NEG]}, "", rng) == 1  # drawn untagged: once
-    assert balance.times({"control_tokens": []}, "", rng) == 1  # no control tokens: once
-    assert balance.times({"control_tokens": [POS]}, POS, rng) == 1  # the most frequent: once
-    # Off, nothing repeats, and the draws stay in step with a balanced run's.
-    off, on = random.Random(1), random.Random(1)
-    assert ControlTokenBalance(0.0, 8).times({"control_tokens": [NEG]}, NEG, off) == 1
-    ControlTokenBalance(1.0, 8).times({"control_tokens": [NEG]}, NEG, on)
-    assert off.random() == on.random()
+    assert 2700 < examples <= 3000  # each example once
 
 
 # --------------------------------------------------------------------------- latest versions

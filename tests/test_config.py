@@ -177,3 +177,111 @@ def test_the_meco_examples_say_what_meco_is():
         "{tags}"
         in load_convert_config(configs / "meco_url_domain_tags.yaml").format.prefix_template
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "names"),
+    [
+        ("convert", "labeler.hf.score=reference", "raw"),
+        ("convert", "labeler.hf.merge_adapter=false", "merged at load"),
+        ("convert", "input.docs_per_batch=7", "PARQUET_BATCH_ROWS"),
+        ("convert", "compute.bytes_per_read_task=1", "BYTES_PER_READ_TASK"),
+        ("convert", "compute.key_pass_driver_bytes=0", "KEY_PASS_DRIVER_BYTES"),
+        ("convert", "classifiers=[{vader: {mode: split_neutral}}]", "bench/README.md"),
+        ("train", "data.control_token_balance=1", "bench/README.md"),
+        ("train", "data.control_token_max_repeats=3", "bench/README.md"),
+        ("eval", "generation.guidance_against=opposite", "unconditioned"),
+        ("eval", "classifiers=[{vader: {mode: split_neutral}}]", "three_way"),
+        ("convert", "labeler.hf.max_new_tokens=3", "labeler.generation.max_new_tokens"),
+        ("convert", "labeler.ct2.model=m", "moved to labeler.model"),
+        ("convert", "cascade.teacher={backend: keyphrase}", "cascade.teacher_config"),
+        ("convert", "classifiers=[{backend: hf, hf: {model: m, dtype: float32}}]", "bfloat16"),
+        ("eval", "labeler={backend: keyphrase}", "labeler_config"),
+        ("convert", "output.use_ledger=false", "output.done_check"),
+        ("eval", "format.prefix_template=x", "moved to prefix_template"),
+        ("labeler", "vllm.temperature=0.3", "moved to generation.temperature"),
+    ],
+)
+def test_a_removed_key_fails_naming_what_replaces_it(kind, setting, names, tmp_path):
+    """From --set and from a file alike, before any work, with the other problems beside it."""
+    key = setting.split("=", 1)[0]
+    other = "keyphrase.num_tags" if kind == "labeler" else "storage.retries"
+    for source in ("set", "file"):
+        path = None
+        overrides = [setting, f"{other}=-1"]
+        if source == "file":
+            path = tmp_path / f"{kind}.yaml"
+            section, name = other.split(".")
+            path.write_text(f"{section}: {{{name}: -1}}\n")
+            overrides = [setting]
+        with pytest.raises(ConfigError) as err:
+            load_config(kind, path, overrides)
+        problems = err.value.problems
+        removed = [p for p in problems if names in p]
+        assert len(removed) == 1, problems
+        assert removed[0].split(":", 1)[0].startswith(key.split(".")[0])
+        assert "unknown key" not in "\n".join(problems)
+        assert any(p.startswith(other) for p in problems)
+    load_config(kind, None, [])  # and without the removed key, it loads
+
+
+def test_a_cascade_teacher_and_an_eval_judge_are_labeler_files(tmp_path, monkeypatch):
+    """Read once at load, beside the config file that names them (then the working
+    directory); a problem in one names the key and the file."""
+    (tmp_path / "teacher.yaml").write_text(
+        "backend: hf\nmodel: google/flan-ul2\ngeneration: {max_new_tokens: 7}\n"
+    )
+    run = tmp_path / "run.yaml"
+    run.write_text("cascade: {enabled: true, teacher_config: teacher.yaml}\n")
+    monkeypatch.chdir("/")
+    cfg = load_convert_config(run)
+    assert cfg.cascade.teacher.backend == "hf"
+    assert cfg.cascade.teacher.backend_config().max_new_tokens == 7
+    assert cfg.labeler.backend == "keyphrase"  # the student keeps its own
+    judge = tmp_path / "eval.yaml"
+    judge.write_text("labeler_config: teacher.yaml\nconditionals: [{tags: [a]}]\n")
+    assert load_config("eval", judge).labeler.model == "google/flan-ul2"
+
+    (tmp_path / "teacher.yaml").write_text("backend: hf\nhf: {max_new_tokens: 7}\n")
+    with pytest.raises(ConfigError) as err:
+        load_convert_config(run)
+    joined = "\n".join(err.value.problems)
+    assert "cascade.teacher_config (" in joined and "teacher.yaml" in joined
+    assert "hf.max_new_tokens: moved to generation.max_new_tokens" in joined
+    with pytest.raises(ConfigError, match=r"cascade\.teacher_config: no such labeler config file"):
+        load_convert_config(run, ["cascade.teacher_config=missing.yaml"])
+    with pytest.raises(ConfigError, match=r"teacher_config: required with cascade\.enabled"):
+        load_convert_config(overrides=["cascade.enabled=true"])
+
+
+def test_fingerprints_did_not_change_with_the_config_layout():
+    """Outputs labeled before the generation section and the model source moved keep their
+    labeler fingerprint (the guard against mixing labelers compares them)."""
+    from condlabel.config import LabelerConfig
+    from condlabel.labelers import labeler_fingerprint
+
+    reference = LabelerConfig(
+        backend="hf", model="google/flan-ul2", hf={"adapter": "rallio67/condlabeler-alpha"}
+    )
+    assert labeler_fingerprint(reference) == "hf:flan-ul2+condlabeler-alpha:6ab163229330"
+    greedy = LabelerConfig(backend="hf", model="m", generation={"do_sample": False})
+    assert labeler_fingerprint(greedy) == "hf:m:ce8d470456b9"
+    assert labeler_fingerprint(LabelerConfig(backend="vllm", model="m")) == "vllm:m:3b1f90454e79"
+    assert labeler_fingerprint(LabelerConfig(backend="ct2", model="m")) == "ct2:m:2ab17f40e86e"
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "names"),
+    [
+        ("train", "data.seed=3", "optimization.seed"),
+        ("train", "data.rows_per_batch=8", "ROWS_PER_BATCH"),
+        ("train", "data.materialize_max_rows=0", "MATERIALIZE_MAX_ROWS"),
+        ("train", "compute.torch_threads=1", "cpus_per_worker"),
+        ("distill", "compute.torch_threads=1", "cpus_per_worker"),
+    ],
+)
+def test_train_and_distill_keys_that_moved_or_went(kind, setting, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(kind, None, [setting])
+    (problem,) = err.value.problems
+    assert problem.startswith(setting.split("=")[0] + ": ") and names in problem

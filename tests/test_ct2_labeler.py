@@ -69,7 +69,8 @@ def _ct2(model: Path, compute_type: str = "float32", **options) -> CT2Labeler:
 
 def test_fingerprint_holds_the_compute_type_not_the_threads():
     cfg = CT2LabelerConfig(model="s3://models/flan-ul2-condlabeler-ct2", do_sample=True)
-    assert labeler_fingerprint(LabelerConfig(backend="ct2", ct2=cfg)) == fingerprint(cfg)
+    section = LabelerConfig(backend="ct2", model=cfg.model, generation={"do_sample": True})
+    assert labeler_fingerprint(section) == fingerprint(cfg)
     assert fingerprint(cfg).startswith("ct2:flan-ul2-condlabeler-ct2:")
     assert_fingerprint_sees(
         fingerprint,
@@ -95,8 +96,8 @@ def test_fingerprint_holds_the_compute_type_not_the_threads():
 
 def test_config_refuses_unknown_compute_types_and_a_missing_model():
     with pytest.raises(ValueError, match="compute_type"):
-        LabelerConfig(backend="ct2", ct2={"model": "/m", "compute_type": "int4"})
-    with pytest.raises(ValueError, match=r"ct2\.model: required for backend `ct2`"):
+        LabelerConfig(backend="ct2", model="/m", ct2={"compute_type": "int4"})
+    with pytest.raises(ValueError, match=r"model: required for backend `ct2`"):
         LabelerConfig(backend="ct2")
 
 
@@ -193,8 +194,8 @@ def test_compute_types_this_device_lacks_are_refused(ct2_models):
 def test_a_transformers_checkpoint_is_not_a_ct2_model(tiny_t5):
     with pytest.raises(FileNotFoundError, match=r"no model\.bin.*merge --format ct2"):
         _ct2(tiny_t5)
-    (problem,) = weights_problems(Weights("labeler.ct2.model", str(tiny_t5), ct2=True))
-    assert "labeler.ct2.model: no model.bin" in problem
+    (problem,) = weights_problems(Weights("labeler.model", str(tiny_t5), ct2=True))
+    assert "labeler.model: no model.bin" in problem
 
 
 def test_merge_flags_that_do_not_fit_the_format_exit_2(tiny_t5, tmp_path, capsys):
@@ -240,10 +241,10 @@ def test_conversion_with_ct2_on_the_s3_server(
         docs,
         [
             "labeler.backend=ct2",
-            f"labeler.ct2.model=s3://{s3_bucket}/models/t5-ct2",
-            f"labeler.ct2.cache_dir={tmp_path / 'cache'}",
-            f"labeler.ct2.max_new_tokens={NEW_TOKENS}",
-            "labeler.ct2.do_sample=false",
+            f"labeler.model=s3://{s3_bucket}/models/t5-ct2",
+            f"labeler.cache_dir={tmp_path / 'cache'}",
+            f"labeler.generation.max_new_tokens={NEW_TOKENS}",
+            "labeler.generation.do_sample=false",
             "labeler.ct2.intra_threads=1",
             "chunking.max_words=120",
             "compute.num_cpus_per_actor=1",
@@ -251,7 +252,7 @@ def test_conversion_with_ct2_on_the_s3_server(
             "compute.batch_size=8",
         ],
     )
-    assert set(table.column("labeler").to_pylist()) == {fingerprint(cfg.labeler.ct2)}
+    assert set(table.column("labeler").to_pylist()) == {fingerprint(cfg.labeler.backend_config())}
     assert all(n >= 1 for n in table.column("num_generated_tokens").to_pylist())
     # The actor's labels are those of the same labeler built here, chunk by chunk.
     assert_rows_match(table, build_labeler(cfg.labeler), 1e-4)
@@ -270,7 +271,7 @@ def test_the_backend_imports_nothing_heavy_until_it_loads():
         "import condlabel.labelers.ct2, condlabel.adapter_bin, condlabel.preflight\n"
         "from condlabel.config import load_convert_config\n"
         "from condlabel.labelers import labeler_fingerprint\n"
-        "cfg = load_convert_config(overrides=['labeler.backend=ct2', 'labeler.ct2.model=/m'])\n"
+        "cfg = load_convert_config(overrides=['labeler.backend=ct2', 'labeler.model=/m'])\n"
         "labeler_fingerprint(cfg.labeler)\n"
         "heavy = ('ctranslate2', 'torch', 'transformers', 'ray')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"

@@ -12,7 +12,8 @@ from helpers import write_jsonl
 from hostile_backends import POISON, poisoned
 from pipeline_helpers import convert_config, output_rows
 
-from condlabel.config import ChunkConfig, StorageConfig
+from condlabel.config import ChunkConfig, StorageConfig, load_convert_config
+from condlabel.convert import graph_steps
 from condlabel.convert.chunking import chunk_document, doc_version
 from condlabel.convert.copies import copy_groups
 from condlabel.convert.dedup import (
@@ -110,7 +111,9 @@ def test_one_key_pass_gives_the_later_ids_and_a_plan_without_their_chunks(tmp_pa
         [{"id": "x", "text": P[0]}, {"id": "y", "text": f"{P[1]}\n\n{P[0]}"}],
     )
     write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": "x", "text": P[0]}, {"id": "z", "text": P[1]}])
-    cfg = convert_config([tmp_path / "in"], tmp_path / "out", "chunking.max_words=40")
+    cfg = convert_config(
+        [tmp_path / "in"], tmp_path / "out", "chunking.max_words=40", "dedup.enabled=true"
+    )
     uris = [str(tmp_path / "in" / name) for name in ("a.jsonl", "b.jsonl")]
 
     def key(doc_id: str, text: str, index: int) -> int:
@@ -192,7 +195,10 @@ with_ray = pytest.mark.usefixtures("ray_local")
 
 @with_ray
 @pytest.mark.parametrize("key_pass_bytes", [0, 2**20], ids=["key-pass-in-tasks", "in-driver"])
-def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path, key_pass_bytes):
+def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(
+    tmp_path, key_pass_bytes, monkeypatch
+):
+    monkeypatch.setattr(graph_steps, "KEY_PASS_DRIVER_BYTES", key_pass_bytes)
     docs = _corpus(tmp_path)
     chunks = _chunk_texts(docs)
     distinct = {_same(t) for t in chunks.values()}
@@ -203,7 +209,7 @@ def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path, key_pa
         "chunking.max_words=40",
         "compute.batch_size=2",  # copies land in other batches, files and actors
         "output.rows_per_file=3",
-        f"compute.key_pass_driver_bytes={key_pass_bytes}",
+        "dedup.enabled=true",  # `auto` is off for this CPU labeler
     )
     summary = run_conversion(counting(cfg, _count_dir(tmp_path)))
 
@@ -237,6 +243,18 @@ def test_a_corpus_with_copies_is_labeled_once_per_distinct_text(tmp_path, key_pa
     assert labeled_texts(tmp_path / "calls-2") == []
 
 
+def test_dedup_auto_is_on_for_generative_labelers_only():
+    on = {"hf", "vllm", "ct2"}
+    for backend in ("keyphrase", "none", *on):
+        model = [] if backend in ("keyphrase", "none") else ["labeler.model=m"]
+        cfg = load_convert_config(overrides=[f"labeler.backend={backend}", *model])
+        assert cfg.dedup.enabled == "auto"
+        assert cfg.dedup_enabled == (backend in on), backend
+    assert load_convert_config(overrides=["dedup.enabled=true"]).dedup_enabled
+    off = ["labeler.backend=hf", "labeler.model=m", "dedup.enabled=false"]
+    assert not load_convert_config(overrides=off).dedup_enabled
+
+
 @with_ray
 def test_without_dedup_every_copy_is_labeled(tmp_path):
     chunks = _chunk_texts(_corpus(tmp_path))
@@ -263,6 +281,7 @@ def test_copies_of_a_chunk_that_fails_to_label_are_rejected_with_it(tmp_path):
         tmp_path / "out",
         "chunking.max_words=40",
         "compute.max_labeler_error_share=0.9",
+        "dedup.enabled=true",
     )
     summary = run_conversion(poisoned(cfg))
     assert summary.rejected.get("labeler_error") == 3  # the labeled one and its two copies

@@ -75,7 +75,7 @@ def test_the_student_learns_the_format_and_the_report_is_written(distilled, caps
     assert 0 <= report["tag_f1"] <= 1 and 0 <= report["rouge_l"] <= 1
     assert report["calibration"]["bins"]
     assert fs.exists("distill/student/model.safetensors")
-    assert "labeler.hf.model=s3://distill/student" in report["labeler_overrides"]
+    assert "labeler.model=s3://distill/student" in report["labeler_overrides"]
 
 
 def test_a_gate_above_what_the_student_reaches_exits_1_and_exports_nothing(

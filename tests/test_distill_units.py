@@ -161,13 +161,13 @@ def test_the_student_is_used_as_the_gate_used_it():
     )
     labeler = student_labeler_config(cfg, "/o")
     flags = labeler_overrides(labeler)
-    assert flags[:2] == ["labeler.backend=hf", "labeler.hf.model=/o"]
-    assert "labeler.hf.do_sample=false" in flags
+    assert flags[:2] == ["labeler.backend=hf", "labeler.model=/o"]
+    assert "labeler.generation.do_sample=false" in flags
     from condlabel.config import load_convert_config
 
     convert = load_convert_config(overrides=flags)
     assert convert.labeler.hf.prompt_template == "{text}\n\nSynopsis:"
-    assert convert.labeler.hf.do_sample is False
+    assert convert.labeler.generation.do_sample is False
 
 
 def test_distill_config_problems_name_their_keys():

@@ -42,7 +42,6 @@ from condlabel.labelers.hf import (  # noqa: E402
     plan_batches,
 )
 from condlabel.labelers.prompts import parse_label  # noqa: E402
-from condlabel.labelers.scoring import REFERENCE_SCORE  # noqa: E402
 
 TOL = 2e-4  # padded batches and merged weights change float32 rounding, not the math
 NEW_TOKENS = 16
@@ -75,7 +74,7 @@ def _same(a, b) -> None:
 
 def test_fingerprint_is_computed_from_config_without_loading():
     base = LabelerConfig(
-        backend="hf", hf={"model": "google/flan-ul2", "adapter": "rallio67/condlabeler-alpha"}
+        backend="hf", model="google/flan-ul2", hf={"adapter": "rallio67/condlabeler-alpha"}
     )
     fp = labeler_fingerprint(base)
     assert fp.startswith("hf:flan-ul2+condlabeler-alpha:")
@@ -85,23 +84,21 @@ def test_fingerprint_is_computed_from_config_without_loading():
         {"adapter": None},
         {"temperature": 0.7},
         {"max_new_tokens": 60},
-        {"score": "reference"},
         {"prompt_template": "x {text}"},
         {"seed": 1},
         {"dtype": "float32"},
         {"max_input_tokens": 1024},
     ]
-    # How fast, not what: batch sizes, device, cache and merging leave outputs unchanged.
+    # How fast, not what: batch sizes, device and cache leave outputs unchanged.
     ignored = [
         {"max_batch_size": 2},
         {"max_batch_tokens": 100},
         {"device": "cpu"},
         {"cache_dir": "/x"},
-        {"merge_adapter": False},
         {"max_encoder_padding": 0.5},
     ]
-    assert_fingerprint_sees(fingerprint, base.hf, changes, ignored)
-    greedy = base.hf.model_copy(update={"do_sample": False})
+    assert_fingerprint_sees(fingerprint, base.backend_config(), changes, ignored)
+    greedy = base.backend_config().model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"seed": 5, "top_k": 9}))
 
 
@@ -184,17 +181,26 @@ def test_adapter_without_safetensors_is_refused(tiny_t5, tmp_path):
 
 
 def test_merged_and_unmerged_give_the_same_outputs_and_scores(model_pair, texts, tmp_path):
+    """The adapter merged at load, merged ahead of time, and left unmerged (a peft model
+    scoring the labeler's own tokens) agree."""
+    from peft import PeftModel
+
     from condlabel.models import merge_model
 
     base, adapter = model_pair
     batch = texts[:6]
-    unmerged = _labeler(base, adapter, merge_adapter=False).label(batch)
-    merged_at_load = _labeler(base, adapter).label(batch)
+    labeler = _labeler(base, adapter)
+    merged_at_load = labeler.label(batch)
     merged_dir = merge_model(str(base), str(adapter), str(tmp_path / "merged"))
     merged_ahead = _labeler(merged_dir).label(batch)
-    for a, b, c in zip(unmerged, merged_at_load, merged_ahead, strict=True):
+    for a, b in zip(merged_at_load, merged_ahead, strict=True):
         _same(a, b)
-        _same(a, c)
+    model_cls = type(labeler.model)
+    unmerged = PeftModel.from_pretrained(model_cls.from_pretrained(str(base)), str(adapter)).eval()
+    start = labeler.model.generation_config.decoder_start_token_id if labeler.seq2seq else None
+    for (ids, _), result in zip(labeler.encode(batch), merged_at_load, strict=True):
+        expected = teacher_forced_logprob(unmerged, ids, result.extra["generated_ids"], start)
+        assert result.logprob == pytest.approx(expected, rel=TOL, abs=TOL)
     assert {p.name for p in (tmp_path / "merged").iterdir()} >= {"model.safetensors", "config.json"}
     assert not list((tmp_path / "merged").glob("*.bin"))
     # and the adapter matters: the base alone writes something else
@@ -223,7 +229,7 @@ def _pick(labeler: HFLabeler, texts: list[str]):
 
 
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
-def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, texts, do_sample):
+def test_score_is_batch_invariant(model_pair, texts, do_sample):
     base, adapter = model_pair
     # One encoder group per call (seq2seq), so the target's input is padded to its batch's
     # longest; test_rows_leave_the_decoder_at_eos covers the default grouping.
@@ -236,24 +242,12 @@ def test_score_is_batch_invariant_and_the_reference_score_is_not(model_pair, tex
         _same(together[text], alone[text])
     assert together[target].padded_tokens > alone[target].padded_tokens  # it was padded
 
-    # Same batch, reference score: log(p + 0.001) summed over the batch's padded length. It goes
-    # to `scores` beside the raw score, which stays in `logprob`.
-    reference = _labeler(base, adapter, do_sample=do_sample, max_batch_size=8, score="reference")
-    ref_alone = reference.label([target])[0]
-    ref_together = dict(zip(batch, reference.label(batch), strict=True))[target]
-    assert ref_together.raw_output == ref_alone.raw_output
-    assert ref_together.logprob == pytest.approx(alone[target].logprob, abs=TOL)
-    assert ref_alone.logprob == pytest.approx(alone[target].logprob, abs=TOL)
-    together_ref = ref_together.extra["scores"][REFERENCE_SCORE]
-    alone_ref = ref_alone.extra["scores"][REFERENCE_SCORE]
-    assert abs(together_ref - alone_ref) > 1.0  # depends on its batch mates
-
 
 @pytest.mark.parametrize("do_sample", [False, True], ids=["greedy", "sampled"])
 def test_rows_leave_the_decoder_at_eos(tiny_t5, tiny_t5_adapter, texts, do_sample):
     """Seq2seq decoding drops each row at its EOS: the decoder computes exactly the generated
-    tokens (counted at the model's forward), the outputs are those of each chunk alone and of
-    `generate` (the reference-score path keeps it), and padded_tokens counts what was run."""
+    tokens (counted at the model's forward), the outputs are those of each chunk alone, and
+    padded_tokens counts what was run."""
     labeler = _labeler(tiny_t5, tiny_t5_adapter, do_sample=do_sample, max_batch_size=8)
     alone, _, batch = _pick(labeler, texts)
     forward = labeler.model.forward
@@ -282,14 +276,6 @@ def test_rows_leave_the_decoder_at_eos(tiny_t5, tiny_t5_adapter, texts, do_sampl
     for a, b in zip(exact, together, strict=True):
         _same(a, b)
         assert a.padded_tokens == a.input_tokens + a.num_generated_tokens
-    # `generate` (kept for the reference score) writes the same tokens with the same raw score.
-    via_generate = _labeler(
-        tiny_t5, tiny_t5_adapter, do_sample=do_sample, max_batch_size=8, score="reference"
-    ).label(batch)
-    for a, b in zip(via_generate, together, strict=True):
-        assert a.extra["generated_ids"] == b.extra["generated_ids"]
-        assert a.logprob == pytest.approx(b.logprob, rel=TOL, abs=TOL)
-        assert a.padded_tokens >= b.padded_tokens
 
 
 def test_encoding_in_slices_changes_nothing(tiny_t5, tiny_t5_adapter, texts):
@@ -324,54 +310,6 @@ def test_score_equals_a_teacher_forced_forward_pass(model_pair, texts, do_sample
         assert result.logprob == pytest.approx(expected, abs=TOL)
         assert result.mean_logprob == pytest.approx(expected / len(generated), abs=TOL)
         assert result.logprob <= 0 and math.isfinite(result.logprob)
-
-
-def test_reference_score_equals_the_seed_method_on_the_same_batch(tiny_t5, tiny_t5_adapter, texts):
-    """Greedy, one generate call: the option reproduces the seed code's numbers exactly
-    (generate with output_scores, stacked softmax, per-token loop over the padded length)."""
-    labeler = _labeler(
-        tiny_t5, tiny_t5_adapter, do_sample=False, score="reference", max_batch_size=16
-    )
-    batch = sorted(texts[:6], key=lambda t: -len(labeler.encode([t])[0][0]))
-    ours = labeler.label(batch)
-    enc = labeler.tokenizer(batch, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = labeler.model.generate(
-            **enc,
-            do_sample=False,
-            max_new_tokens=NEW_TOKENS,
-            return_dict_in_generate=True,
-            output_scores=True,
-        )
-    probs = torch.stack(out.scores, dim=1).softmax(-1)
-    for z, seq in enumerate(out.sequences):
-        seed_score = sum(
-            math.log(probs[z][i][k.item()].item() + 0.001) for i, k in enumerate(seq[1:])
-        )
-        assert ours[z].extra["scores"] == {REFERENCE_SCORE: pytest.approx(seed_score, abs=1e-3)}
-
-
-def test_reference_score_is_written_beside_the_raw_score(tiny_t5, tiny_t5_adapter, texts):
-    """`score: reference` keeps `logprob`/`mean_logprob` raw (as `score: raw` writes them) and
-    adds the seed's score to the row's `scores` column as `reference.logprob`."""
-    import pyarrow as pa
-
-    from condlabel.convert.stages import label_table
-    from condlabel.schema import scores_as_dict
-
-    batch = texts[:4]
-    raw = _labeler(tiny_t5, tiny_t5_adapter, do_sample=False).label(batch)
-    labeler = _labeler(tiny_t5, tiny_t5_adapter, do_sample=False, score="reference")
-    rows = label_table(labeler, pa.table({"text": batch})).to_pylist()
-    for row, plain in zip(rows, raw, strict=True):
-        assert row["logprob"] == pytest.approx(plain.logprob, abs=TOL)
-        assert row["mean_logprob"] == pytest.approx(plain.mean_logprob, abs=TOL)
-        scores = scores_as_dict(row["scores"])
-        assert list(scores) == [REFERENCE_SCORE]
-        # log(p + 0.001) over warped probabilities: a different number from the raw score
-        assert math.isfinite(scores[REFERENCE_SCORE])
-        assert scores[REFERENCE_SCORE] != pytest.approx(row["logprob"], abs=1e-3)
-    assert all(r.extra.get("scores") is None for r in raw)  # `score: raw` adds none
 
 
 @pytest.mark.parametrize("kind", ["t5", "llama"])
@@ -506,10 +444,10 @@ def test_pipeline_with_the_hf_backend_reads_and_writes_s3(
         docs,
         [
             "labeler.backend=hf",
-            f"labeler.hf.model=s3://{s3_bucket}/models/t5",
+            f"labeler.model=s3://{s3_bucket}/models/t5",
             f"labeler.hf.adapter=s3://{s3_bucket}/models/t5-lora",
-            f"labeler.hf.cache_dir={tmp_path / 'cache'}",
-            f"labeler.hf.max_new_tokens={NEW_TOKENS}",
+            f"labeler.cache_dir={tmp_path / 'cache'}",
+            f"labeler.generation.max_new_tokens={NEW_TOKENS}",
             "labeler.hf.max_batch_size=4",
             "chunking.max_words=120",
             "compute.num_cpus_per_actor=1",
@@ -528,7 +466,7 @@ def test_fingerprint_needs_neither_torch_nor_transformers():
         "import sys\n"
         "from condlabel.config import LabelerConfig\n"
         "from condlabel.labelers import labeler_fingerprint\n"
-        "print(labeler_fingerprint(LabelerConfig(backend='hf', hf={'model': 'm'})))\n"
+        "print(labeler_fingerprint(LabelerConfig(backend='hf', model='m')))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -20,6 +20,7 @@ from pipeline_helpers import convert_args, convert_config, output_rows
 from condlabel import read_tagged
 from condlabel.cli import main
 from condlabel.config import StorageConfig
+from condlabel.convert import graph_steps
 from condlabel.convert.duplicates import Duplicate, find_duplicates
 from condlabel.convert.inputs import read_tasks
 from condlabel.convert.pipeline import run_conversion
@@ -69,7 +70,10 @@ def _rejects(out, run_id: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("key_pass_bytes", [0, 2**20], ids=["key-pass-in-tasks", "in-driver"])
-def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(tmp_path, key_pass_bytes):
+def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(
+    tmp_path, key_pass_bytes, monkeypatch
+):
+    monkeypatch.setattr(graph_steps, "KEY_PASS_DRIVER_BYTES", key_pass_bytes)
     good = make_docs(3, "good")
     (tmp_path / "in").mkdir()
     # Sorted input order: a.jsonl before b.jsonl, so a's occurrences come first.
@@ -88,7 +92,7 @@ def test_later_occurrences_of_an_id_are_rejects_and_reruns_add_nothing(tmp_path,
         [{"id": "7", "text": "A third text for seven, in another file, about deserts."}],
     )
     out = tmp_path / "out"
-    cfg = convert_config([tmp_path / "in"], out, f"compute.key_pass_driver_bytes={key_pass_bytes}")
+    cfg = convert_config([tmp_path / "in"], out)
     runs = [run_conversion(cfg) for _ in range(3)]
 
     assert runs[0].rows_written == 2 + len(good)

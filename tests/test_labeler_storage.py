@@ -39,7 +39,9 @@ storage = StorageConfig(
 labeler = build_labeler(
     LabelerConfig(
         backend="hf",
-        hf={"model": f"s3://{bucket}/models/t5", "cache_dir": cache, "max_new_tokens": 6},
+        model=f"s3://{bucket}/models/t5",
+        cache_dir=cache,
+        generation={"max_new_tokens": 6},
     ),
     storage,
 )
@@ -98,10 +100,10 @@ def test_build_labeler_passes_storage_to_model_backends(backend, cls, monkeypatc
     module = importlib.import_module(f"condlabel.labelers.{backend}")
     seen = []
     monkeypatch.setattr(module, cls, lambda cfg, storage=None: seen.append((cfg, storage)))
-    cfg = LabelerConfig(backend=backend, **{backend: {"model": "m"}})
+    cfg = LabelerConfig(backend=backend, model="m")
     build_labeler(cfg, STORAGE)
     build_labeler(cfg)
-    assert seen == [(getattr(cfg, backend), STORAGE), (getattr(cfg, backend), None)]
+    assert seen == [(cfg.backend_config(), STORAGE), (cfg.backend_config(), None)]
 
 
 def test_a_backend_built_from_config_alone_still_registers(monkeypatch):

@@ -74,10 +74,12 @@ RULES = [
         "the prefix is shared",
     ),
     ("condlabel.current", ["condlabel."], "the current-row rule imports nothing"),
+    ("condlabel.components", ["condlabel."], "the registry's plumbing imports nothing"),
 ]
 # What a lower module may still import although a prefix above forbids it.
 ALLOWED = {
-    "condlabel.config": ["condlabel.config"],
+    # `components` (what a registry entry holds, the entry-point groups) imports no condlabel.
+    "condlabel.config": ["condlabel.config", "condlabel.components"],
     "condlabel.schema": ["condlabel.config", "condlabel.schema"],
     # `s3` (S3 options, conditional writes) and `storage_errors` are the storage layer's own.
     "condlabel.storage": [

@@ -51,7 +51,7 @@ def test_fingerprint_follows_what_decides_chunks_and_labels():
     base = load_convert_config()
     fp = ledger_fingerprint(base, "labeler-a")
     assert (
-        ledger_fingerprint(load_convert_config(overrides=["input.docs_per_batch=7"]), "labeler-a")
+        ledger_fingerprint(load_convert_config(overrides=["output.rows_per_file=7"]), "labeler-a")
         == fp
     )
     assert ledger_fingerprint(base, "labeler-b") != fp

@@ -201,7 +201,7 @@ def test_an_eval_conditional_renders_as_training_renders_a_row():
         control_tokens=["<|pos|>"],
         meta={"url_domain": "www.Games.example", "meta.section": "games"},
     )
-    cfg = EvalConfig(conditionals=[cond], format=fmt)
+    cfg = EvalConfig(conditionals=[cond], prefix_template=fmt.prefix_template)
     row = {
         "link": "https://games.example/",
         "section": "games",
@@ -219,7 +219,7 @@ def test_an_eval_conditional_renders_as_training_renders_a_row():
 def test_an_eval_conditional_names_only_fields_of_the_template():
     from condlabel.config import ConditionalConfig, EvalConfig
 
-    with pytest.raises(ValueError, match=r"not in format\.prefix_template"):
+    with pytest.raises(ValueError, match=r"not in prefix_template"):
         EvalConfig(conditionals=[ConditionalConfig(meta={"url_domain": "a.org"})])
     with pytest.raises(ValueError, match="url_domain"):
         ConditionalConfig(meta={"section": "games"})
@@ -227,7 +227,7 @@ def test_an_eval_conditional_names_only_fields_of_the_template():
 
 def test_training_refuses_a_template_field_its_shards_lack(tmp_path):
     from condlabel.config import ConfigError, StorageConfig
-    from condlabel.train.loop import _training_dataset
+    from condlabel.train.dataset import _training_dataset
 
     shard = tmp_path / "part.parquet"
     pq.write_table(

@@ -55,11 +55,11 @@ def test_vader_without_its_extra_exits_2_with_the_install_line(
 def test_pickle_only_model_exits_2_naming_the_missing_file(no_work, tmp_path, capsys):
     model = _pickle_only(tmp_path / "model")
     src = write_jsonl(tmp_path / "a.jsonl", make_docs(1, "a"))
-    args = convert_args([src], tmp_path / "out", "labeler.backend=hf", f"labeler.hf.model={model}")
+    args = convert_args([src], tmp_path / "out", "labeler.backend=hf", f"labeler.model={model}")
     assert main(args) == 2
     last = _last_line(capsys)
     assert f"no model.safetensors in {model}" in last and "pickle-only" in last
-    assert "pytorch_model.bin" in last and "labeler.hf.model" in last
+    assert "pytorch_model.bin" in last and "labeler.model" in last
     assert not (tmp_path / "out").exists()
 
 
@@ -68,7 +68,7 @@ def test_every_problem_is_reported_together(monkeypatch, tmp_path):
     cfg = load_convert_config(
         overrides=[
             "labeler.backend=vllm",
-            f"labeler.vllm.model={tmp_path / 'missing'}",
+            f"labeler.model={tmp_path / 'missing'}",
             f"labeler.vllm.adapter={_pickle_only(tmp_path / 'adapter')}",
             "classifiers=[{backend: vader}]",
         ]
@@ -78,7 +78,7 @@ def test_every_problem_is_reported_together(monkeypatch, tmp_path):
         preflight(cfg)
     text = "\n".join(info.value.problems)
     assert "labeler.backend: needs vllm" in text and "condlabel[vllm]" in text
-    assert f"labeler.vllm.model: no such directory: {tmp_path / 'missing'}" in text
+    assert f"labeler.model: no such directory: {tmp_path / 'missing'}" in text
     assert "labeler.vllm.adapter: no adapter_model.safetensors" in text
     assert "classifiers.0.backend: needs vaderSentiment" in text
 
@@ -133,8 +133,8 @@ def test_an_unreachable_model_store_is_a_storage_error():
     from condlabel.config import StorageConfig
 
     storage = StorageConfig(endpoint_url="http://127.0.0.1:9", retries=0)
-    with pytest.raises(StorageError, match=r"labeler\.hf\.model"):
-        weights_problems(Weights("labeler.hf.model", "s3://bucket/model"), storage)
+    with pytest.raises(StorageError, match=r"labeler\.model"):
+        weights_problems(Weights("labeler.model", "s3://bucket/model"), storage)
 
 
 def test_merge_refuses_a_pickle_only_adapter_before_loading_anything(tmp_path, capsys):

@@ -11,9 +11,10 @@ import yaml
 from condlabel.cli import main
 
 CONFIGS = sorted((Path(__file__).parent.parent / "ray_jobs" / "configs").glob("*.yaml"))
-# train_*.yaml, eval_*.yaml and distill_*.yaml are of those commands; the rest are conversions
-# (cascade_*.yaml included: the cascade is a section of a conversion).
-KINDS = ("train", "eval", "distill")
+# train_*.yaml, eval_*.yaml and distill_*.yaml are of those commands, labeler_*.yaml labeler
+# files (a cascade's teacher, an evaluation's judge); the rest are conversions (cascade_*.yaml
+# included: the cascade is a section of a conversion).
+KINDS = ("train", "eval", "distill", "labeler")
 # mappings whose keys are data (resource names, tokens, words), where any key is valid
 FREE_FORM = {
     "actor_resources",
@@ -37,6 +38,7 @@ def test_there_are_shipped_configs():
     assert kinds["flan_ul2_ct2_int8.yaml"] == "convert"
     assert kinds["distill_flan_t5_base.yaml"] == "distill"
     assert kinds["cascade_student_flan_ul2.yaml"] == "convert"
+    assert kinds["labeler_flan_ul2_ct2_int8.yaml"] == "labeler"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

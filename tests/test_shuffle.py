@@ -44,8 +44,8 @@ def _texts(batches) -> list[str]:
 
 
 def _pass(table: pa.Table, epoch: int, seed: int = 0, rank: int = 0, world: int = 1) -> list:
-    data = TrainDataConfig(seed=seed, rows_per_batch=32)
-    return _texts(pass_rows(_Shard(table), data, rank, world, epoch, whole=True))
+    data = TrainDataConfig()
+    return _texts(pass_rows(_Shard(table), data, seed, rank, world, epoch, whole=True))
 
 
 def test_shuffle_is_the_default():
@@ -90,18 +90,18 @@ def test_rows_of_equal_content_share_an_id_and_every_row_is_kept():
 
 def test_shuffle_off_keeps_the_read_order():
     table = _grouped()
-    data = TrainDataConfig(shuffle=False, rows_per_batch=32)
+    data = TrainDataConfig(shuffle=False)
     for whole in (True, False):
         shard = _Shard(table)
-        assert _texts(pass_rows(shard, data, 0, 1, 3, whole)) == table.column("text").to_pylist()
+        assert _texts(pass_rows(shard, data, 0, 0, 1, 3, whole)) == table.column("text").to_pylist()
         assert shard.calls == [{}]
 
 
 def test_streamed_data_is_mixed_in_a_seeded_buffer_that_changes_each_pass():
-    data = TrainDataConfig(seed=5, shuffle_buffer_rows=500, rows_per_batch=32)
+    data = TrainDataConfig(shuffle_buffer_rows=500)
     shard = _Shard(_grouped())
-    list(pass_rows(shard, data, 1, 2, 0, whole=False))
-    list(pass_rows(shard, data, 1, 2, 1, whole=False))
+    list(pass_rows(shard, data, 5, 1, 2, 0, whole=False))
+    list(pass_rows(shard, data, 5, 1, 2, 1, whole=False))
     sizes = {call["local_shuffle_buffer_size"] for call in shard.calls}
     seeds = [call["local_shuffle_seed"] for call in shard.calls]
     assert sizes == {500} and seeds[0] != seeds[1]
@@ -119,7 +119,7 @@ def test_the_first_trained_blocks_mix_the_groups(tokenizer):
     cfg = build_config(
         TrainConfig,
         {
-            "data": {"prefix": "control_tokens", "rows_per_batch": 16},
+            "data": {"prefix": "control_tokens"},
             "optimization": {"seq_len": 64, "micro_batch_size": 4},
         },
     )

@@ -1,4 +1,4 @@
-"""`data.materialize_max_rows`: small training data is read from storage once and every pass
+"""`MATERIALIZE_MAX_ROWS`: small training data is read from storage once and every pass
 iterates it in the object store; larger data streams from storage on each pass."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from lm_fixtures import sentiment_sentences, tagged_table
 
-from condlabel.config import StorageConfig, TrainDataConfig
-from condlabel.train.loop import read_training_rows
+from condlabel.config import StorageConfig
+from condlabel.config.train import TrainDataConfig
+from condlabel.train.loop import MATERIALIZE_MAX_ROWS, read_training_rows
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -47,15 +48,15 @@ def test_data_above_the_limit_or_a_limit_of_zero_streams(tmp_path):
 
 
 def test_the_default_limit_keeps_a_crawl_streaming():
-    assert TrainDataConfig().materialize_max_rows == 200_000
+    assert MATERIALIZE_MAX_ROWS == 200_000
 
 
 def test_streamed_data_is_read_in_a_new_seeded_file_order_each_pass(tmp_path):
     from condlabel.train.loop import shuffle_files
 
     files = _files(tmp_path, 40)
-    data = TrainDataConfig(seed=3)
-    rows = read_training_rows(files, StorageConfig(), (), 0, file_shuffle=shuffle_files(data))
+    data = TrainDataConfig()
+    rows = read_training_rows(files, StorageConfig(), (), 0, file_shuffle=shuffle_files(data, 3))
     # In order of delivery, so that what differs between passes is the file order alone.
     rows.context.execution_options.preserve_order = True
     firsts = [
@@ -64,4 +65,4 @@ def test_streamed_data_is_read_in_a_new_seeded_file_order_each_pass(tmp_path):
     ]
     assert all(sorted(f) == sorted(firsts[0]) for f in firsts)
     assert len({tuple(f) for f in firsts}) > 1
-    assert shuffle_files(TrainDataConfig(shuffle=False)) is None
+    assert shuffle_files(TrainDataConfig(shuffle=False), 3) is None

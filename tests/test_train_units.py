@@ -52,7 +52,7 @@ def test_prefix_is_the_conversion_template_or_control_tokens_only():
 @pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5])
 def test_untagged_fraction_is_honoured_on_a_seeded_sample(fraction):
     n = 20_000
-    cfg = TrainDataConfig(untagged_fraction=fraction, seed=7)
+    cfg = TrainDataConfig(untagged_fraction=fraction)
     examples = build_examples([ROW] * n, cfg, random.Random(7))
     untagged = sum(1 for prefix, _ in examples if prefix == "")
     sigma = (n * fraction * (1 - fraction)) ** 0.5

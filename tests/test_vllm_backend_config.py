@@ -17,13 +17,13 @@ from condlabel.labelers import BACKENDS, build_labeler, labeler_fingerprint
 
 def _convert(*overrides: str):
     return load_convert_config(
-        overrides=["labeler.backend=vllm", "labeler.vllm.model=s3://b/merged/labeler", *overrides]
+        overrides=["labeler.backend=vllm", "labeler.model=s3://b/merged/labeler", *overrides]
     )
 
 
 def test_backend_is_registered_and_defaults_match_the_reference():
     assert "vllm" in BACKENDS
-    v = _convert().labeler.vllm
+    v = _convert().labeler.backend_config()
     assert (v.max_new_tokens, v.do_sample, v.temperature, v.top_p, v.top_k) == (
         80,
         True,
@@ -36,12 +36,12 @@ def test_backend_is_registered_and_defaults_match_the_reference():
 
 
 def test_model_is_required_and_template_checked():
-    with pytest.raises(ConfigError, match=r"vllm\.model: required"):
+    with pytest.raises(ConfigError, match=r"model: required for backend `vllm`"):
         load_convert_config(overrides=["labeler.backend=vllm"])
     with pytest.raises(ConfigError, match=r"labeler\.vllm\.prompt_template"):
         _convert("labeler.vllm.prompt_template='no text field'")
     with pytest.raises(ConfigError, match=r"max_model_len"):
-        _convert("labeler.vllm.max_model_len=64", "labeler.vllm.max_new_tokens=80")
+        _convert("labeler.vllm.max_model_len=64", "labeler.generation.max_new_tokens=80")
 
 
 def test_gpus_per_actor_must_equal_tensor_parallel_size():
@@ -62,7 +62,7 @@ def test_fingerprint_needs_neither_vllm_nor_torch():
         "import sys\n"
         "from condlabel.config import LabelerConfig\n"
         "from condlabel.labelers import labeler_fingerprint\n"
-        "fp = labeler_fingerprint(LabelerConfig(backend='vllm', vllm={'model': 'm/llama'}))\n"
+        "fp = labeler_fingerprint(LabelerConfig(backend='vllm', model='m/llama'))\n"
         "heavy = [m for m in ('ray', 'torch', 'transformers', 'vllm') if m in sys.modules]\n"
         "print(fp, ','.join(heavy))\n"
     )

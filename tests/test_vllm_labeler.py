@@ -135,7 +135,7 @@ def lora_labeler(engines, tiny_llama, tiny_llama_adapter) -> VLLMLabeler:
 
 
 def test_fingerprint_from_config_alone_and_what_changes_it():
-    base = LabelerConfig(backend="vllm", vllm={"model": "s3://b/merged/llama-labeler"})
+    base = LabelerConfig(backend="vllm", model="s3://b/merged/llama-labeler")
     fp = labeler_fingerprint(base)
     assert fp.startswith("vllm:llama-labeler:")
 
@@ -156,9 +156,9 @@ def test_fingerprint_from_config_alone_and_what_changes_it():
         {"cache_dir": "/tmp/x"},
         {"enforce_eager": True},
     ]
-    checks.assert_fingerprint_sees(fingerprint, base.vllm, changes, ignored)
+    checks.assert_fingerprint_sees(fingerprint, base.backend_config(), changes, ignored)
     # Greedy decoding ignores the sampling parameters.
-    greedy = base.vllm.model_copy(update={"do_sample": False})
+    greedy = base.backend_config().model_copy(update={"do_sample": False})
     assert fingerprint(greedy) == fingerprint(greedy.model_copy(update={"temperature": 0.9}))
 
 
@@ -277,10 +277,10 @@ def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
         docs,
         [
             "labeler.backend=vllm",
-            f"labeler.vllm.model=s3://{s3_bucket}/models/llama",
+            f"labeler.model=s3://{s3_bucket}/models/llama",
             f"labeler.vllm.adapter=s3://{s3_bucket}/models/llama-lora",
-            f"labeler.vllm.cache_dir={tmp_path / 'cache'}",
-            f"labeler.vllm.max_new_tokens={NEW_TOKENS}",
+            f"labeler.cache_dir={tmp_path / 'cache'}",
+            f"labeler.generation.max_new_tokens={NEW_TOKENS}",
             f"labeler.vllm.max_model_len={CONTEXT}",
             "chunking.max_words=80",
             "compute.num_cpus_per_actor=1",
@@ -288,7 +288,7 @@ def test_pipeline_with_the_vllm_backend_reads_and_writes_s3(
             "compute.batch_size=16",
         ],
     )
-    assert cfg.labeler.vllm.do_sample  # the default: sampled, reproducible per chunk
+    assert cfg.labeler.generation.do_sample  # the default: sampled, reproducible per chunk
     assert summary.padding_ratio == 1.0  # continuous batching: no padded positions
     assert all(1 <= n <= NEW_TOKENS for n in table.column("num_generated_tokens").to_pylist())
     # The actor's samples are the samples of the same config run here (per-chunk seeds), from

@@ -38,7 +38,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     and is compared with the teacher (parse rate, tag precision/recall/F1, ROUGE-L,
     calibration of mean_logprob); the report goes to <output>/distill_report.json. Below a
     gate.min_* the command exits 1 and exports nothing; else the student (LoRA merged) is
-    written to output, to use as labeler.backend=hf, labeler.hf.model=<output>.
+    written to output, to use as labeler.backend=hf, labeler.model=<output>.
     """
     from condlabel.distill.loop import plan_distill, run_distill
 

@@ -87,10 +87,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     adapter_model.bin read with torch's restricted unpickler: tensors only), merge the adapter
     into the weights (float32 on the CPU, so the merge is exact) and write the merged model and
     tokenizer to --output (local directory or s3:// prefix). With --format hf, point
-    labeler.hf.model at the result and leave labeler.hf.adapter unset: a cluster merges once and
+    labeler.model at the result and leave labeler.hf.adapter unset: a cluster merges once and
     every actor loads merged weights. With --format ct2 (T5-family models; --adapter optional),
     the merged model is converted to CTranslate2 with --quantization weights: point
-    labeler.ct2.model at it, with labeler.ct2.compute_type set to the same type.
+    labeler.model at it, with labeler.ct2.compute_type set to the same type.
     """
     from condlabel.models import merge_model
     from condlabel.preflight import CT2, HF_LABELER, Weights, check

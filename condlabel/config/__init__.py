@@ -5,7 +5,7 @@ command. Unknown keys and bad values are collected and reported together, each n
 before any work starts (`ConfigError`).
 
     common.py       the strict base, ConfigError, storage, prefix format, shared field groups
-    labelers.py     labeler backends (keyphrase, hf, vllm)
+    labelers.py     labeler backends (keyphrase, hf, vllm, ct2), the `labeler` file kind
     classifiers.py  control-token classifiers (vader, hf)
     convert.py      ConvertConfig (`condlabel convert`)
     distill.py      DistillConfig (`condlabel distill`)
@@ -58,9 +58,11 @@ from condlabel.config.eval import (
     GenerationSettings,
 )
 from condlabel.config.labelers import (
+    CT2LabelerConfig,
     HFLabelerConfig,
     KeyphraseLabelerConfig,
     LabelerConfig,
+    ModelSource,
     VLLMLabelerConfig,
 )
 from condlabel.config.load import (
@@ -80,6 +82,7 @@ from condlabel.config.load import (
 from condlabel.config.train import (
     DEFAULT_CONTROL_TOKENS,
     LoraTrainConfig,
+    OptimizationBase,
     OptimizationConfig,
     TrainCheckpointConfig,
     TrainComputeConfig,
@@ -97,6 +100,7 @@ __all__ = [
     "PREFIX_FIELDS",
     "SENTIMENT_TOKENS",
     "TOXICITY_TOKENS",
+    "CT2LabelerConfig",
     "ChunkConfig",
     "ClassifierConfig",
     "ComputeConfig",
@@ -118,6 +122,8 @@ __all__ = [
     "KeyphraseLabelerConfig",
     "LabelerConfig",
     "LoraTrainConfig",
+    "ModelSource",
+    "OptimizationBase",
     "OptimizationConfig",
     "OutputConfig",
     "RayConnection",

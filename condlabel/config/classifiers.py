@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from condlabel.config.common import StrictModel, backend_has_model
+from condlabel.components import CLASSIFIER_GROUP
+from condlabel.config.common import PluginBackend, StrictModel, backend_has_model
 
 Sentiment = Literal["positive", "negative", "neutral"]
 SENTIMENT_TOKENS: dict[Sentiment, str] = {"positive": "<|pos|>", "negative": "<|neg|>"}
@@ -20,26 +21,20 @@ class VaderClassifierConfig(StrictModel):
     neutral band (between the two thresholds) gets no token: neutral training text carries no
     sentiment token, and in `condlabel eval` a neutral generation never counts as misaligned.
     The control-token reference gave every sentence `<|pos|>` or `<|neg|>`; `mode: binary` does
-    that, and `mode: split_neutral` too, with the neutral band shared between the two."""
+    that."""
 
-    mode: Literal["three_way", "binary", "split_neutral"] = "three_way"
+    mode: Literal["three_way", "binary"] = "three_way"
     """`three_way`: positive / neutral / negative by the two thresholds below (VADER's own
     convention); `binary` (the control-token reference's): compound >= `binary_threshold` is
-    `positive`, anything lower `negative`, so every text gets a token and no text is neutral;
-    `split_neutral`: positive and negative by the two thresholds below, and a neutral text gets
-    one of the two by a hash of its text (half each, the same on every run). Every text gets a
-    token, and no text under either token leans the other way: `binary` puts the whole neutral
-    band on one side, so one token means "nothing of the other polarity" and the other "some of
-    this polarity", and a small model learns the first far sooner than the second. Measured in
-    bench/README.md (tag_adherence.py): which side holds the neutral band decides which token a
-    small model learns first; neither mode gets both at 1,200-2,500 steps."""
+    `positive`, anything lower `negative`, so every text gets a token and no text is neutral. Which side
+    holds the neutral band decides which token a small model learns first (bench/README.md)."""
     binary_threshold: float = Field(0.0, ge=-1, le=1)
     """`binary` mode only: compound score at or above which a text is `positive`."""
     positive_threshold: float = Field(0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or above which a text is
+    """`three_way` mode: compound score at or above which a text is
     `positive` (VADER's own convention: 0.05)."""
     negative_threshold: float = Field(-0.05, ge=-1, le=1)
-    """`three_way` and `split_neutral` modes: compound score at or below which a text is
+    """`three_way` mode: compound score at or below which a text is
     `negative`; in between is `neutral`."""
     tokens: dict[Sentiment, str] = Field(default_factory=lambda: dict(SENTIMENT_TOKENS))
     """Control token per sentiment class; a class without an entry (default: neutral) adds none."""
@@ -71,23 +66,22 @@ class HFClassifierConfig(StrictModel):
     """Model label -> control token added when the label is absent (probability < threshold)."""
     batch_size: int = Field(32, ge=1)
     """Texts per forward pass."""
-    max_length: int = Field(512, ge=8)
-    """Texts are truncated to this many tokens."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """`auto`: the GPU of the actor when it has one, else CPU."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """`auto`: bfloat16 on GPU, float32 on CPU."""
 
 
-class ClassifierConfig(StrictModel):
+class ClassifierConfig(PluginBackend):
     """One control-token classifier; its tokens are appended to a row's `control_tokens` in the
     order the classifiers are configured, and its scores go to `scores` as `<name>.<key>`."""
 
-    backend: Literal["vader", "hf"] = "vader"
+    GROUP: ClassVar[str] = CLASSIFIER_GROUP
+    BUILT_IN: ClassVar[tuple[str, ...]] = ("vader", "hf")
+
+    backend: str = "vader"
     """`vader`: sentiment from the VADER lexicon (CPU, no weights); `hf`: a Hugging Face
-    sequence-classification checkpoint (toxicity or any label)."""
+    sequence-classification checkpoint (toxicity or any label); or a backend a package
+    registers (entry-point group `condlabel.classifiers`), whose settings go under its name."""
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
-    """Prefix of this classifier's score keys; default `vader`, or `toxicity` for `hf`."""
+    """Prefix of this classifier's score keys; default `vader`, `toxicity` for `hf`, a plugin's
+    backend name for a plugin."""
     vader: VaderClassifierConfig = Field(default_factory=VaderClassifierConfig)
     """Options of the `vader` backend."""
     hf: HFClassifierConfig = Field(default_factory=HFClassifierConfig)
@@ -97,4 +91,4 @@ class ClassifierConfig(StrictModel):
 
     @property
     def effective_name(self) -> str:
-        return self.name or {"vader": "vader", "hf": "toxicity"}[self.backend]
+        return self.name or {"hf": "toxicity"}.get(self.backend, self.backend)

@@ -5,10 +5,19 @@ settings, the Ray connection and generation field groups, template checks and th
 from __future__ import annotations
 
 import string
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
+from condlabel.components import plugin_names
 from condlabel.config.secrets import redact, secret_paths, strip_userinfo
 
 PREFIX_FIELDS = ("synopsis", "tags", "control_tokens")
@@ -67,6 +76,52 @@ def template_fields(template: str) -> list[str]:
         raise ValueError(f"not a valid template ({exc})") from exc
 
 
+class PluginBackend(StrictModel):
+    """A component's backend choice that may name a backend a third-party package registers
+    (entry-point group `GROUP`): its settings sit under the key named like it, as a built-in
+    backend's do, and are kept as plain data (`plugin_options`) for the plugin's own config
+    class, which the preflight and the plugin's builder apply."""
+
+    GROUP: ClassVar[str] = ""
+    BUILT_IN: ClassVar[tuple[str, ...]] = ()
+    _plugin_options: dict[str, Any] | None = PrivateAttr(None)
+
+    @property
+    def plugin_options(self) -> dict[str, Any] | None:
+        """The section of a plugin backend (None: none given)."""
+        return self._plugin_options
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _plugin_section(cls, data: Any, handler: Any) -> Any:
+        options = None
+        if isinstance(data, dict):
+            name = data.get("backend")
+            if isinstance(name, str) and name not in cls.model_fields and name in data:
+                options = data[name]
+                data = {k: v for k, v in data.items() if k != name}
+                if not isinstance(options, dict):
+                    raise ValueError(f"{name}: expected a mapping of the backend's settings")
+        model = handler(data)
+        if options is not None:
+            model._plugin_options = options
+        return model
+
+    @field_validator("backend", check_fields=False)
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value in cls.BUILT_IN:
+            return value
+        plugins = plugin_names(cls.GROUP)
+        if value not in plugins:
+            valid = ", ".join([*cls.BUILT_IN, *plugins])
+            raise ValueError(
+                f"unknown backend {value!r}; valid: {valid} (a plugin registers more through "
+                f"the entry-point group {cls.GROUP})"
+            )
+        return value
+
+
 def backend_has_model(config: Any) -> Any:
     """`after` validator of a backend choice: a backend that loads weights needs its `model`."""
     options = getattr(config, config.backend, None)
@@ -114,6 +169,22 @@ class RunConfig(StrictModel):
         return redact(self.model_dump(mode="json"), secret_paths(type(self)))
 
 
+def prefix_template_fields(value: str) -> str:
+    """A prefix template: only the fields a prefix knows (metadata ones included)."""
+    unknown = sorted(
+        {
+            n
+            for n in template_fields(value)
+            if n not in (*PREFIX_FIELDS, URL_DOMAIN_FIELD)
+            and not (n.startswith(META_FIELD) and n[len(META_FIELD) :].strip())
+        }
+    )
+    if unknown:
+        allowed = ", ".join("{" + f + "}" for f in (*PREFIX_FIELDS, URL_DOMAIN_FIELD))
+        raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}, {{meta.NAME}}")
+    return value
+
+
 class FormatConfig(StrictModel):
     prefix_template: str = DEFAULT_PREFIX_TEMPLATE
     """Prefix put before each chunk's text; fields: {synopsis}, {tags} (comma-joined),
@@ -134,21 +205,7 @@ class FormatConfig(StrictModel):
     tag_oov_similarity: float = Field(85.0, ge=0, le=100)
     """Least similarity (0-100) for `tag_oov: map`."""
 
-    @field_validator("prefix_template")
-    @classmethod
-    def _known_fields(cls, value: str) -> str:
-        unknown = sorted(
-            {
-                n
-                for n in template_fields(value)
-                if n not in (*PREFIX_FIELDS, URL_DOMAIN_FIELD)
-                and not (n.startswith(META_FIELD) and n[len(META_FIELD) :].strip())
-            }
-        )
-        if unknown:
-            allowed = ", ".join("{" + f + "}" for f in (*PREFIX_FIELDS, URL_DOMAIN_FIELD))
-            raise ValueError(f"unknown field(s) {unknown}; allowed: {allowed}, {{meta.NAME}}")
-        return value
+    _known_fields = field_validator("prefix_template")(prefix_template_fields)
 
 
 class RayConnection(StrictModel):

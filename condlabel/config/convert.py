@@ -37,8 +37,6 @@ class InputConfig(StrictModel):
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     """File format; `auto` decides by extension (.jsonl, .json, .jsonl.gz, .jsonl.zst, .parquet;
     .txt and .md: `text`, one document per file, its id the path under its input)."""
-    docs_per_batch: int = Field(256, ge=1)
-    """Documents read per block handed to the chunker (memory vs. task overhead)."""
     sample_fraction: float = Field(1.0, gt=0, le=1)
     """Label only the documents whose id hash falls below this fraction (`--sample-fraction`):
     a deterministic sample, the same in every run; a larger fraction keeps every document of a
@@ -132,12 +130,18 @@ class OutputConfig(StrictModel):
     rebuilds it."""
 
 
+# Labelers whose label costs more than the extra pass dedup takes (bench/README.md, dedup.py).
+GENERATIVE_BACKENDS = ("hf", "vllm", "ct2")
+
+
 class DedupConfig(StrictModel):
-    enabled: bool = True
+    enabled: bool | Literal["auto"] = "auto"
     """Label each distinct chunk text once per run: chunks whose normalised text (Unicode NFC,
     whitespace runs as one space; case and punctuation count) is the same as an earlier chunk's
     (input order) get its labels, scores and outputs, and `copied_from` names it. Costs one more
-    read and chunking pass over the inputs before labeling (40 bytes per chunk on the driver)."""
+    read and chunking pass over the inputs before labeling (40 bytes per chunk on the driver).
+    `auto`: on for the generative labelers (hf, vllm, ct2, and any cascade), whose labels cost
+    more than that pass; off for `keyphrase` and `none`, where the pass costs more than it saves."""
 
 
 class ComputeConfig(RayConnection):
@@ -161,22 +165,12 @@ class ComputeConfig(RayConnection):
     """Chunks per labeler call."""
     num_cpus_per_reader: float = Field(0.5, gt=0)
     """CPUs reserved by each read+chunk task (fractional so readers are never starved)."""
-    bytes_per_read_task: int = Field(64 * 2**20, ge=1)
-    """Input bytes one read task reads: consecutive small files are grouped up to this size (a
-    larger file is a task of its own), so many small files do not cost a Ray task each. A small
-    input is still spread over at least 8 tasks; each file keeps its own stats and rejects."""
     block_bytes: int = Field(4 * 2**20, ge=2**10)
     """Ray Data's block size for the run's graph. Labeled rows leave a labeler actor for the
     writer in blocks of about this many bytes, so a killed actor loses at most about one block
     of labeled work, and a read task's chunks are spread over the pool in blocks this size.
     Ray's own default (128 MiB) would hold a whole read task's labels in the actor until the
     last one is done. Smaller costs an object and an actor call per block."""
-    key_pass_driver_bytes: int = Field(32 * 2**20, ge=0)
-    """The key pass before labeling (later occurrences of an id, the copy plan) reads inputs
-    of at most this many bytes in all in the driver, and a larger input in Ray tasks (read
-    tasks as above). A Ray Data pass takes seconds to start on a fresh cluster (worker processes,
-    Ray Data's own actors), more than a small input takes to read: a test, a scheduled run's
-    few new files. 0: always in tasks."""
     max_labeler_error_share: float = Field(0.5, ge=0, le=1)
     """A chunk whose labeling raises is retried alone, then kept in `_rejects/` as
     `labeler_error` and the run goes on; the run fails (exit 1) when more than this share of
@@ -229,6 +223,13 @@ class ConvertConfig(RunConfig):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     """A teacher that relabels the chunks the labeler (a distilled student) is unsure of, on its
     own actor pool in the same run."""
+
+    @property
+    def dedup_enabled(self) -> bool:
+        """`dedup.enabled`, with `auto` decided by the labeler backend."""
+        if self.dedup.enabled != "auto":
+            return bool(self.dedup.enabled)
+        return self.cascade.enabled or self.labeler.backend in GENERATIVE_BACKENDS
 
     @model_validator(mode="after")
     def _template_metadata(self) -> ConvertConfig:

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from condlabel.config.common import RunConfig, StorageConfig, StrictModel
 from condlabel.config.labelers import one_text_field
-from condlabel.config.train import LoraTrainConfig, TrainComputeConfig
+from condlabel.config.train import LoraTrainConfig, OptimizationBase, TrainComputeConfig
 
 
 class DistillDataConfig(StrictModel):
@@ -41,33 +41,16 @@ class StudentConfig(StrictModel):
     _prompt_template = field_validator("prompt_template")(one_text_field)
 
 
-class DistillOptimizationConfig(StrictModel):
+class DistillOptimizationConfig(OptimizationBase):
+    """`condlabel train`'s optimizer settings, with a student's defaults; examples are chunks
+    with their teacher label, one per sequence (no packing)."""
+
     micro_batch_size: int = Field(8, ge=1)
     """Examples per worker per forward pass."""
-    grad_accum_steps: int = Field(1, ge=1)
-    """Micro-batches accumulated per optimizer step."""
-    max_steps: int = Field(1000, ge=1)
-    """Optimizer steps of the whole run (a resumed run continues up to this number)."""
     learning_rate: float = Field(3e-4, gt=0)
     """Peak learning rate (AdamW)."""
-    weight_decay: float = Field(0.0, ge=0)
-    """AdamW weight decay (not applied to biases and norms)."""
-    warmup_steps: int = Field(0, ge=0)
-    """Linear warmup from 0 to the peak learning rate."""
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    """Decay after warmup, down to `min_lr_ratio` x peak at `max_steps`."""
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    """Gradient clipping norm; null disables clipping."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
     shuffle_buffer_rows: int = Field(256, ge=0)
     """Rows in each worker's local shuffle buffer (reshuffled every pass); 0 keeps read order."""
-    seed: int = 0
-    """Seed of new weights (LoRA), dropout and the shuffle."""
-    log_every_steps: int = Field(10, ge=1)
-    """Steps between metric reports and progress lines."""
 
 
 class DistillCheckpointConfig(StrictModel):
@@ -123,7 +106,7 @@ class DistillConfig(RunConfig):
     """The Ray cluster and the training workers (the gate runs on one worker's resources)."""
     output: str | None = None
     """Where the student that passes the gate is exported (merged if LoRA; local or s3://), with
-    `distill_report.json`; then `--set labeler.backend=hf --set labeler.hf.model=<output>`.
+    `distill_report.json`; then `--set labeler.backend=hf --set labeler.model=<output>`.
     Required."""
     gate: GateConfig = Field(default_factory=GateConfig)
     """Below any minimum: the command exits 1 and nothing is exported."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from condlabel.config.classifiers import ClassifierConfig
 from condlabel.config.common import (
+    DEFAULT_PREFIX_TEMPLATE,
     META_FIELD,
     URL_DOMAIN_FIELD,
     FormatConfig,
@@ -20,6 +21,7 @@ from condlabel.config.common import (
     Temperature,
     TopK,
     TopP,
+    prefix_template_fields,
     template_fields,
 )
 from condlabel.config.labelers import LabelerConfig
@@ -71,12 +73,6 @@ class GenerationSettings(GenerationFields):
     the prefix, the mode `data.untagged_fraction` trains) by this factor. 1.0: plain sampling,
     one forward pass per token; above 1 each token costs a second pass. The baseline is always
     sampled without guidance."""
-    guidance_against: Literal["unconditioned", "opposite"] = "unconditioned"
-    """The branch guidance pushes away from. `unconditioned`: the same prompt without the
-    prefix (classifier-free guidance). `opposite`: the prefix with each control token replaced
-    by its opposite (`opposites`; a negative prompt), e.g. `<|pos|>` pushed away from
-    `<|neg|>`, so each token's guidance also uses what the model learned of the other. A
-    conditional with no control token that has an opposite is guided against unconditioned."""
     num_samples: int = Field(32, ge=1)
     """Generations per conditional and prompt (and for the unconditioned baseline)."""
     batch_size: int = Field(16, ge=1)
@@ -103,16 +99,20 @@ class EvalConfig(RunConfig):
     a synopsis uses `format.prefix_template`, one with control tokens only renders just the
     tokens. A tags-only conditional (no synopsis) renders the template with an empty synopsis,
     which training shows only for rows without one (see `data.synopsis_drop_probability`)."""
-    format: FormatConfig = Field(default_factory=FormatConfig)
-    """Prefix template (use the one the model was trained with)."""
+    prefix_template: str = DEFAULT_PREFIX_TEMPLATE
+    """Prefix template of `prefix: template` (use the one the model was trained with, its
+    `data.format.prefix_template`)."""
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     """Generation settings (part of the result: they change the scores)."""
     classifiers: list[ClassifierConfig] = Field(
         default_factory=lambda: [ClassifierConfig(backend="vader")]
     )
     """Classifiers that relabel the generations (judge control-token conditionals)."""
-    labeler: LabelerConfig | None = None
-    """Labeler that relabels the generations (judges tag conditionals); null: none."""
+    labeler_config: str | None = None
+    """Labeler that relabels the generations (judges tag conditionals): a labeler config file
+    (YAML holding what a conversion's `labeler:` section holds, at its top level, e.g.
+    `backend: keyphrase`). A relative path is looked up beside the config file that names it,
+    then in the working directory. Null: none."""
     opposites: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPPOSITES))
     """Control token -> the token that contradicts it (a generation conditioned on the key and
     classified as the value is misaligned)."""
@@ -127,29 +127,46 @@ class EvalConfig(RunConfig):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     """S3 endpoint, profile and credentials for every s3:// path."""
 
+    _labeler: LabelerConfig | None = PrivateAttr(None)
+
+    @property
+    def labeler(self) -> LabelerConfig | None:
+        """The judging labeler, read from `labeler_config` by the config loader."""
+        if self.labeler_config and self._labeler is None:
+            raise ValueError(
+                "labeler_config: not loaded; load the config with "
+                "condlabel.config.load_eval_config (or load_config)"
+            )
+        return self._labeler
+
+    def attach_labeler(self, labeler: LabelerConfig) -> None:
+        self._labeler = labeler
+
+    @property
+    def format(self) -> FormatConfig:
+        """The prefix format conditionals are rendered with."""
+        return FormatConfig(prefix_template=self.prefix_template)
+
+    _template = field_validator("prefix_template")(prefix_template_fields)
+
     @model_validator(mode="after")
     def _judges(self) -> EvalConfig:
         problems = []
-        if any(c.tags for c in self.conditionals) and self.labeler is None:
-            problems.append("labeler: tag conditionals need a labeler to relabel generations")
+        if any(c.tags for c in self.conditionals) and not self.labeler_config:
+            problems.append(
+                "labeler_config: tag conditionals need a labeler to relabel generations"
+            )
         if any(c.control_tokens for c in self.conditionals) and not self.classifiers:
             problems.append("classifiers: control-token conditionals need at least one classifier")
         if not self.conditionals:
             problems.append("conditionals: give at least one conditional")
-        shown = set(template_fields(self.format.prefix_template))
+        shown = set(template_fields(self.prefix_template))
         for i, c in enumerate(self.conditionals):
             unshown = sorted(set(c.meta) - shown)
             if unshown and self.prefix == "template":
                 problems.append(
-                    f"conditionals[{i}].meta: {unshown} not in format.prefix_template "
+                    f"conditionals[{i}].meta: {unshown} not in prefix_template "
                     "(use the template the model was trained with)"
-                )
-        for i, c in enumerate(self.classifiers):
-            if c.backend == "vader" and c.vader.mode == "split_neutral":
-                problems.append(
-                    f"classifiers[{i}].vader.mode: split_neutral decides a neutral text by a "
-                    "hash, which labels training text but cannot judge a generation; use "
-                    "three_way (a neutral generation is never misaligned) or binary"
                 )
         if problems:
             raise ValueError("; ".join(problems))

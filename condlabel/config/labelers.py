@@ -1,16 +1,19 @@
-"""Labeler backends' settings (`labeler:` of a conversion, also used by `condlabel eval` to
-relabel generations): keyphrase, hf (transformers), vllm, or none."""
+"""Labeler backends' settings (`labeler:` of a conversion, a cascade's teacher file and the
+judge file of `condlabel eval`): keyphrase, hf (transformers), vllm, ct2, or none. The
+generative backends share `model`/`revision`/`cache_dir` and one `generation` section; each
+reads the combination (`HFLabelerConfig`, ...) that `LabelerConfig.backend_config` builds."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from condlabel.components import LABELER_GROUP
 from condlabel.config.common import (
     GenerationFields,
+    PluginBackend,
     StrictModel,
-    backend_has_model,
     template_fields,
 )
 
@@ -47,21 +50,31 @@ class KeyphraseLabelerConfig(StrictModel):
     """Stopword language for keyphrase extraction (YAKE language code)."""
 
 
-class HFLabelerConfig(GenerationFields):
+class ModelSource(StrictModel):
+    """Where a generative labeler's weights come from (`labeler.model`, `revision`,
+    `cache_dir`): one place for every backend that loads weights."""
+
     model: str | None = None
-    """Base or merged model (safetensors only): local directory, s3:// prefix (downloaded once
-    per node into a shared cache) or hub id, e.g. `google/flan-ul2`. Required for backend `hf`."""
+    """The labeler's weights (safetensors only), for backends `hf`, `vllm` and `ct2`: a local
+    directory, an s3:// prefix (downloaded once per node into a shared cache) or a hub id.
+    `hf`: a transformers seq2seq or causal LM, base or merged (`google/flan-ul2`); `vllm`: a
+    decoder-only model (Llama, Qwen, Mistral, ...), merged or the base of `vllm.adapter`; `ct2`:
+    a CTranslate2 model directory written by `condlabel merge --format ct2`. Required for them."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) of `model` when it is a hub id."""
+    cache_dir: str | None = None
+    """Local cache for s3:// models and adapters; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
+
+
+class HFOptions(StrictModel):
+    """Options of the `hf` backend (`labeler.hf`)."""
+
     adapter: str | None = None
     """peft LoRA adapter (adapter_model.safetensors): local directory, s3:// prefix or hub id,
     e.g. `rallio67/condlabeler-alpha`; merged at load. Unset for a model merged ahead of time
     with `condlabel merge`."""
     adapter_revision: str | None = None
     """Hub revision of `adapter` when it is a hub id."""
-    merge_adapter: bool = True
-    """Merge the adapter into the weights at load (`merge_and_unload`); false keeps it separate
-    (slower; same outputs, to check a merge)."""
     architecture: Literal["auto", "seq2seq", "causal"] = "auto"
     """`seq2seq` (T5/UL2 family) or `causal`; `auto` reads `is_encoder_decoder` from the model
     config."""
@@ -72,11 +85,6 @@ class HFLabelerConfig(GenerationFields):
     """Longer inputs are truncated (row flag `truncated`); default: the model's limit (position
     embeddings, else the tokenizer's model_max_length, else 2048; causal: minus
     max_new_tokens)."""
-    score: Literal["raw", "reference"] = "raw"
-    """`raw`: logprob = sum of the model's raw log-probabilities of the generated tokens up to
-    and including EOS (batch-invariant); `reference`: the same, plus the seed code's sum of
-    log(p + 0.001) over warped probabilities and the batch's padded length, written to the row's
-    `scores` as `reference.logprob` (for comparison only: it depends on batch mates)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -94,19 +102,17 @@ class HFLabelerConfig(GenerationFields):
     """Seq2seq: a call's inputs are encoded in groups of similar length, each padded to its own
     longest, with at most this share of padding positions (0.05: padded <= 1.05 x useful); 0
     encodes each length apart. Outputs are the same."""
-    cache_dir: str | None = None
-    """Local cache for s3:// models; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
 
     _prompt_template = field_validator("prompt_template")(one_text_field)
 
 
-class VLLMLabelerConfig(GenerationFields):
-    model: str | None = None
-    """Decoder-only model (safetensors only; Llama, Qwen, Mistral, ...): local directory, s3://
-    prefix (downloaded once per node into a shared cache) or hub id. LoRA merged ahead of time
-    with `condlabel merge`, or the base of `adapter`. Required for backend `vllm`."""
-    revision: str | None = None
-    """Hub revision (branch, tag or commit) of `model` when it is a hub id."""
+class HFLabelerConfig(HFOptions, ModelSource, GenerationFields):
+    """What the `hf` backend reads: `labeler.hf`, the model source and `labeler.generation`."""
+
+
+class VLLMOptions(StrictModel):
+    """Options of the `vllm` backend (`labeler.vllm`)."""
+
     adapter: str | None = None
     """peft LoRA adapter (adapter_model.safetensors) applied to every chunk as a vLLM LoRA request:
     local directory, s3:// prefix or hub id. Unset for merged weights (faster: no LoRA kernels)."""
@@ -143,17 +149,19 @@ class VLLMLabelerConfig(GenerationFields):
     """Skip CUDA graph capture; default: true on CPU, false on GPU."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Further keyword arguments of `vllm.LLM(...)` (e.g. `quantization`, `kv_cache_dtype`)."""
-    cache_dir: str | None = None
-    """Local cache for s3:// models and adapters; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
 
     _prompt_template = field_validator("prompt_template")(one_text_field)
+
+
+class VLLMLabelerConfig(VLLMOptions, ModelSource, GenerationFields):
+    """What the `vllm` backend reads: `labeler.vllm`, the model source and `labeler.generation`."""
 
     @model_validator(mode="after")
     def _fits(self) -> VLLMLabelerConfig:
         if self.max_model_len and self.max_new_tokens >= self.max_model_len:
             raise ValueError(
-                f"max_new_tokens ({self.max_new_tokens}) must be below max_model_len "
-                f"({self.max_model_len}): the prompt needs room"
+                f"generation.max_new_tokens ({self.max_new_tokens}) must be below "
+                f"vllm.max_model_len ({self.max_model_len}): the prompt needs room"
             )
         return self
 
@@ -165,13 +173,9 @@ CT2ComputeType = Literal[
 # fmt: on
 
 
-class CT2LabelerConfig(GenerationFields):
-    model: str | None = None
-    """CTranslate2 model directory of a T5-family labeler (model.bin + tokenizer files), written
-    by `condlabel merge --format ct2`: local directory, s3:// prefix (downloaded once per node
-    into a shared cache) or hub id. Required for backend `ct2`."""
-    revision: str | None = None
-    """Hub revision of `model` when it is a hub id."""
+class CT2Options(StrictModel):
+    """Options of the `ct2` backend (`labeler.ct2`)."""
+
     compute_type: CT2ComputeType = "int8"
     """Weights and arithmetic: int8 (CPU and GPU; flan-ul2 fits a 24 GB GPU), int8_float16 or
     int8_bfloat16 (GPU), int16 (CPU), float16/bfloat16 (GPU), float32. Part of the
@@ -193,27 +197,79 @@ class CT2LabelerConfig(GenerationFields):
     sorts a call's chunks by length before splitting them."""
     batch_type: Literal["examples", "tokens"] = "examples"
     """Unit of `max_batch_size`."""
-    cache_dir: str | None = None
-    """Local cache for s3:// models; default $CONDLABEL_CACHE or ~/.cache/condlabel."""
 
     _prompt_template = field_validator("prompt_template")(one_text_field)
 
 
-class LabelerConfig(StrictModel):
-    backend: Literal["keyphrase", "hf", "vllm", "ct2", "none"] = "keyphrase"
+class CT2LabelerConfig(CT2Options, ModelSource, GenerationFields):
+    """What the `ct2` backend reads: `labeler.ct2`, the model source and `labeler.generation`."""
+
+
+# Backends whose settings are the model source, the generation section and their own section,
+# combined into the class the backend reads (`LabelerConfig.backend_config`).
+GENERATIVE: dict[str, type[StrictModel]] = {
+    "hf": HFLabelerConfig,
+    "vllm": VLLMLabelerConfig,
+    "ct2": CT2LabelerConfig,
+}
+
+
+class LabelerBackend(PluginBackend):
+    """The backend choice of a labeler (first in its section and its --help)."""
+
+    GROUP: ClassVar[str] = LABELER_GROUP
+    BUILT_IN: ClassVar[tuple[str, ...]] = ("keyphrase", "hf", "vllm", "ct2", "none")
+
+    backend: str = "keyphrase"
     """Labeler backend: `keyphrase` (CPU, no weights; the default); `hf` (a transformers
     seq2seq or causal LM, optionally with a LoRA adapter, e.g. flan-ul2 + condlabeler-alpha);
     `vllm` (a decoder-only LM on vLLM's offline engine, merged or with a LoRA request; GPU
     clusters, or vLLM's CPU build); `ct2` (a T5-family labeler on CTranslate2, int8 by default,
     converted by `condlabel merge --format ct2`); `none` (no synopsis or tags: control tokens
-    from `classifiers` only)."""
+    from `classifiers` only); or a backend a package registers (entry-point group
+    `condlabel.labelers`), whose settings go under its own name."""
+
+
+class LabelerConfig(ModelSource, LabelerBackend):
+    """A labeler: the backend, where its weights are, its generation settings, and each
+    backend's own section."""
+
+    generation: GenerationFields = Field(default_factory=GenerationFields)
+    """Sampling settings of the generative backends (hf, vllm, ct2)."""
     keyphrase: KeyphraseLabelerConfig = Field(default_factory=KeyphraseLabelerConfig)
     """Options of the `keyphrase` backend."""
-    hf: HFLabelerConfig = Field(default_factory=HFLabelerConfig)
+    hf: HFOptions = Field(default_factory=HFOptions)
     """Options of the `hf` backend."""
-    vllm: VLLMLabelerConfig = Field(default_factory=VLLMLabelerConfig)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     """Options of the `vllm` backend."""
-    ct2: CT2LabelerConfig = Field(default_factory=CT2LabelerConfig)
+    ct2: CT2Options = Field(default_factory=CT2Options)
     """Options of the `ct2` backend."""
 
-    _backend_options = model_validator(mode="after")(backend_has_model)
+    def backend_config(self, backend: str | None = None) -> Any:
+        """The settings the backend reads: its section, plus the model source and the
+        generation section for a generative backend; a plugin's own section as given (its
+        backend validates it)."""
+        name = backend or self.backend
+        if name not in GENERATIVE:
+            return getattr(self, name, None) or self.plugin_options
+        section: BaseModel = getattr(self, name)
+        fields = {k: getattr(self, k) for k in ModelSource.model_fields}
+        return GENERATIVE[name](**fields, **dict(self.generation), **dict(section))
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> LabelerConfig:
+        if self.backend in GENERATIVE:
+            if not self.model:
+                raise ValueError(
+                    f"model: required for backend `{self.backend}` (local dir, s3:// or hub id)"
+                )
+            try:
+                self.backend_config()  # the checks across sections, e.g. vllm's context
+            except ValidationError as exc:
+                raise ValueError(
+                    "; ".join(
+                        str(e["ctx"].get("error", e["msg"])) if "ctx" in e else e["msg"]
+                        for e in exc.errors()
+                    )
+                ) from None
+        return self

@@ -52,41 +52,21 @@ class TrainDataConfig(StrictModel):
     cooldown_fraction: float = Field(0.0, ge=0, lt=1)
     """The last share of optimizer steps trains on plain text without any prefix (MeCo's
     cooldown: the model keeps its unconditioned ability); 0 disables it."""
-    control_token_balance: float = Field(0.0, ge=0, le=1)
-    """Train rarer control-token sets more often, by temperature sampling (as multilingual
-    pretraining samples languages): an example whose set was seen at count c, where the most
-    frequent set has count c_max, is trained (c_max / c) ** balance times, counted as it streams
-    by and capped at `control_token_max_repeats`. 0 keeps the data's frequencies; 1 trains every
-    set equally often. Repeats are spread over the next batch of rows, not trained beside their
-    original. On the sentiment benchmark (VADER at threshold 0 calls 79 % of fortune sentences
-    `<|pos|>`) it did not get the rare token learned (`bench/README.md`)."""
-    control_token_max_repeats: int = Field(8, ge=1)
-    """Cap on the times one example is trained per pass under `control_token_balance`, so a set
-    seen a handful of times is not memorised."""
     shuffle: bool = True
-    """Train the rows in a new seeded order each pass over the data (seeded by `seed`; the same
-    seed gives the same order). Data read into the object store (`materialize_max_rows`) is
-    shuffled whole: each pass is a full random permutation of every row, divided among the
-    workers so that a step trains the same rows whatever the number of workers. Larger data,
-    streamed from storage, is read in a new random file order each pass and mixed in each
-    worker's buffer of `shuffle_buffer_rows`. Corpora are grouped (by topic file, domain or
-    crawl segment): in read order the model sees one group after another and learns the
-    control tokens far less (bench/README.md). false: the read order, every pass."""
+    """Train the rows in a new seeded order each pass over the data (seeded by
+    `optimization.seed`; the same seed gives the same order). Data read into the object store
+    (up to `condlabel.train.dataset.MATERIALIZE_MAX_ROWS` rows) is shuffled whole: each pass is a
+    full random permutation of every row, divided among the workers so that a step trains the
+    same rows whatever the number of workers. Larger data, streamed from storage, is read in a
+    new random file order each pass and mixed in each worker's buffer of `shuffle_buffer_rows`.
+    Corpora are grouped (by topic file, domain or crawl segment): in read order the model sees
+    one group after another and learns the control tokens far less (bench/README.md). false:
+    the read order, every pass."""
     shuffle_buffer_rows: int = Field(10_000, ge=0)
-    """Data streamed from storage (above `materialize_max_rows`) with `shuffle` on: rows in
-    each worker's local shuffle buffer, which mixes rows across the files it reads (10,000
-    rows of 2,000-word chunks hold about 120 MB); 0 shuffles the file order only. Data in the
-    object store is shuffled whole and needs no buffer."""
-    materialize_max_rows: int = Field(200_000, ge=0)
-    """Training data of up to this many rows is read from storage once, into Ray's object store
-    (spilled to local disk when it does not fit), and every pass over the data iterates it there;
-    larger data is streamed from storage again on every pass, as a crawl-sized corpus must be.
-    Re-reading a small dataset costs more than it trains: each pass starts Ray Data's read
-    tasks and actors anew. 0: always stream."""
-    rows_per_batch: int = Field(64, ge=1)
-    """Rows fetched from the dataset shard and tokenized at a time."""
-    seed: int = 0
-    """Seed of the row order (`shuffle`), the untagged draw and the tag shuffling/dropping."""
+    """Data streamed from storage with `shuffle` on: rows in each worker's local shuffle buffer,
+    which mixes rows across the files it reads (10,000 rows of 2,000-word chunks hold about
+    120 MB); 0 shuffles the file order only. Data in the object store is shuffled whole and
+    needs no buffer."""
 
 
 class LoraTrainConfig(StrictModel):
@@ -125,11 +105,12 @@ class TrainModelConfig(StrictModel):
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
 
 
-class OptimizationConfig(StrictModel):
-    seq_len: int = Field(1024, ge=8)
-    """Tokens per packed training sequence (examples joined by EOS, then cut to this length)."""
+class OptimizationBase(StrictModel):
+    """Optimizer, schedule and precision: what `condlabel train` and `condlabel distill` share
+    (each command's section adds its own and may set other defaults)."""
+
     micro_batch_size: int = Field(4, ge=1)
-    """Sequences per worker per forward pass."""
+    """Sequences (or examples) per worker per forward pass."""
     grad_accum_steps: int = Field(1, ge=1)
     """Micro-batches accumulated per optimizer step (global batch = workers x micro x accum)."""
     max_steps: int = Field(1000, ge=1)
@@ -146,6 +127,20 @@ class OptimizationConfig(StrictModel):
     """Final learning rate as a fraction of the peak."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping norm; null disables clipping."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
+    seed: int = 0
+    """Seed of the run: new weights (added tokens, LoRA), dropout, the data's shuffle and
+    `condlabel train`'s draws (untagged examples, tag shuffling and dropping)."""
+    log_every_steps: int = Field(10, ge=1)
+    """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
+
+
+class OptimizationConfig(OptimizationBase):
+    """`condlabel train`'s optimization: the shared settings plus packing and parallelism."""
+
+    seq_len: int = Field(1024, ge=8)
+    """Tokens per packed training sequence (examples joined by EOS, then cut to this length)."""
     packing: Literal["documents", "concat"] = "documents"
     """How examples share a packed sequence. `documents`: each example (from the EOS before it)
     restarts the position ids and attends only to itself, as a generation under a conditional
@@ -155,14 +150,8 @@ class OptimizationConfig(StrictModel):
     GPU). `concat`: GPT-2-style packing, attention crosses examples and positions run on."""
     loss_on: Literal["all", "text"] = "all"
     """`all`: loss on every token; `text`: prefix tokens are masked out of the loss."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """`auto`: bf16 autocast on GPU, fp32 on CPU."""
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Data parallelism: `ddp` (a full model per worker) or `fsdp` (sharded; large models, GPU)."""
-    seed: int = 0
-    """Seed of weight init for new rows (added tokens, LoRA) and dropout."""
-    log_every_steps: int = Field(10, ge=1)
-    """Steps between metric reports (loss, tokens/s, learning rate) and progress lines."""
 
 
 class TrainCheckpointConfig(StrictModel):
@@ -191,11 +180,10 @@ class TrainComputeConfig(RayConnection):
     use_gpu: bool = False
     """Give each worker GPUs (`gpus_per_worker`); bf16 and NCCL follow."""
     cpus_per_worker: float = Field(1.0, gt=0)
-    """CPUs reserved per worker (fractions allowed: 0.5 lets 2 workers share 1 core)."""
+    """CPUs reserved per worker (fractions allowed: 0.5 lets 2 workers share 1 core); on CPU
+    a worker runs torch on max(1, floor(cpus_per_worker)) threads."""
     gpus_per_worker: float = Field(1.0, gt=0)
     """GPUs per worker when `use_gpu`."""
-    torch_threads: int | None = Field(None, ge=1)
-    """torch intra-op threads per worker on CPU; unset: max(1, floor(cpus_per_worker))."""
 
 
 class TrainConfig(RunConfig):

@@ -82,6 +82,13 @@ def run_fingerprint(cfg: ConvertConfig) -> str:
     return "+".join([labeler_fingerprint(cfg.labeler), *classifier_fingerprints(cfg.classifiers)])
 
 
+KEY_PASS_DRIVER_BYTES = 32 * 2**20
+"""The key pass before labeling reads inputs of at most this many bytes in all in the driver,
+and a larger input in Ray tasks: a Ray Data pass takes seconds to start on a fresh cluster
+(worker processes, Ray Data's own actors), more than a small input takes to read (a test, a
+scheduled run's few new files). Measured in bench/README.md."""
+
+
 def teacher_labelers(cfg: ConvertConfig) -> frozenset[str]:
     """Fingerprints a run writes besides `run_fingerprint`: a cascade's teacher's."""
     return frozenset([teacher_fingerprint(cfg)]) if cfg.cascade.enabled else frozenset()
@@ -114,7 +121,7 @@ def reads_dataset(cfg: ConvertConfig, files: list[InputFile]) -> ray.data.Datase
     import ray.data
 
     index = {f.uri: i for i, f in enumerate(files)}
-    groups = read_tasks(files, cfg.compute.bytes_per_read_task)
+    groups = read_tasks(files)
     dataset = ray.data.from_items(
         [
             {
@@ -147,17 +154,17 @@ def key_pass(
 ) -> tuple[dict[str, dict[int, Duplicate]], CopyPlan | None]:
     """The run's key pass, one read of every input before the graph: the later
     occurrences of each id (`condlabel.convert.duplicates`) and, with `chunks` (default), the
-    copy plan (`condlabel.convert.dedup`; without `dedup.enabled` it only counts the chunks
-    to label, `CopyPlan.to_label`, and copies nothing). `done`: the done index's
-    object ref. The driver holds 40 bytes per document and per chunk to label, no text; it
-    reads the inputs itself when they total at most `compute.key_pass_driver_bytes`."""
+    copy plan (`condlabel.convert.dedup`; without dedup, `auto` decided by the backend, it only
+    counts the chunks to label, `CopyPlan.to_label`, and copies nothing). `done`: the done
+    index's object ref. The driver holds 40 bytes per document and per chunk to label, no text;
+    it reads the inputs itself when they total at most `KEY_PASS_DRIVER_BYTES`."""
     import ray
 
     # The chunks still to label are keyed (and counted: none means no labeler is started) unless
     # the caller only wants the ids (a dry run).
     chunks = True if chunks is None else chunks
     started = time.monotonic()
-    in_driver = sum(f.size for f in files) <= cfg.compute.key_pass_driver_bytes
+    in_driver = sum(f.size for f in files) <= KEY_PASS_DRIVER_BYTES
     if in_driver:  # a small input: reading it costs less than starting a Ray Data pass
         index = ray.get(done) if chunks else None
         parts = [_key_row([file_keys(f.uri, i, cfg, index, chunks)]) for i, f in enumerate(files)]
@@ -180,7 +187,7 @@ def key_pass(
         _flat_keys(parts, "chunk_", CHUNK_KEY_FIELDS) if chunks else None,
         [f.uri for f in files],
     )
-    if plan is not None and not cfg.dedup.enabled:
+    if plan is not None and not cfg.dedup_enabled:
         plan = CopyPlan(np.empty(0, np.int64), np.empty(0, np.int64), plan.to_label)
     later = sum(len(positions) for positions in found.values())
     if later:

@@ -177,11 +177,19 @@ def _is_output_prefix(scheme: str, directory: str, storage: StorageConfig | None
     )
 
 
-def read_tasks(files: list[InputFile], bytes_per_task: int) -> list[list[InputFile]]:
+BYTES_PER_READ_TASK = 64 * 2**20
+"""Input bytes one read task reads: consecutive small files are grouped up to this size (a
+larger file is a task of its own), so many small files do not cost a Ray task each; each file
+keeps its own stats and rejects. Measured in bench/small_files.py."""
+
+
+def read_tasks(files: list[InputFile], bytes_per_task: int | None = None) -> list[list[InputFile]]:
     """Consecutive files grouped into read tasks of up to `bytes_per_task` bytes (a larger file
     is a task of its own), so a corpus of many small files does not pay a Ray task per file.
     A small input is still spread over a few tasks, for parallel readers."""
     total = sum(f.size for f in files)
+    if bytes_per_task is None:  # read at call time, so a test or bench may set the constant
+        bytes_per_task = BYTES_PER_READ_TASK
     budget = max(1, min(bytes_per_task, math.ceil(total / _MIN_READ_TASKS)))
     groups: list[list[InputFile]] = []
     size = 0

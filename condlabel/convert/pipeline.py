@@ -7,7 +7,7 @@ tasks and actors are in `graph_steps.py`).
                 ──label (actor pool; a failing chunk is retried alone, then rejected)──► labeled
                 ──format+write (tasks, one complete-or-absent shard per batch)──► shard list
 
-Input files are read in tasks of several small files each (`compute.bytes_per_read_task`). The
+Input files are read in tasks of several small files each (`inputs.BYTES_PER_READ_TASK`). The
 driver consumes the small shard list, so it sees progress as shards land and shows rows/s and
 an ETA without a second pass over the data. Around the graph, `condlabel.runs.open_run`: the
 writer lease, the run's seq, the done index read from the output (resume), the labeler

@@ -40,6 +40,9 @@ JSONL_SUFFIXES = (
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TEXT_SUFFIXES = (".txt", ".md")
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
+PARQUET_BATCH_ROWS = 256
+"""Rows a parquet input is decoded at a time (memory of one batch vs. calls into Arrow); the
+documents are yielded one by one whatever it is."""
 
 # Reasons a record is rejected; they are counted by name in the run summary.
 REJECT_INVALID_JSON = "invalid_json"
@@ -353,7 +356,7 @@ def iter_parquet(f, cfg: InputConfig, source: str) -> Iterator[Document | Reject
         columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
         # A kept field the file lacks reads as null in every row.
         columns += [n for n in cfg.kept_types if n in names and n not in columns]
-        for batch in pf.iter_batches(batch_size=cfg.docs_per_batch, columns=columns):
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
             for record, cell_problem in _parquet_rows(batch):
                 position += 1
                 if cell_problem is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from condlabel.config import ConfigError, DistillConfig, OptimizationConfig, StorageConfig
+from condlabel.config import ConfigError, DistillConfig, StorageConfig
 from condlabel.distill.data import (
     EXAMPLE_COLUMNS,
     READ_COLUMNS,
@@ -320,9 +320,7 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         tokenizer, loaded.model.config, generation_eos, cfg.student, seq2seq
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else encoding.eos_ids[0]
-    model, optimizer, scheduler, autocast = prepare_training(
-        loaded, _optimization(cfg), opt.precision, device
-    )
+    model, optimizer, scheduler, autocast = prepare_training(loaded, opt, opt.precision, device)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     # A resumed run starts a fresh, differently shuffled pass over the data.
     batches = _passes(shard, encoding, cfg, pad_id, seq2seq, rank, device, start_step)
@@ -359,19 +357,6 @@ def distill_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if not _write_candidate(model, tokenizer, cfg, rank):
         return None
     return {"start_step": start_step, "final_step": step, "history": history}
-
-
-def _optimization(cfg: DistillConfig) -> OptimizationConfig:
-    """The optimizer and schedule settings of `condlabel train` (`make_optimizer` reads them)."""
-    o = cfg.optimization
-    return OptimizationConfig(
-        max_steps=o.max_steps,
-        learning_rate=o.learning_rate,
-        weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_steps,
-        schedule=o.schedule,
-        min_lr_ratio=o.min_lr_ratio,
-    )
 
 
 def _load_latest(cfg: DistillConfig):

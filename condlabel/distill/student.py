@@ -82,17 +82,17 @@ def student_labeler_config(cfg: DistillConfig, model_uri: str, **overrides: Any)
 
 def labeler_overrides(labeler: HFLabelerConfig) -> list[str]:
     """The `--set` flags that make `condlabel convert` label with the student as the gate did."""
-    flags = ["labeler.backend=hf", f"labeler.hf.model={labeler.model}"]
+    flags = ["labeler.backend=hf", f"labeler.model={labeler.model}"]
     defaults = HFLabelerConfig()
-    for key in (
-        "architecture",
-        "prompt_template",
-        "max_input_tokens",
-        "max_new_tokens",
-        "do_sample",
+    for key, section in (
+        ("architecture", "hf"),
+        ("prompt_template", "hf"),
+        ("max_input_tokens", "hf"),
+        ("max_new_tokens", "generation"),
+        ("do_sample", "generation"),
     ):
         value = getattr(labeler, key)
         if value != getattr(defaults, key):
             shown = json.dumps(value) if isinstance(value, str) else str(value).lower()
-            flags.append(f"labeler.hf.{key}={shown}")
+            flags.append(f"labeler.{section}.{key}={shown}")
     return flags

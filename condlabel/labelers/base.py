@@ -62,14 +62,26 @@ def _short_name(source: str) -> str:
     return source.rstrip("/").rsplit("/", 1)[-1] or source
 
 
-def model_fingerprint(backend: str, cfg: Any, runtime_only: set[str], prompt_version: str) -> str:
+def model_fingerprint(
+    backend: str,
+    cfg: Any,
+    runtime_only: set[str],
+    prompt_version: str,
+    fixed: dict[str, Any] | None = None,
+) -> str:
     """Fingerprint of a generative labeler from its config alone (no model load): every field
     but the runtime-only ones (and sampling settings when decoding greedily), named after the
-    model and adapter."""
+    model and adapter; `fixed` adds settings that are no longer options."""
     exclude = set(runtime_only) | (set() if cfg.do_sample else set(SAMPLING_ONLY))
     name = _short_name(cfg.model or "")
     if cfg.adapter:
         name += "+" + _short_name(cfg.adapter)
     return make_fingerprint(
-        backend, {**cfg.model_dump(exclude=exclude), "name": name, "prompt": prompt_version}
+        backend,
+        {
+            **(fixed or {}),
+            **cfg.model_dump(exclude=exclude),
+            "name": name,
+            "prompt": prompt_version,
+        },
     )

@@ -92,7 +92,7 @@ def fetch_ct2_model(
     if not os.path.isfile(os.path.join(path, CT2_WEIGHTS)):
         found = sorted(p.name for p in Path(path).iterdir())
         raise FileNotFoundError(
-            f"labeler.ct2.model {uri}: not a CTranslate2 model (no {CT2_WEIGHTS}; found: "
+            f"labeler.model {uri}: not a CTranslate2 model (no {CT2_WEIGHTS}; found: "
             f"{', '.join(found) or 'nothing'}); write one with `condlabel merge --format ct2`"
         )
     return path
@@ -103,7 +103,7 @@ class CT2Labeler:
 
     def __init__(self, cfg: CT2LabelerConfig, storage: StorageConfig | None = None):
         if not cfg.model:
-            raise ValueError("labeler.ct2.model: required for backend `ct2`")
+            raise ValueError("labeler.model: required for backend `ct2`")
         ctranslate2 = require_ct2()
         self.cfg = cfg
         self._fingerprint = fingerprint(cfg)

@@ -10,8 +10,7 @@ One `label(texts)` call:
 3. seq2seq: encodes a call's inputs in groups of near-equal length (`encoder_groups`, at most
    `max_encoder_padding` padding share), then decodes step by step with the KV cache, dropping
    each row from the batch at its EOS (`_decode`), so little compute goes to padding on either
-   side; causal LMs, and the `reference` score (which needs every row at every step), use
-   `generate`;
+   side; causal LMs use `generate`;
 4. picks tokens with a `StepScorer` (condlabel.labelers.scoring) in place of the sampler: it
    gathers the chosen token's raw log-probability at every step and picks the token greedily or
    by inverse-CDF sampling with a generator private to the chunk (seeded by the chunk text and
@@ -55,16 +54,17 @@ _RUNTIME_ONLY = {
     "max_encoder_tokens",
     "max_encoder_padding",
     "cache_dir",
-    "merge_adapter",
 }
-"""Options that change how fast, not what: outputs are batch-invariant and a merged adapter
-gives the unmerged outputs."""
+"""Options that change how fast, not what: outputs are batch-invariant."""
+_FIXED = {"score": "raw"}
+"""Settings that were options once and are fixed now, kept in the fingerprint so that outputs
+labeled before still match."""
 _POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
 
 
 def fingerprint(cfg: HFLabelerConfig) -> str:
     """From config alone (no model load): model, adapter, revisions, prompt, generation, score."""
-    return model_fingerprint("hf", cfg, _RUNTIME_ONLY, PROMPT_VERSION)
+    return model_fingerprint("hf", cfg, _RUNTIME_ONLY, PROMPT_VERSION, fixed=_FIXED)
 
 
 def _declared_positions(config) -> int | None:
@@ -129,7 +129,7 @@ class HFLabeler:
         from condlabel.models import load_model
 
         if not cfg.model:
-            raise ValueError("labeler.hf.model: required for backend `hf`")
+            raise ValueError("labeler.model: required for backend `hf`")
         self.cfg = cfg
         self._fingerprint = fingerprint(cfg)
         loaded = load_model(
@@ -140,7 +140,6 @@ class HFLabeler:
             architecture=cfg.architecture,
             device=cfg.device,
             dtype=cfg.dtype,
-            merge_adapter=cfg.merge_adapter,
             storage=storage,
             cache_dir=cfg.cache_dir,
         )
@@ -333,7 +332,6 @@ class HFLabeler:
         import torch
 
         from condlabel.labelers.scoring import (
-            REFERENCE_SCORE,
             StepScorer,
             chunk_seed,
             generated_lengths,
@@ -347,11 +345,8 @@ class HFLabeler:
                 g = torch.Generator(device=self.device)
                 g.manual_seed(chunk_seed(text, self.cfg.seed))
                 generators.append(g)
-        reference = self.cfg.score == "reference"
-        scorer = StepScorer(generators, self.pad_id, reference=reference)
-        # The reference score needs every row at every step of the call (it sums the padding
-        # token's probability after EOS): `generate`, as the seed code does. Causal LMs too.
-        own_loop = self.seq2seq and not reference
+        scorer = StepScorer(generators)
+        own_loop = self.seq2seq  # causal LMs: `generate`
         with torch.inference_mode():
             if own_loop:
                 generated, widths = self._decode(rows, scorer, self._processors(scorer))
@@ -371,7 +366,6 @@ class HFLabeler:
         steps = generated.shape[1]
         lengths = generated_lengths(generated, self.eos_ids)
         raw = sequence_scores(scorer.step_logprobs(steps), lengths)
-        ref = scorer.reference_scores(lengths, steps) if reference else None
         token_lists = generated.cpu().tolist()
         out = []
         for i, n in enumerate(raw.num_tokens):
@@ -390,10 +384,7 @@ class HFLabeler:
                     # positions computed for this row: its encoder input (padding included)
                     # plus its decoder steps (all the call's steps under `generate`)
                     "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
-                    # `score: reference` adds the seed's score beside the raw one, in the
-                    # row's `scores` column (label_table reads extra["scores"]).
-                    "extra": {"generated_ids": token_lists[i][:n]}
-                    | ({"scores": {REFERENCE_SCORE: ref[i]}} if ref is not None else {}),
+                    "extra": {"generated_ids": token_lists[i][:n]},
                 }
             )
         return out

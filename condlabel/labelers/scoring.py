@@ -4,13 +4,6 @@
   up to and including the first EOS. Positions after a sequence's EOS (padding, while a batch
   mate is still generating) never count, so a chunk's score does not depend on its batch mates.
 - `mean_logprob`: `logprob / num_generated_tokens`.
-- `reference` score (for comparison only; `score: reference` writes it to the row's `scores`
-  as `reference.logprob`, beside the raw `logprob`): the seed labeler's (the condlabeler-alpha model
-  card's code) sum over every step of the batch of `log(p + 0.001)`, `p` taken from the
-  *warped* distribution (after temperature, top-k, top-p), and the padding token's probability
-  at the steps after the sequence's EOS. Its two flaws, which `logprob` avoids: it depends on
-  the batch (a chunk's score changes with how long its batch mates generate), and warped
-  probabilities are not the model's (top-k zeroes most of them).
 
 The tensors here hold one value per (sequence, step): the chosen token's log-probability is
 gathered at every step, never the full-vocabulary distribution of the whole generation.
@@ -23,12 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
-REFERENCE_EPSILON = 0.001
-"""Added to every warped probability by the reference score."""
-
-REFERENCE_SCORE = "reference.logprob"
-"""Name of the reference score in a row's `scores` column; `logprob` stays the raw score."""
 
 
 def generated_lengths(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
@@ -59,16 +46,6 @@ def sequence_scores(step_logprobs: torch.Tensor, lengths: torch.Tensor) -> Seque
     return SequenceScores(sums, [s / k if k else 0.0 for s, k in zip(sums, n, strict=True)], n)
 
 
-def reference_scores(
-    chosen_probs: torch.Tensor, pad_probs: torch.Tensor, lengths: torch.Tensor
-) -> list[float]:
-    """The seed code's score over the batch's padded length: sum of log(p + 0.001) with `p` the
-    warped probability of the token at each step (the padding token after the row's EOS)."""
-    mask = step_mask(lengths, chosen_probs.shape[1])
-    p = torch.where(mask, chosen_probs.double(), pad_probs.double())
-    return torch.log(p + REFERENCE_EPSILON).sum(dim=1).tolist()
-
-
 def chunk_seed(text: str, seed: int) -> int:
     """A 63-bit sampling seed from the chunk text and the configured seed: the same chunk with
     the same config draws the same random numbers whatever else is in its batch."""
@@ -94,9 +71,7 @@ class StepScorer:
     It contributes two logits processors: `first()` goes before every other processor and sees
     the raw logits (it keeps them and their log-normaliser for the current step only); `last()`
     goes after the warpers, picks the next token of every row (argmax, or a sample drawn with
-    the row's own generator), records the chosen token's raw log-probability — and, for the
-    reference score, its warped probability and the padding token's — and, when sampling,
-    returns scores in which only the chosen token is finite, so `generate`'s greedy argmax
+    the row's own generator), records the chosen token's raw log-probability and, when sampling, returns scores in which only the chosen token is finite, so `generate`'s greedy argmax
     takes exactly it. The warpers never modify their input in place, so the raw logits kept
     by `first()` are intact when `last()` reads them (the teacher-forcing test checks this).
     A decode loop that drops finished rows sets `rows` before each step (see there); it reads
@@ -104,17 +79,11 @@ class StepScorer:
     Memory: [B, V] tensors of the current step in flight, [B, T] values kept.
     """
 
-    def __init__(
-        self, generators: list[torch.Generator] | None, pad_id: int, reference: bool = False
-    ):
+    def __init__(self, generators: list[torch.Generator] | None):
         self.generators = generators
-        self.pad_id = pad_id
-        self.reference = reference
         self._raw: torch.Tensor | None = None
         self._raw_norm: torch.Tensor | None = None
         self.raw_chosen: list[torch.Tensor] = []
-        self.warped_chosen: list[torch.Tensor] = []
-        self.warped_pad: list[torch.Tensor] = []
         self.rows: torch.Tensor | None = None
         """Set by a decode loop that drops finished rows: the call's rows (indices into
         `generators` and into the recorded [B, T] values) still generating at this step; the
@@ -136,7 +105,6 @@ class StepScorer:
         self._raw_norm = torch.logsumexp(scores.float(), dim=-1)
 
     def _choose(self, scores: torch.Tensor) -> torch.Tensor:
-        warped = None
         if self.generators is None:
             choice = scores.argmax(dim=-1)
         else:
@@ -154,12 +122,6 @@ class StepScorer:
             raw = raw.new_zeros(self.size).index_copy_(0, self.rows.to(raw.device), raw)
         self.raw_chosen.append(raw)
         self._raw = self._raw_norm = None
-        if self.reference:
-            if self.rows is not None:
-                raise ValueError("the reference score needs every row at every step")
-            warped = torch.softmax(scores, dim=-1) if warped is None else warped
-            self.warped_chosen.append(warped.gather(1, index).squeeze(1))
-            self.warped_pad.append(warped[:, self.pad_id])
         if self.generators is None:
             return scores  # generate's argmax picks the same token (first maximal index)
         only = torch.full_like(scores, -torch.inf)
@@ -169,11 +131,6 @@ class StepScorer:
         """[B, steps] raw log-probabilities of the chosen tokens (a backend that overlaps steps
         may have run one more step than it returned; it is dropped)."""
         return torch.stack(self.raw_chosen[:steps], dim=1)
-
-    def reference_scores(self, lengths: torch.Tensor, steps: int) -> list[float]:
-        chosen = torch.stack(self.warped_chosen[:steps], dim=1)
-        pad = torch.stack(self.warped_pad[:steps], dim=1)
-        return reference_scores(chosen, pad, lengths)
 
 
 class _RawStep:

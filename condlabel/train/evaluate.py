@@ -96,17 +96,6 @@ def conditional_name(cond: ConditionalConfig, prefix: str) -> str:
     return cond.name or (prefix.strip() or "(unconditioned)")
 
 
-def guidance_prefix(cfg: EvalConfig, cond: ConditionalConfig) -> str:
-    """The prefix of the branch guidance pushes away from: "" (unconditioned) or, with
-    `guidance_against: opposite`, the conditional with its control tokens swapped for their
-    opposites (tags and synopsis kept, so only the swapped axis is pushed on)."""
-    tokens = cond.control_tokens
-    if cfg.generation.guidance_against != "opposite" or not any(t in cfg.opposites for t in tokens):
-        return ""
-    swapped = cond.model_copy(update={"control_tokens": [cfg.opposites.get(t, t) for t in tokens]})
-    return conditional_prefix(cfg, swapped)
-
-
 def generate(
     model,
     tokenizer,
@@ -114,14 +103,13 @@ def generate(
     prompts: Sequence[str],
     settings: GenerationSettings,
     device: str,
-    against: str = "",
 ) -> list[tuple[str, str]]:
     """`settings.num_samples` continuations per prompt, as (prompt, continuation) pairs.
 
     The input is `EOS + prefix + prompt`, as training's `prompt_ids` makes it (prefix and text
     tokenized apart, after the EOS that ends the example before); batches are left-padded.
-    With `settings.guidance_scale` above 1, each token is pushed away from `EOS + against +
-    prompt` (`guidance_prefix`; "" is the unconditioned prompt).
+    With `settings.guidance_scale` above 1, each token is pushed away from `EOS + prompt` (the
+    unconditioned prompt).
     """
     import torch
 
@@ -130,7 +118,7 @@ def generate(
     for prompt in prompts:
         jobs.extend([(prompt, prompt_ids(tokenizer, prefix, prompt))] * settings.num_samples)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    guided = settings.guidance_scale != 1.0 and bool(prefix) and against != prefix
+    guided = settings.guidance_scale != 1.0 and bool(prefix)
     out: list[tuple[str, str]] = []
     for i in range(0, len(jobs), settings.batch_size):
         batch = jobs[i : i + settings.batch_size]
@@ -148,8 +136,8 @@ def generate(
             )
         if settings.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
-        if guided:  # the branch pushed away from: the same prompt after `against`
-            away = [prompt_ids(tokenizer, against, prompt) for prompt, _ in batch]
+        if guided:  # the branch pushed away from: the same prompt without the prefix
+            away = [prompt_ids(tokenizer, "", prompt) for prompt, _ in batch]
             kwargs["negative_prompt_ids"], kwargs["negative_prompt_attention_mask"] = _left_padded(
                 away, pad, device
             )
@@ -241,11 +229,8 @@ class Judges:
         from condlabel.classifiers import build_classifiers
         from condlabel.labelers import build_labeler
 
-        classifier_cfgs = [c.model_copy(deep=True) for c in cfg.classifiers]
-        for c in classifier_cfgs:  # judge on the evaluation's device
-            if c.backend == "hf" and c.hf.device == "auto":
-                c.hf.device = cfg.device
-        self.classifiers = build_classifiers(classifier_cfgs, cfg.storage)
+        # judged on the evaluation's device
+        self.classifiers = build_classifiers(cfg.classifiers, cfg.storage, cfg.device)
         self.labeler = build_labeler(cfg.labeler, cfg.storage) if cfg.labeler is not None else None
 
     @property
@@ -305,16 +290,16 @@ def run_evaluation(cfg: EvalConfig) -> EvalReport:
         )
     judges = Judges(cfg)
 
-    def generate_and_judge(prefix: str, against: str = "") -> list[dict[str, Any]]:
+    def generate_and_judge(prefix: str) -> list[dict[str, Any]]:
         torch.manual_seed(cfg.generation.seed)  # every conditional samples from the same seed
-        pairs = generate(model, tokenizer, prefix, cfg.prompts, cfg.generation, device, against)
+        pairs = generate(model, tokenizer, prefix, cfg.prompts, cfg.generation, device)
         return _records(pairs, judges.label([text for _, text in pairs]))
 
     baseline = generate_and_judge("") if cfg.baseline else []
     results = []
     for cond in cfg.conditionals:
         prefix = conditional_prefix(cfg, cond)
-        records = generate_and_judge(prefix, guidance_prefix(cfg, cond))
+        records = generate_and_judge(prefix)
         bad, share = misalignment(cond, _labels(records), cfg.opposites, cfg.min_tag_overlap)
         result = ConditionalResult(
             conditional_name(cond, prefix), prefix, len(records), bad, share, generations=records

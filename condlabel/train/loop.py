@@ -19,12 +19,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from condlabel.config import ConfigError, StorageConfig, TrainConfig
-from condlabel.config.train import TrainComputeConfig, TrainDataConfig
+from condlabel.config import TrainConfig
+from condlabel.config.train import TrainComputeConfig
 from condlabel.prefix import RAW_TAGS, metadata_columns, vocabulary_for
 from condlabel.train.checkpoint import (
     TrainingState,
@@ -35,14 +34,16 @@ from condlabel.train.checkpoint import (
     training_state,
 )
 from condlabel.train.data import (
-    DATA_COLUMNS,
-    VERSION_COLUMNS,
     cooldown_start,
     document_positions,
-    keep_rows,
-    latest_row_keys_by_output,
     micro_batches,
-    version_keys,
+)
+from condlabel.train.dataset import (
+    MATERIALIZE_MAX_ROWS,
+    arrow_storage,
+    is_materialized,
+    read_training_rows,
+    shuffle_files,
 )
 from condlabel.train.steps import (
     Passes,
@@ -171,9 +172,9 @@ def _fit(cfg: TrainConfig, outputs: list[list[str]]) -> TrainSummary:
         files,
         cfg.storage,
         ((RAW_TAGS,) if vocabulary else ()) + tuple(metadata_columns_of(cfg)),
-        cfg.data.materialize_max_rows,
+        MATERIALIZE_MAX_ROWS,
         outputs=outputs,
-        file_shuffle=shuffle_files(cfg.data),
+        file_shuffle=shuffle_files(cfg.data, cfg.optimization.seed),
     )
     # Data in the object store goes whole to every worker, which shuffles all of it each pass
     # and takes its share (`condlabel.train.shuffle`); streamed data is split among them.
@@ -251,120 +252,6 @@ def torch_trainer(
         datasets={TRAIN_DATASET: dataset},
         dataset_config=DataConfig(datasets_to_split="all" if split else []),
     )
-
-
-def shuffle_files(data: TrainDataConfig) -> Any:
-    """The `shuffle` argument of Ray Data's read for `data.shuffle`: a seeded file order, new
-    on each execution of the read (each pass over streamed data); None keeps the file order."""
-    if not data.shuffle:
-        return None
-    from ray.data import FileShuffleConfig
-
-    return FileShuffleConfig(seed=data.seed, reseed_after_execution=True)
-
-
-def is_materialized(dataset: Any) -> bool:
-    from ray.data.dataset import MaterializedDataset
-
-    return isinstance(dataset, MaterializedDataset)
-
-
-def read_training_rows(
-    files: list[str],
-    storage: StorageConfig,
-    extra_columns: tuple = (),
-    materialize_max_rows: int = 0,
-    outputs: list[list[str]] | None = None,
-    file_shuffle: Any = None,
-):
-    """The training rows as a Ray dataset: the latest version of each document only, as
-    `condlabel.readback.read_tagged` reads them (a document whose text changed keeps its old
-    rows in the output; training on them would repeat superseded text). `outputs`: `files`
-    grouped by output (`training_outputs`), each with its own versions; default: one output.
-
-    The versions are decided on the driver from the key columns alone; the rows are filtered
-    as Ray Data reads them. Up to `materialize_max_rows` rows are read once and kept in the
-    object store (`data.materialize_max_rows`). `file_shuffle`: Ray Data's read `shuffle`
-    (`shuffle_files`).
-    """
-    rows, count = _training_dataset(files, storage, extra_columns, outputs or [files], file_shuffle)
-    if 0 < count <= materialize_max_rows:
-        log.info("reading the %d training rows once, into the object store", count)
-        return rows.materialize()
-    return rows
-
-
-def _training_dataset(
-    files: list[str],
-    storage: StorageConfig,
-    extra_columns: tuple,
-    outputs: list[list[str]],
-    file_shuffle: Any = None,
-):
-    """(the training rows as a lazy Ray dataset, their number)."""
-    import pyarrow.dataset as pads
-    import ray.data
-
-    paths, data_fs = arrow_storage(files, storage)
-    keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
-    missing = [c for c in extra_columns if c != RAW_TAGS and c not in keys.schema.names]
-    if missing:  # a kept input field the template shows: no silent empty prefix
-        raise ConfigError(
-            [
-                f"data.format.prefix_template: shows the kept input field {name!r}, a column "
-                "the training data does not have; keep it at conversion (input.keep_fields)"
-                for name in missing
-            ]
-        )
-    columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]
-    if not set(VERSION_COLUMNS) <= set(keys.schema.names):
-        log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
-        kept = None
-    else:
-        kept = latest_row_keys_by_output(
-            [
-                version_keys(
-                    pads.dataset(
-                        arrow_storage(output, storage)[0], format="parquet", filesystem=data_fs
-                    )
-                )
-                for output in outputs
-                if output
-            ]
-        )
-    read = partial(ray.data.read_parquet, paths, filesystem=data_fs, shuffle=file_shuffle)
-    if kept is None:
-        rows = read().select_columns(columns)
-        return rows, keys.count_rows()
-    log.info("training on the latest versions: %d of %d rows", len(kept), keys.count_rows())
-    # select_columns, not read_parquet(columns=...) (deprecated in Ray 2.60): the projection
-    # still reaches the parquet scan
-    rows = read().select_columns(columns + VERSION_COLUMNS)
-    keep = partial(keep_rows, kept=kept, columns=columns)
-    return rows.map_batches(keep, batch_format="pyarrow"), len(kept)
-
-
-def arrow_storage(uris: list[str], storage: StorageConfig):
-    """(paths, pyarrow filesystem or None) for Ray Data and Ray Train, all on one scheme.
-
-    Remote storage goes through the fsspec filesystem every other command uses (s3fs, with all
-    of `storage:`), wrapped for pyarrow. It also writes small objects with one PUT, where
-    pyarrow's own S3 client completes an empty multipart upload for Ray Train's marker file,
-    which some S3 servers reject. Local paths need no wrapper.
-    """
-    from condlabel.storage import filesystem, split_uri
-
-    split = [split_uri(uri) for uri in uris]
-    scheme = split[0][0]
-    paths = [path for _, path in split]
-    if scheme == "file":
-        return paths, None
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return paths, PyFileSystem(FSSpecHandler(filesystem(scheme, storage)))
-
-
-# --------------------------------------------------------------------------- on each worker
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -455,7 +342,7 @@ def setup_worker(compute: TrainComputeConfig, seed: int, device) -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     if device.type == "cpu":
-        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_worker)))
+        torch.set_num_threads(max(1, int(compute.cpus_per_worker)))
     torch.manual_seed(seed)
 
 

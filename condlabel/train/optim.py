@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from condlabel.config import OptimizationConfig
+from condlabel.config.train import OptimizationBase
 
 
-def lr_multiplier(step: int, cfg: OptimizationConfig) -> float:
+def lr_multiplier(step: int, cfg: OptimizationBase) -> float:
     """Learning rate at optimizer step `step` (0-based) as a fraction of the peak."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -27,7 +27,7 @@ def lr_multiplier(step: int, cfg: OptimizationConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model, cfg: OptimizationConfig):
+def make_optimizer(model, cfg: OptimizationBase):
     """(AdamW, LambdaLR over `lr_multiplier`); no weight decay on biases and norm weights."""
     import torch
 

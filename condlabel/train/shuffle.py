@@ -1,6 +1,6 @@
 """The order a worker reads its rows in, pass after pass (`data.shuffle`), Ray-free.
 
-    data in the object store (`data.materialize_max_rows`): every worker reads all of it and
+    data in the object store (`condlabel.train.dataset.MATERIALIZE_MAX_ROWS`): every worker reads all of it and
         sorts it by a seeded hash of (seed, pass, row content): a full shuffle, new each pass;
         worker r takes positions r, r + W, r + 2W, ... of that one order, so the rows of a step
         are the same whatever the number of workers W
@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from condlabel.config import TrainDataConfig
 
+ROWS_PER_BATCH = 64
+"""Rows a worker fetches from its dataset shard and tokenizes at a time."""
 READ_ROWS = 4096
 """Rows per batch while a worker reads the whole (materialized) dataset to shuffle it."""
 IDENTITY_COLUMNS = ("text", "synopsis", "tags", "control_tokens")
@@ -64,9 +66,10 @@ def worker_rows(table: pa.Table, seed: int, epoch: int, rank: int, world: int) -
 
 
 def pass_rows(
-    shard: Any, data: TrainDataConfig, rank: int, world: int, epoch: int, whole: bool
+    shard: Any, data: TrainDataConfig, seed: int, rank: int, world: int, epoch: int, whole: bool
 ) -> Iterator[pa.Table]:
-    """One pass of a worker's rows as pyarrow batches of `data.rows_per_batch`.
+    """One pass of a worker's rows as pyarrow batches of `ROWS_PER_BATCH` (`seed`: the run's
+    `optimization.seed`).
 
     `shard` is anything with Ray Data's `iter_batches`: the worker's split of the dataset, or,
     with `whole`, the whole (materialized) dataset, which `worker_rows` shuffles and divides.
@@ -76,14 +79,14 @@ def pass_rows(
         if not batches:
             return
         table = pa.concat_tables(batches, promote_options="default")
-        mine = worker_rows(table, data.seed, epoch, rank, world)
-        for start in range(0, mine.num_rows, data.rows_per_batch):
-            yield mine.slice(start, data.rows_per_batch)
+        mine = worker_rows(table, seed, epoch, rank, world)
+        for start in range(0, mine.num_rows, ROWS_PER_BATCH):
+            yield mine.slice(start, ROWS_PER_BATCH)
         return
-    kwargs: dict[str, Any] = {"batch_size": data.rows_per_batch, "batch_format": "pyarrow"}
+    kwargs: dict[str, Any] = {"batch_size": ROWS_PER_BATCH, "batch_format": "pyarrow"}
     if data.shuffle and data.shuffle_buffer_rows:
         kwargs.update(
             local_shuffle_buffer_size=data.shuffle_buffer_rows,
-            local_shuffle_seed=data.seed + 1000 * epoch + rank,
+            local_shuffle_seed=seed + 1000 * epoch + rank,
         )
     yield from shard.iter_batches(**kwargs)
