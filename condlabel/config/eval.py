@@ -137,8 +137,8 @@ class EvalConfig(RunConfig):
         if not self.conditionals:
             problems.append("conditionals: give at least one conditional")
         shown = set(template_fields(self.format.prefix_template))
-        for i, c in enumerate(self.conditionals):
-            unshown = sorted(set(c.meta) - shown)
+        for i, cond in enumerate(self.conditionals):
+            unshown = sorted(set(cond.meta) - shown)
             if unshown and self.prefix == "template":
                 problems.append(
                     f"conditionals[{i}].meta: {unshown} not in format.prefix_template "
