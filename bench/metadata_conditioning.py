@@ -1,7 +1,10 @@
 """Does conditioning on a real metadata field help a model predict text, and does the MeCo
 cooldown leave plain text as good as a model trained without metadata?
 
-    python bench/metadata_conditioning.py [--field section|url_domain] [--steps N] [--quick]
+    python bench/metadata_conditioning.py [--field section|url_domain] [--seed N] [--quick]
+
+About 26 minutes on the shared 2-core machine at load 30-60 (1,200 steps per model, one thread:
+two threads were 6x slower under that load); `--quick` about 3.
 
 1. Corpus: the package descriptions of the Debian packages installed on this machine
    (/var/lib/dpkg/status: each package's synopsis line and long description), with their
@@ -72,21 +75,23 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--field", choices=sorted(TEMPLATES), default="section")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--cooldown", type=float, default=0.1)
-    p.add_argument("--seq-len", type=int, default=96)
+    p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--width", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--vocab", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--heldout", type=float, default=0.15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="120 steps")
+    p.add_argument(
+        "--quick", action="store_true", help="300 steps of a width-64 model, seq_len 96 (~3 min)"
+    )
     args = p.parse_args()
     if args.quick:
-        args.steps = 120
+        args.steps, args.width, args.seq_len, args.lr = 300, 64, 96, 3e-3
     return args
 
 
