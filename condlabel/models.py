@@ -27,7 +27,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,8 @@ from condlabel.adapter_bin import (
     AdapterWeightsError,
     converted_adapter,
 )
-from condlabel.storage import StorageError, is_local, resolve, split_uri
+from condlabel.model_export import COMPLETE_MARKER, check_output_free, upload_directory
+from condlabel.storage import StorageError, resolve, split_uri
 
 if TYPE_CHECKING:
     from condlabel.config import StorageConfig
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("condlabel")
 
 MERGE_INFO = "condlabel_merge.json"
-COMPLETE_MARKER = ".condlabel-complete"
 HF_INSTALL_HINT = "pip install 'condlabel[hf]'"
 _LOCK_TIMEOUT_S = 6 * 3600  # a 40 GB model over a slow link; the holder's death frees the lock
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -154,30 +153,6 @@ def _inside(directory: Path, rel: str, uri: str, root: str) -> Path:
             "download directory; refusing to download this model (rename or remove that object)"
         )
     return dest
-
-
-def upload_directory(local_dir: str | Path, uri: str, storage: StorageConfig | None = None) -> str:
-    """Copy every file of `local_dir` under `uri` (local or remote); returns `uri`.
-
-    Files are written one by one (each S3 PUT is atomic); a marker file is written last, so a
-    reader can tell a complete export from one that was interrupted.
-    """
-    fs, root = resolve(uri, storage)
-    root = root.rstrip("/")
-    local_dir = Path(local_dir)
-    if is_local(fs):
-        staging = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(local_dir, staging)
-        Path(staging, COMPLETE_MARKER).write_text(uri)
-        if os.path.isdir(root):
-            shutil.rmtree(root)
-        os.replace(staging, root)
-        return uri
-    for path in sorted(local_dir.rglob("*")):
-        if path.is_file():
-            fs.put_file(str(path), posixpath.join(root, path.relative_to(local_dir).as_posix()))
-    fs.pipe_file(posixpath.join(root, COMPLETE_MARKER), uri.encode())
-    return uri
 
 
 # --------------------------------------------------------------------------- device and dtype
@@ -371,6 +346,7 @@ def merge_model(
     cache_dir: str | Path | None = None,
     format: str = "hf",
     quantization: str = "int8",
+    overwrite: bool = False,
 ) -> str:
     """Merge a LoRA adapter into its base model and write model + tokenizer to `output_uri`
     (local directory or s3:// prefix); returns `output_uri`.
@@ -380,8 +356,10 @@ def merge_model(
     base checkpoint's dtype) for `labeler.hf.model`; `format="ct2"` converts the merged model
     to CTranslate2 with its weights in `quantization` (int8, float32, ...) for
     `labeler.ct2.model` (`adapter` may then be None: a plain conversion). Every actor of a
-    cluster then loads the result.
+    cluster then loads the result. An output that holds files is refused unless `overwrite`
+    (and then only the files a previous export wrote are removed: `model_export`).
     """
+    check_output_free(output_uri, storage, overwrite)
     loaded = load_model(
         base,
         adapter,
