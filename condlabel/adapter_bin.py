@@ -4,9 +4,9 @@ The reference adapter (`rallio67/condlabeler-alpha`, early 2023) ships its weigh
 pickle. Such a file is read with torch's restricted unpickler (`torch.load(weights_only=True)`):
 tensors and plain containers only. Any other object (a class, a function such as `os.system`)
 is refused with `AdapterWeightsError` before it is built; full pickle loading is never used.
-The tensors are written to `adapter_model.safetensors` in a directory of the node's model cache
-keyed by the `.bin` file's content, beside copies of the adapter's other files (config,
-tokenizer); the loaders then read safetensors as for any other adapter. A file lock per content
+The tensors are written to `adapter_model.safetensors` in a directory of the node's model cache,
+beside copies of the adapter's other files (config, tokenizer), keyed by the contents of all of them (a changed `adapter_config.json` is another
+adapter); the loaders then read safetensors as for any other adapter. A file lock per content
 makes concurrent actors convert once.
 """
 
@@ -78,12 +78,8 @@ def converted_adapter(path: str | Path, cache: Path, what: str) -> str:
 
     source = Path(path)
     pickled = source / ADAPTER_PICKLED
-    digest = hashlib.sha256()
-    with open(pickled, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     root = cache / "converted"
-    target = root / digest.hexdigest()[:24]
+    target = root / _content_key(source)
     (root / ".locks").mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".locks" / f"{target.name}.lock")):
         if (target / CONVERTED_MARKER).exists():
@@ -93,6 +89,31 @@ def converted_adapter(path: str | Path, cache: Path, what: str) -> str:
     return str(target)
 
 
+def _defining_files(source: Path) -> list[Path]:
+    """The files that make the adapter what it is: its `.bin` weights and every file copied
+    beside the converted weights (adapter_config.json, tokenizer files, ...)."""
+    return sorted(
+        item
+        for item in source.iterdir()
+        if item.is_file()
+        and not item.name.startswith(".")  # markers of the model cache, not the adapter
+        and (item.name == ADAPTER_PICKLED or item.suffix not in _PICKLE_SUFFIXES)
+    )
+
+
+def _content_key(source: Path) -> str:
+    """A cache key from the names and contents of every defining file: an adapter whose
+    config changed (its `lora_alpha`, its target modules) is another adapter, even with the
+    same weights."""
+    digest = hashlib.sha256()
+    for item in _defining_files(source):
+        digest.update(f"\0{item.name}\0{item.stat().st_size}\0".encode())
+        with open(item, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:24]
+
+
 def _write_converted(source: Path, state: dict, target: Path) -> None:
     """Other files copied, weights as safetensors; built beside `target` and renamed into it."""
     from safetensors.torch import save_file
@@ -100,8 +121,8 @@ def _write_converted(source: Path, state: dict, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
     try:
-        for item in source.iterdir():
-            if item.is_file() and item.suffix not in _PICKLE_SUFFIXES:
+        for item in _defining_files(source):
+            if item.name != ADAPTER_PICKLED:
                 shutil.copy2(item, tmp / item.name)
         # save_file refuses tensors that share storage (tied or sliced views): own copies.
         tensors = {key: value.detach().clone().contiguous() for key, value in state.items()}

@@ -124,3 +124,31 @@ def test_merge_command_takes_a_bin_adapter(
     assert merged.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_changed_adapter_config_is_another_adapter(tiny_t5, tiny_t5_adapter_bin, tmp_path):
+    """The cache is keyed by every file that defines the adapter: the same .bin weights with
+    lora_alpha 16 -> 160 must merge with 160, not with the config converted first."""
+    import json
+
+    from safetensors.torch import load_file
+
+    cache = tmp_path / "cache"
+    scaled = tmp_path / "adapter-alpha160"
+    shutil.copytree(tiny_t5_adapter_bin, scaled)
+    settings = json.loads((scaled / "adapter_config.json").read_text())
+    assert settings["lora_alpha"] == 16
+    settings["lora_alpha"] = 160
+    (scaled / "adapter_config.json").write_text(json.dumps(settings))
+    first = fetch_adapter(str(tiny_t5_adapter_bin), cache_dir=cache)
+    second = fetch_adapter(str(scaled), cache_dir=cache)
+    assert first != second
+    assert json.loads(Path(second, "adapter_config.json").read_text())["lora_alpha"] == 160
+    merged = {}
+    for name, adapter in (("alpha16", tiny_t5_adapter_bin), ("alpha160", scaled)):
+        out = merge_model(str(tiny_t5), str(adapter), str(tmp_path / name), cache_dir=cache)
+        merged[name] = load_file(Path(out) / "model.safetensors")
+    changed = [
+        k for k in merged["alpha16"] if not torch.equal(merged["alpha16"][k], merged["alpha160"][k])
+    ]
+    assert changed  # the larger scale reached the merged weights
