@@ -35,14 +35,14 @@ def load_restricted(path: str | Path, what: str) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (bad zip), EOFError
         raise AdapterWeightsError(
             f"{what}: {Path(path).name} refused by torch's restricted loader "
             f"({_reason(exc)}). condlabel loads adapter weights from safetensors only, or from a "
             ".bin that holds plain tensors (converted once to safetensors); it never unpickles "
             "objects or code. If you trust this file, convert it yourself on an isolated machine "
             "(peft `save_pretrained(dir, safe_serialization=True)`) and point `adapter` there."
-        ) from exc
+        ) from None  # torch's own message advises loading the file unrestricted
     bad = [
         f"{key!r}: {type(value).__name__}"
         for key, value in (state.items() if isinstance(state, dict) else [])
@@ -57,17 +57,25 @@ def load_restricted(path: str | Path, what: str) -> dict:
     return state
 
 
+_ADVICE = ("weights_only", "re-running", "trusted source", "trust the source", "alternatively")
+_NOISE = ("check the documentation", "please file")
+
+
 def _reason(exc: Exception) -> str:
-    """The line of torch's message that says what was refused (its advice to re-run with
-    `weights_only=False` is exactly what we must not do, so it is left out)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [
-        line
-        for line in lines
-        if not line.startswith(
-            ("Weights only load failed", "Check the documentation", "Please file")
-        )
-    ]
+    """What torch's restricted loader refused, without its advice: re-running with
+    `weights_only=False` or allowlisting the class is exactly what must not be done here."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    useful = []
+    for line in text.splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error: ")
+        lowered = line.lower()
+        if not line or any(word in lowered for word in _ADVICE + _NOISE):
+            continue
+        # "... was not an allowed global by default. Please use add_safe_globals(...)": keep
+        # what was found, drop how to let it through.
+        useful.append(re.split(r"\.\s+Please use", line)[0].rstrip("."))
     return f"{type(exc).__name__}: {useful[0] if useful else 'unreadable'}"
 
 

@@ -95,6 +95,23 @@ def test_a_pickle_that_runs_code_is_refused(fmt, tiny_t5_adapter, tmp_path):
     assert not list((tmp_path / "cache" / "converted").glob("[!.]*"))  # nothing converted
 
 
+def test_a_pickled_class_is_refused_without_torchs_advice(tiny_t5_adapter, tmp_path):
+    """A class torch does not allow: its message offers re-running with weights_only=False
+    and allowlisting the class; neither may reach the user, not even in the traceback."""
+    import argparse
+    import traceback
+
+    def write(path):
+        torch.save({"base_model.model.lm_head.weight": argparse.Namespace(x=1)}, path)
+
+    adapter = _hostile_adapter(tmp_path / "adapter", tiny_t5_adapter, write)
+    with pytest.raises(AdapterWeightsError, match=r"refused.*argparse\.Namespace") as info:
+        fetch_adapter(str(adapter), cache_dir=tmp_path / "cache")
+    shown = "".join(traceback.format_exception(info.value))
+    for advice in ("weights_only", "Re-running", "add_safe_globals", "trusted source"):
+        assert advice not in shown
+
+
 def test_objects_other_than_named_tensors_are_refused(tiny_t5_adapter, tmp_path):
     def write(path):
         torch.save([torch.zeros(2)], path)  # loads under weights_only, but is no state dict

@@ -216,10 +216,30 @@ def load_ct2_tokenizer(path: str) -> Any:
         from condlabel.models import load_tokenizer
 
         return load_tokenizer(path, None)
-    cls = getattr(transformers, name, None) or getattr(transformers, f"{name}Fast", None)
+    cls = _tokenizer_class(transformers, name, settings_file)
     if cls is None or cls.__name__ == "PythonBackend":
         cls = transformers.TokenizersBackend
     return cls.from_pretrained(path)
+
+
+def _tokenizer_class(transformers: Any, name: str, settings_file: Path) -> Any:
+    """The tokenizer class `name` (or `nameFast`) of transformers, None when it has none; a
+    name that is something else there (a model class, a function) is refused: the file names
+    what gets loaded, and only a tokenizer may be loaded as the tokenizer."""
+    base = transformers.PreTrainedTokenizerBase
+    for candidate in (name, f"{name}Fast"):
+        found = getattr(transformers, candidate, None)
+        if found is None:
+            continue
+        if isinstance(found, type) and issubclass(found, base):
+            return found
+        what = "a class that is no tokenizer" if isinstance(found, type) else "no class"
+        raise ValueError(
+            f"{settings_file}: tokenizer_class {name!r} is {what} in transformers; only a "
+            "tokenizer class is loaded as the tokenizer: set it to the tokenizer's class (e.g. "
+            "T5TokenizerFast), or write the model again with `condlabel merge --format ct2`"
+        )
+    return None
 
 
 def _merge_info(path: str) -> dict[str, Any]:
