@@ -49,6 +49,8 @@ MERGE_INFO = "condlabel_merge.json"
 HF_INSTALL_HINT = "pip install 'condlabel[hf]'"
 _LOCK_TIMEOUT_S = 6 * 3600  # a 40 GB model over a slow link; the holder's death frees the lock
 _DTYPES = ("float32", "bfloat16", "float16")
+CT2_FLOAT16 = ("float16", "int8_float16")
+"""CTranslate2 compute types that run activations in float16."""
 
 
 # --------------------------------------------------------------------------- fetch
@@ -169,12 +171,48 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str):
-    """`auto` -> bfloat16 on GPU, float32 on CPU; else the named torch dtype."""
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
+"""Model types whose activations overflow float16 (T5, flan-t5, UL2/flan-ul2, ...): their
+feed-forward outputs exceed float16's range (CTranslate2 issue #1074; the reason T5 checkpoints
+were trained in bfloat16)."""
+
+
+def is_t5_family(config: Any) -> bool:
+    """Whether a transformers config is a T5-family model (UL2 and flan-ul2 say `t5`)."""
+    return str(getattr(config, "model_type", "")).lower() in T5_FAMILY
+
+
+def refuse_t5_float16(key: str, value: str, model: str) -> None:
+    """The refusal of float16 for a T5-family model, naming the setting that chose it."""
+    from condlabel.config import ConfigError
+
+    raise ConfigError(
+        [
+            f"{key}: {value} is refused for {model}, a T5-family model: its activations "
+            "overflow float16 (inf/NaN labels). Use bfloat16 on a GPU that supports it, "
+            "float32, or int8 weights with bfloat16/float32 compute (ct2: int8, "
+            "int8_bfloat16, int8_float32)"
+        ]
+    )
+
+
+def pick_dtype(
+    dtype: str, device: str, *, t5_family: bool = False, bf16_supported: bool | None = None
+):
+    """The torch dtype: a named one as it is; `auto` -> float32 on the CPU; on a GPU bfloat16
+    where it supports it (`torch.cuda.is_bf16_supported()`, asked unless `bf16_supported` says),
+    else float16 — except for T5-family models (`t5_family`), which overflow in float16 and
+    stay in float32 there."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if not device.startswith("cuda"):
+            return torch.float32
+        if bf16_supported is None:
+            bf16_supported = bool(torch.cuda.is_bf16_supported())
+        if bf16_supported:
+            return torch.bfloat16
+        return torch.float32 if t5_family else torch.float16
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected auto or one of {', '.join(_DTYPES)}")
     return getattr(torch, dtype)
@@ -290,17 +328,18 @@ def load_model(
     """Load a seq2seq or causal LM (and its tokenizer), merge a LoRA adapter into it.
 
     `device="auto"` takes the GPU this process sees (a Ray actor sees the one it reserved),
-    else the CPU; `dtype="auto"` is bfloat16 on GPU and float32 on CPU.
+    else the CPU; `dtype="auto"` is float32 on the CPU and on a GPU bfloat16 where it supports
+    it (`pick_dtype`).
     """
     _require_hf()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
     model_path = fetch_model(model, storage, cache_dir)
     adapter_path = fetch_adapter(adapter, adapter_revision, storage, cache_dir) if adapter else None
 
     config = AutoConfig.from_pretrained(model_path, revision=revision)
+    torch_dtype = pick_dtype(dtype, device, t5_family=is_t5_family(config))
     seq2seq = (
         bool(getattr(config, "is_encoder_decoder", False))
         if architecture == "auto"
@@ -360,6 +399,7 @@ def merge_model(
     (and then only the files a previous export wrote are removed: `model_export`).
     """
     check_output_free(output_uri, storage, overwrite)
+    model_type = _refuse_half_t5(base, revision, storage, cache_dir, format, dtype, quantization)
     loaded = load_model(
         base,
         adapter,
@@ -384,6 +424,7 @@ def merge_model(
         "adapter_revision": adapter_revision,
         "dtype": str(save_dtype).removeprefix("torch."),
         "format": format,
+        "model_type": model_type,  # the ct2 labeler refuses float16 compute for T5 models
         # EOS as the hf backend resolves it, so a converted model stops where hf stops.
         "eos_token_ids": _eos_ids(net, loaded.tokenizer, base),
     }
@@ -407,6 +448,28 @@ def merge_model(
     detail = f"ct2 {quantization}" if format == "ct2" else info["dtype"]
     log.info("merged %s + %s -> %s (%s)", base, adapter, output_uri, detail)
     return output_uri
+
+
+def _refuse_half_t5(
+    base: str,
+    revision: str | None,
+    storage: StorageConfig | None,
+    cache_dir: str | Path | None,
+    format: str,
+    dtype: str,
+    quantization: str,
+) -> str:
+    """The base's model type; float16 weights or compute for a T5-family base are refused
+    before anything is merged (`--dtype float16`, `--quantization float16/int8_float16`)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(fetch_model(base, storage, cache_dir), revision=revision)
+    if is_t5_family(config):
+        if format == "hf" and dtype == "float16":
+            refuse_t5_float16("--dtype", dtype, base)
+        if format == "ct2" and quantization in CT2_FLOAT16:
+            refuse_t5_float16("--quantization", quantization, base)
+    return str(getattr(config, "model_type", ""))
 
 
 def _eos_ids(net, tokenizer, model: str) -> list[int]:

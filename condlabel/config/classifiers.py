@@ -76,7 +76,7 @@ class HFClassifierConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU of the actor when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """`auto`: bfloat16 on GPU, float32 on CPU."""
+    """`auto`: bfloat16 on a GPU that supports it (else float16), float32 on CPU."""
 
 
 class ClassifierConfig(StrictModel):

@@ -125,6 +125,7 @@ class CT2Labeler:
         self._fingerprint = fingerprint(cfg)
         path = fetch_ct2_model(cfg.model, cfg.revision, storage, cfg.cache_dir)
         device = pick_device(ctranslate2, cfg.device)
+        _refuse_half_t5(path, cfg)
         supported = ctranslate2.get_supported_compute_types(device)
         if cfg.compute_type not in supported:
             # CTranslate2 would fall back to another type: the fingerprint would then lie.
@@ -283,6 +284,25 @@ def _tokenizer_class(transformers: Any, name: str, settings_file: Path) -> Any:
             "T5TokenizerFast), or write the model again with `condlabel merge --format ct2`"
         )
     return None
+
+
+def _refuse_half_t5(path: str, cfg: CT2LabelerConfig) -> None:
+    """float16 compute (`float16`, `int8_float16`) is refused for a T5-family model: its
+    activations overflow float16. The family is the one `condlabel merge` recorded; a model
+    converted elsewhere counts as T5 when it decodes from the padding token, as T5 does."""
+    from condlabel.models import CT2_FLOAT16, T5_FAMILY, refuse_t5_float16
+
+    if cfg.compute_type not in CT2_FLOAT16:
+        return
+    model_type = _merge_info(path).get("model_type")
+    if model_type is None:
+        config = Path(path, "config.json")
+        settings = json.loads(config.read_text()) if config.is_file() else {}
+        t5 = settings.get("decoder_start_token") == "<pad>"
+    else:
+        t5 = str(model_type).lower() in T5_FAMILY
+    if t5:
+        refuse_t5_float16("labeler.ct2.compute_type", cfg.compute_type, cfg.model or path)
 
 
 def _merge_info(path: str) -> dict[str, Any]:

@@ -110,6 +110,13 @@ def _configured_eos(model_path: str) -> tuple[Any, Any]:
     return generation_eos, AutoConfig.from_pretrained(model_path).eos_token_id
 
 
+def _gpu_dtype() -> str:
+    """bfloat16 where the GPU supports it (Ampere and later), else float16."""
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 def _engine_args(
     cfg: VLLMLabelerConfig, model_path: str, token_source: str, on_cpu: bool
 ) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def _engine_args(
         "model": model_path,
         "tokenizer": token_source,
         "revision": cfg.revision,
-        "dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "bfloat16"),
+        "dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else _gpu_dtype()),
         "seed": cfg.seed,
         "max_model_len": cfg.max_model_len,
         "tensor_parallel_size": cfg.tensor_parallel_size,

@@ -40,7 +40,10 @@ def prepare_training(
     optimizer, scheduler = make_optimizer(model, settings)
     if loaded.optimizer_state is not None:
         restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    # auto: bf16 only where the GPU computes it (torch would emulate it slowly, or refuse).
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     return model, optimizer, scheduler, autocast
 
