@@ -71,6 +71,12 @@ class StepLoop:
     device: Any
     autocast: Any
     rate_key: str = "tokens_per_s"
+    report: Callable[[dict[str, Any]], None] | None = None
+    """Where the metrics between checkpoints go; None: `ray.train.report` (a Ray Train worker).
+    A loop driven in process without Ray (bench/gpu_check.py) passes its own."""
+    report: Callable[[dict[str, Any]], None] | None = None
+    """Where the metrics between checkpoints go; None: `ray.train.report` (a Ray Train worker).
+    A loop driven in process without Ray (bench/gpu_check.py) passes its own."""
 
     def run(
         self,
@@ -81,7 +87,6 @@ class StepLoop:
     ) -> None:
         """Step until `opt.max_steps`. `micro_batch()`: the model's keyword arguments and the
         tokens they count; `checkpoint(metrics)`: save and report (other reports go to Ray)."""
-        import ray.train
         import torch
 
         opt, model = self.opt, self.model
@@ -125,7 +130,11 @@ class StepLoop:
                 )
             if save:
                 checkpoint(metrics)
+            elif self.report is not None:
+                self.report(metrics)
             else:
+                import ray.train
+
                 ray.train.report(metrics)
             window.restart()
 
