@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--json", action="store_true", help="JSON lines only (no table at the end)")
     p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these checks only")
+    p.add_argument("--train-steps", type=int, default=300, help="--prepare: labeler steps")
     p.add_argument("--cpu-scale", type=float, default=3.0, help="time limits x this on the CPU")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: run this check, print its line
     return p.parse_args()
@@ -71,13 +72,13 @@ def main() -> int:
 
     if args.prepare:
         started = time.perf_counter()
-        prepare(Path(args.prepare), args.device)
+        prepare(Path(args.prepare), args.device, args.train_steps)
         print(json.dumps({"prepared": args.prepare, "seconds": time.perf_counter() - started}))
         return 0
     with tempfile.TemporaryDirectory(prefix="condlabel-gpu-check-") as tmp:
         models = Path(args.models) if args.models else Path(tmp)
         if not args.models:
-            prepare(models, args.device)
+            prepare(models, args.device, args.train_steps)
         results = {name: run_child(name, models, args) for name in args.only or list(CHECKS)}
     final = {
         "device": device_name(args.device),
