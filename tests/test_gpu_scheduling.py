@@ -50,6 +50,7 @@ def gpu_head():
     cmd += ["--include-dashboard", "false", "--temp-dir", temp_dir, "--disable-usage-stats"]
     cmd += ["--node-ip-address", "127.0.0.1", "--port", str(port)]
     for flag in (
+        "--dashboard-port",  # bound even without the dashboard; 8265 may be another's
         "--ray-client-server-port",
         "--node-manager-port",
         "--object-manager-port",
