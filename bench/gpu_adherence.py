@@ -32,7 +32,11 @@ def run_adherence(models: Path, device: str) -> dict:
     vader = SentimentIntensityAnalyzer()
     tok = AutoTokenizer.from_pretrained(models / GPT2)
     gpu = _on_gpu(device)
-    sizes = {"n_embd": 256, "n_layer": 4, "n_head": 4} if gpu else {"n_embd": 64, "n_layer": 2}
+    sizes = (
+        {"n_embd": 256, "n_layer": 4, "n_head": 4}
+        if gpu
+        else {"n_embd": 64, "n_layer": 2, "n_head": 2}
+    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=len(tok), n_positions=128, eos_token_id=tok.eos_token_id, **sizes)
