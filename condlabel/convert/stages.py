@@ -184,9 +184,10 @@ def _labeler_rejects(
     try:
         return label_table(labeler, row, fingerprint), []
     except Exception as exc:  # noqa: BLE001 - kept as the chunk's reject
+        error: BaseException = exc
         if isinstance(exc, PartialLabels) and exc.errors:
-            exc = next(iter(exc.errors.values()))  # the chunk's own error, not the summary
-        return empty_labeled(row), [_labeler_reject(row.to_pylist()[0], exc)]
+            error = next(iter(exc.errors.values()))  # the chunk's own error, not the summary
+        return empty_labeled(row), [_labeler_reject(row.to_pylist()[0], error)]
 
 
 def _labeler_reject(chunk: dict, exc: BaseException) -> Reject:

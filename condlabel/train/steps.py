@@ -74,9 +74,6 @@ class StepLoop:
     report: Callable[[dict[str, Any]], None] | None = None
     """Where the metrics between checkpoints go; None: `ray.train.report` (a Ray Train worker).
     A loop driven in process without Ray (bench/gpu_check.py) passes its own."""
-    report: Callable[[dict[str, Any]], None] | None = None
-    """Where the metrics between checkpoints go; None: `ray.train.report` (a Ray Train worker).
-    A loop driven in process without Ray (bench/gpu_check.py) passes its own."""
 
     def run(
         self,
@@ -86,7 +83,7 @@ class StepLoop:
         checkpoint: Callable[[dict[str, Any]], None],
     ) -> None:
         """Step until `opt.max_steps`. `micro_batch()`: the model's keyword arguments and the
-        tokens they count; `checkpoint(metrics)`: save and report (other reports go to Ray)."""
+        tokens they count; `checkpoint(metrics)`: save and report (other reports go to `report`)."""
         import torch
 
         opt, model = self.opt, self.model
