@@ -36,7 +36,7 @@ class ProbeLabeler:
         Path(os.environ[RECORDS], f"{os.getpid()}.json").write_text(json.dumps(record))
 
     def label(self, texts: list[str]) -> list[LabelResult]:
-        time.sleep(2.0)  # so the whole pool gets batches, however slowly its actors start
+        time.sleep(1.0)  # so the whole pool gets batches, however slowly its actors start
         return self.inner.label(texts)
 
 

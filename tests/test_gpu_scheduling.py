@@ -73,7 +73,7 @@ def gpu_head():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("gpu-in")
-    docs = make_docs(96, "g")
+    docs = make_docs(64, "g")
     for i in range(4):
         write_jsonl(source / f"{i}.jsonl", docs[i::4])
     return source
