@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 VLLM_VENV ?= .venv-vllm
 VLLM_ENV  := VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1
 
-.PHONY: demo test test-slow test-all test-vllm lint bench bench-vllm bench-ct2 bench-adherence install-core install-dev install-vllm clean
+.PHONY: demo test test-slow test-all test-vllm lint bench bench-vllm bench-ct2 bench-adherence gpu-check install-core install-dev install-vllm clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench: $(VENV)/.dev
 bench-adherence: $(VENV)/.dev
 	test -d /usr/share/games/fortunes || (apt-get update -qq && apt-get install -y -qq fortunes)
 	HF_HUB_OFFLINE=1 $(PY) bench/tag_adherence.py $(BENCH_ARGS)
+
+## gpu-check: the GPU paths on one GPU in ~8 minutes, no Ray (bench/README.md); GPU_CHECK_ARGS=--device cpu
+gpu-check:
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu_check.py --json $(GPU_CHECK_ARGS)
 
 ## bench-ct2: chunks/s and peak memory of the ct2 backend (float32, int8) vs hf on one T5
 bench-ct2: $(VENV)/.dev

@@ -27,7 +27,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ from condlabel.adapter_bin import (
     AdapterWeightsError,
     converted_adapter,
 )
-from condlabel.storage import StorageError, is_local, resolve, split_uri
+from condlabel.model_export import COMPLETE_MARKER, check_output_free, upload_directory
+from condlabel.storage import StorageError, resolve, split_uri
 
 if TYPE_CHECKING:
     from condlabel.config import StorageConfig
@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("condlabel")
 
 MERGE_INFO = "condlabel_merge.json"
-COMPLETE_MARKER = ".condlabel-complete"
 HF_INSTALL_HINT = "pip install 'condlabel[hf]'"
 _LOCK_TIMEOUT_S = 6 * 3600  # a 40 GB model over a slow link; the holder's death frees the lock
 _DTYPES = ("float32", "bfloat16", "float16")
+CT2_FLOAT16 = ("float16", "int8_float16")
+"""CTranslate2 compute types that run activations in float16."""
 
 
 # --------------------------------------------------------------------------- fetch
@@ -157,30 +158,6 @@ def _inside(directory: Path, rel: str, uri: str, root: str) -> Path:
     return dest
 
 
-def upload_directory(local_dir: str | Path, uri: str, storage: StorageConfig | None = None) -> str:
-    """Copy every file of `local_dir` under `uri` (local or remote); returns `uri`.
-
-    Files are written one by one (each S3 PUT is atomic); a marker file is written last, so a
-    reader can tell a complete export from one that was interrupted.
-    """
-    fs, root = resolve(uri, storage)
-    root = root.rstrip("/")
-    local_dir = Path(local_dir)
-    if is_local(fs):
-        staging = f"{root}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(local_dir, staging)
-        Path(staging, COMPLETE_MARKER).write_text(uri)
-        if os.path.isdir(root):
-            shutil.rmtree(root)
-        os.replace(staging, root)
-        return uri
-    for path in sorted(local_dir.rglob("*")):
-        if path.is_file():
-            fs.put_file(str(path), posixpath.join(root, path.relative_to(local_dir).as_posix()))
-    fs.pipe_file(posixpath.join(root, COMPLETE_MARKER), uri.encode())
-    return uri
-
-
 # --------------------------------------------------------------------------- device and dtype
 
 
@@ -195,12 +172,48 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(dtype: str, device: str):
-    """`auto` -> bfloat16 on GPU, float32 on CPU; else the named torch dtype."""
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5", "switch_transformers")
+"""Model types whose activations overflow float16 (T5, flan-t5, UL2/flan-ul2, ...): their
+feed-forward outputs exceed float16's range (CTranslate2 issue #1074; the reason T5 checkpoints
+were trained in bfloat16)."""
+
+
+def is_t5_family(config: Any) -> bool:
+    """Whether a transformers config is a T5-family model (UL2 and flan-ul2 say `t5`)."""
+    return str(getattr(config, "model_type", "")).lower() in T5_FAMILY
+
+
+def refuse_t5_float16(key: str, value: str, model: str) -> None:
+    """The refusal of float16 for a T5-family model, naming the setting that chose it."""
+    from condlabel.config import ConfigError
+
+    raise ConfigError(
+        [
+            f"{key}: {value} is refused for {model}, a T5-family model: its activations "
+            "overflow float16 (inf/NaN labels). Use bfloat16 on a GPU that supports it, "
+            "float32, or int8 weights with bfloat16/float32 compute (ct2: int8, "
+            "int8_bfloat16, int8_float32)"
+        ]
+    )
+
+
+def pick_dtype(
+    dtype: str, device: str, *, t5_family: bool = False, bf16_supported: bool | None = None
+):
+    """The torch dtype: a named one as it is; `auto` -> float32 on the CPU; on a GPU bfloat16
+    where it supports it (`torch.cuda.is_bf16_supported()`, asked unless `bf16_supported` says),
+    else float16 — except for T5-family models (`t5_family`), which overflow in float16 and
+    stay in float32 there."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if not device.startswith("cuda"):
+            return torch.float32
+        if bf16_supported is None:
+            bf16_supported = bool(torch.cuda.is_bf16_supported())
+        if bf16_supported:
+            return torch.bfloat16
+        return torch.float32 if t5_family else torch.float16
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected auto or one of {', '.join(_DTYPES)}")
     return getattr(torch, dtype)
@@ -315,17 +328,18 @@ def load_model(
     """Load a seq2seq or causal LM (and its tokenizer), merge a LoRA adapter into it.
 
     `device="auto"` takes the GPU this process sees (a Ray actor sees the one it reserved),
-    else the CPU; `dtype="auto"` is bfloat16 on GPU and float32 on CPU.
+    else the CPU; `dtype="auto"` is float32 on the CPU and on a GPU bfloat16 where it supports
+    it (`pick_dtype`).
     """
     _require_hf()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, device)
     model_path = fetch_model(model, storage, cache_dir)
     adapter_path = fetch_adapter(adapter, adapter_revision, storage, cache_dir) if adapter else None
 
     config = AutoConfig.from_pretrained(model_path, revision=revision)
+    torch_dtype = pick_dtype(dtype, device, t5_family=is_t5_family(config))
     seq2seq = (
         bool(getattr(config, "is_encoder_decoder", False))
         if architecture == "auto"
@@ -370,6 +384,7 @@ def merge_model(
     cache_dir: str | Path | None = None,
     format: str = "hf",
     quantization: str = "int8",
+    overwrite: bool = False,
 ) -> str:
     """Merge a LoRA adapter into its base model and write model + tokenizer to `output_uri`
     (local directory or s3:// prefix); returns `output_uri`.
@@ -379,8 +394,11 @@ def merge_model(
     base checkpoint's dtype) for `labeler.model`; `format="ct2"` converts the merged model
     to CTranslate2 with its weights in `quantization` (int8, float32, ...) for
     `labeler.model` (`adapter` may then be None: a plain conversion). Every actor of a
-    cluster then loads the result.
+    cluster then loads the result. An output that holds files is refused unless `overwrite`
+    (and then only the files a previous export wrote are removed: `model_export`).
     """
+    check_output_free(output_uri, storage, overwrite)
+    model_type = _refuse_half_t5(base, revision, storage, cache_dir, format, dtype, quantization)
     loaded = load_model(
         base,
         adapter,
@@ -405,6 +423,7 @@ def merge_model(
         "adapter_revision": adapter_revision,
         "dtype": str(save_dtype).removeprefix("torch."),
         "format": format,
+        "model_type": model_type,  # the ct2 labeler refuses float16 compute for T5 models
         # EOS as the hf backend resolves it, so a converted model stops where hf stops.
         "eos_token_ids": _eos_ids(net, loaded.tokenizer, base),
     }
@@ -439,6 +458,28 @@ def eos_token_ids(configured: Iterable[Any], tokenizer: Any, model: str) -> list
         if ids:
             return list(dict.fromkeys(ids))
     raise ValueError(f"model {model}: no EOS token id in its configs or tokenizer")
+
+
+def _refuse_half_t5(
+    base: str,
+    revision: str | None,
+    storage: StorageConfig | None,
+    cache_dir: str | Path | None,
+    format: str,
+    dtype: str,
+    quantization: str,
+) -> str:
+    """The base's model type; float16 weights or compute for a T5-family base are refused
+    before anything is merged (`--dtype float16`, `--quantization float16/int8_float16`)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(fetch_model(base, storage, cache_dir), revision=revision)
+    if is_t5_family(config):
+        if format == "hf" and dtype == "float16":
+            refuse_t5_float16("--dtype", dtype, base)
+        if format == "ct2" and quantization in CT2_FLOAT16:
+            refuse_t5_float16("--quantization", quantization, base)
+    return str(getattr(config, "model_type", ""))
 
 
 def _eos_ids(net, tokenizer, model: str) -> list[int]:

@@ -95,6 +95,23 @@ def test_a_pickle_that_runs_code_is_refused(fmt, tiny_t5_adapter, tmp_path):
     assert not list((tmp_path / "cache" / "converted").glob("[!.]*"))  # nothing converted
 
 
+def test_a_pickled_class_is_refused_without_torchs_advice(tiny_t5_adapter, tmp_path):
+    """A class torch does not allow: its message offers re-running with weights_only=False
+    and allowlisting the class; neither may reach the user, not even in the traceback."""
+    import argparse
+    import traceback
+
+    def write(path):
+        torch.save({"base_model.model.lm_head.weight": argparse.Namespace(x=1)}, path)
+
+    adapter = _hostile_adapter(tmp_path / "adapter", tiny_t5_adapter, write)
+    with pytest.raises(AdapterWeightsError, match=r"refused.*argparse\.Namespace") as info:
+        fetch_adapter(str(adapter), cache_dir=tmp_path / "cache")
+    shown = "".join(traceback.format_exception(info.value))
+    for advice in ("weights_only", "Re-running", "add_safe_globals", "trusted source"):
+        assert advice not in shown
+
+
 def test_objects_other_than_named_tensors_are_refused(tiny_t5_adapter, tmp_path):
     def write(path):
         torch.save([torch.zeros(2)], path)  # loads under weights_only, but is no state dict
@@ -124,3 +141,31 @@ def test_merge_command_takes_a_bin_adapter(
     assert merged.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(merged[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_changed_adapter_config_is_another_adapter(tiny_t5, tiny_t5_adapter_bin, tmp_path):
+    """The cache is keyed by every file that defines the adapter: the same .bin weights with
+    lora_alpha 16 -> 160 must merge with 160, not with the config converted first."""
+    import json
+
+    from safetensors.torch import load_file
+
+    cache = tmp_path / "cache"
+    scaled = tmp_path / "adapter-alpha160"
+    shutil.copytree(tiny_t5_adapter_bin, scaled)
+    settings = json.loads((scaled / "adapter_config.json").read_text())
+    assert settings["lora_alpha"] == 16
+    settings["lora_alpha"] = 160
+    (scaled / "adapter_config.json").write_text(json.dumps(settings))
+    first = fetch_adapter(str(tiny_t5_adapter_bin), cache_dir=cache)
+    second = fetch_adapter(str(scaled), cache_dir=cache)
+    assert first != second
+    assert json.loads(Path(second, "adapter_config.json").read_text())["lora_alpha"] == 160
+    merged = {}
+    for name, adapter in (("alpha16", tiny_t5_adapter_bin), ("alpha160", scaled)):
+        out = merge_model(str(tiny_t5), str(adapter), str(tmp_path / name), cache_dir=cache)
+        merged[name] = load_file(Path(out) / "model.safetensors")
+    changed = [
+        k for k in merged["alpha16"] if not torch.equal(merged["alpha16"][k], merged["alpha160"][k])
+    ]
+    assert changed  # the larger scale reached the merged weights

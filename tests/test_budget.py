@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import pyarrow as pa
+import pytest
 
 from condlabel.convert.budget import (
     ALONE,
@@ -128,3 +129,46 @@ def test_a_call_within_its_budget_is_not_ended(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "survived"
+
+
+@pytest.mark.slow
+def test_a_device_stuck_with_the_gil_held_is_cut_and_its_chunk_rejected(tiny_t5, tmp_path):
+    """compute.label_timeout_s against a stuck device: the real hf labeler whose generate call
+    never returns and holds the GIL. Each attempt ends (no hang) within the budget plus the
+    hard stop's grace; the retry labels the batch's chunks alone; the stuck chunk, having
+    killed its call alone, is rejected; the others are labeled."""
+    import json
+    import os
+    from pathlib import Path
+
+    from stuck_device import STALL
+
+    texts = ["A chunk about classes and their instances.", f"A {STALL} chunk.", "A third one."]
+    state, out = tmp_path / "state.json", tmp_path / "out.json"
+    script = Path(__file__).with_name("stuck_device.py")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(script.parent.parent), str(script.parent)]),
+    }
+    attempts = []
+    for _ in range(3):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, str(script), str(tiny_t5), str(state), str(out), "2", *texts],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,  # a hang fails the test instead of blocking it
+        )
+        attempts.append((done.returncode, json.loads(state.read_text())))
+        if done.returncode == 0:
+            break
+        assert "_generate" in done.stderr  # faulthandler's dump shows where it was stuck
+        assert time.perf_counter() - started < 240
+    codes = [code for code, _ in attempts]
+    assert codes == [1, 1, 0], [(c, s) for c, s in attempts]  # batch dies, stuck chunk dies alone
+    assert set(attempts[0][1].values()) == {BATCH}
+    assert attempts[1][1] == {"d1\x1fh1\x1f0": ALONE, "d2\x1fh2\x1f0": BATCH}
+    result = json.loads(out.read_text())
+    assert sorted(result["labeled"]) == ["d0", "d2"]
+    assert result["rejects"] == {"doc 'd1' chunk 0": REJECT_CRASH}

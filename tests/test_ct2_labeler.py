@@ -191,6 +191,27 @@ def test_compute_types_this_device_lacks_are_refused(ct2_models):
         _ct2(ct2_models["float32"], compute_type="float16", device="cpu")
 
 
+def test_tokenizer_class_must_name_a_tokenizer(ct2_models, tmp_path):
+    """tokenizer_config.json names the class that loads the tokenizer: a model class (which
+    would load the weights as the tokenizer) or a function is refused, naming the file."""
+    import json
+    import shutil
+
+    from condlabel.labelers.ct2 import load_ct2_tokenizer
+
+    model = tmp_path / "ct2"
+    shutil.copytree(ct2_models["float32"], model)
+    settings_file = model / "tokenizer_config.json"
+    settings = json.loads(settings_file.read_text())
+    assert load_ct2_tokenizer(str(model)).__class__.__name__.endswith(
+        ("Tokenizer", "Fast", "Backend")
+    )
+    for name in ("AutoModelForSeq2SeqLM", "pipeline"):
+        settings_file.write_text(json.dumps({**settings, "tokenizer_class": name}))
+        with pytest.raises(ValueError, match=rf"tokenizer_config\.json: tokenizer_class '{name}'"):
+            load_ct2_tokenizer(str(model))
+
+
 def test_a_transformers_checkpoint_is_not_a_ct2_model(tiny_t5):
     with pytest.raises(FileNotFoundError, match=r"no model\.bin.*merge --format ct2"):
         _ct2(tiny_t5)

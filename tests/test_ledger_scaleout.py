@@ -58,3 +58,14 @@ def test_a_run_on_an_autoscaling_pool(tmp_path):
     summary = run_conversion(cfg)
     assert summary.status == "succeeded" and summary.labeler_actors == 2
     assert summary.rows_written == expected_chunks(docs, 60)
+
+
+def test_gpu_pool_starts_at_what_the_gpus_hold_within_the_bounds():
+    gpus = {"CPU": 8.0, "GPU": 4.0}
+    one, half = "compute.num_gpus_per_actor=1", "compute.num_gpus_per_actor=0.5"
+    assert pool_size(compute(one), gpus) == 4
+    assert pool_size(compute(half), gpus) == 8
+    assert pool_size(compute(one, "compute.max_actors=2"), gpus) == 2
+    assert pool_size(compute(one, "compute.min_actors=2", "compute.max_actors=20"), gpus) == 4
+    assert pool_size(compute(one, "compute.min_actors=6"), gpus) == 6  # pending until GPUs join
+    assert pool_size(compute(one), {"CPU": 8.0}) == 1  # none yet: one, for an autoscaler

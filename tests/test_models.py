@@ -47,10 +47,32 @@ def test_pick_dtype_names_the_valid_choices():
     import torch
 
     assert pick_dtype("auto", "cpu") is torch.float32
-    assert pick_dtype("auto", "cuda:0") is torch.bfloat16
+    assert pick_dtype("auto", "cuda:0", bf16_supported=True) is torch.bfloat16
     assert pick_dtype("float16", "cpu") is torch.float16
     with pytest.raises(ValueError, match="float32, bfloat16, float16"):
         pick_dtype("int8", "cpu")
+
+
+def test_auto_takes_bfloat16_only_where_the_gpu_has_it():
+    """A GPU without bfloat16 (V100, T4): float16 for most models, float32 for T5-family ones
+    (they overflow in float16); the GPU is asked when the caller does not say."""
+    import torch
+
+    assert pick_dtype("auto", "cuda:0", bf16_supported=False) is torch.float16
+    assert pick_dtype("auto", "cuda", t5_family=True, bf16_supported=False) is torch.float32
+    assert pick_dtype("auto", "cuda", t5_family=True, bf16_supported=True) is torch.bfloat16
+    if not torch.cuda.is_available():  # asked, a machine without CUDA has no bfloat16
+        assert pick_dtype("auto", "cuda") is torch.float16
+
+
+def test_the_t5_family_is_recognised():
+    from transformers import AutoConfig
+
+    from condlabel.models import is_t5_family
+
+    for model_type in ("t5", "mt5", "umt5", "longt5"):
+        assert is_t5_family(AutoConfig.for_model(model_type))
+    assert not is_t5_family(AutoConfig.for_model("llama"))
 
 
 def test_models_and_backends_import_without_heavy_packages():

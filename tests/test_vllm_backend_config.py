@@ -79,3 +79,43 @@ def test_missing_vllm_says_how_to_install_it():
     message = str(info.value)
     assert "pip install 'condlabel[vllm]'" in message
     assert "scripts/install_vllm_cpu.sh" in message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # vLLM's own messages when the engine does not fit (no vLLM needed to check the mapping)
+        ValueError(
+            "Free memory on device (10.5/79.1 GiB) on startup is less than desired GPU memory "
+            "utilization (0.9, 71.2 GiB). Decrease GPU memory utilization or reduce GPU memory "
+            "used by other processes."
+        ),
+        ValueError(
+            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+            "when initializing the engine."
+        ),
+        ValueError(
+            "To serve at least one request with the models's max seq len (32768), (4.00 GiB KV "
+            "cache is needed, which is larger than the available KV cache memory (2.10 GiB)."
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+)
+def test_an_engine_that_does_not_fit_at_start_is_a_config_error_naming_the_key(error):
+    from condlabel.failures import EXIT_CONFIG, exit_code
+    from condlabel.labelers.vllm import engine_start_problem
+
+    cfg = _convert("labeler.vllm.gpu_memory_utilization=0.85").labeler.vllm
+    problem = engine_start_problem(error, cfg)
+    assert problem is not None
+    assert problem.startswith("labeler.vllm.gpu_memory_utilization: ")
+    assert "(0.85)" in problem and "labeler.vllm.max_model_len" in problem
+    assert exit_code(ConfigError([problem])) == EXIT_CONFIG
+
+
+def test_other_engine_start_failures_are_left_alone():
+    from condlabel.labelers.vllm import engine_start_problem
+
+    cfg = _convert().labeler.vllm
+    unsupported = ValueError("Model architectures ['T5ForConditionalGeneration'] are not supported")
+    assert engine_start_problem(unsupported, cfg) is None

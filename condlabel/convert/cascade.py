@@ -89,7 +89,14 @@ class TeacherStage:
         if not pc.any(routed).as_py():
             return batch.append_column(ROUTED, routed)
         if self.labeler is None:
-            self.labeler = build_labeler(self.cfg.cascade.teacher, self.cfg.storage)
+            import ray
+
+            from condlabel.gpus import check_reserved_gpus
+
+            teacher = self.cfg.cascade.teacher
+            backend_cfg = getattr(teacher, teacher.backend, None)
+            check_reserved_gpus(ray.get_gpu_ids(), "cascade.num_gpus_per_actor", backend_cfg)
+            self.labeler = build_labeler(teacher, self.cfg.storage)
         chunks = batch.filter(routed).select(READ_SCHEMA.names)
         relabeled, rejects = label_or_reject(self.labeler, chunks, self.fingerprint)
         if rejects:

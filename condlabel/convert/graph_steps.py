@@ -309,7 +309,12 @@ class LabelStage:
 
         if self.labeler is None:
             from condlabel.classifiers import build_classifiers
+            from condlabel.gpus import check_reserved_gpus
 
+            # A reserved GPU this process cannot see: fail now, not label on the CPU.
+            labeler_cfg = self.cfg.labeler
+            backend_cfg = getattr(labeler_cfg, labeler_cfg.backend, None)
+            check_reserved_gpus(ray.get_gpu_ids(), "compute.num_gpus_per_actor", backend_cfg)
             self.labeler = build_labeler(self.cfg.labeler, self.cfg.storage)
             self.classifiers = build_classifiers(self.cfg.classifiers, self.cfg.storage)
             # What is loaded now (Ray's and the labeler's imports, the model's Python objects:

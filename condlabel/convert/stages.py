@@ -23,6 +23,7 @@ from condlabel.convert.format import tag_columns
 from condlabel.convert.reading import Document, Reject, iter_file
 from condlabel.current import text_keys
 from condlabel.labelers import Labeler
+from condlabel.labelers.memory import PartialLabels
 from condlabel.prefix import conditional_text, metadata_columns, metadata_fields
 from condlabel.runs.summary import FileStats
 from condlabel.schema import (
@@ -163,9 +164,12 @@ def label_or_reject(
 ) -> tuple[pa.Table, list[Reject]]:
     """`label_table`, where a failing batch is retried one chunk at a time: the chunks that
     fail alone come back as `labeler_error` rejects (with the error and the chunk's text), the
-    others labeled, so one bad chunk costs neither its batch nor the run."""
+    others labeled, so one bad chunk costs neither its batch nor the run. A backend that found
+    the failing chunks itself (out of memory even alone: `PartialLabels`) is taken at its word."""
     try:
         return label_table(labeler, table, fingerprint), []
+    except PartialLabels as partial:
+        return _partially_labeled(labeler, table, partial, fingerprint)
     except Exception:  # noqa: BLE001 - which chunk failed is found out below
         if table.num_rows == 1:
             return _labeler_rejects(labeler, table, fingerprint)
@@ -177,6 +181,23 @@ def label_or_reject(
     return pa.concat_tables(labeled), rejects
 
 
+def _partially_labeled(
+    labeler: Labeler, table: pa.Table, partial: PartialLabels, fingerprint: str | None
+) -> tuple[pa.Table, list[Reject]]:
+    if len(partial.results) != table.num_rows:
+        raise RuntimeError(
+            f"labeler {labeler.fingerprint} returned {len(partial.results)} results for "
+            f"{table.num_rows} chunks"
+        ) from partial
+    ok = [i for i, r in enumerate(partial.results) if r is not None]
+    rows = table.to_pylist()
+    rejects = [_labeler_reject(rows[i], error) for i, error in sorted(partial.errors.items())]
+    labeled = with_labels(
+        table.take(ok), [partial.results[i] for i in ok], labeler.fingerprint, fingerprint
+    )
+    return labeled, rejects
+
+
 def _labeler_rejects(
     labeler: Labeler, row: pa.Table, fingerprint: str | None
 ) -> tuple[pa.Table, list[Reject]]:
@@ -184,18 +205,21 @@ def _labeler_rejects(
     try:
         return label_table(labeler, row, fingerprint), []
     except Exception as exc:  # noqa: BLE001 - kept as the chunk's reject
-        chunk = row.to_pylist()[0]
-        reject = Reject(
-            chunk["source"],
-            chunk[POSITION],
-            "text",
-            REJECT_LABELER_ERROR,
-            f"doc {chunk['doc_id']!r} chunk {chunk['chunk_index']}: {type(exc).__name__}: {exc}"[
-                :2000
-            ],
-            chunk["text"].encode("utf-8"),
-        )
-        return empty_labeled(row), [reject]
+        error: BaseException = exc
+        if isinstance(exc, PartialLabels) and exc.errors:
+            error = next(iter(exc.errors.values()))  # the chunk's own error, not the summary
+        return empty_labeled(row), [_labeler_reject(row.to_pylist()[0], error)]
+
+
+def _labeler_reject(chunk: dict, exc: BaseException) -> Reject:
+    return Reject(
+        chunk["source"],
+        chunk[POSITION],
+        "text",
+        REJECT_LABELER_ERROR,
+        f"doc {chunk['doc_id']!r} chunk {chunk['chunk_index']}: {type(exc).__name__}: {exc}"[:2000],
+        chunk["text"].encode("utf-8"),
+    )
 
 
 def empty_labeled(table: pa.Table) -> pa.Table:
@@ -214,15 +238,22 @@ def label_table(labeler: Labeler, table: pa.Table, fingerprint: str | None = Non
     """Add the label columns to a chunk table; `fingerprint` (default: the labeler's) is what
     the `labeler` column records, e.g. labeler + classifiers."""
     results = labeler.label(table.column("text").to_pylist())
+    return with_labels(table, results, labeler.fingerprint, fingerprint)
+
+
+def with_labels(
+    table: pa.Table, results: list, labeler_fingerprint: str, fingerprint: str | None = None
+) -> pa.Table:
+    """`table` with the label columns of `results` (one per row) appended."""
     if len(results) != table.num_rows:
         raise RuntimeError(
-            f"labeler {labeler.fingerprint} returned {len(results)} results for {table.num_rows} chunks"
+            f"labeler {labeler_fingerprint} returned {len(results)} results for {table.num_rows} chunks"
         )
     # Most label columns are LabelResult attributes of the same name; these are not.
     derived = {
         "control_tokens": [list(r.extra.get("control_tokens", [])) for r in results],
         "scores": [scores_cell(r.extra.get("scores", {})) for r in results],
-        "labeler": [fingerprint or labeler.fingerprint] * len(results),
+        "labeler": [fingerprint or labeler_fingerprint] * len(results),
     }
     for name, typ in LABEL_FIELDS:
         values = derived[name] if name in derived else [getattr(r, name) for r in results]

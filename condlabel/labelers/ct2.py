@@ -12,15 +12,16 @@ One `label(texts)` call:
 2. hands the token strings to `translate_batch`, which sorts them by length and splits them
    into batches of `max_batch_size` examples (or tokens); CTranslate2's own input cut is off
    (`max_input_length=0`): the shared encoding decides;
-3. reads each hypothesis (EOS included when it stopped) and its score, and parses the text.
+3. reads each hypothesis (EOS included when it stopped) and its tokens' log-probabilities,
+   scores it with `scoring.label_score` and parses the text.
 
-Scores have the `hf` definition: the sum of the model's raw log-probabilities of the generated
-tokens, EOS included. Established by test (tests/test_ct2_labeler.py), with CTranslate2 4.8:
-with `length_penalty=0` a hypothesis score is that sum — unnormalised, and raw (taken before
-temperature, top-k and top-p) under sampling; `return_end_token=True` adds EOS's term. Its
-defaults would differ: `length_penalty=1` divides by the length, and `min_decoding_length=1`
-forbids EOS at the first step and renormalises that step's distribution. So the scores are
-used as returned; no `score_batch` pass is needed.
+Scores have the `hf` definition, computed by the same function (`scoring.label_score`): the
+sum of the model's raw log-probabilities of the generated tokens, EOS included when generated.
+Each token's log-probability comes from CTranslate2's step callback (raw, taken before
+temperature, top-k and top-p, as tests/test_ct2_labeler.py checks with `score_batch`); the
+hypothesis' own score is not used, so a label cut at `max_decoding_length` is scored over exactly
+the tokens it holds. The options still matter: `min_decoding_length=1` (its default) would
+forbid EOS at the first step and renormalise that step's distribution.
 
 Reproducibility: greedy labels depend on the chunk and the config only (batch mates change
 float rounding, ~1e-6 in float32, not the math). Sampling is NOT reproducible per chunk:
@@ -32,15 +33,18 @@ batches in the same order (inter_threads 1) repeats its samples; a Ray run gives
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condlabel.ct2_convert import require_ct2
 from condlabel.labelers.base import SAMPLING_ONLY, LabelResult, make_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
+from condlabel.labelers.memory import BatchLimit, raise_failures, run_in_fitting_batches
 from condlabel.labelers.prompts import PROMPT_VERSION
 from condlabel.labelers.results import generated_label
 
@@ -98,6 +102,18 @@ def fetch_ct2_model(
     return path
 
 
+_LIVE: weakref.WeakSet[CT2Labeler] = weakref.WeakSet()
+
+
+@atexit.register
+def _drop_translators() -> None:
+    """CTranslate2 4.8 aborts the process at exit ("terminate called without an active
+    exception") when a Translator that ran a step callback is destroyed while the interpreter
+    is being torn down; dropped here, while it is whole, it is destroyed cleanly."""
+    for labeler in list(_LIVE):
+        labeler.translator = None
+
+
 class CT2Labeler:
     """Loads one CTranslate2 `Translator` (per actor), then labels batches of chunk texts."""
 
@@ -109,6 +125,7 @@ class CT2Labeler:
         self._fingerprint = fingerprint(cfg)
         path = fetch_ct2_model(cfg.model, cfg.revision, storage, cfg.cache_dir)
         device = pick_device(ctranslate2, cfg.device)
+        _refuse_half_t5(path, cfg)
         supported = ctranslate2.get_supported_compute_types(device)
         if cfg.compute_type not in supported:
             # CTranslate2 would fall back to another type: the fingerprint would then lie.
@@ -140,6 +157,9 @@ class CT2Labeler:
             section="labeler.ct2",
         )
         self.eos_ids = self.encoding.eos_ids
+        self.fits = BatchLimit()
+        """Chunks per `translate_batch` call known to fit (set by an out-of-memory)."""
+        _LIVE.add(self)
         log.info("loaded %s on CTranslate2 (%s on %s)", cfg.model, cfg.compute_type, device)
 
     @property
@@ -180,23 +200,47 @@ class CT2Labeler:
         if not texts:
             return []
         encoded = self.encoding.encode(texts)
+        # Halved and retried on out-of-memory; `self.fits` keeps the size that fitted.
+        return raise_failures(run_in_fitting_batches(encoded, self._translate, self.fits))
+
+    def _translate(self, encoded: list[tuple[list[int], bool]]) -> list[LabelResult]:
         sources = [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded]
-        outputs = self.translator.translate_batch(sources, **self._options())
+        steps: dict[int, dict[int, tuple[int, float]]] = {i: {} for i in range(len(encoded))}
+
+        def record(step) -> bool:
+            # One call per generated token (batch_id: the index in `sources`, whatever
+            # sub-batches CTranslate2 makes): its id and raw log-probability.
+            steps[step.batch_id][step.step] = (step.token_id, step.log_prob)
+            return False  # never stop the decoding
+
+        outputs = self.translator.translate_batch(sources, callback=record, **self._options())
         results = []
-        for (ids, truncated), output in zip(encoded, outputs, strict=True):
+        for i, ((ids, truncated), output) in enumerate(zip(encoded, outputs, strict=True)):
             tokens = self.tokenizer.convert_tokens_to_ids(output.hypotheses[0])
             results.append(
                 generated_label(
                     self.tokenizer,
                     tokens,
                     self.eos_ids,
-                    float(output.scores[0]),
+                    _token_logprobs(tokens, steps[i]),
                     truncated=truncated,
                     input_tokens=len(ids),
                     padded_tokens=None,  # CTranslate2 does not report its padding
                 )
             )
         return results
+
+
+def _token_logprobs(tokens: list[int], steps: dict[int, tuple[int, float]]) -> list[float]:
+    """The raw log-probability of each token of a hypothesis, from the step callback's records;
+    a step the hypothesis does not hold is not scored (`scoring.label_score` sums these)."""
+    recorded = [steps[k] for k in sorted(steps)]
+    if [token for token, _ in recorded[: len(tokens)]] != list(tokens):
+        raise RuntimeError(
+            f"ct2: the decoding steps reported ({len(recorded)}) do not match the hypothesis "
+            f"({len(tokens)} tokens); cannot score it"
+        )
+    return [logprob for _, logprob in recorded[: len(tokens)]]
 
 
 def load_ct2_tokenizer(path: str) -> Any:
@@ -216,10 +260,49 @@ def load_ct2_tokenizer(path: str) -> Any:
         from condlabel.models import load_tokenizer
 
         return load_tokenizer(path, None)
-    cls = getattr(transformers, name, None) or getattr(transformers, f"{name}Fast", None)
+    cls = _tokenizer_class(transformers, name, settings_file)
     if cls is None or cls.__name__ == "PythonBackend":
         cls = transformers.TokenizersBackend
     return cls.from_pretrained(path)
+
+
+def _tokenizer_class(transformers: Any, name: str, settings_file: Path) -> Any:
+    """The tokenizer class `name` (or `nameFast`) of transformers, None when it has none; a
+    name that is something else there (a model class, a function) is refused: the file names
+    what gets loaded, and only a tokenizer may be loaded as the tokenizer."""
+    base = transformers.PreTrainedTokenizerBase
+    for candidate in (name, f"{name}Fast"):
+        found = getattr(transformers, candidate, None)
+        if found is None:
+            continue
+        if isinstance(found, type) and issubclass(found, base):
+            return found
+        what = "a class that is no tokenizer" if isinstance(found, type) else "no class"
+        raise ValueError(
+            f"{settings_file}: tokenizer_class {name!r} is {what} in transformers; only a "
+            "tokenizer class is loaded as the tokenizer: set it to the tokenizer's class (e.g. "
+            "T5TokenizerFast), or write the model again with `condlabel merge --format ct2`"
+        )
+    return None
+
+
+def _refuse_half_t5(path: str, cfg: CT2LabelerConfig) -> None:
+    """float16 compute (`float16`, `int8_float16`) is refused for a T5-family model: its
+    activations overflow float16. The family is the one `condlabel merge` recorded; a model
+    converted elsewhere counts as T5 when it decodes from the padding token, as T5 does."""
+    from condlabel.models import CT2_FLOAT16, T5_FAMILY, refuse_t5_float16
+
+    if cfg.compute_type not in CT2_FLOAT16:
+        return
+    model_type = _merge_info(path).get("model_type")
+    if model_type is None:
+        config = Path(path, "config.json")
+        settings = json.loads(config.read_text()) if config.is_file() else {}
+        t5 = settings.get("decoder_start_token") == "<pad>"
+    else:
+        t5 = str(model_type).lower() in T5_FAMILY
+    if t5:
+        refuse_t5_float16("labeler.ct2.compute_type", cfg.compute_type, cfg.model or path)
 
 
 def _merge_info(path: str) -> dict[str, Any]:

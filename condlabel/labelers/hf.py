@@ -40,6 +40,12 @@ from typing import TYPE_CHECKING
 from condlabel.config import HFLabelerConfig, StorageConfig
 from condlabel.labelers.base import LabelResult, model_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
+from condlabel.labelers.memory import (
+    BatchLimit,
+    ChunkFailure,
+    raise_failures,
+    run_in_fitting_batches,
+)
 from condlabel.labelers.prompts import PROMPT_VERSION, parse_label
 
 if TYPE_CHECKING:
@@ -177,6 +183,8 @@ class HFLabeler:
             settings["decoder_start_token_id"] = self.pad_id if start is None else start
         self.model.generation_config = GenerationConfig(**settings)
         self._generation_config = self.model.generation_config
+        self.fits = BatchLimit()
+        """Rows per `generate` call known to fit (set by an out-of-memory; memory.py)."""
 
     @property
     def fingerprint(self) -> str:
@@ -334,8 +342,7 @@ class HFLabeler:
         from condlabel.labelers.scoring import (
             StepScorer,
             chunk_seed,
-            generated_lengths,
-            sequence_scores,
+            label_score,
         )
 
         generators = None
@@ -364,34 +371,33 @@ class HFLabeler:
                 )
                 generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
         steps = generated.shape[1]
-        lengths = generated_lengths(generated, self.eos_ids)
-        raw = sequence_scores(scorer.step_logprobs(steps), lengths)
+        step_logprobs = scorer.step_logprobs(steps).double().cpu().tolist()
         token_lists = generated.cpu().tolist()
         out = []
-        for i, n in enumerate(raw.num_tokens):
-            tokens = token_lists[i][:n]
-            stopped = bool(tokens) and tokens[-1] in self.eos_ids
-            if stopped:
-                tokens = tokens[:-1]
-            logprob = raw.logprob[i]
+        for i, (tokens, logprobs) in enumerate(zip(token_lists, step_logprobs, strict=True)):
+            # The one score definition (scoring.label_score): up to and including the first
+            # EOS; a row cut at max_new_tokens is scored over its own tokens only.
+            score = label_score(tokens, logprobs, self.eos_ids)
+            n = score.num_tokens
+            text_ids = score.tokens[:-1] if score.stopped else score.tokens
             out.append(
                 {
-                    "text": self.tokenizer.decode(tokens, skip_special_tokens=False),
-                    "logprob": logprob,
-                    "mean_logprob": logprob / n if n else 0.0,
+                    "text": self.tokenizer.decode(text_ids, skip_special_tokens=False),
+                    "logprob": score.logprob,
+                    "mean_logprob": score.mean_logprob,
                     "num_generated_tokens": n,
-                    "stopped": stopped,  # at EOS, not at max_new_tokens
+                    "stopped": score.stopped,  # at EOS, not at max_new_tokens
                     # positions computed for this row: its encoder input (padding included)
                     # plus its decoder steps (all the call's steps under `generate`)
                     "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
-                    "extra": {"generated_ids": token_lists[i][:n]},
+                    "extra": {"generated_ids": score.tokens},
                 }
             )
         return out
 
     def label(self, texts: list[str]) -> list[LabelResult]:
         encoded = self.encode(texts)
-        results: list[LabelResult | None] = [None] * len(texts)
+        results: list[LabelResult | ChunkFailure | None] = [None] * len(texts)
         batches = plan_batches(
             [len(ids) for ids, _ in encoded],
             self.cfg.max_batch_size,
@@ -399,8 +405,19 @@ class HFLabeler:
             self.cfg.max_new_tokens,
         )
         for batch in batches:
-            outputs = self._generate([encoded[i][0] for i in batch], [texts[i] for i in batch])
+            # Halved and retried on out-of-memory; `self.fits` keeps the size that fitted.
+            outputs = run_in_fitting_batches(
+                batch,
+                lambda part: self._generate(
+                    [encoded[i][0] for i in part], [texts[i] for i in part]
+                ),
+                self.fits,
+                release=self._release_memory,
+            )
             for i, out in zip(batch, outputs, strict=True):
+                if isinstance(out, ChunkFailure):
+                    results[i] = out
+                    continue
                 # A causal labeler prompted with "...Synopsis:" continues after the marker.
                 parsed = parse_label(("" if self.seq2seq else self._suffix) + out["text"])
                 results[i] = LabelResult(
@@ -417,4 +434,11 @@ class HFLabeler:
                     padded_tokens=out["padded_tokens"],
                     extra=out["extra"],
                 )
-        return [r for r in results if r is not None]
+        return raise_failures([r for r in results if r is not None])
+
+    def _release_memory(self) -> None:
+        """After an out-of-memory: hand the allocator's cached blocks back before the retry."""
+        import torch
+
+        if str(self.device).startswith("cuda"):
+            torch.cuda.empty_cache()

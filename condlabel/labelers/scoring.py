@@ -3,6 +3,11 @@
 - `logprob`: the sum of the model's raw (unwarped) log-probabilities of the generated tokens,
   up to and including the first EOS. Positions after a sequence's EOS (padding, while a batch
   mate is still generating) never count, so a chunk's score does not depend on its batch mates.
+  A label cut at `max_new_tokens` has no EOS and none is scored: its sum is over the tokens it
+  holds, nothing else. One function computes it for every backend (`label_score`), from the
+  per-token raw log-probabilities each engine reports (hf: the `StepScorer` below; ct2: its
+  step callback; vllm: its per-token logprobs): scores are compared across backends (the
+  cascade routes on `mean_logprob`), so they have one definition in code, not one per engine.
 - `mean_logprob`: `logprob / num_generated_tokens`.
 
 The tensors here hold one value per (sequence, step): the chosen token's log-probability is
@@ -12,14 +17,55 @@ gathered at every step, never the full-vocabulary distribution of the whole gene
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where used: the ct2 backend scores without it
+    import torch
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    tokens: list[int]
+    """The generated ids up to and including the first EOS (all of them when there is none)."""
+    logprob: float
+    mean_logprob: float
+    num_tokens: int
+    stopped: bool
+    """Whether the label ended at EOS (else it was cut at `max_new_tokens`)."""
+
+
+def label_score(
+    generated: Sequence[int], token_logprobs: Sequence[float], eos_ids: Collection[int]
+) -> LabelScore:
+    """The score of one label, for every backend: `generated` are the ids the engine produced
+    (it may run past EOS, as a padded batch row does), `token_logprobs[k]` the raw
+    log-probability of `generated[k]`. Counted: the tokens up to and including the first EOS,
+    each once; a label without EOS is scored over exactly its tokens (an EOS it never
+    generated adds nothing). Summed in float64."""
+    tokens = list(generated)
+    for k, token in enumerate(tokens):
+        if token in eos_ids:
+            tokens = tokens[: k + 1]
+            break
+    n = len(tokens)
+    if len(token_logprobs) < n:
+        raise RuntimeError(
+            f"{len(token_logprobs)} log-probabilities for {n} generated tokens: the engine "
+            "did not report a score for every token it generated"
+        )
+    total = math.fsum(float(token_logprobs[k]) for k in range(n))
+    stopped = bool(tokens) and tokens[-1] in eos_ids
+    return LabelScore(tokens, total, total / n if n else 0.0, n, stopped)
 
 
 def generated_lengths(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
-    """Per row of `generated` [B, T]: tokens up to and including the first EOS, or T."""
+    """Per row of `generated` [B, T]: tokens up to and including the first EOS, or T (the
+    reference score's masks; `label_score` is the raw score's definition)."""
+    import torch
+
     is_eos = torch.isin(generated, torch.tensor(list(eos_ids), device=generated.device))
     first = is_eos.int().argmax(dim=1)  # argmax returns the first maximal index
     return torch.where(is_eos.any(dim=1), first + 1, generated.shape[1]).long()
@@ -27,23 +73,9 @@ def generated_lengths(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.
 
 def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     """[B, T] True at the positions that count (before and at each row's first EOS)."""
+    import torch
+
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
-
-
-@dataclass
-class SequenceScores:
-    logprob: list[float]
-    mean_logprob: list[float]
-    num_tokens: list[int]
-
-
-def sequence_scores(step_logprobs: torch.Tensor, lengths: torch.Tensor) -> SequenceScores:
-    """Masked sums of per-step log-probabilities [B, T] (float64 accumulation)."""
-    mask = step_mask(lengths, step_logprobs.shape[1])
-    total = torch.where(mask, step_logprobs.double(), 0.0).sum(dim=1)
-    n = lengths.tolist()
-    sums = total.tolist()
-    return SequenceScores(sums, [s / k if k else 0.0 for s, k in zip(sums, n, strict=True)], n)
 
 
 def chunk_seed(text: str, seed: int) -> int:
@@ -57,6 +89,8 @@ def sample_rows(probs: torch.Tensor, generators: list[torch.Generator]) -> torch
     """One token per row of `probs` [B, V] by inverse-CDF sampling, row b with one uniform
     draw from `generators[b]` per step: a row's sample depends on its own distribution and
     random stream only, never on its batch mates (one random number per row and step)."""
+    import torch
+
     u = torch.stack([torch.rand((), generator=g, device=probs.device) for g in generators])
     cdf = probs.cumsum(dim=-1)
     # Scale by the row total (not exactly 1 in float) so the draw always lands on a token
@@ -101,6 +135,8 @@ class StepScorer:
         return _ChooseStep(self)
 
     def _keep_raw(self, scores: torch.Tensor) -> None:
+        import torch
+
         self._raw = scores
         self._raw_norm = torch.logsumexp(scores.float(), dim=-1)
 
@@ -130,6 +166,8 @@ class StepScorer:
     def step_logprobs(self, steps: int) -> torch.Tensor:
         """[B, steps] raw log-probabilities of the chosen tokens (a backend that overlaps steps
         may have run one more step than it returned; it is dropped)."""
+        import torch
+
         return torch.stack(self.raw_chosen[:steps], dim=1)
 
 

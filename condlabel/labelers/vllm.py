@@ -13,9 +13,10 @@ One `label(texts)` call:
    `max_new_tokens` without EOS (or left its tag list open) is flagged `label_truncated`.
 
 Scores: `logprob` is the sum of the raw log-probabilities of the generated tokens up to and
-including EOS (vLLM returns the stop token with its log-probability), `mean_logprob` the mean per
-token — the definitions of `condlabel.labelers.scoring`, so the two backends agree (greedy: same
-text, logprob within float rounding).
+including EOS (vLLM returns the stop token with its log-probability; a label cut at
+`max_new_tokens` has none), `mean_logprob` the mean per token — computed by
+`condlabel.labelers.scoring.label_score`, the one function every backend calls, so the backends
+agree (greedy: same text, logprob within float rounding).
 
 Weights: merged ones (`condlabel merge`, then `model: <merged>`), or the base model with the LoRA
 adapter applied to every request as a `LoRARequest`. The engine keeps one adapter slot more than
@@ -109,6 +110,13 @@ def _configured_eos(model_path: str) -> tuple[Any, Any]:
     return generation_eos, AutoConfig.from_pretrained(model_path).eos_token_id
 
 
+def _gpu_dtype() -> str:
+    """bfloat16 where the GPU supports it (Ampere and later), else float16."""
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
 def _engine_args(
     cfg: VLLMLabelerConfig, model_path: str, token_source: str, on_cpu: bool
 ) -> dict[str, Any]:
@@ -120,7 +128,7 @@ def _engine_args(
         "model": model_path,
         "tokenizer": token_source,
         "revision": cfg.revision,
-        "dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else "bfloat16"),
+        "dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if on_cpu else _gpu_dtype()),
         "seed": cfg.seed,
         "max_model_len": cfg.max_model_len,
         "tensor_parallel_size": cfg.tensor_parallel_size,
@@ -143,6 +151,35 @@ def _engine_args(
         # generators cannot do ("CPU Generator does not use offset"). Whole prompts per step.
         args["enable_chunked_prefill"] = False
     return args
+
+
+_MEMORY_AT_START = (
+    "gpu_memory_utilization",
+    "gpu memory utilization",
+    "no available memory for the cache blocks",
+    "kv cache memory",
+    "kv cache is needed",
+)
+
+
+def engine_start_problem(exc: BaseException, cfg: VLLMLabelerConfig) -> str | None:
+    """The configuration problem behind an engine that failed to start for lack of GPU memory
+    (weights, activations and KV cache must fit in `gpu_memory_utilization` of the GPU), naming
+    the keys that decide it; None for any other failure."""
+    from condlabel.labelers.memory import is_out_of_memory
+
+    text = str(exc)
+    if not (is_out_of_memory(exc) or any(m in text.lower() for m in _MEMORY_AT_START)):
+        return None
+    return (
+        f"labeler.vllm.gpu_memory_utilization: the vLLM engine ran out of GPU memory while "
+        f"starting ({type(exc).__name__}: {text[:400]}); the share of the GPU it may take "
+        f"({cfg.gpu_memory_utilization:g}) must hold the weights, the activations and the KV "
+        f"cache for labeler.vllm.max_model_len ({cfg.max_model_len or 'the model context'}) "
+        "tokens: raise it if no "
+        "other process needs that GPU, or lower labeler.vllm.max_model_len or "
+        "labeler.vllm.max_num_seqs, or shard the model (labeler.vllm.tensor_parallel_size)"
+    )
 
 
 class VLLMLabeler:
@@ -181,7 +218,15 @@ class VLLMLabeler:
             )
             self.lora_request = LoRARequest(_LORA_NAME, 1, adapter_path)
         engine_args.update(cfg.engine_kwargs)
-        self.engine = LLM(**engine_args)
+        try:
+            self.engine = LLM(**engine_args)
+        except Exception as exc:
+            problem = engine_start_problem(exc, cfg)
+            if problem is None:
+                raise
+            from condlabel.config import ConfigError
+
+            raise ConfigError([problem]) from exc
 
         self.context = int(self.engine.llm_engine.model_config.max_model_len)
         # The same ids as the hf backend: one encoding function, the engine's context as limit.
@@ -273,33 +318,24 @@ class VLLMLabeler:
         for (ids, truncated), output in zip(encoded, outputs, strict=True):
             completion = output.outputs[0]
             generated = list(completion.token_ids)
-            # Up to and including the first EOS (the engine stops there; a stop at the token
-            # budget has none).
-            for k, token in enumerate(generated):
-                if token in self.eos_ids:
-                    generated = generated[: k + 1]
-                    break
-            n = len(generated)
+            # The raw log-probability of each generated token (the engine stops at EOS; a stop
+            # at the token budget has none); scoring.label_score sums them.
             steps = completion.logprobs or []
-            if len(steps) < n:
-                raise RuntimeError(
-                    f"vllm returned {len(steps)} log-probabilities for {n} generated tokens"
-                )
-            logprob = float(
-                sum(float(steps[k][token].logprob) for k, token in enumerate(generated))
+            token_logprobs = [
+                float(step[token].logprob) for step, token in zip(steps, generated, strict=False)
+            ]
+            label = generated_label(
+                self.tokenizer,
+                generated,
+                self.eos_ids,
+                token_logprobs,
+                truncated=truncated,
+                input_tokens=len(ids),
+                padded_tokens=None,
+                # The prompt ends with "Synopsis:" (or any marker): the model continues.
+                prefix=self._suffix,
             )
-            results.append(
-                generated_label(
-                    self.tokenizer,
-                    generated,
-                    self.eos_ids,
-                    logprob,
-                    truncated=truncated,
-                    input_tokens=len(ids),
-                    # Continuous batching computes no padding: every position is useful.
-                    padded_tokens=len(ids) + n,
-                    # The prompt ends with "Synopsis:" (or any marker): the model continues.
-                    prefix=self._suffix,
-                )
-            )
+            # Continuous batching computes no padding: every position is useful.
+            label.padded_tokens = len(ids) + label.num_generated_tokens
+            results.append(label)
         return results

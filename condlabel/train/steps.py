@@ -40,7 +40,10 @@ def prepare_training(
     optimizer, scheduler = make_optimizer(model, settings)
     if loaded.optimizer_state is not None:
         restore_training_state(model, optimizer, scheduler, loaded.optimizer_state)
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    # auto: bf16 only where the GPU computes it (torch would emulate it slowly, or refuse).
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     return model, optimizer, scheduler, autocast
 
@@ -68,6 +71,9 @@ class StepLoop:
     device: Any
     autocast: Any
     rate_key: str = "tokens_per_s"
+    report: Callable[[dict[str, Any]], None] | None = None
+    """Where the metrics between checkpoints go; None: `ray.train.report` (a Ray Train worker).
+    A loop driven in process without Ray (bench/gpu_check.py) passes its own."""
 
     def run(
         self,
@@ -77,8 +83,7 @@ class StepLoop:
         checkpoint: Callable[[dict[str, Any]], None],
     ) -> None:
         """Step until `opt.max_steps`. `micro_batch()`: the model's keyword arguments and the
-        tokens they count; `checkpoint(metrics)`: save and report (other reports go to Ray)."""
-        import ray.train
+        tokens they count; `checkpoint(metrics)`: save and report (other reports go to `report`)."""
         import torch
 
         opt, model = self.opt, self.model
@@ -122,7 +127,11 @@ class StepLoop:
                 )
             if save:
                 checkpoint(metrics)
+            elif self.report is not None:
+                self.report(metrics)
             else:
+                import ray.train
+
                 ray.train.report(metrics)
             window.restart()
 

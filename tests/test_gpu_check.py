@@ -1,0 +1,51 @@
+"""bench/gpu_check.py, the check prepared for the first GPU, kept alive on the CPU: every check
+passes with `--device cpu` (ct2 may be skipped with its reason; adherence is reported, not
+gated), each reports one JSON line, the last line is the whole result, all within 10 minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = {
+    "labeler_bf16_vs_fp32",
+    "logprob_batch_invariance",
+    "oom_backoff",
+    "packing_isolation",
+    "train_steps",
+    "guided_eval",
+    "ct2",
+    "adherence",
+}
+
+
+def test_the_gpu_check_passes_on_the_cpu():
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    seconds = time.perf_counter() - started
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    final = lines[-1]
+    assert {line["check"] for line in lines[:-1]} == NAMES  # one line per check as it ends
+    assert set(final["checks"]) == NAMES and final["device"].startswith("cpu")
+    failed = {name: r for name, r in final["checks"].items() if not r["passed"]}
+    assert not failed, failed
+    for name, check in final["checks"].items():
+        assert check["skipped"] is False or (name == "ct2" and check["reason"]), (name, check)
+    assert final["passed"] and done.returncode == 0, done.stderr[-2000:]
+    assert seconds < 600, f"took {seconds:.0f}s"
