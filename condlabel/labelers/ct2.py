@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condlabel.ct2_convert import require_ct2
-from condlabel.labelers.base import SAMPLING_ONLY, LabelResult, make_fingerprint
+from condlabel.labelers.base import LabelResult, generation_excluded, make_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.prompts import PROMPT_VERSION
 from condlabel.labelers.results import generated_label
@@ -61,7 +61,7 @@ int8 and float32 weights are different labelers."""
 
 def fingerprint(cfg: CT2LabelerConfig) -> str:
     """From config alone: model, revision, compute type, prompt, generation settings."""
-    exclude = _RUNTIME_ONLY | {"cache_dir"} | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    exclude = generation_excluded(cfg, _RUNTIME_ONLY | {"cache_dir"})
     name = (cfg.model or "").rstrip("/").rsplit("/", 1)[-1] or "ct2"
     params = cfg.model_dump(exclude=exclude)
     return make_fingerprint("ct2", {**params, "name": name, "prompt": PROMPT_VERSION})
@@ -140,6 +140,12 @@ class CT2Labeler:
             section="labeler.ct2",
         )
         self.eos_ids = self.encoding.eos_ids
+        self.slot_plan = self.slot_banned = None
+        if cfg.constrain_format:  # labels that always parse: condlabel.labelers.constrained
+            from condlabel.labelers.constrained_engines import ct2_banned, engine_plan
+
+            self.slot_plan = engine_plan(self, len(self.tokenizer), "labeler.ct2", causal=False)
+            self.slot_banned = ct2_banned(self.slot_plan, self.tokenizer)
         log.info("loaded %s on CTranslate2 (%s on %s)", cfg.model, cfg.compute_type, device)
 
     @property
@@ -179,6 +185,10 @@ class CT2Labeler:
     def label(self, texts: list[str]) -> list[LabelResult]:
         if not texts:
             return []
+        if self.slot_plan is not None:
+            from condlabel.labelers.constrained_engines import ct2_label
+
+            return ct2_label(self, texts)
         encoded = self.encoding.encode(texts)
         sources = [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded]
         outputs = self.translator.translate_batch(sources, **self._options())

@@ -178,6 +178,7 @@ class HFLabeler:
             settings["decoder_start_token_id"] = self.pad_id if start is None else start
         self.model.generation_config = GenerationConfig(**settings)
         self._generation_config = self.model.generation_config
+        self.slots = _slots(self) if cfg.constrain_format else None
 
     @property
     def fingerprint(self) -> str:
@@ -193,7 +194,7 @@ class HFLabeler:
 
     # ------------------------------------------------------------------ generation
 
-    def _processors(self, scorer):
+    def _processors(self, scorer, program=None):
         from transformers import (
             LogitsProcessorList,
             RepetitionPenaltyLogitsProcessor,
@@ -204,6 +205,8 @@ class HFLabeler:
 
         cfg = self.cfg
         chain = [scorer.first()]
+        if program is not None:  # constrain_format: the slot's vocabulary, on the raw logits
+            chain.append(program.mask())
         # The same processors, in the same order, as generate(do_sample=True, ...) would use.
         if cfg.repetition_penalty != 1.0:
             chain.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
@@ -215,6 +218,8 @@ class HFLabeler:
             if cfg.top_p < 1.0:
                 chain.append(TopPLogitsWarper(cfg.top_p, min_tokens_to_keep=1))
         chain.append(scorer.last())
+        if program is not None:
+            chain.append(program.advance())
         return LogitsProcessorList(chain)
 
     def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,12 +354,13 @@ class HFLabeler:
                 generators.append(g)
         reference = self.cfg.score == "reference"
         scorer = StepScorer(generators, self.pad_id, reference=reference)
+        program = self.slots.program(len(rows), scorer) if self.slots else None
         # The reference score needs every row at every step of the call (it sums the padding
         # token's probability after EOS): `generate`, as the seed code does. Causal LMs too.
         own_loop = self.seq2seq and not reference
         with torch.inference_mode():
             if own_loop:
-                generated, widths = self._decode(rows, scorer, self._processors(scorer))
+                generated, widths = self._decode(rows, scorer, self._processors(scorer, program))
             else:
                 ids, mask = self._padded(rows)
                 extra = {}
@@ -364,12 +370,20 @@ class HFLabeler:
                     input_ids=ids,
                     attention_mask=mask,
                     generation_config=self._generation_config,
-                    logits_processor=self._processors(scorer),
+                    logits_processor=self._processors(scorer, program),
                     **extra,
                 )
                 generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
         steps = generated.shape[1]
         lengths = generated_lengths(generated, self.eos_ids)
+        # positions computed per row: its encoder input (padding included) plus its decoder
+        # steps (all the call's steps under `generate`)
+        padded = [
+            widths[i] + n if own_loop else ids.shape[1] + steps
+            for i, n in enumerate(lengths.tolist())
+        ]
+        if program is not None:
+            return program.outputs(generated, scorer.step_logprobs(steps), padded)
         raw = sequence_scores(scorer.step_logprobs(steps), lengths)
         ref = scorer.reference_scores(lengths, steps) if reference else None
         token_lists = generated.cpu().tolist()
@@ -387,9 +401,7 @@ class HFLabeler:
                     "mean_logprob": logprob / n if n else 0.0,
                     "num_generated_tokens": n,
                     "stopped": stopped,  # at EOS, not at max_new_tokens
-                    # positions computed for this row: its encoder input (padding included)
-                    # plus its decoder steps (all the call's steps under `generate`)
-                    "padded_tokens": widths[i] + n if own_loop else ids.shape[1] + steps,
+                    "padded_tokens": padded[i],
                     # `score: reference` adds the seed's score beside the raw one, in the
                     # row's `scores` column (label_table reads extra["scores"]).
                     "extra": {"generated_ids": token_lists[i][:n]}
@@ -427,3 +439,25 @@ class HFLabeler:
                     extra=out["extra"],
                 )
         return [r for r in results if r is not None]
+
+
+def _slots(labeler: HFLabeler):
+    """The slot program's plan and masks (`constrain_format`), built once per labeler."""
+    from condlabel.labelers.constrained import slot_plan
+    from condlabel.labelers.constrained_hf import HFSlots
+
+    if labeler.cfg.score == "reference":
+        raise ValueError(
+            "labeler.hf.score: `reference` cannot be combined with constrain_format (the "
+            "reference score sums warped probabilities the slot mask changes); use `raw`"
+        )
+    plan = slot_plan(
+        labeler.tokenizer,
+        labeler.eos_ids,
+        vocab_size=labeler.model.get_output_embeddings().weight.shape[0],
+        max_new_tokens=labeler.cfg.max_new_tokens,
+        prompt_suffix=labeler.encoding.suffix,
+        causal=not labeler.seq2seq,
+        section="labeler.hf",
+    )
+    return HFSlots(plan, labeler.device)
