@@ -15,6 +15,7 @@ label with the same student).
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TEMPLATE = "{text}\n\nSynopsis:"
+CLOSED_LIST = re.compile(r"tags?\s*:\s*\[[^\]]*\]", re.I)
 NEW_TOKENS = 64
 MAX_INPUT = 192
 
@@ -108,14 +110,23 @@ def _labeler(backend: str, student: Path, constrained: bool):
     return VLLMLabeler(VLLMLabelerConfig(**common, max_model_len=512, dtype="float32"))
 
 
+def _closed(prefix: str, result) -> bool:
+    """A synopsis and a `Tags: [...]` list that closes (parse_ok alone is weak for a causal
+    labeler whose prompt ends with `Synopsis:`: any continuation is a synopsis)."""
+    return result.parse_ok and bool(CLOSED_LIST.search(prefix + result.raw_output))
+
+
 def compare_backend(backend: str, student: Path, rows: list[dict]) -> None:
     from condlabel.config.distill import GateConfig
     from condlabel.distill.metrics import compare, gate_report
 
     texts = [r["text"] for r in rows]
     print(f"\n{backend}: {len(texts)} held-out chunks, greedy, {NEW_TOKENS} new tokens at most")
-    print("| labels | parse rate | tag F1 | ROUGE-L | chunks/s | tokens/chunk | label_truncated |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| labels | parse rate | closed tag list | tag F1 | ROUGE-L | chunks/s | tokens/chunk "
+        "| label_truncated |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     rates = {}
     for constrained in (False, True):
         labeler = _labeler(backend, student, constrained)
@@ -126,9 +137,10 @@ def compare_backend(backend: str, student: Path, rows: list[dict]) -> None:
         report = gate_report(compare(rows, results), GateConfig())
         tokens = sum(r.num_generated_tokens for r in results) / len(results)
         truncated = sum(r.label_truncated for r in results) / len(results)
+        closed = sum(_closed(labeler.encoding.suffix, r) for r in results) / len(results)
         name = "constrained" if constrained else "free"
         print(
-            f"| {name} | {report['parse_rate']:.3f} | {report['tag_f1']:.3f} | "
+            f"| {name} | {report['parse_rate']:.3f} | {closed:.3f} | {report['tag_f1']:.3f} | "
             f"{report['rouge_l']:.3f} | {rates[constrained]:.1f} | {tokens:.1f} | {truncated:.2f} |"
         )
         if hasattr(labeler, "close"):

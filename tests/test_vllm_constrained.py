@@ -51,10 +51,13 @@ def texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def constrained(tiny_llama):
+def engine(tiny_llama):
+    """One engine for the module (vLLM's process-wide state); the prompt is the bare chunk, so
+    the program writes `Synopsis:` and an unconstrained label must write it itself."""
     labeler = VLLMLabeler(
         VLLMLabelerConfig(
             model=str(tiny_llama),
+            prompt_template="{text}",
             max_new_tokens=NEW_TOKENS,
             max_model_len=CONTEXT,
             do_sample=False,
@@ -62,17 +65,41 @@ def constrained(tiny_llama):
         )
     )
     yield labeler
-    labeler.close()  # one engine per process at a time (vLLM's process-wide state)
+    labeler.close()
 
 
-def test_random_model_labels_parse_only_when_constrained(constrained, texts):
-    free = copy.copy(constrained)  # the same engine, no slot program
-    free.cfg = constrained.cfg.model_copy(update={"constrain_format": False})
-    free.slot_plan = None
+def _configured(engine: VLLMLabeler, **changes) -> VLLMLabeler:
+    """The same engine under another labeler config (prompt, constraint): no second engine."""
+    from condlabel.labelers.constrained_engines import engine_plan, vllm_allowed
+    from condlabel.labelers.encoding import prompt_encoding
+
+    clone = copy.copy(engine)
+    clone.cfg = cfg = engine.cfg.model_copy(update=changes)
+    clone.encoding = prompt_encoding(
+        engine.tokenizer,
+        cfg.prompt_template,
+        configured_eos=(engine.eos_ids,),
+        positions=engine.context,
+        causal=True,
+        max_new_tokens=cfg.max_new_tokens,
+        max_input_tokens=None,
+        model=cfg.model,
+        section="labeler.vllm",
+    )
+    clone._suffix = clone.encoding.suffix
+    clone.slot_plan = None
+    if cfg.constrain_format:
+        clone.slot_plan = engine_plan(clone, len(engine.tokenizer), "labeler.vllm", causal=True)
+        clone.slot_allowed = vllm_allowed(clone.slot_plan)
+    return clone
+
+
+def test_random_model_labels_parse_only_when_constrained(engine, texts):
+    free = _configured(engine, constrain_format=False)
     assert sum(r.parse_ok for r in free.label(texts)) <= 0.1 * len(texts)
-    results = constrained.label(texts)
+    results = engine.label(texts)
     assert sum(r.parse_ok for r in results) >= 0.99 * len(texts)
-    suffix = constrained.encoding.suffix
+    suffix = engine.encoding.suffix
     for r in results:
         assert math.isfinite(r.logprob) and r.logprob <= 0 and r.num_generated_tokens > 0
         again = parse_label(suffix + r.raw_output)
@@ -80,7 +107,9 @@ def test_random_model_labels_parse_only_when_constrained(constrained, texts):
     assert 0 < sum(r.label_truncated for r in results) < len(texts)
 
 
-def test_greedy_constrained_labels_equal_the_hf_backends(constrained, tiny_llama, texts):
+def test_greedy_constrained_labels_equal_the_hf_backends(engine, tiny_llama, texts):
+    constrained = _configured(engine, prompt_template=DECODER_PROMPT_TEMPLATE)
+    assert constrained.slot_plan.lead == []  # the prompt ends with `Synopsis:`
     hf = HFLabeler(
         HFLabelerConfig(
             model=str(tiny_llama),
