@@ -269,6 +269,8 @@ def test_ct2_random_model_labels_parse_and_agree_with_hf(ct2_model, tiny_t5, tex
         counted = sum(v for v, c in zip(values, b.extra["counted"], strict=True) if c)
         if abs(counted - b.logprob) <= 5e-4:
             compared += 1
-            assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            # ct2's float32 `score_batch` measured up to 1.6e-3 off on such rows; a position
+            # counted wrongly would be off by a token's log-probability (~3e-2 here)
+            assert a.logprob == pytest.approx(b.logprob, abs=5e-3)
     # ~30 summed positions: fewer rows are well conditioned than in test_ct2_labeler.py
     assert compared >= 0.5 * len(texts), f"{compared}/{len(texts)} well conditioned"
