@@ -95,7 +95,8 @@ def slot_plan(
     literals leave no room for both slots)."""
     words = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     special = set(tokenizer.all_special_ids) | set(eos_ids)
-    regular, syn_ends, tag_ends = set(), set(eos_ids), set(eos_ids)
+    regular: set[int] = set()
+    syn_ends, tag_ends = set(eos_ids), set(eos_ids)
     for i, word in enumerate(words):
         if i in special or i >= vocab_size:
             continue

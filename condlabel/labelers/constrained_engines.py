@@ -49,6 +49,12 @@ def engine_plan(labeler: Any, vocab_size: int, section: str, causal: bool) -> Sl
     )
 
 
+def _plan(labeler: Any) -> SlotPlan:
+    if labeler.slot_plan is None:
+        raise RuntimeError("constrained labels asked of a labeler without constrain_format")
+    return labeler.slot_plan
+
+
 def _tags_prefix(plan: SlotPlan, synopsis: list[int]) -> list[int]:
     """What stands before the tag-list slot: the lead, the synopsis' content, what follows it."""
     after, _own = after_synopsis(plan, synopsis)
@@ -65,7 +71,7 @@ def ct2_label(labeler: CT2Labeler, texts: list[str]) -> list[LabelResult]:
     """Constrained labels on CTranslate2: two decoding calls and one scoring pass."""
     from condlabel.labelers.constrained import slot_record
 
-    plan: SlotPlan = labeler.slot_plan
+    plan = _plan(labeler)
     tokenizer = labeler.tokenizer
     encoded = labeler.encoding.encode(texts)
     sources = [tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded]
@@ -149,7 +155,7 @@ def vllm_label(labeler: VLLMLabeler, texts: list[str]) -> list[LabelResult]:
 
     from condlabel.labelers.constrained import slot_record
 
-    plan: SlotPlan = labeler.slot_plan
+    plan = _plan(labeler)
     encoded = labeler.encode(texts)
 
     def run(prompts: list[list[int]], cap: int, allowed, ends, min_new: int, salt: str):

@@ -47,6 +47,7 @@ from condlabel.labelers.results import generated_label
 if TYPE_CHECKING:
     from condlabel.config import StorageConfig
     from condlabel.config.labelers import CT2LabelerConfig
+    from condlabel.labelers.constrained import SlotPlan
 
 log = logging.getLogger("condlabel")
 
@@ -140,7 +141,8 @@ class CT2Labeler:
             section="labeler.ct2",
         )
         self.eos_ids = self.encoding.eos_ids
-        self.slot_plan = self.slot_banned = None
+        self.slot_plan: SlotPlan | None = None
+        self.slot_banned: dict[str, list[list[str]]] = {}
         if cfg.constrain_format:  # labels that always parse: condlabel.labelers.constrained
             from condlabel.labelers.constrained_engines import ct2_banned, engine_plan
 

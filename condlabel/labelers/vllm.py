@@ -44,6 +44,7 @@ from typing import Any
 
 from condlabel.config import StorageConfig, VLLMLabelerConfig
 from condlabel.labelers.base import LabelResult, model_fingerprint
+from condlabel.labelers.constrained import SlotPlan
 from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.prompts import PROMPT_VERSION
 from condlabel.labelers.results import generated_label
@@ -199,7 +200,8 @@ class VLLMLabeler:
         )
         self.eos_ids = self.encoding.eos_ids
         self._suffix = self.encoding.suffix
-        self.slot_plan = None
+        self.slot_plan: SlotPlan | None = None
+        self.slot_allowed: dict[str, list[int]] = {}
         if cfg.constrain_format:  # labels that always parse: condlabel.labelers.constrained
             from condlabel.labelers.constrained_engines import engine_plan, vllm_allowed
 
