@@ -50,7 +50,7 @@ test: $(VENV)/.dev
 
 ## test-slow: the heavy tier (ray start head + ray job submit, Ray Train)
 test-slow: $(VENV)/.dev
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m 'slow and not device' $(PYTEST_ARGS)
 
 ## test-vllm: the vllm backend on vLLM's CPU build, in its own venv (.venv-vllm); CI requires it
 test-vllm: $(VLLM_VENV)/.installed
