@@ -24,7 +24,7 @@ $(VENV)/bin/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[classify]"
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python

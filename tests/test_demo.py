@@ -48,6 +48,11 @@ def test_demo_command_runs_and_its_output_reads_back(tmp_path):
     assert table.num_rows >= 24
     assert set(table.column("doc_id").to_pylist()) == {d["id"] for d in sample_documents(24)}
     assert all(table.column("parse_ok").to_pylist())
+    # The sentiment tokens the demo adds, in the rows and in their training text.
+    tokens = [t for ts in table.column("control_tokens").to_pylist() for t in ts]
+    assert tokens and set(tokens) <= {"<|pos|>", "<|neg|>", "<|neutral|>"}
+    assert any(t.startswith("<|") for t in table.column("conditional_text").to_pylist())
+    assert "control tokens come from the classifiers" in out and "logprob" in out
 
 
 def test_demo_help_states_the_true_number_of_documents(capsys):

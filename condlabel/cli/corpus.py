@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -124,14 +125,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     work = Path(args.output or tempfile.mkdtemp(prefix="condlabel-demo-")).resolve()
     files, documents = write_sample_corpus(work / "corpus", limit=args.docs)
     print(f"sample corpus: {documents} documents in {len(files)} files in {work / 'corpus'}")
+    # What the output is for: control tokens a model can be steered by. The demo adds VADER's
+    # sentiment tokens (`condlabel[classify]`, which `make demo` installs) unless the config or
+    # a --set names its own classifiers.
+    overrides = list(args.overrides or [])
+    own = args.config or any(o.split("=", 1)[0].strip() == "classifiers" for o in overrides)
+    if not own and importlib.util.find_spec("vaderSentiment") is not None:
+        overrides.insert(0, "classifiers=[{backend: vader}]")
     cfg = load_convert_config(
-        args.config, args.overrides, inputs=[str(work / "corpus")], output=str(work / "tagged")
+        args.config, overrides, inputs=[str(work / "corpus")], output=str(work / "tagged")
     )
     preflight(cfg)
     summary = run_conversion(cfg)
     print("\n".join(summary.lines()))
     info = summarize(read_tagged(cfg.output.uri, storage=cfg.storage))
     print("\n".join(inspect_lines(info, top=10)))
+    print(
+        "\ncontrol tokens come from the classifiers (here VADER's sentiment); `logprob` is the "
+        "labeler's score of its own output, null for the keyphrase labeler, which generates "
+        "nothing (a generative labeler, `hf`, `vllm` or `ct2`, fills it)"
+    )
     print(f"\noutput: {cfg.output.uri}\nread it back: condlabel inspect {cfg.output.uri}")
     return EXIT_OK
 
