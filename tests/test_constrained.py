@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 from tiny_models import sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig, LabelerConfig  # noqa: E402
-from condlabel.config.labelers import CT2LabelerConfig, VLLMLabelerConfig  # noqa: E402
+from condlabel.config.labelers import CT2LabelerConfig, CT2Options, HFOptions, VLLMOptions  # noqa: E402
 from condlabel.labelers import labeler_fingerprint  # noqa: E402
 from condlabel.labelers.constrained import (  # noqa: E402
     constrained_label,
@@ -61,15 +61,15 @@ def _assert_labels_parse(results, texts, prefix: str = "") -> None:
 @pytest.mark.parametrize(
     "backend, cfg",
     [
-        ("hf", HFLabelerConfig(model="m")),
-        ("vllm", VLLMLabelerConfig(model="m")),
-        ("ct2", CT2LabelerConfig(model="m")),
+        ("hf", HFOptions()),
+        ("vllm", VLLMOptions()),
+        ("ct2", CT2Options()),
     ],
 )
 def test_constrain_format_is_in_the_fingerprint(backend, cfg):
-    plain = labeler_fingerprint(LabelerConfig(backend=backend, **{backend: cfg}))
+    plain = labeler_fingerprint(LabelerConfig(backend=backend, model="m", **{backend: cfg}))
     on = cfg.model_copy(update={"constrain_format": True})
-    constrained = labeler_fingerprint(LabelerConfig(backend=backend, **{backend: on}))
+    constrained = labeler_fingerprint(LabelerConfig(backend=backend, model="m", **{backend: on}))
     assert constrained != plain
     # Off, the field is left out: labelers from before the setting keep their fingerprints.
     dumped = cfg.model_dump()
@@ -220,20 +220,6 @@ def test_hf_score_is_the_raw_logprob_of_the_counted_tokens(tiny_t5, texts):
         assert result.num_generated_tokens == sum(counted)
         # a sum over every generated id would differ: the literals are not the model's choice
         assert sum(values) < expected - 1e-3
-
-
-def test_reference_score_with_constrain_format_is_refused(tiny_t5):
-    with pytest.raises(ValueError, match=r"labeler\.hf\.score: `reference` cannot"):
-        _hf(tiny_t5, constrain_format=True, score="reference")
-
-
-@pytest.fixture(scope="module")
-def ct2_model(tiny_t5, tmp_path_factory):
-    pytest.importorskip("ctranslate2")
-    from condlabel.models import merge_model
-
-    out = tmp_path_factory.mktemp("ct2-constrained")
-    return merge_model(str(tiny_t5), None, str(out / "m"), format="ct2", quantization="float32")
 
 
 def test_ct2_random_model_labels_parse_and_agree_with_hf(ct2_model, tiny_t5, texts):

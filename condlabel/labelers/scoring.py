@@ -141,6 +141,8 @@ class StepScorer:
         self._raw_norm = torch.logsumexp(scores.float(), dim=-1)
 
     def _choose(self, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if self.generators is None:
             choice = scores.argmax(dim=-1)
         else:
