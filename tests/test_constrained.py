@@ -222,6 +222,15 @@ def test_hf_score_is_the_raw_logprob_of_the_counted_tokens(tiny_t5, texts):
         assert sum(values) < expected - 1e-3
 
 
+@pytest.fixture(scope="module")
+def ct2_model(tiny_t5, tmp_path_factory):
+    pytest.importorskip("ctranslate2")
+    from condlabel.models import merge_model
+
+    out = tmp_path_factory.mktemp("ct2-constrained")
+    return merge_model(str(tiny_t5), None, str(out / "m"), format="ct2", quantization="float32")
+
+
 def test_ct2_random_model_labels_parse_and_agree_with_hf(ct2_model, tiny_t5, texts):
     from condlabel.labelers.ct2 import CT2Labeler
 
