@@ -159,7 +159,7 @@ def test_bookkeeping_and_condlabel_shards_are_never_input(tmp_path, caplog):
     shutil.copytree(first, corpus / "old-output")
     with caplog.at_level("WARNING", logger="condlabel"):
         summary = run_conversion(convert_config([corpus, f"{corpus}/*.jsonl"], tmp_path / "out"))
-    assert summary.documents == len(docs) and summary.input_files == 1
+    assert summary.documents == len(docs) and summary.input_files == 1, summary.lines()
     skipped = " ".join(r.getMessage() for r in caplog.records)
     assert "_notes.jsonl skipped" in skipped and "a shard of a condlabel output" in skipped
 

@@ -21,7 +21,7 @@ log = logging.getLogger("condlabel")
 
 _GLOB = re.compile(r"[*?\[]")
 # What `write_shard` names its files: a shard of a condlabel output, never a corpus file.
-_SHARD_NAME = re.compile(r"part-[0-9a-f]{20}\.parquet")
+_SHARD_NAME = re.compile(r"part-(s[0-9]+-)?[0-9a-f]{20}\.parquet")  # `s<seq>-` since runs have one
 # Small inputs are still spread over this many read tasks, so several readers work at once.
 _MIN_READ_TASKS = 8
 
