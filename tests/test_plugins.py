@@ -154,7 +154,7 @@ def test_preflight_checks_a_plugin_s_section_and_extra(echo_plugin, monkeypatch)
 
 
 def test_the_manifest_records_a_plugin_s_packages(echo_plugin):
-    from condlabel.convert.runstate import versions
+    from condlabel.runs.runstate import versions
 
     assert versions()["condlabel-echo"] == "0.1"
 
