@@ -115,9 +115,6 @@ class OutputConfig(StrictModel):
     """Seconds a run's writer lease lives without renewal (renewed every ttl/4 while the run
     lives). A killed run's lease is taken over at once when it ran on the same machine (its pid
     is gone), else after this long; a run paused past it stops writing (exit 4)."""
-    allow_mixed_labelers: bool = False
-    """Allow adding rows from a labeler whose fingerprint differs from the one(s) already in the
-    output prefix (same as --allow-mixed)."""
     done_check: Literal["auto", "full"] = "auto"
     """How a run learns what is already done. `auto`: input files whose newest `_ledger/` entry
     matches (same path under the input, size, ETag/mtime, input fields, chunking and labeler)

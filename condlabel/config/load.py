@@ -95,6 +95,8 @@ REMOVED_KEYS: dict[str, dict[str | tuple[str, Any], str]] = {
         "compute.key_pass_driver_bytes": "removed: a tuned internal, now fixed at 32 MiB "
         "(condlabel.convert.graph_steps.KEY_PASS_DRIVER_BYTES)",
         ("classifiers.*.vader.mode", "split_neutral"): _SPLIT_NEUTRAL,
+        "output.allow_mixed_labelers": "removed: one place for one choice, the --allow-mixed flag "
+        "of `condlabel convert` (a run mixes labelers only when told so on its command line)",
         "output.use_ledger": "folded into output.done_check: `full` reads every input file and "
         "checks the whole output (what use_ledger=false did), `auto` (the default) trusts the "
         "ledger's newest entry per file",

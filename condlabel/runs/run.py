@@ -168,5 +168,5 @@ def output_state(
         (state.labelers, "rows") if scope.shards is None else (scope.labelers, "files started")
     )
     labelers = {fp: n for fp, n in held.items() if fp not in also_labelers}
-    check_fingerprint(fingerprint, labelers, allow_mixed or cfg.output.allow_mixed_labelers, unit)
+    check_fingerprint(fingerprint, labelers, allow_mixed, unit)
     return state
