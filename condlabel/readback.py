@@ -54,13 +54,24 @@ def tagged_dataset(
             f"{where}: not a condlabel output: its parquet files have no doc_id and chunk_index "
             f"columns (columns: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})"
         )
-    # The schema comes from one shard; shards written before a column was added lack it, so the
-    # contract's columns are added (null where a shard lacks them) whichever shard came first.
-    missing = [f for f in OUTPUT_SCHEMA if f.name not in names]
-    if not missing or not shards:
+    if not shards:
         return dataset
-    schema = pa.schema(list(dataset.schema) + missing)
+    # Readers see every column of every shard: shards written before a contract column was
+    # added, or with another `input.keep_fields` list, lack some (null there). The other
+    # callers list the shards or read the key columns, which every shard has.
+    schema = shard_schema(dataset) if strict else dataset.schema
+    missing = [f for f in OUTPUT_SCHEMA if f.name not in schema.names]
+    schema = pa.schema(list(schema) + missing)
+    if schema == dataset.schema:
+        return dataset
     return pads.dataset(shards, format="parquet", filesystem=fs, schema=schema)
+
+
+def shard_schema(dataset: pads.FileSystemDataset) -> pa.Schema:
+    """The columns of all the shards of `dataset` (one footer read per shard; a reader reads
+    every shard anyway), each in its widest type."""
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    return pa.unify_schemas(schemas, promote_options="permissive") if schemas else dataset.schema
 
 
 def _shards_of(

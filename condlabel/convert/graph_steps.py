@@ -26,11 +26,13 @@ from condlabel.convert.dedup import CHUNK_KEY_FIELDS, CopyPlan, file_keys, plan_
 from condlabel.convert.duplicates import KEY_FIELDS, Duplicate
 from condlabel.convert.inputs import check_overlap, plan_inputs, read_tasks
 from condlabel.convert.kept_fields import check_names
+from condlabel.convert.metadata_rewrite import Rewrites
 from condlabel.convert.reading import check_first_file
 from condlabel.convert.sampling import sample_record
 from condlabel.convert.stages import (
     PADDED_TOKENS,
     USEFUL_TOKENS,
+    DoneChunks,
     FileStats,
     format_table,
     label_or_reject,
@@ -234,9 +236,15 @@ def _flat_keys(parts: list[pa.Table], prefix: str, names: tuple[str, ...]) -> di
 
 
 def _chunks_and_stats(
-    batch: pa.Table, cfg: ConvertConfig, run_id: str, refs: tuple[Any, Any], keep_rejects: bool
+    batch: pa.Table,
+    cfg: ConvertConfig,
+    run_id: str,
+    refs: tuple[Any, Any],
+    keep_rejects: bool,
+    keep_done: bool = False,
 ):
-    """Each file of the read task read and chunked: chunk tables, then the file's stats."""
+    """Each file of the read task read and chunked: chunk tables (and with `keep_done` the
+    chunks found done, as `DoneChunks`), then the file's stats."""
     import ray
 
     done, duplicates = ray.get(list(refs))
@@ -249,6 +257,7 @@ def _chunks_and_stats(
             rows_per_batch=cfg.compute.batch_size * 8,
             keep_rejects=keep_rejects,
             duplicates=duplicates.get(uri),
+            keep_done=keep_done,
         ):
             if isinstance(item, FileStats):
                 item.bytes = int(size)
@@ -262,16 +271,32 @@ def read_files(
     refs: tuple[Any, Any],
     counter,
     copies: CopyRun | None = None,
+    rewrites: Rewrites | None = None,
 ):
-    """Read step: yield the chunks still to label (copies held back); each file's stats go to
-    the run's counter."""
+    """Read step: yield the chunks still to label (copies held back); the chunks found done
+    whose kept fields changed are held as `rewrites`; each file's stats go to the run's
+    counter."""
     import ray
 
-    for item in _chunks_and_stats(batch, cfg, run_id, refs, keep_rejects=True):
+    chunks = _chunks_and_stats(batch, cfg, run_id, refs, True, keep_done=rewrites is not None)
+    for item in chunks:
         if isinstance(item, FileStats):
             ray.get(counter.add.remote(item))
+        elif isinstance(item, DoneChunks):
+            if rewrites is not None:
+                rewrites.hold(item.table)
         else:
             yield copies.hold_back(item) if copies else item
+
+
+def rewrite_run(cfg: ConvertConfig, run_id: str, shards: list[str] | None) -> Rewrites | None:
+    """The run's metadata rewrites when it keeps input fields and its done check found rows
+    (`shards`: those it scanned)."""
+    import ray
+
+    if not cfg.input.kept_types or not shards:
+        return None
+    return Rewrites(cfg, run_id, ray.put(shards))
 
 
 def count_files(batch: pa.Table, cfg: ConvertConfig, refs: tuple[Any, Any]) -> dict[str, list]:

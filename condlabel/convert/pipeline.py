@@ -36,6 +36,7 @@ from condlabel.convert.graph_steps import (
     SHARD_COLUMNS,
     WRITER_CPUS,
     LabelStage,
+    Rewrites,
     Stage,
     count_files,
     counter_actor,
@@ -45,6 +46,7 @@ from condlabel.convert.graph_steps import (
     read_files,
     reader_options,
     reads_dataset,
+    rewrite_run,
     run_fingerprint,
     run_record,
     teacher_labelers,
@@ -66,11 +68,13 @@ def conversion_stages(
     skip_refs: tuple[Any, Any],
     counter: Any,
     copies: CopyRun | None = None,
+    rewrites: Rewrites | None = None,
 ) -> list[Stage]:
     """The data path as a list of stages: read+chunk, label+classify, the cascade's teacher
     (when on), format+write. `skip_refs`: object refs of the done index and of the duplicates
     (`find_duplicates`); `copies`: held back by the read step, their labels kept by the write
-    step (after the teacher, so a copy gets its chunk's final labels)."""
+    step (after the teacher, so a copy gets its chunk's final labels); `rewrites`: done chunks
+    whose kept fields changed, held by the read step with their labels."""
     import ray.data
 
     pool = ray.data.ActorPoolStrategy(
@@ -90,7 +94,7 @@ def conversion_stages(
     # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
     # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
     return [
-        read_stage(cfg, run, skip_refs, counter, copies),
+        read_stage(cfg, run, skip_refs, counter, copies, rewrites),
         Stage("label", LabelStage, LABEL_COLUMNS, cfg.compute.batch_size, label_placement),
         *teacher_stages(cfg),
         Stage(
@@ -109,11 +113,18 @@ def read_stage(
     skip_refs: tuple[Any, Any],
     counter: Any,
     copies: CopyRun | None = None,
+    rewrites: Rewrites | None = None,
 ) -> Stage:
-    """Read+chunk: one task per group of input files; chunks done or held back as copies are
-    counted, not passed on."""
+    """Read+chunk: one task per group of input files; chunks done or held back (copies,
+    rewrites) are counted, not passed on."""
     read = partial(
-        read_files, cfg=cfg, run_id=run.run_id, refs=skip_refs, counter=counter, copies=copies
+        read_files,
+        cfg=cfg,
+        run_id=run.run_id,
+        refs=skip_refs,
+        counter=counter,
+        copies=copies,
+        rewrites=rewrites,
     )
     return Stage("read", read, tuple(READ_SCHEMA.names), 1, reader_options(cfg))
 
@@ -173,17 +184,20 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         done = ray.put(run.state.done)
         duplicates, copy_plan = key_pass(cfg, run.to_read, done)
         skip_refs = (done, ray.put(duplicates))
+        rewrites = rewrite_run(cfg, run.run_id, run.state.shard_paths)
+        write = writer(cfg, run)
         if copy_plan is not None and copy_plan.to_label == 0:
             # Every chunk is in the output already (inputs rewritten with the same bytes, say):
             # the files are read for their counts and rejects, and no labeler actor starts.
             summary.labeler_actors = 0
-            _read_only(cfg, run, skip_refs, counter)
+            _read_only(cfg, run, skip_refs, counter, rewrites)
+            _write_rewrites(run, rewrites, write)
             run.finish(run.to_read, read_stats())
             ray.kill(counter)
             return
         copies = copy_run(cfg, run.run_id, copy_plan, counter)
-        graph = build_graph(conversion_stages(cfg, run, skip_refs, counter, copies), cfg, run)
-        write = writer(cfg, run)
+        stages = conversion_stages(cfg, run, skip_refs, counter, copies, rewrites)
+        graph = build_graph(stages, cfg, run)
         reading = (len(run.to_read), sum(f.size for f in run.to_read))
         interval = cfg.compute.progress_interval_s
         with runs.Progress(summary, run.started, interval, read_stats, files=reading) as progress:
@@ -195,6 +209,7 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
                 runs.add_tokens(summary.cost, cast(pa.Table, batch))
                 run.lease.ensure_held()  # a run that lost its lease stops now (exit 4)
                 progress.update()
+            _write_rewrites(run, rewrites, write)
         run.finish(run.to_read, read_stats())
         summary.labeler_calls_saved = copies.finish() if copies else 0
         failed, first_error = ray.get(counter.labeler_errors.remote())
@@ -210,12 +225,38 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         )
 
 
-def _read_only(cfg: ConvertConfig, run: runs.Run, skip_refs: tuple[Any, Any], counter: Any) -> None:
-    """The read stage alone (every chunk found done): counts, rejects and the ledger, no labels."""
-    read = read_stage(cfg, run, skip_refs, counter)
+def _read_only(
+    cfg: ConvertConfig,
+    run: runs.Run,
+    skip_refs: tuple[Any, Any],
+    counter: Any,
+    rewrites: Rewrites | None,
+) -> None:
+    """The read stage alone (every chunk found done): counts, rejects, rewrites and the
+    ledger, no labels."""
+    read = read_stage(cfg, run, skip_refs, counter, rewrites=rewrites)
     log.info("every chunk of the files read is already in the output: no labeler started")
     for _ in build_graph([read], cfg, run).iter_batches(batch_size=None, batch_format="pyarrow"):
         pass
+
+
+def _write_rewrites(run: runs.Run, rewrites: Rewrites | None, write: partial) -> None:
+    """The rows whose kept fields changed, written with their labels once the graph has run.
+    They are counted as written, not as this run's rows of their files (those chunks were
+    found done), so the ledger's count of each file stays its chunks to label."""
+    if rewrites is None:
+        return
+    for batch in rewrites.written(write, WRITER_CPUS):
+        _add_shards(run.summary, batch)
+        runs.add_tokens(run.summary.cost, batch)
+        run.summary.rows_rewritten += sum(batch.column("rows").to_pylist())
+        run.lease.ensure_held()
+    rewrites.finish()
+    if run.summary.rows_rewritten:
+        log.info(
+            "%d row(s) rewritten with their labels: their kept input fields changed",
+            run.summary.rows_rewritten,
+        )
 
 
 def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
@@ -224,7 +265,10 @@ def dry_run(cfg: ConvertConfig, allow_mixed: bool = False) -> dict[str, Any]:
     files, fingerprint = prepare_inputs(cfg, dry_run=True), run_fingerprint(cfg)
     plan = runs.rerun_plan(cfg, files, fingerprint)
     with _ray(cfg) if plan.to_read else nullcontext():
-        state = runs.output_state(cfg, fingerprint, allow_mixed, plan, files, teacher_labelers(cfg))
+        listing = runs.list_output(cfg.output.uri, cfg.storage)
+        state = runs.output_state(
+            cfg, fingerprint, allow_mixed, plan, files, listing, teacher_labelers(cfg)
+        )
         per_file = _count_to_read(cfg, plan.to_read, state) if plan.to_read else []
     sizes = {f.uri: f.size for f in files}
     per_file = sorted(

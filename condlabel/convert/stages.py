@@ -85,10 +85,13 @@ def read_and_chunk(
     rows_per_batch: int = 256,
     keep_rejects: bool = True,
     duplicates: Mapping[int, Duplicate] | None = None,
-) -> Iterator[pa.Table | FileStats]:
+    keep_done: bool = False,
+) -> Iterator[pa.Table | DoneChunks | FileStats]:
     """Read one input file and yield chunk tables of up to `rows_per_batch` rows, then its stats.
 
-    Chunks for which `done` is true are counted, not yielded. Documents at the lines/rows of
+    Chunks for which `done` is true are counted, not yielded; with `keep_done` they are yielded
+    too, as `DoneChunks` of up to `DONE_BATCHES` x `rows_per_batch` rows (their kept fields may
+    have changed). Documents at the lines/rows of
     `duplicates` (later occurrences of an id, see `condlabel.convert.duplicates`) are rejects.
     Rejected records are written to `_rejects/<run_id>/` under the output prefix (unless
     `keep_rejects` is off, for dry runs) before the stats are yielded, so a file's rejects are
@@ -99,10 +102,11 @@ def read_and_chunk(
     rejects: list[Reject] = []
     schema = read_schema(cfg.input.kept_types)
     rows: dict[str, list] = {name: [] for name in schema.names}
+    done_rows: dict[str, list] = {name: [] for name in schema.names}
 
-    def flush() -> pa.Table:
-        table = pa.Table.from_pydict(rows, schema=schema)
-        for values in rows.values():
+    def flush(buffer: dict[str, list]) -> pa.Table:
+        table = pa.Table.from_pydict(buffer, schema=schema)
+        for values in buffer.values():
             values.clear()
         return table
 
@@ -119,26 +123,44 @@ def read_and_chunk(
         chunks = chunk_document(doc, cfg.chunking)
         for chunk in chunks:
             stats.chunks += 1
+            buffer = rows
             if done is not None and done(doc.doc_id, doc_hash, chunk.chunk_index):
                 stats.skipped_done += 1
-                continue
-            rows["doc_id"].append(doc.doc_id)
-            rows["chunk_index"].append(chunk.chunk_index)
-            rows["num_chunks"].append(len(chunks))
-            rows["source"].append(uri)
-            rows["doc_hash"].append(doc_hash)
-            rows["num_words"].append(chunk.num_words)
-            rows["text"].append(chunk.text)
-            rows[POSITION].append(doc.position)
+                if not keep_done:
+                    continue
+                buffer = done_rows
+            buffer["doc_id"].append(doc.doc_id)
+            buffer["chunk_index"].append(chunk.chunk_index)
+            buffer["num_chunks"].append(len(chunks))
+            buffer["source"].append(uri)
+            buffer["doc_hash"].append(doc_hash)
+            buffer["num_words"].append(chunk.num_words)
+            buffer["text"].append(chunk.text)
+            buffer[POSITION].append(doc.position)
             for name in cfg.input.kept_types:
-                rows[name].append(doc.meta.get(name))
+                buffer[name].append(doc.meta.get(name))
         if len(rows["doc_id"]) >= rows_per_batch:
-            yield flush()
+            yield flush(rows)
+        if len(done_rows["doc_id"]) >= DONE_BATCHES * rows_per_batch:
+            yield DoneChunks(flush(done_rows))
     if rows["doc_id"]:
-        yield flush()
+        yield flush(rows)
+    if done_rows["doc_id"]:
+        yield DoneChunks(flush(done_rows))
     if rejects and keep_rejects:
         write_rejects(rejects, cfg.output.uri, run_id, _hash_name(uri), cfg.storage)
     yield stats
+
+
+# Done chunks are looked up in the output this many chunk batches at a time (fewer lookups).
+DONE_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class DoneChunks:
+    """A file's chunks already labeled in the output (`read_and_chunk(keep_done=True)`)."""
+
+    table: pa.Table
 
 
 def read_schema(kept: Mapping[str, str]) -> pa.Schema:

@@ -6,9 +6,9 @@ from them or is a cache that a full check rebuilds.
     sequence    each run's `seq`, 1 + the largest recorded, taken under the lease (`sequence`)
     done        which chunks need no labeling: the ledger of complete input files, the scope
                 of the done check, the done index (`ledger`, `scope`, `donecheck`, `runstate`)
-    current     per document, the version of its highest-`seq` row (`current`)
+    current     per document, the version of its highest-`seq` row (`condlabel.current`)
     record      the summary, manifest, costs and progress of a run (`summary`, `costs`,
-                `progress`), and the labeler call budget (`budget`)
+                `progress`)
 """
 
 from condlabel.runs.costs import add_tokens, busy_share, counter_seconds
@@ -17,6 +17,7 @@ from condlabel.runs.ledger import add_written, complete_rows, rerun_plan
 from condlabel.runs.progress import Progress
 from condlabel.runs.run import Run, open_run, output_state
 from condlabel.runs.runstate import output_rows
+from condlabel.runs.sequence import list_output
 from condlabel.runs.summary import FileStats, RunSummary, check_labeler_errors, new_run_id
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "check_labeler_errors",
     "complete_rows",
     "counter_seconds",
+    "list_output",
     "new_run_id",
     "open_run",
     "output_rows",

@@ -110,6 +110,7 @@ def scan_output(
         labelers=dict(labelers),
         duplicate_keys=sum(s["duplicates"] for s in stats),
         shards_scanned=len(shards),
+        shard_paths=list(shards),
     )
 
 

@@ -29,7 +29,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -117,15 +117,18 @@ class RerunPlan:
 
 
 def ledger_fingerprint(cfg: ConvertConfig, labels: str) -> str:
-    """What decides a file's chunks and labels: the input fields and format, the chunking and
-    the labels' fingerprint (`labels`: the `labeler` column, labeler + classifiers)."""
-    decides = {
+    """What decides a file's rows: the input fields and format, the chunking, the labels'
+    fingerprint (`labels`: the `labeler` column, labeler + classifiers) and the kept input
+    fields (only when some are kept, so outputs without any keep their ledger)."""
+    decides: dict[str, Any] = {
         "input": cfg.input.model_dump(
             include={"text_field", "id_field", "format", "sample_fraction", "sample_stratified"}
         ),
         "chunking": cfg.chunking.model_dump(),
         "labels": labels,
     }
+    if cfg.input.kept_types:
+        decides["kept"] = [cfg.input.kept_types, cfg.input.url_field]
     text = json.dumps(decides, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 

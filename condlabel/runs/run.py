@@ -33,7 +33,7 @@ from condlabel.runs.ledger import (
 )
 from condlabel.runs.runstate import DoneIndex, OutputState, check_fingerprint
 from condlabel.runs.scope import done_scope, write_started
-from condlabel.runs.sequence import next_seq
+from condlabel.runs.sequence import OutputListing, list_output
 from condlabel.runs.summary import FileStats, RunSummary, new_run_id, recorded
 from condlabel.storage import InputFile
 
@@ -100,11 +100,12 @@ def open_run(
         log.warning("took over the lease of run %s", lease.previous.get("run_id"))
     session = ExitStack()
     try:
+        listing = list_output(cfg.output.uri, cfg.storage)  # under the lease: it stays true
         summary = RunSummary(
             run_id,
             cfg.output.uri,
             fingerprint,
-            seq=next_seq(cfg.output.uri, cfg.storage),  # under the lease: no other run has it
+            seq=listing.next_seq,
             input_files=len(files),
             input_bytes=sum(f.size for f in files),
             routed_to_teacher=0 if cfg.cascade.enabled else None,
@@ -117,7 +118,7 @@ def open_run(
             session.enter_context(ray_session())  # one Ray session for the scan and the graph
             if attach_ray:
                 lease.attach_ray()
-        state = output_state(cfg, fingerprint, allow_mixed, plan, files, also_labelers)
+        state = output_state(cfg, fingerprint, allow_mixed, plan, files, listing, also_labelers)
         # Before the first shard: a later run then knows which shards may hold these files.
         write_started(cfg, run_id, plan.to_read, plan.fingerprint, fingerprint, seq=summary.seq)
         summary.rows_before = state.rows
@@ -150,7 +151,8 @@ def output_state(
     fingerprint: str,
     allow_mixed: bool,
     plan: RerunPlan,
-    files: list[InputFile] | None = None,
+    files: list[InputFile],
+    listing: OutputListing,
     also_labelers: frozenset[str] = frozenset(),
 ) -> OutputState:
     """Scan the key columns of the shards that may hold chunks of `plan.to_read` once, in Ray
@@ -158,7 +160,7 @@ def output_state(
     (nothing to write) neither."""
     if not plan.to_read:
         return OutputState(0, DoneIndex(np.empty(0, np.int64)), {}, 0, scanned=False)
-    scope = done_scope(cfg, plan, files)
+    scope = done_scope(cfg, plan, files, listing)
     state = scan_output(
         cfg.output.uri, cfg.storage, cfg.compute.num_cpus_per_reader, shards=scope.shards
     )

@@ -9,7 +9,7 @@ import json
 import platform
 import posixpath
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -131,6 +131,8 @@ class OutputState:
     not scanned and the counts above are zero."""
     shards_scanned: int = 0
     """Shards whose key columns the done check read (the counts above are theirs)."""
+    shard_paths: list[str] = field(default_factory=list)
+    """Those shards' paths on the output's filesystem."""
     scope: str = "full"
     """`full`: every shard was read; `scoped`: only those that may hold the chunks of the
     files the run reads (`condlabel.runs.scope`)."""
@@ -253,7 +255,8 @@ def read_manifests(output_uri: str, storage: StorageConfig) -> list[dict[str, An
             try:
                 manifests.append(json.loads(fs.cat_file(path)))
             except ValueError:
-                manifests.append({"run_id": posixpath.basename(path), "status": "unreadable"})
+                run_id = posixpath.basename(path).removesuffix(".json")
+                manifests.append({"run_id": run_id, "status": "unreadable"})
     return sorted(manifests, key=lambda m: str(m.get("run_id")))
 
 

@@ -47,11 +47,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig, StorageConfig
-from condlabel.schema import LEDGER_DIR, MANIFEST_DIR
+from condlabel.schema import LEDGER_DIR
 from condlabel.storage import InputFile, is_hidden, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
     from condlabel.runs.ledger import RerunPlan
+    from condlabel.runs.sequence import OutputListing
 
 log = logging.getLogger("condlabel")
 
@@ -163,25 +164,16 @@ def _identities(files: list[InputFile]) -> list[str]:
 
 
 def done_scope(
-    cfg: ConvertConfig, plan: RerunPlan, inputs: list[InputFile] | None = None
+    cfg: ConvertConfig, plan: RerunPlan, inputs: list[InputFile], listing: OutputListing
 ) -> DoneScope:
-    """The scope of this run's done check (one listing of the output, of `_manifest/` and of
-    the started records; each record is a few bytes per file)."""
+    """The scope of this run's done check, from the run's one listing of the output, of
+    `_manifest/` and of the started records (each record is a few bytes per file)."""
     o = cfg.output
     if o.done_check == "full":
         return DoneScope(None, "output.done_check=full")
     if plan.output_changed:
         return DoneScope(None, "the ledger disagrees with the output")
-    fs, root = resolve(o.uri, cfg.storage)
-    if not fs.exists(root):
-        return DoneScope([], "no output yet")
-    scope = plan_scope(
-        plan.to_read,
-        read_started(o.uri, cfg.storage),
-        list_shards(o.uri, cfg.storage),
-        manifest_runs(o.uri, cfg.storage),
-        inputs,
-    )
+    scope = plan_scope(plan.to_read, listing.started, listing.shards, listing.manifest_runs, inputs)
     log.info(
         "done check: %s (%s)",
         "the whole output" if scope.shards is None else f"{len(scope.shards)} shard(s)",
@@ -277,16 +269,6 @@ def list_shards(output_uri: str, storage: StorageConfig) -> list[tuple[str, floa
         if path.endswith(".parquet") and not is_hidden(path, root):
             shards.append((path, listing_time(info)))
     return shards
-
-
-def manifest_runs(output_uri: str, storage: StorageConfig) -> list[str]:
-    """Run ids with a manifest under `_manifest/` (names only, nothing read)."""
-    fs, root = resolve(output_uri, storage)
-    directory = posixpath.join(root, MANIFEST_DIR)
-    if not fs.exists(directory):
-        return []
-    names = (posixpath.basename(p) for p in fs.find(directory))
-    return [n.removesuffix(".json") for n in names if n.endswith(".json")]
 
 
 def listing_time(info: dict[str, Any]) -> float | None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from condlabel.config import StorageConfig
 from condlabel.runs.runstate import read_manifests
-from condlabel.runs.scope import list_shards, read_started
+from condlabel.runs.scope import Started, list_shards, read_started
 
 SHARD_SEQ = re.compile(r"^part-s(\d+)-")
 
@@ -25,14 +27,37 @@ def shard_seq(path: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def largest_seq(output_uri: str, storage: StorageConfig) -> int:
-    """The largest seq recorded under an output prefix (0 when none)."""
-    manifests = (int(m.get("seq") or 0) for m in read_manifests(output_uri, storage))
-    started = (r.seq for r in read_started(output_uri, storage))
-    shards = (shard_seq(path) for path, _ in list_shards(output_uri, storage))
-    return max((*manifests, *started, *shards), default=0)
+@dataclass(frozen=True)
+class OutputListing:
+    """What a run reads of an output's bookkeeping, once, under the lease: the started records,
+    the data shards with their listing time, and the manifests. Both the seq and the done
+    check's scope come from it (nothing is added to the output while the lease is held)."""
+
+    started: list[Started]
+    shards: list[tuple[str, float | None]]
+    manifests: list[dict[str, Any]]
+
+    @property
+    def manifest_runs(self) -> list[str]:
+        return [str(m.get("run_id")) for m in self.manifests]
+
+    @property
+    def largest_seq(self) -> int:
+        """The largest seq recorded in any of the three places (0 when none)."""
+        manifests = (int(m.get("seq") or 0) for m in self.manifests)
+        started = (r.seq for r in self.started)
+        shards = (shard_seq(path) for path, _ in self.shards)
+        return max((*manifests, *started, *shards), default=0)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq of a run that holds the lease: no other run takes the same."""
+        return self.largest_seq + 1
 
 
-def next_seq(output_uri: str, storage: StorageConfig) -> int:
-    """This run's seq: call while holding the lease, so no other run takes the same."""
-    return largest_seq(output_uri, storage) + 1
+def list_output(output_uri: str, storage: StorageConfig) -> OutputListing:
+    return OutputListing(
+        read_started(output_uri, storage),
+        list_shards(output_uri, storage),
+        read_manifests(output_uri, storage),
+    )

@@ -65,6 +65,8 @@ class RunSummary:
     chunks: int = 0
     skipped_done: int = 0
     rows_written: int = 0
+    rows_rewritten: int = 0
+    """Of `rows_written`: rows written again with their labels (their kept fields changed)."""
     shards_written: int = 0
     rows_before: int = 0
     useful_tokens: int = 0
@@ -138,7 +140,8 @@ class RunSummary:
                 f"; {self.files_skipped} file(s) complete, not read)" if self.files_skipped else ")"
             ),
             f"  written       {self.rows_written} rows in {self.shards_written} shard(s)"
-            + (f", {self.labeler_calls_saved} copied" if self.labeler_calls_saved else ""),
+            + (f", {self.labeler_calls_saved} copied" if self.labeler_calls_saved else "")
+            + (f", {self.rows_rewritten} rewritten" if self.rows_rewritten else ""),
             f"  time          {self.seconds:.1f} s, {rate_text(self.chunks_per_second)} chunks/s"
             + (
                 f"; labelers busy {self.labeler_busy_share:.0%} of their time"

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from condlabel.config import FormatConfig, TrainConfig, TrainDataConfig
 from condlabel.prefix import RAW_TAGS, metadata_fields, render_prefix, row_tags, vocabulary_for
-from condlabel.readback import latest_versions
+from condlabel.readback import latest_versions, shard_schema
 from condlabel.tags.vocabulary import Vocabulary
 from condlabel.train.shuffle import ROWS_PER_BATCH as ROWS_PER_BATCH  # where it was
 from condlabel.train.shuffle import pass_rows
@@ -37,8 +37,16 @@ VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
 
 def version_keys(dataset: Any, extra: Sequence[str] = ()) -> pa.Table:
     """`VERSION_COLUMNS` (+ `extra`) of every row of a pyarrow dataset, with `seq` where the
-    shards have it: what decides a document's current version (`condlabel.current`)."""
-    seq = ["seq"] if "seq" in dataset.schema.names else []
+    shards have it: what decides a document's current version (`condlabel.current`). The
+    columns are those of every shard: a shard written before runs had a seq sorts first."""
+    import pyarrow.dataset as pads
+
+    schema = shard_schema(dataset)
+    if schema != dataset.schema:
+        dataset = pads.dataset(
+            dataset.files, format="parquet", filesystem=dataset.filesystem, schema=schema
+        )
+    seq = ["seq"] if "seq" in schema.names else []
     return dataset.to_table(columns=[*VERSION_COLUMNS, *extra, *seq])
 
 

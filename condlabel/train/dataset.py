@@ -12,6 +12,7 @@ from typing import Any
 from condlabel.config import ConfigError, StorageConfig
 from condlabel.config.train import TrainDataConfig
 from condlabel.prefix import RAW_TAGS
+from condlabel.readback import shard_schema
 from condlabel.train.data import (
     DATA_COLUMNS,
     VERSION_COLUMNS,
@@ -83,7 +84,9 @@ def _training_dataset(
 
     paths, data_fs = arrow_storage(files, storage)
     keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
-    missing = [c for c in extra_columns if c != RAW_TAGS and c not in keys.schema.names]
+    # Every shard's columns: a kept field may be missing from the first (another keep list).
+    names = shard_schema(keys).names
+    missing = [c for c in extra_columns if c != RAW_TAGS and c not in names]
     if missing:  # a kept input field the template shows: no silent empty prefix
         raise ConfigError(
             [
@@ -92,8 +95,8 @@ def _training_dataset(
                 for name in missing
             ]
         )
-    columns = DATA_COLUMNS + [c for c in extra_columns if c in keys.schema.names]
-    if not set(VERSION_COLUMNS) <= set(keys.schema.names):
+    columns = DATA_COLUMNS + [c for c in extra_columns if c in names]
+    if not set(VERSION_COLUMNS) <= set(names):
         log.warning("the training data has no %s columns: every row is used", VERSION_COLUMNS)
         kept = None
     else:
