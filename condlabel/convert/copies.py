@@ -85,17 +85,7 @@ class CopyRun:
     def hold_back(self, chunks: pa.Table) -> pa.Table:
         """Read step: store the batch's copies under `_copies/<run_id>/`; the rest, to label."""
         keep, held = split_copies(chunks, self._plan())
-        if held.num_rows:
-            fs, root = self._dir()
-            # Named by content, as shards are: a retried read task rewrites the same file.
-            cols = held.select(["source", POSITION, "chunk_index"]).to_pydict().values()
-            keys = sorted(f"{s}/{p}/{c}" for s, p, c in zip(*cols, strict=True))
-            name = hashlib.blake2b("\n".join(keys).encode(), digest_size=10).hexdigest()
-            sink = pa.BufferOutputStream()
-            pq.write_table(held, sink, compression="zstd")
-            # The row count in the name lets the driver group waiting files without reading them.
-            path = f"{root}/{name}.{held.num_rows}.parquet"
-            write_bytes_atomic(fs, path, sink.getvalue().to_pybytes())
+        hold_rows(*self._dir(), held)
         return keep
 
     def keep_labels(self, labeled: pa.Table) -> None:
@@ -141,6 +131,21 @@ class CopyRun:
         if fs.exists(parent):
             fs.rm(parent, recursive=True)
         return saved
+
+
+def hold_rows(fs: Any, directory: str, rows: pa.Table) -> None:
+    """Keep rows that wait for the end of the graph (copies, rewrites) as one file under
+    `directory`, named by content, as shards are: a retried read task rewrites the same file.
+    The row count in the name lets the driver group waiting files without reading them."""
+    if not rows.num_rows:
+        return
+    cols = rows.select(["source", POSITION, "chunk_index"]).to_pydict().values()
+    keys = sorted(f"{s}/{p}/{c}" for s, p, c in zip(*cols, strict=True))
+    name = hashlib.blake2b("\n".join(keys).encode(), digest_size=10).hexdigest()
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink, compression="zstd")
+    path = f"{directory}/{name}.{rows.num_rows}.parquet"
+    write_bytes_atomic(fs, path, sink.getvalue().to_pybytes())
 
 
 def copy_groups(paths: list[str], rows: int) -> list[list[str]]:

@@ -30,10 +30,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig
-from condlabel.convert.stages import PADDED_TOKENS, POSITION, USEFUL_TOKENS
+from condlabel.convert.copies import hold_rows
+from condlabel.convert.stages import PADDED_TOKENS, USEFUL_TOKENS
 from condlabel.readback import latest_versions
 from condlabel.schema import LABEL_FIELDS, output_schema
-from condlabel.storage import filesystem, resolve, split_uri, write_bytes_atomic
+from condlabel.storage import filesystem, resolve, split_uri
 
 REWRITES_DIR = "_rewrites"
 """A run's rewritten rows wait here until the graph has run (removed when the run ends)."""
@@ -139,15 +140,7 @@ class Rewrites:
         doc_ids = pc.unique(done.column("doc_id")).to_pylist()
         written = current_labels(ray.get(self.shards_ref), scheme, self.cfg, doc_ids)
         rows = relabeled(stale_rows(done, written, self.cfg.input.kept_types), written)
-        if rows.num_rows:
-            fs, root = self._dir()
-            # Named by content, as shards are: a retried read task rewrites the same file.
-            cols = rows.select(["source", POSITION, "chunk_index"]).to_pydict().values()
-            keys = sorted(f"{s}/{p}/{c}" for s, p, c in zip(*cols, strict=True))
-            name = hashlib.blake2b("\n".join(keys).encode(), digest_size=10).hexdigest()
-            sink = pa.BufferOutputStream()
-            pq.write_table(rows, sink, compression="zstd")
-            write_bytes_atomic(fs, f"{root}/{name}.parquet", sink.getvalue().to_pybytes())
+        hold_rows(*self._dir(), rows)
         return rows.num_rows
 
     def written(self, write: Callable[[pa.Table], dict], cpus: float) -> Iterator[pa.Table]:
