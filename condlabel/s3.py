@@ -3,8 +3,8 @@ endpoint, its failures as `StorageError`, and the conditional writes the writer 
 
 botocore retries every failed request `storage.retries` times with a backoff of up to 20 s; for
 throttling that is right, for an endpoint that refuses connections it is minutes of waiting
-per request. A hook on botocore's retry decision stops after `storage.connect_retries` such
-failures, and the error names the endpoint and how long it was tried.
+per request. A hook on botocore's retry decision stops after `CONNECT_RETRIES` such failures,
+and the error names the endpoint and how long it was tried.
 """
 
 from __future__ import annotations
@@ -31,20 +31,22 @@ UNREACHABLE = (
     asyncio.TimeoutError,
 )
 CREDENTIALS = (boto.NoCredentialsError, boto.PartialCredentialsError, boto.ProfileNotFound)
+# Fixed, not a setting: 4 attempts ride out a blip, and a dead endpoint fails within about
+# 4 x `storage.CONNECT_TIMEOUT_S`. Read at each retry decision, so a test can patch it.
+CONNECT_RETRIES = 3
 # What S3 answers when a conditional write loses (412), or races another one (409).
 _CONDITION_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
 
 
 class BoundedS3FileSystem(S3FileSystem):
-    """s3fs that gives up on an unreachable endpoint after `connect_retries` retries and
+    """s3fs that gives up on an unreachable endpoint after `CONNECT_RETRIES` retries and
     raises `StorageError` (exit 3) naming the endpoint, the time spent and the cause."""
 
     # s3fs's own retry layer (for truncated reads) sits on top of botocore's: keep it short.
     retries = 2
 
-    def __init__(self, *args: Any, connect_retries: int = 3, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.connect_retries = connect_retries
         self._hooked: object | None = None
 
     @property
@@ -64,7 +66,7 @@ class BoundedS3FileSystem(S3FileSystem):
         self, attempts: int, caught_exception: BaseException | None = None, **_: Any
     ) -> None:
         # Raising here ends botocore's retry loop with the connection error itself.
-        if isinstance(caught_exception, UNREACHABLE) and attempts > self.connect_retries:
+        if isinstance(caught_exception, UNREACHABLE) and attempts > CONNECT_RETRIES:
             raise caught_exception
 
     async def _call_s3(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -75,8 +77,9 @@ class BoundedS3FileSystem(S3FileSystem):
             seconds = time.monotonic() - started
             raise StorageError(
                 f"S3 endpoint {self.endpoint} unreachable: gave up after {seconds:.1f} s and "
-                f"{self.connect_retries} retries ({type(exc).__name__}: {strip_userinfo(str(exc))}); "
-                "storage.connect_retries and storage.connect_timeout_s set how long to try"
+                f"{CONNECT_RETRIES} retries ({type(exc).__name__}: {strip_userinfo(str(exc))}); "
+                "check that the server is up and that storage.endpoint_url (or AWS_ENDPOINT_URL) "
+                "names it"
             ) from exc
         except CREDENTIALS as exc:
             raise StorageError(

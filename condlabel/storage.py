@@ -22,6 +22,10 @@ from condlabel.config.secrets import strip_userinfo
 from condlabel.storage_errors import InputNotFound, StorageError
 
 _GLOB_CHARS = set("*?[")
+# Fixed, not settings: a connection to a live endpoint opens in well under a second, and 60 s
+# covers the slowest S3 answer seen; an unreachable one is bounded by `s3.CONNECT_RETRIES`.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -71,13 +75,12 @@ def s3_options(storage: StorageConfig | None) -> dict[str, Any]:
         opts["key"] = storage.access_key_id.get_secret_value()
         opts["secret"] = storage.secret_access_key.get_secret_value()
     # Transient errors (throttling, 5xx, connection resets) are retried by botocore itself;
-    # an unreachable endpoint only `connect_retries` times (`BoundedS3FileSystem`).
+    # an unreachable endpoint only `s3.CONNECT_RETRIES` times (`BoundedS3FileSystem`).
     opts["config_kwargs"] = {
         "retries": {"max_attempts": storage.retries + 1, "mode": "adaptive"},
-        "connect_timeout": storage.connect_timeout_s,
-        "read_timeout": storage.read_timeout_s,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "read_timeout": READ_TIMEOUT_S,
     }
-    opts["connect_retries"] = storage.connect_retries
     return opts
 
 

@@ -200,6 +200,19 @@ def test_the_meco_examples_say_what_meco_is():
         ("convert", "output.use_ledger=false", "output.done_check"),
         ("eval", "format.prefix_template=x", "moved to prefix_template"),
         ("labeler", "vllm.temperature=0.3", "moved to generation.temperature"),
+        ("convert", "storage.connect_retries=1", "CONNECT_RETRIES"),
+        ("train", "storage.read_timeout_s=5", "READ_TIMEOUT_S"),
+        ("eval", "storage.connect_timeout_s=1", "CONNECT_TIMEOUT_S"),
+        ("distill", "storage.connect_retries=0", "storage.retries still sets"),
+        ("train", "optimization.min_lr_ratio=0.2", "MIN_LR_RATIO"),
+        ("distill", "optimization.min_lr_ratio=0", "MIN_LR_RATIO"),
+        ("train", "model.lora.dropout=0.1", "LORA_DROPOUT"),
+        ("distill", "student.lora.dropout=0.1", "LORA_DROPOUT"),
+        ("distill", "student.architecture=causal", "is_encoder_decoder"),
+        ("distill", "gate.calibration_bins=10", "CALIBRATION_BINS"),
+        ("distill", "gate.batch_size=4", "GATE_BATCH_SIZE"),
+        ("distill", "gate.do_sample=true", "greedily"),
+        ("distill", "optimization.shuffle_buffer_rows=0", "SHUFFLE_BUFFER_ROWS"),
     ],
 )
 def test_a_removed_key_fails_naming_what_replaces_it(kind, setting, names, tmp_path):
@@ -223,6 +236,36 @@ def test_a_removed_key_fails_naming_what_replaces_it(kind, setting, names, tmp_p
         assert "unknown key" not in "\n".join(problems)
         assert any(p.startswith(other) for p in problems)
     load_config(kind, None, [])  # and without the removed key, it loads
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "/nowhere", "--set", "storage.connect_timeout_s=1"],
+        ["inspect", "/nowhere", "--set", "storage.connect_retries=0"],
+        ["distill", "--set", "storage.read_timeout_s=5"],
+        ["train", "--set", "storage.connect_retries=0"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_removed_storage_key_exits_2_in_every_command(args, capsys):
+    """The storage section alone (status, inspect) refuses them as every config kind does."""
+    from condlabel.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{args[-1].split('=')[0]}: removed: a tuned internal" in err
+    assert "unknown key" not in err
+
+
+def test_a_removed_storage_key_in_a_storage_only_file_names_what_replaces_it(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("storage: {connect_timeout_s: 1, retries: -1}\noutput: {uri: x}\n")
+    with pytest.raises(ConfigError) as err:
+        load_storage_config(path)
+    problems = err.value.problems
+    assert problems[0].startswith("storage.connect_timeout_s: removed") and "5 s" in problems[0]
+    assert problems[1].startswith("storage.retries") and len(problems) == 2
 
 
 def test_a_cascade_teacher_and_an_eval_judge_are_labeler_files(tmp_path, monkeypatch):

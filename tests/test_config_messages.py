@@ -61,10 +61,18 @@ def test_non_finite_numbers_are_refused_in_every_float_field(override, key):
     assert err.value.problems[0].startswith(f"{key}: ") and "finite" in err.value.problems[0]
 
 
-@pytest.mark.parametrize("kind", ["train", "eval", "distill"])
-def test_non_finite_numbers_are_refused_in_every_kind(kind):
-    with pytest.raises(ConfigError, match="finite"):
-        load_config(kind, overrides=["storage.connect_timeout_s=nan"])
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [
+        ("train", "optimization.learning_rate"),
+        ("eval", "generation.guidance_scale"),
+        ("distill", "holdout_fraction"),
+    ],
+)
+def test_non_finite_numbers_are_refused_in_every_kind(kind, key):
+    with pytest.raises(ConfigError, match="finite") as err:
+        load_config(kind, overrides=[f"{key}=nan"])
+    assert err.value.problems[0].startswith(f"{key}: ")
 
 
 def test_an_anchor_bomb_is_refused_without_quoting_it(tmp_path):

@@ -129,13 +129,14 @@ def _chunk(f1_matched: int, logprob: float, ok: bool = True) -> ChunkComparison:
     return ChunkComparison(ok, f1_matched, 2, 2, f1_matched / 2, logprob)
 
 
-def test_gate_report_figures_calibration_and_pass_fail():
+def test_gate_report_figures_calibration_and_pass_fail(monkeypatch):
+    monkeypatch.setattr("condlabel.distill.metrics.CALIBRATION_BINS", 3)
     chunks = [
         _chunk(m, lp)
         for m, lp in [(0, -3.0), (0, -2.5), (1, -2.0), (1, -1.0), (2, -0.5), (2, -0.1)]
     ]
     chunks.append(_chunk(0, -4.0, ok=False))
-    report = gate_report(chunks, GateConfig(min_parse_rate=0.8, min_tag_f1=0.3, calibration_bins=3))
+    report = gate_report(chunks, GateConfig(min_parse_rate=0.8, min_tag_f1=0.3))
     assert report["parse_rate"] == pytest.approx(6 / 7)
     assert report["tag_precision"] == pytest.approx(6 / 14)
     assert report["tag_f1"] == pytest.approx(6 / 14)

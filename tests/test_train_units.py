@@ -171,7 +171,7 @@ def test_control_tokens_become_special_tokens_with_embeddings(tiny_gpt2_dir):
 
 
 def test_learning_rate_schedule():
-    cfg = OptimizationConfig(max_steps=110, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    cfg = OptimizationConfig(max_steps=110, warmup_steps=10, schedule="cosine")
     assert lr_multiplier(0, cfg) == pytest.approx(0.1)
     assert lr_multiplier(9, cfg) == pytest.approx(1.0)
     assert lr_multiplier(10, cfg) == pytest.approx(1.0)
@@ -195,19 +195,16 @@ def _scheduled_lrs(scheduler, steps: int) -> list[float]:
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 @pytest.mark.parametrize("warmup", [0, 1, 7])
-def test_scheduler_follows_the_formula_step_by_step(schedule, warmup):
+def test_scheduler_follows_the_formula_step_by_step(schedule, warmup, monkeypatch):
     import math
 
     import torch
     from transformers.optimization import get_constant_schedule, get_wsd_schedule
 
     steps, floor = 50, 0.2
+    monkeypatch.setattr("condlabel.train.optim.MIN_LR_RATIO", floor)  # not the default 0.1
     cfg = OptimizationConfig(
-        learning_rate=1.0,
-        max_steps=steps,
-        warmup_steps=warmup,
-        schedule=schedule,
-        min_lr_ratio=floor,
+        learning_rate=1.0, max_steps=steps, warmup_steps=warmup, schedule=schedule
     )
 
     def formula(s: int) -> float:  # written out independently: warmup (s+1)/W, then decay

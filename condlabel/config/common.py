@@ -150,14 +150,8 @@ class StorageConfig(StrictModel):
     """Prefer the AWS chain. Set with `access_key_id`. Never logged or written to manifests."""
     retries: int = Field(10, ge=0)
     """Retries of a failed S3 request (throttling, 5xx; botocore's adaptive retry mode, with
-    exponential backoff up to 20 s between attempts)."""
-    connect_retries: int = Field(3, ge=0)
-    """Retries of a request whose endpoint cannot be reached (connection refused, connect
-    timeout); then the command fails with exit 3, naming the endpoint and how long it tried."""
-    connect_timeout_s: float = Field(5.0, gt=0)
-    """Seconds to wait for a connection to the S3 endpoint."""
-    read_timeout_s: float = Field(60.0, gt=0)
-    """Seconds to wait for an S3 response once connected."""
+    exponential backoff up to 20 s between attempts). An endpoint that cannot be reached is
+    retried 3 times only, then the command fails with exit 3 naming it."""
 
 
 class RunConfig(StrictModel):

@@ -3,8 +3,6 @@ student, optimization, checkpoints, compute, the quality gate and where the stud
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator, model_validator
 
 from condlabel.config.common import RunConfig, StorageConfig, StrictModel
@@ -20,12 +18,11 @@ class DistillDataConfig(StrictModel):
 
 class StudentConfig(StrictModel):
     model: str | None = None
-    """The student to train: a seq2seq (T5 family) or causal LM, local directory, s3:// prefix or
-    hub id (safetensors), e.g. `google/flan-t5-base`. Required."""
+    """The student to train: a seq2seq (T5 family) or causal LM (which one: the model config's
+    `is_encoder_decoder`), local directory, s3:// prefix or hub id (safetensors), e.g.
+    `google/flan-t5-base`. Required."""
     revision: str | None = None
     """Hub revision when `model` is a hub id."""
-    architecture: Literal["auto", "seq2seq", "causal"] = "auto"
-    """`auto` reads `is_encoder_decoder` from the model config."""
     prompt_template: str = "{text}"
     """Student input; `{text}` is the chunk. The exported student is labeled with the same
     template (`labeler.hf.prompt_template`), so it is rendered and tokenized by the labeler's
@@ -49,8 +46,6 @@ class DistillOptimizationConfig(OptimizationBase):
     """Examples per worker per forward pass."""
     learning_rate: float = Field(3e-4, gt=0)
     """Peak learning rate (AdamW)."""
-    shuffle_buffer_rows: int = Field(256, ge=0)
-    """Rows in each worker's local shuffle buffer (reshuffled every pass); 0 keeps read order."""
 
 
 class DistillCheckpointConfig(StrictModel):
@@ -80,12 +75,6 @@ class GateConfig(StrictModel):
     """Least mean synopsis ROUGE-L F-measure against the teacher."""
     max_chunks: int = Field(1000, ge=1)
     """Held-out chunks the student labels for the gate (those of lowest holdout hash)."""
-    do_sample: bool = False
-    """Label the held-out chunks by sampling (as the labeler's default) instead of greedily."""
-    batch_size: int = Field(16, ge=1)
-    """Chunks per student `label` call in the gate."""
-    calibration_bins: int = Field(5, ge=1, le=50)
-    """Quantile bins of the student's mean_logprob in the calibration table."""
 
 
 class DistillConfig(RunConfig):

@@ -76,8 +76,6 @@ class LoraTrainConfig(StrictModel):
     """LoRA rank."""
     alpha: int = Field(16, ge=1)
     """LoRA scaling numerator (scale = alpha / r)."""
-    dropout: float = Field(0.05, ge=0, lt=1)
-    """Dropout on the LoRA input."""
     target_modules: list[str] | None = None
     """Modules that get adapters; default: peft's choice for the architecture."""
 
@@ -122,9 +120,7 @@ class OptimizationBase(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     """Linear warmup from 0 to the peak learning rate."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    """Decay after warmup, down to `min_lr_ratio` x peak at `max_steps`."""
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
+    """Decay after warmup, down to 0.1 x peak at `max_steps`."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping norm; null disables clipping."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -57,6 +57,9 @@ from condlabel.train.steps import (
 log = logging.getLogger("condlabel")
 
 TRAIN_DATASET = "train"
+# Fixed, not a setting: rows in each worker's local shuffle buffer (reshuffled every pass);
+# a teacher's chunk is short, so a buffer of this size costs little memory.
+SHUFFLE_BUFFER_ROWS = 256
 REPORT_NAME = "distill_report.json"
 
 
@@ -381,7 +384,7 @@ def _passes(shard, encoding, cfg: DistillConfig, pad_id: int, seq2seq, rank, dev
         for batch in shard.iter_batches(
             batch_size=o.micro_batch_size,
             batch_format="pyarrow",
-            local_shuffle_buffer_size=o.shuffle_buffer_rows or None,
+            local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
             local_shuffle_seed=(o.seed * 1_000_003 + epoch * 1_009 + rank) % 2**31,
         ):
             examples = encode_examples(encoding, batch.to_pylist(), cfg.student.max_new_tokens)

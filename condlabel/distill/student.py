@@ -8,13 +8,11 @@ import json
 from typing import Any
 
 from condlabel.config import DistillConfig, HFLabelerConfig
-from condlabel.train.checkpoint import TrainingState, resumed_state
+from condlabel.train.checkpoint import LORA_DROPOUT, TrainingState, resumed_state
 
-
-def is_seq2seq(config: Any, architecture: str) -> bool:
-    if architecture == "auto":
-        return bool(getattr(config, "is_encoder_decoder", False))
-    return architecture == "seq2seq"
+# Fixed, not a setting: chunks per student `label` call in the gate; it sets only the gate's
+# speed and memory, not its verdict (scores are batch-invariant).
+GATE_BATCH_SIZE = 16
 
 
 def load_student(
@@ -30,9 +28,9 @@ def load_student(
     if not student.model:
         raise ValueError("student.model: set the model to distill into (local, s3:// or hub id)")
     base = fetch_model(student.model, cfg.storage)
-    seq2seq = is_seq2seq(
-        AutoConfig.from_pretrained(base, revision=student.revision), student.architecture
-    )
+    # The model config says which kind it is, as the labeler reads it when the student labels.
+    config = AutoConfig.from_pretrained(base, revision=student.revision)
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     lora = student.lora.enabled
     # A full finetune resumes from the checkpoint's weights; LoRA from the base plus the
     # checkpoint's adapter.
@@ -59,7 +57,7 @@ def _with_lora(model, cfg: DistillConfig, seq2seq: bool, checkpoint_dir: str | N
             task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
             r=lcfg.r,
             lora_alpha=lcfg.alpha,
-            lora_dropout=lcfg.dropout,
+            lora_dropout=LORA_DROPOUT,
             target_modules=lcfg.target_modules,
         ),
     )
@@ -67,15 +65,14 @@ def _with_lora(model, cfg: DistillConfig, seq2seq: bool, checkpoint_dir: str | N
 
 def student_labeler_config(cfg: DistillConfig, model_uri: str, **overrides: Any) -> HFLabelerConfig:
     """The `hf` labeler settings of the trained student: its prompt and limits as trained, the
-    gate's decoding (greedy unless `gate.do_sample`)."""
+    gate's decoding (greedy, so the gate's verdict is deterministic)."""
     settings: dict[str, Any] = {
         "model": model_uri,
-        "architecture": cfg.student.architecture,
         "prompt_template": cfg.student.prompt_template,
         "max_input_tokens": cfg.student.max_input_tokens,
         "max_new_tokens": cfg.student.max_new_tokens,
-        "do_sample": cfg.gate.do_sample,
-        "max_batch_size": cfg.gate.batch_size,
+        "do_sample": False,
+        "max_batch_size": GATE_BATCH_SIZE,
     }
     return HFLabelerConfig(**(settings | overrides))
 
@@ -85,7 +82,6 @@ def labeler_overrides(labeler: HFLabelerConfig) -> list[str]:
     flags = ["labeler.backend=hf", f"labeler.model={labeler.model}"]
     defaults = HFLabelerConfig()
     for key, section in (
-        ("architecture", "hf"),
         ("prompt_template", "hf"),
         ("max_input_tokens", "hf"),
         ("max_new_tokens", "generation"),

@@ -21,6 +21,9 @@ from condlabel.train.control_tokens import add_control_tokens, init_new_token_ro
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_STATE = "optimizer.pt"
+# Fixed, not a setting: the dropout on a LoRA adapter's input (train and distill), peft's
+# customary value; nothing here was measured to need another.
+LORA_DROPOUT = 0.05
 
 
 @dataclass
@@ -100,7 +103,7 @@ def _with_lora(model, cfg: TrainConfig, added: list[int], checkpoint_dir: str | 
             task_type="CAUSAL_LM",
             r=lcfg.r,
             lora_alpha=lcfg.alpha,
-            lora_dropout=lcfg.dropout,
+            lora_dropout=LORA_DROPOUT,
             target_modules=lcfg.target_modules,
             # The new control-token rows must learn, or every conditional looks the same.
             trainable_token_indices=added or None,

@@ -12,6 +12,10 @@ import math
 
 from condlabel.config.train import OptimizationBase
 
+# Fixed, not a setting: a decaying schedule ends at this fraction of the peak learning rate
+# (the usual 10%), for train and distill alike.
+MIN_LR_RATIO = 0.1
+
 
 def lr_multiplier(step: int, cfg: OptimizationBase) -> float:
     """Learning rate at optimizer step `step` (0-based) as a fraction of the peak."""
@@ -21,7 +25,7 @@ def lr_multiplier(step: int, cfg: OptimizationBase) -> float:
         return 1.0
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.min_lr_ratio
+    floor = MIN_LR_RATIO
     if cfg.schedule == "linear":
         return floor + (1 - floor) * (1 - progress)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
