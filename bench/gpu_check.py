@@ -19,10 +19,12 @@ process, through the code the actors and workers run:
     ct2                        ct2 labeler vs hf: agreement and speed (skipped without ct2)
     adherence                  control tokens learned? misalignment vs baseline (reported only)
 
-Packages beyond torch, transformers, peft and pyarrow: pydantic, pyyaml, fsspec, filelock,
-tokenizers (the condlabel core); vaderSentiment for `adherence` and ctranslate2 for `ct2`
-(each skipped with the reason when missing). `--prepare` needs tokenizers only; its models are
-a few MB.
+Packages beyond torch, transformers, peft and pyarrow (and what they pull in: tokenizers,
+safetensors, huggingface_hub, fsspec, pyyaml, filelock): pydantic, pandas and sentencex, which
+the condlabel modules it drives import; vaderSentiment for `adherence` and ctranslate2 for
+`ct2` (each skipped with the reason when missing). No Ray, no pytest (measured: every check runs
+with both made unimportable). The models `--prepare` builds are a few MB; `--models DIR` keeps
+them, and a run builds them there first when DIR does not hold them yet.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ def parse_args() -> argparse.Namespace:
         help="models built by --prepare; built here first when missing (default: %(default)s)",
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    p.add_argument("--json", action="store_true", help="JSON lines only (no table at the end)")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines only (else a table on stderr too)"
+    )
     p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these checks only")
     p.add_argument("--train-steps", type=int, default=300, help="--prepare: labeler steps")
     p.add_argument(
@@ -106,6 +110,10 @@ def main() -> int:
         "prepare_seconds": round(prepared_s, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if not args.json:
+        for name, r in results.items():
+            state = "skipped" if r["skipped"] else "passed" if r["passed"] else "FAILED"
+            print(f"{name:26} {state:8} {r['seconds']:6.1f}s  {r['reason']}", file=sys.stderr)
     print(json.dumps(final), flush=True)
     return 0 if final["passed"] else 1
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from lm_fixtures import build_tiny_gpt2
+from simulated_device import SimulatedDeviceHF, chunk_table
 from tiny_models import build_student_t5, help_topics, sample_texts
 
 from condlabel.config import HFLabelerConfig
@@ -191,12 +192,11 @@ def logprob_batch_invariance(models: Path, device: str) -> dict:
 
 def oom_backoff(models: Path, device: str) -> dict:
     """On a GPU: memory capped just above the model, a batch of long chunks that cannot fit.
-    On the CPU memory cannot be capped: a device that raises CUDA's out-of-memory error above
-    4 rows stands in (what tests/test_oom_backoff.py does)."""
-    import pyarrow as pa
+    On the CPU memory cannot be capped: the test double of tests/test_oom_backoff.py stands in,
+    a device that raises CUDA's out-of-memory error above 4 rows."""
     import torch
 
-    from condlabel.convert.stages import READ_SCHEMA, label_or_reject
+    from condlabel.convert.stages import label_or_reject
 
     texts = chunks(48, min_words=300, max_words=400, seed=3)
     options = {"max_batch_size": 48, "max_batch_tokens": 10**7, "max_encoder_tokens": 10**7}
@@ -206,23 +206,10 @@ def oom_backoff(models: Path, device: str) -> dict:
         budget = torch.cuda.memory_allocated() + 24 * 2**20  # the model and 24 MiB
         torch.cuda.set_per_process_memory_fraction(budget / total)
     else:
-        model = SimulatedSmallDevice(labeler_config(models, device, "float32", **options))
-    n = len(texts)
-    table = pa.Table.from_pydict(
-        {
-            "doc_id": [f"d{i}" for i in range(n)],
-            "chunk_index": [0] * n,
-            "num_chunks": [1] * n,
-            "source": ["gpu-check"] * n,
-            "doc_hash": [f"h{i}" for i in range(n)],
-            "num_words": [len(t.split()) for t in texts],
-            "text": texts,
-            "_position": list(range(1, n + 1)),
-        },
-        schema=READ_SCHEMA,
-    )
-    labeled, rejects = label_or_reject(model, table)
-    accounted = labeled.num_rows + len(rejects) == n
+        cfg = labeler_config(models, device, "float32", **options)
+        model = SimulatedDeviceHF(cfg, capacity=4)
+    labeled, rejects = label_or_reject(model, chunk_table(texts, source="gpu-check"))
+    accounted = labeled.num_rows + len(rejects) == len(texts)
     reasons = sorted({r.detail.split(": ", 1)[-1][:120] for r in rejects})
     backed_off = model.fits.size is not None
     ok = accounted and (backed_off or rejects) and all(r.reason == "labeler_error" for r in rejects)
@@ -235,17 +222,6 @@ def oom_backoff(models: Path, device: str) -> dict:
         reject_reasons=reasons,
         batch_size_that_fitted=model.fits.size,
     )
-
-
-class SimulatedSmallDevice(HFLabeler):
-    """The hf labeler on a device that holds 4 rows per generate call."""
-
-    def _generate(self, rows, texts):
-        import torch
-
-        if len(rows) > 4:
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated: {len(rows)} rows)")
-        return super()._generate(rows, texts)
 
 
 # --------------------------------------------------------------------------- training side

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 NAMES = {
     "labeler_bf16_vs_fp32",
@@ -28,6 +26,23 @@ NAMES = {
 }
 
 
+def test_the_gpu_check_loads_without_ray_and_pytest():
+    """The GPU machine it is made for has neither: every module a check imports loads with both
+    made unimportable."""
+    script = (
+        "import sys; sys.modules.update(ray=None, pytest=None); sys.path[:0] = ['bench']\n"
+        "import gpu_check, gpu_checks, gpu_adherence  # noqa\n"
+        "import condlabel.labelers.hf, condlabel.train.steps, condlabel.train.evaluate  # noqa\n"
+        "import condlabel.convert.stages, condlabel.train.data  # noqa\n"
+        "print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_the_gpu_check_passes_on_the_cpu(tmp_path):
     started = time.perf_counter()
     models = tmp_path / "models"  # cold: the time includes preparing the models
