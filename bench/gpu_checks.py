@@ -2,8 +2,12 @@
 ({"passed", "skipped", "reason", ...figures}). `prepare` builds the models on the CPU.
 
 The labeler is a tiny T5 *trained* for a few hundred steps to write `Synopsis: ... Tags: [...]`
-for help-text chunks, so its top logits are separated (a random model's near-ties would make
-bf16-vs-fp32 comparisons meaningless); the causal model is a tiny GPT-2 (tests/lm_fixtures.py).
+for the chunks of a task it can learn (`labeled_chunks`), so its top logits are separated (a
+random or briefly trained model's near-ties would make bf16-vs-fp32 comparisons meaningless);
+the labeler checks run on held-out chunks of that task. The causal model is a tiny GPT-2
+(tests/lm_fixtures.py). The simulated device of `oom_backoff` on the CPU is the tests' one
+(tests/simulated_device.py): the check already takes its model builders from tests/, so one
+copy of the double serves both.
 """
 
 from __future__ import annotations
