@@ -19,10 +19,12 @@ process, through the code the actors and workers run:
     ct2                        ct2 labeler vs hf: agreement and speed (skipped without ct2)
     adherence                  control tokens learned? misalignment vs baseline (reported only)
 
-Packages beyond torch, transformers, peft and pyarrow: pydantic, pyyaml, fsspec, filelock,
-tokenizers (the condlabel core); vaderSentiment for `adherence` and ctranslate2 for `ct2`
-(each skipped with the reason when missing). `--prepare` needs tokenizers only; its models are
-a few MB.
+Packages beyond torch, transformers, peft and pyarrow (and what they pull in: tokenizers,
+safetensors, huggingface_hub, fsspec, pyyaml, filelock): pydantic, pandas and sentencex, which
+the condlabel modules it drives import; vaderSentiment for `adherence` and ctranslate2 for
+`ct2` (each skipped with the reason when missing). No Ray, no pytest (measured: every check runs
+with both made unimportable). The models `--prepare` builds are a few MB; `--models DIR` keeps
+them, and a run builds them there first when DIR does not hold them yet.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
+DEFAULT_MODELS = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "condlabel-gpu-check"
+)
 CHECKS = {  # name -> time limit on a GPU (s); the CPU gets `--cpu-scale` times as long
     "labeler_bf16_vs_fp32": 60,
     "logprob_batch_invariance": 45,
@@ -54,11 +58,24 @@ CHECKS = {  # name -> time limit on a GPU (s); the CPU gets `--cpu-scale` times 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--prepare", metavar="DIR", help="build the models into DIR (CPU) and exit")
-    p.add_argument("--models", metavar="DIR", help="models built by --prepare (default: build)")
+    p.add_argument(
+        "--models",
+        metavar="DIR",
+        default=str(DEFAULT_MODELS),
+        help="models built by --prepare; built here first when missing (default: %(default)s)",
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    p.add_argument("--json", action="store_true", help="JSON lines only (no table at the end)")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines only (else a table on stderr too)"
+    )
     p.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run these checks only")
     p.add_argument("--train-steps", type=int, default=300, help="--prepare: labeler steps")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+        help="CPU threads per process (default: half the cores, at most 8)",
+    )
     p.add_argument("--cpu-scale", type=float, default=3.0, help="time limits x this on the CPU")
     p.add_argument("--one", help=argparse.SUPPRESS)  # a child: run this check, print its line
     return p.parse_args()
@@ -66,25 +83,37 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    # Torch's default (a thread per core) on a small machine shared with other work spins its
+    # threads against each other: measured on 2 busy cores, 50 labeler training steps took
+    # 11 s on one thread and 297 s on two.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.one:
         return run_one(args)
     from gpu_checks import prepare
 
+    started = time.perf_counter()
     if args.prepare:
-        started = time.perf_counter()
-        prepare(Path(args.prepare), args.device, args.train_steps)
+        prepare(Path(args.prepare), args.train_steps)
         print(json.dumps({"prepared": args.prepare, "seconds": time.perf_counter() - started}))
         return 0
-    with tempfile.TemporaryDirectory(prefix="condlabel-gpu-check-") as tmp:
-        models = Path(args.models) if args.models else Path(tmp)
-        if not args.models:
-            prepare(models, args.device, args.train_steps)
-        results = {name: run_child(name, models, args) for name in args.only or list(CHECKS)}
+    models = Path(args.models)
+    prepare(models, args.train_steps)  # nothing to do when `models` holds this recipe's models
+    prepared_s = time.perf_counter() - started
+    results = {name: run_child(name, models, args) for name in args.only or list(CHECKS)}
     final = {
         "device": device_name(args.device),
         "checks": results,
         "passed": all(r["passed"] for r in results.values()),
+        "prepare_seconds": round(prepared_s, 1),
+        "seconds": round(time.perf_counter() - started, 1),
     }
+    if not args.json:
+        for name, r in results.items():
+            state = "skipped" if r["skipped"] else "passed" if r["passed"] else "FAILED"
+            print(f"{name:26} {state:8} {r['seconds']:6.1f}s  {r['reason']}", file=sys.stderr)
     print(json.dumps(final), flush=True)
     return 0 if final["passed"] else 1
 
@@ -101,9 +130,12 @@ def run_child(name: str, models: Path, args: argparse.Namespace) -> dict:
         str(models),
         "--device",
         args.device,
+        "--threads",
+        str(args.threads),
     ]
     started = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["OMP_NUM_THREADS"] = str(args.threads)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

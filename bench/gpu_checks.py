@@ -2,8 +2,12 @@
 ({"passed", "skipped", "reason", ...figures}). `prepare` builds the models on the CPU.
 
 The labeler is a tiny T5 *trained* for a few hundred steps to write `Synopsis: ... Tags: [...]`
-for help-text chunks, so its top logits are separated (a random model's near-ties would make
-bf16-vs-fp32 comparisons meaningless); the causal model is a tiny GPT-2 (tests/lm_fixtures.py).
+for the chunks of a task it can learn (`labeled_chunks`), so its top logits are separated (a
+random or briefly trained model's near-ties would make bf16-vs-fp32 comparisons meaningless);
+the labeler checks run on held-out chunks of that task. The causal model is a tiny GPT-2
+(tests/lm_fixtures.py). The simulated device of `oom_backoff` on the CPU is the tests' one
+(tests/simulated_device.py): the check already takes its model builders from tests/, so one
+copy of the double serves both.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from lm_fixtures import build_tiny_gpt2
-from tiny_models import build_student_t5, sample_texts
+from simulated_device import SimulatedDeviceHF, chunk_table
+from tiny_models import build_student_t5, help_topics, sample_texts
 
 from condlabel.config import HFLabelerConfig
 from condlabel.labelers.hf import HFLabeler
@@ -40,38 +45,75 @@ def skipped(reason: str) -> dict:
 
 # --------------------------------------------------------------------------- prepare
 
-
-def label_text(text: str) -> str:
-    """The label the tiny labeler learns: the chunk's first words and its three longest."""
-    words = [w.strip(".,;:()\"'") for w in text.split()]
-    longest = sorted({w.lower() for w in words if w.isalpha()}, key=lambda w: (-len(w), w))[:3]
-    return f"Synopsis: {' '.join(words[:6])}. Tags: [{', '.join(longest)}]"
+TOPICS = ["river", "bridge", "orchard", "glacier", "market", "harbor", "forest", "railway"]
+PLACES = ["north", "south", "east", "west"]
+RECIPE = "topic-place-v1"
+"""Names the models `prepare` builds; a models directory built by another recipe is rebuilt."""
 
 
-def prepare(out: Path, device: str = "cpu", steps: int = 300) -> None:
-    """The trained tiny labeler and the tiny GPT-2 under `out` (on the CPU, a few minutes)."""
+def labeled_chunks(n: int, min_words: int, max_words: int, seed: int) -> list[tuple[str, str]]:
+    """`n` (chunk, label) pairs of the tiny labeler's task: help-text words with a topic word
+    put in three times and a place once; the label names both. The label is a function of the
+    text that a tiny model learns in a hundred steps, so after a few hundred its top logits are
+    far apart (a random or briefly trained model's near-ties would make bf16 and fp32 pick
+    different tokens for reasons that say nothing about the device)."""
+    import random
+
+    words = " ".join(help_topics()).split()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        topic, place = rng.choice(TOPICS), rng.choice(PLACES)
+        length = rng.randint(min_words, max_words)
+        start = rng.randrange(0, len(words) - length)
+        chunk = words[start : start + length]
+        for word in (topic, topic, topic, place):
+            chunk.insert(rng.randrange(len(chunk) + 1), word)
+        out.append((" ".join(chunk), f"Synopsis: {topic}, {place}. Tags: [{topic}, {place}]"))
+    return out
+
+
+def chunks(n: int, min_words: int, max_words: int, seed: int) -> list[str]:
+    return [text for text, _ in labeled_chunks(n, min_words, max_words, seed)]
+
+
+def prepare(out: Path, steps: int = 300) -> None:
+    """The trained tiny labeler and the tiny GPT-2 under `out`, on the CPU (about 40 s of CPU
+    time); kept when `out` already holds this recipe's models."""
+    import json
+
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    stamp = out / "prepared.json"
+    recipe = {"recipe": RECIPE, "labeler_steps": steps}
+    if stamp.exists() and json.loads(stamp.read_text()) == recipe:
+        return
     out.mkdir(parents=True, exist_ok=True)
     build_tiny_gpt2(out / GPT2)
     path = build_student_t5(out / LABELER, seed=0)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSeq2SeqLM.from_pretrained(path)
-    texts = sample_texts(256, min_words=20, max_words=120, seed=1)
+    data = labeled_chunks(steps * 16, min_words=20, max_words=100, seed=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.train()
     for step in range(steps):
-        batch = [texts[(step * 16 + i) % len(texts)] for i in range(16)]
-        enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=128)
-        target = tok([label_text(t) for t in batch], return_tensors="pt", padding=True)
+        batch = data[step * 16 : (step + 1) * 16]
+        enc = tok(
+            [t for t, _ in batch],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=256,
+        )
+        target = tok([label for _, label in batch], return_tensors="pt", padding=True)
         labels = target.input_ids.masked_fill(target.input_ids == tok.pad_token_id, -100)
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
+        model(**enc, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval().save_pretrained(path, safe_serialization=True)
+    stamp.write_text(json.dumps(recipe))
 
 
 def labeler_config(models: Path, device: str, dtype: str, **options) -> HFLabelerConfig:
@@ -117,7 +159,7 @@ def _compare(ours: list, theirs: list) -> dict:
 
 def labeler_bf16_vs_fp32(models: Path, device: str) -> dict:
     # 20 chunks on the CPU (19/20 is the 95%), where each run takes its time
-    texts = sample_texts(32 if _on_gpu(device) else 20, min_words=20, max_words=150, seed=7)
+    texts = chunks(32 if _on_gpu(device) else 20, min_words=20, max_words=150, seed=7)
     reference = labeler(models, "cpu", "float32").label(texts)
     half = labeler(models, device, "bfloat16")
     ours = half.label(texts)
@@ -137,7 +179,7 @@ def labeler_bf16_vs_fp32(models: Path, device: str) -> dict:
 
 
 def logprob_batch_invariance(models: Path, device: str) -> dict:
-    texts = sample_texts(32, min_words=20, max_words=200, seed=9)
+    texts = chunks(32, min_words=20, max_words=200, seed=9)
     half = labeler(models, device, "bfloat16", max_batch_size=32)
     alone = [half.label([t])[0] for t in texts[:8]]
     in_8 = half.label(texts[:8])
@@ -154,14 +196,13 @@ def logprob_batch_invariance(models: Path, device: str) -> dict:
 
 def oom_backoff(models: Path, device: str) -> dict:
     """On a GPU: memory capped just above the model, a batch of long chunks that cannot fit.
-    On the CPU memory cannot be capped: a device that raises CUDA's out-of-memory error above
-    4 rows stands in (what tests/test_oom_backoff.py does)."""
-    import pyarrow as pa
+    On the CPU memory cannot be capped: the test double of tests/test_oom_backoff.py stands in,
+    a device that raises CUDA's out-of-memory error above 4 rows."""
     import torch
 
-    from condlabel.convert.stages import READ_SCHEMA, label_or_reject
+    from condlabel.convert.stages import label_or_reject
 
-    texts = sample_texts(48, min_words=300, max_words=400, seed=3)
+    texts = chunks(48, min_words=300, max_words=400, seed=3)
     options = {"max_batch_size": 48, "max_batch_tokens": 10**7, "max_encoder_tokens": 10**7}
     if _on_gpu(device):
         model = labeler(models, device, "bfloat16", max_input_tokens=512, **options)
@@ -169,23 +210,10 @@ def oom_backoff(models: Path, device: str) -> dict:
         budget = torch.cuda.memory_allocated() + 24 * 2**20  # the model and 24 MiB
         torch.cuda.set_per_process_memory_fraction(budget / total)
     else:
-        model = SimulatedSmallDevice(labeler_config(models, device, "float32", **options))
-    n = len(texts)
-    table = pa.Table.from_pydict(
-        {
-            "doc_id": [f"d{i}" for i in range(n)],
-            "chunk_index": [0] * n,
-            "num_chunks": [1] * n,
-            "source": ["gpu-check"] * n,
-            "doc_hash": [f"h{i}" for i in range(n)],
-            "num_words": [len(t.split()) for t in texts],
-            "text": texts,
-            "_position": list(range(1, n + 1)),
-        },
-        schema=READ_SCHEMA,
-    )
-    labeled, rejects = label_or_reject(model, table)
-    accounted = labeled.num_rows + len(rejects) == n
+        cfg = labeler_config(models, device, "float32", **options)
+        model = SimulatedDeviceHF(cfg, capacity=4)
+    labeled, rejects = label_or_reject(model, chunk_table(texts, source="gpu-check"))
+    accounted = labeled.num_rows + len(rejects) == len(texts)
     reasons = sorted({r.detail.split(": ", 1)[-1][:120] for r in rejects})
     backed_off = model.fits.size is not None
     ok = accounted and (backed_off or rejects) and all(r.reason == "labeler_error" for r in rejects)
@@ -198,17 +226,6 @@ def oom_backoff(models: Path, device: str) -> dict:
         reject_reasons=reasons,
         batch_size_that_fitted=model.fits.size,
     )
-
-
-class SimulatedSmallDevice(HFLabeler):
-    """The hf labeler on a device that holds 4 rows per generate call."""
-
-    def _generate(self, rows, texts):
-        import torch
-
-        if len(rows) > 4:
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated: {len(rows)} rows)")
-        return super()._generate(rows, texts)
 
 
 # --------------------------------------------------------------------------- training side
@@ -311,24 +328,29 @@ def run_steps(model, next_batch, device: str, steps: int, lr: float = 3e-3) -> l
 
 
 def train_steps(models: Path, device: str) -> dict:
+    """Steps over 16 short help texts, packed again and again: a corpus the tiny GPT-2 can
+    learn by heart, so its loss must fall well below half of where it started (on varied text
+    80 CPU steps moved it by ~10%, too little to tell a working loop from noise)."""
     import torch
 
     model, tok = _gpt2(models, device)
     steps = 300 if _on_gpu(device) else 80
+    texts = sample_texts(16, min_words=20, max_words=60, seed=5) * 25
     if _on_gpu(device):
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    history = run_steps(model, _packed_batches(tok, device, seq_len=128, rows=8), device, steps)
+    batches = _packed_batches(tok, device, seq_len=128, rows=8, texts=texts)
+    history = run_steps(model, batches, device, steps)
     seconds = time.perf_counter() - started
     first, last = history[0]["loss"], history[-1]["loss"]
     return result(
-        last < 0.9 * first,
-        "pass: the loss falls by 10% or more",
+        last < 0.5 * first,
+        "pass: the mean loss of the last logged steps is below half that of the first",
         steps=steps,
         loss_first=first,
         loss_last=last,
         tokens_per_s=sum(h["tokens_per_s"] for h in history[1:]) / max(1, len(history) - 1),
-        seconds=seconds,
+        train_seconds=seconds,
         peak_memory_mb=peak_memory_mb(device),
     )
 
@@ -371,7 +393,7 @@ def ct2(models: Path, device: str) -> dict:
     from condlabel.labelers.ct2 import CT2Labeler
     from condlabel.models import merge_model
 
-    texts = sample_texts(32, min_words=20, max_words=150, seed=7)
+    texts = chunks(32, min_words=20, max_words=150, seed=7)
     compute = "int8_bfloat16" if _on_gpu(device) else "int8"
     with tempfile.TemporaryDirectory() as tmp:
         path = merge_model(

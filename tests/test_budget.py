@@ -141,7 +141,7 @@ def test_a_device_stuck_with_the_gil_held_is_cut_and_its_chunk_rejected(tiny_t5,
     import os
     from pathlib import Path
 
-    from stuck_device import STALL
+    from simulated_device import STALL
 
     texts = ["A chunk about classes and their instances.", f"A {STALL} chunk.", "A third one."]
     state, out = tmp_path / "state.json", tmp_path / "out.json"

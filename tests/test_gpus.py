@@ -25,3 +25,20 @@ def test_nothing_to_check_without_a_reservation_a_device_or_a_missing_gpu():
     check_reserved_gpus(["0"], KEY, HFLabelerConfig(model="m", device="cpu"), count=0)
     check_reserved_gpus(["0"], KEY, KeyphraseLabelerConfig(), count=0)  # the CPU labeler
     check_reserved_gpus(["0"], KEY, HFLabelerConfig(model="m"), count=1)  # it is there
+
+
+def test_a_gpu_pool_starts_at_the_gpus_it_fits_within_min_and_max_actors():
+    from condlabel.config import load_convert_config
+    from condlabel.convert.pipeline import pool_bounds, pool_size
+
+    def compute(*overrides: str):
+        return load_convert_config(overrides=list(overrides))
+
+    four_gpus, one = {"CPU": 6.0, "GPU": 4.0}, "compute.num_gpus_per_actor=1"
+    assert pool_size(compute(one), four_gpus) == 4
+    assert pool_size(compute(one, "compute.num_cpus_per_actor=0.1"), four_gpus) == 4  # GPUs bound
+    assert pool_size(compute("compute.num_gpus_per_actor=0.5"), four_gpus) == 8
+    assert pool_size(compute(one, "compute.max_actors=2"), four_gpus) == 2
+    assert pool_size(compute(one, "compute.min_actors=2", "compute.max_actors=3"), four_gpus) == 3
+    bounds = pool_bounds(compute(one, "compute.max_actors=2"), 2)
+    assert bounds == {"min_size": 1, "max_size": 2, "initial_size": 2}

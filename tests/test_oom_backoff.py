@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import pyarrow as pa
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from simulated_device import MONSTER, SimulatedDeviceHF, chunk_table  # noqa: E402
 from tiny_models import sample_texts  # noqa: E402
 
 from condlabel.config import HFLabelerConfig  # noqa: E402
-from condlabel.convert.stages import READ_SCHEMA, label_or_reject  # noqa: E402
+from condlabel.convert.stages import label_or_reject  # noqa: E402
 from condlabel.labelers.hf import HFLabeler  # noqa: E402
 from condlabel.labelers.memory import (  # noqa: E402
     BatchLimit,
@@ -26,27 +26,7 @@ from condlabel.labelers.memory import (  # noqa: E402
     run_in_fitting_batches,
 )
 
-MONSTER = "MONSTER"  # a chunk that does not fit even alone
 GREEDY = {"do_sample": False, "max_new_tokens": 6, "max_batch_size": 8}
-
-
-class SmallDeviceHF(HFLabeler):
-    """The hf labeler on a device that holds `capacity` rows per `generate` call (none for a
-    chunk holding MONSTER): above that, torch's CUDA out-of-memory error, as a GPU raises it."""
-
-    def __init__(self, cfg: HFLabelerConfig, capacity: int):
-        super().__init__(cfg)
-        self.capacity = capacity
-        self.calls: list[tuple[int, bool]] = []  # (rows, fitted)
-
-    def _generate(self, rows, texts):
-        fits = len(rows) <= self.capacity and not any(MONSTER in t for t in texts)
-        self.calls.append((len(rows), fits))
-        if not fits:
-            raise torch.cuda.OutOfMemoryError(
-                f"CUDA out of memory. Tried to allocate 1.50 GiB for {len(rows)} rows"
-            )
-        return super()._generate(rows, texts)
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +37,6 @@ def texts() -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tiny_t5, texts):
     return HFLabeler(HFLabelerConfig(model=str(tiny_t5), **GREEDY)).label(texts)
-
-
-def _chunks(texts: list[str]) -> pa.Table:
-    n = len(texts)
-    return pa.Table.from_pydict(
-        {
-            "doc_id": [f"d{i}" for i in range(n)],
-            "chunk_index": [0] * n,
-            "num_chunks": [1] * n,
-            "source": ["s3://b/in.jsonl"] * n,
-            "doc_hash": [f"h{i}" for i in range(n)],
-            "num_words": [len(t.split()) for t in texts],
-            "text": texts,
-            "_position": list(range(1, n + 1)),
-        },
-        schema=READ_SCHEMA,
-    )
 
 
 def test_what_counts_as_out_of_memory():
@@ -87,7 +50,7 @@ def test_what_counts_as_out_of_memory():
 def test_a_batch_that_does_not_fit_is_halved_and_the_next_starts_where_it_fitted(
     tiny_t5, texts, reference
 ):
-    labeler = SmallDeviceHF(HFLabelerConfig(model=str(tiny_t5), **GREEDY), capacity=3)
+    labeler = SimulatedDeviceHF(HFLabelerConfig(model=str(tiny_t5), **GREEDY), capacity=3)
     results = labeler.label(texts)
     for a, b in zip(results, reference, strict=True):
         assert a.extra["generated_ids"] == b.extra["generated_ids"]
@@ -103,12 +66,12 @@ def test_a_batch_that_does_not_fit_is_halved_and_the_next_starts_where_it_fitted
 
 
 def test_a_chunk_that_does_not_fit_alone_is_a_labeler_error(tiny_t5, texts, reference):
-    labeler = SmallDeviceHF(HFLabelerConfig(model=str(tiny_t5), **GREEDY), capacity=8)
+    labeler = SimulatedDeviceHF(HFLabelerConfig(model=str(tiny_t5), **GREEDY), capacity=8)
     batch = list(texts)
     batch[5] = f"{MONSTER} " + batch[5]
     with pytest.raises(PartialLabels, match="1 of 12 chunk"):
         labeler.label(batch)
-    labeled, rejects = label_or_reject(labeler, _chunks(batch))
+    labeled, rejects = label_or_reject(labeler, chunk_table(batch))
     assert [r.reason for r in rejects] == ["labeler_error"]
     assert "doc 'd5' chunk 0: OutOfMemoryError: CUDA out of memory" in rejects[0].detail
     assert rejects[0].raw == batch[5].encode()

@@ -27,7 +27,10 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+try:
+    import pytest
+except ImportError:  # bench/gpu_check.py on a GPU machine without pytest: the builders only
+    pytest = None  # type: ignore[assignment]
 
 T5_SPECIALS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in every T5 checkpoint
 CAUSAL_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -310,6 +313,8 @@ def session_model(name: str, build: Callable[..., Path], doc: str, base: str | N
         return build(request.getfixturevalue(base), out) if base else build(out)
 
     fixture.__doc__ = doc
+    if pytest is None:
+        return fixture
     return pytest.fixture(scope="session", name=name)(fixture)
 
 
