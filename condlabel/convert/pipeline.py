@@ -20,6 +20,7 @@ import logging
 import math
 import os
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
@@ -62,19 +63,24 @@ __all__ = ["dry_run", "init_ray", "plan_lines", "run_conversion", "run_fingerpri
 log = logging.getLogger("condlabel")
 
 
-def conversion_stages(
-    cfg: ConvertConfig,
-    run: runs.Run,
-    skip_refs: tuple[Any, Any],
-    counter: Any,
-    copies: CopyRun | None = None,
-    rewrites: Rewrites | None = None,
-) -> list[Stage]:
+@dataclass
+class Reads:
+    """What the read step is handed besides the config and the run."""
+
+    skip_refs: tuple[Any, Any]
+    """Object refs of the done index and of the later occurrences of ids (`key_pass`)."""
+    counter: Any
+    """The run's counter actor: each file's stats."""
+    copies: CopyRun | None = None
+    """Chunks whose text another chunk has, held back; their labels kept by the write step."""
+    rewrites: Rewrites | None = None
+    """Chunks found done whose kept fields changed, held with their labels."""
+
+
+def conversion_stages(cfg: ConvertConfig, run: runs.Run, reads: Reads) -> list[Stage]:
     """The data path as a list of stages: read+chunk, label+classify, the cascade's teacher
-    (when on), format+write. `skip_refs`: object refs of the done index and of the duplicates
-    (`find_duplicates`); `copies`: held back by the read step, their labels kept by the write
-    step (after the teacher, so a copy gets its chunk's final labels); `rewrites`: done chunks
-    whose kept fields changed, held by the read step with their labels."""
+    (when on), format+write (the write step keeps the labels the copies need after the
+    teacher, so a copy gets its chunk's final labels)."""
     import ray.data
 
     pool = ray.data.ActorPoolStrategy(
@@ -83,7 +89,7 @@ def conversion_stages(
         **cast(dict[str, Any], pool_bounds(cfg, run.summary.labeler_actors))
     )
     label_placement = {
-        "fn_constructor_args": (cfg, run.run_id, counter),
+        "fn_constructor_args": (cfg, run.run_id, reads.counter),
         "compute": pool,
         "num_cpus": cfg.compute.num_cpus_per_actor,
         "num_gpus": cfg.compute.num_gpus_per_actor or None,
@@ -94,12 +100,12 @@ def conversion_stages(
     # streaming repartition) would give exact shards, but as a task op of 1 CPU that waits
     # behind an actor pool sized to the CPUs, holding labeled rows in the object store.
     return [
-        read_stage(cfg, run, skip_refs, counter, copies, rewrites),
+        read_stage(cfg, run, reads),
         Stage("label", LabelStage, LABEL_COLUMNS, cfg.compute.batch_size, label_placement),
         *teacher_stages(cfg),
         Stage(
             "write",
-            partial(writer(cfg, run), copies=copies),
+            partial(writer(cfg, run), copies=reads.copies),
             SHARD_COLUMNS,
             cfg.output.rows_per_file,
             {"num_cpus": WRITER_CPUS},
@@ -107,24 +113,17 @@ def conversion_stages(
     ]
 
 
-def read_stage(
-    cfg: ConvertConfig,
-    run: runs.Run,
-    skip_refs: tuple[Any, Any],
-    counter: Any,
-    copies: CopyRun | None = None,
-    rewrites: Rewrites | None = None,
-) -> Stage:
+def read_stage(cfg: ConvertConfig, run: runs.Run, reads: Reads) -> Stage:
     """Read+chunk: one task per group of input files; chunks done or held back (copies,
     rewrites) are counted, not passed on."""
     read = partial(
         read_files,
         cfg=cfg,
         run_id=run.run_id,
-        refs=skip_refs,
-        counter=counter,
-        copies=copies,
-        rewrites=rewrites,
+        refs=reads.skip_refs,
+        counter=reads.counter,
+        copies=reads.copies,
+        rewrites=reads.rewrites,
     )
     return Stage("read", read, tuple(READ_SCHEMA.names), 1, reader_options(cfg))
 
@@ -183,21 +182,20 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
 
         done = ray.put(run.state.done)
         duplicates, copy_plan = key_pass(cfg, run.to_read, done)
-        skip_refs = (done, ray.put(duplicates))
         rewrites = rewrite_run(cfg, run.run_id, run.state.shard_paths)
+        reads = Reads((done, ray.put(duplicates)), counter, rewrites=rewrites)
         write = writer(cfg, run)
         if copy_plan is not None and copy_plan.to_label == 0:
             # Every chunk is in the output already (inputs rewritten with the same bytes, say):
             # the files are read for their counts and rejects, and no labeler actor starts.
             summary.labeler_actors = 0
-            _read_only(cfg, run, skip_refs, counter, rewrites)
+            _read_only(cfg, run, reads)
             _write_rewrites(run, rewrites, write)
             run.finish(run.to_read, read_stats())
             ray.kill(counter)
             return
-        copies = copy_run(cfg, run.run_id, copy_plan, counter)
-        stages = conversion_stages(cfg, run, skip_refs, counter, copies, rewrites)
-        graph = build_graph(stages, cfg, run)
+        copies = reads.copies = copy_run(cfg, run.run_id, copy_plan, counter)
+        graph = build_graph(conversion_stages(cfg, run, reads), cfg, run)
         reading = (len(run.to_read), sum(f.size for f in run.to_read))
         interval = cfg.compute.progress_interval_s
         with runs.Progress(summary, run.started, interval, read_stats, files=reading) as progress:
@@ -225,16 +223,10 @@ def _execute(cfg: ConvertConfig, run: runs.Run, files: list[Any]) -> None:
         )
 
 
-def _read_only(
-    cfg: ConvertConfig,
-    run: runs.Run,
-    skip_refs: tuple[Any, Any],
-    counter: Any,
-    rewrites: Rewrites | None,
-) -> None:
+def _read_only(cfg: ConvertConfig, run: runs.Run, reads: Reads) -> None:
     """The read stage alone (every chunk found done): counts, rejects, rewrites and the
     ledger, no labels."""
-    read = read_stage(cfg, run, skip_refs, counter, rewrites=rewrites)
+    read = read_stage(cfg, run, reads)
     log.info("every chunk of the files read is already in the output: no labeler started")
     for _ in build_graph([read], cfg, run).iter_batches(batch_size=None, batch_format="pyarrow"):
         pass
