@@ -208,7 +208,6 @@ def product(env: dict[str, str], name: str, extra: list[str], args: argparse.Nam
     steps = args.steps
     settings = [
         f"data.paths=[s3://{BUCKET}/tagged-sentiment/]",
-        f"data.seed={args.seed}",
         f"model.path=s3://{BUCKET}/base",
         f"model.control_tokens={json.dumps(SENTIMENT)}",  # the tokens this corpus has
         "optimization.seq_len=128",
@@ -223,7 +222,6 @@ def product(env: dict[str, str], name: str, extra: list[str], args: argparse.Nam
         f"checkpoint.name={name}",
         "compute.num_workers=2",
         "compute.cpus_per_worker=0.5",
-        "compute.torch_threads=1",
         *extra,  # last: a variant overrides the lines above
     ]
     started = time.perf_counter()
