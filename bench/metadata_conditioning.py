@@ -215,8 +215,6 @@ def train_and_measure(name, template, shards, heldout, tokenizer, args) -> dict:
                 # `plain`: every example without a prefix, the same text in the same order.
                 "untagged_fraction": 1.0 if not template else 0.0,
                 "cooldown_fraction": args.cooldown if template else 0.0,
-                "rows_per_batch": 64,
-                "seed": args.seed,
             },
             "optimization": {
                 "seq_len": args.seq_len,
@@ -225,6 +223,7 @@ def train_and_measure(name, template, shards, heldout, tokenizer, args) -> dict:
                 "learning_rate": args.lr,
                 "warmup_steps": max(1, args.steps // 20),
                 "loss_on": "text",
+                "seed": args.seed,
             },
         }
     )
