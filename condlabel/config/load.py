@@ -23,6 +23,7 @@ from condlabel.config.labelers import LabelerConfig
 from condlabel.config.removed import removed_key_problems
 from condlabel.config.secrets import (
     SecretPath,
+    TooManyValues,
     has_userinfo,
     is_secret,
     load_yaml,
@@ -185,6 +186,8 @@ def load_mapping(path: str | Path | None, secrets: Secrets = NO_SECRETS) -> dict
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """What is wrong and where, without PyYAML's snippet of the line (it may hold a secret)."""
+    if isinstance(exc, TooManyValues):
+        return str(exc)
     if not isinstance(exc, yaml.MarkedYAMLError):
         return type(exc).__name__
     mark = exc.problem_mark or exc.context_mark

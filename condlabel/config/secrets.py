@@ -90,12 +90,46 @@ def redact(data: Any, paths: frozenset[SecretPath], loc: SecretPath = ()) -> Any
     return strip_userinfo(data) if isinstance(data, str) else data
 
 
+# A config is a few hundred values; YAML aliases (`*name`) can make a few lines stand for
+# billions, which validation would walk value by value.
+MAX_EXPANDED_VALUES = 100_000
+
+
+class TooManyValues(yaml.YAMLError):
+    """A document whose aliases expand it beyond `MAX_EXPANDED_VALUES` (a message without any
+    of its text)."""
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int] | None = None) -> int:
+    """Values `node` stands for once every alias is expanded, counted once per distinct node
+    (an alias is the same node object), so counting a bomb costs its lines, not its size."""
+    sizes = {} if sizes is None else sizes
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 0  # a recursive alias counts as nothing more (YAML refuses it anyway)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(expanded_size(k, sizes) + expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = min(size, MAX_EXPANDED_VALUES + 1)
+    return sizes[id(node)]
+
+
 def load_yaml(text: str, paths: frozenset[SecretPath], at: SecretPath = ()) -> Any:
     """`yaml.safe_load(text)`, except that a scalar at a secret path stays the text written
-    (`at`: where the document sits in the config, for a `--set section={...}` value)."""
+    (`at`: where the document sits in the config, for a `--set section={...}` value); a
+    document that its aliases expand past `MAX_EXPANDED_VALUES` values is refused
+    (`TooManyValues`) before anything walks it."""
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     if node is None:
         return None
+    if expanded_size(node) > MAX_EXPANDED_VALUES:
+        raise TooManyValues(
+            f"its aliases (*name) expand it to more than {MAX_EXPANDED_VALUES:,} values; "
+            "a configuration holds a few hundred"
+        )
     _mark_secret_scalars(node, paths, at)
     return yaml.SafeLoader("").construct_document(node)
 
