@@ -172,7 +172,8 @@ def test_a_capped_synopsis_is_truncated_and_still_closes(plan):
 # --------------------------------------------------------------------------- hf and ct2
 
 
-@pytest.mark.parametrize("arch", ["t5", "llama"])
+# The decoder-only case is the slower one (~1-2 min): the slow tier, and vLLM's test, cover it.
+@pytest.mark.parametrize("arch", ["t5", pytest.param("llama", marks=pytest.mark.slow)])
 def test_hf_random_model_labels_parse_only_when_constrained(arch, texts, request):
     model = request.getfixturevalue("tiny_t5" if arch == "t5" else "tiny_llama")
     # The bare chunk as prompt: a prompt ending with `Synopsis:` would make any continuation a

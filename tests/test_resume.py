@@ -243,6 +243,7 @@ def test_unreachable_endpoint_fails_clearly(tmp_path, capsys):
     assert "s3://bucket/out" in last and "127.0.0.1:9" in last
 
 
+@pytest.mark.slow  # ~1-3 min; the local kill tests cover the default tier
 def test_kill_and_resume_against_s3(s3_server, s3_bucket, s3fs_client, tmp_path):
     """SIGKILL a conversion (driver and its embedded Ray) mid-run, rerun, check exactly once."""
     docs = make_docs(160, "k")
