@@ -8,9 +8,11 @@ import pyarrow as pa
 import pytest
 from pipeline_helpers import convert_config, jsonl_bytes
 
+from condlabel.config import StorageConfig
 from condlabel.convert.metadata_rewrite import kept_fields_key, relabeled, stale_rows
 from condlabel.convert.stages import format_table, label_table, read_and_chunk
 from condlabel.labelers import build_labeler
+from condlabel.runs.runstate import read_manifests
 
 DOCS = [
     {
@@ -160,6 +162,8 @@ def test_a_changed_value_rewrites_its_rows_at_the_next_run_and_nothing_is_relabe
     # No labeler started: every chunk was found done; only doc a's rows were written again.
     assert second.labeler_actors == 0 and second.skipped_done == first.rows_written
     assert second.rows_rewritten == second.rows_written == len(moved) > 0
+    counts = [m["counts"] for m in read_manifests(str(out), StorageConfig())]
+    assert sorted(c["rows_rewritten"] for c in counts) == [0, len(moved)]
     assert after.keys() == before.keys()
     for key, row in after.items():
         old = before[key]
@@ -180,8 +184,6 @@ def test_a_changed_value_rewrites_its_rows_at_the_next_run_and_nothing_is_relabe
 def test_a_new_keep_fields_list_rewrites_every_row_on_the_s3_server(
     s3_bucket, s3fs_client, ray_local
 ):
-    from condlabel.config import StorageConfig
-
     s3fs_client.pipe(f"{s3_bucket}/in/a.jsonl", jsonl_bytes(DOCS))
     out = f"s3://{s3_bucket}/out"
     first = _convert([f"s3://{s3_bucket}/in/"], out, "input.keep_fields=[url]")

@@ -256,6 +256,7 @@ def _manifest(
             "files_skipped": summary.files_skipped,
             "shards_scanned": summary.shards_scanned,
             "labeler_calls_saved": summary.labeler_calls_saved,
+            "rows_rewritten": summary.rows_rewritten,
             "routed_to_teacher": summary.routed_to_teacher,
             "routed_share": summary.routed_share,
         },
