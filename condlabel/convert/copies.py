@@ -148,6 +148,13 @@ def hold_rows(fs: Any, directory: str, rows: pa.Table) -> None:
     write_bytes_atomic(fs, path, sink.getvalue().to_pybytes())
 
 
+def write_in_shards(rows: pa.Table, write: Callable[[pa.Table], dict], size: int) -> pa.Table:
+    """`rows` through the run's write step in shards of `size` rows; the shard list's rows."""
+    return pa.concat_tables(
+        [pa.table(write(rows.slice(i, size))) for i in range(0, rows.num_rows, size)]
+    )
+
+
 def copy_groups(paths: list[str], rows: int) -> list[list[str]]:
     """Waiting files (`<digest>.<rows>.parquet`) in input order, grouped into runs of about
     `rows` rows: a group closes before the file that would take it past `rows`. A name
@@ -178,9 +185,7 @@ def _fill_and_write(
     filled = pa.concat_tables(
         [_fill(path, run, labels) for path in paths], promote_options="permissive"
     )
-    size = run.cfg.output.rows_per_file
-    shards = [write(filled.slice(i, size)) for i in range(0, filled.num_rows, size)]
-    return pa.concat_tables([pa.table(s) for s in shards]) if shards else None
+    return write_in_shards(filled, write, run.cfg.output.rows_per_file) if filled.num_rows else None
 
 
 def _fill(path: str, run: CopyRun, labels: pa.Table | None) -> pa.Table:

@@ -289,7 +289,7 @@ def read_files(
             yield copies.hold_back(item) if copies else item
 
 
-def rewrite_run(cfg: ConvertConfig, run_id: str, shards: list[str] | None) -> Rewrites | None:
+def rewrite_run(cfg: ConvertConfig, run_id: str, shards: list[str]) -> Rewrites | None:
     """The run's metadata rewrites when it keeps input fields and its done check found rows
     (`shards`: those it scanned)."""
     import ray

@@ -30,7 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from condlabel.config import ConvertConfig
-from condlabel.convert.copies import hold_rows
+from condlabel.convert.copies import copy_groups, hold_rows, write_in_shards
 from condlabel.convert.stages import PADDED_TOKENS, USEFUL_TOKENS
 from condlabel.readback import latest_versions
 from condlabel.schema import LABEL_FIELDS, output_schema
@@ -129,19 +129,18 @@ class Rewrites:
         fs, root = resolve(self.cfg.output.uri, self.cfg.storage)
         return fs, posixpath.join(root, REWRITES_DIR, self.run_id)
 
-    def hold(self, done: pa.Table) -> int:
-        """Read step, once per file read again: of its chunks found done, hold those whose
-        kept fields changed, with their labels; returns how many."""
+    def hold(self, done: pa.Table) -> None:
+        """Read step, for a file read again: of its chunks found done, hold those whose kept
+        fields changed, with their labels."""
         import ray
 
         if done.num_rows == 0:
-            return 0
+            return
         scheme = split_uri(self.cfg.output.uri)[0]
         doc_ids = pc.unique(done.column("doc_id")).to_pylist()
         written = current_labels(ray.get(self.shards_ref), scheme, self.cfg, doc_ids)
         rows = relabeled(stale_rows(done, written, self.cfg.input.kept_types), written)
         hold_rows(*self._dir(), rows)
-        return rows.num_rows
 
     def written(self, write: Callable[[pa.Table], dict], cpus: float) -> Iterator[pa.Table]:
         """After the graph: the held rows passed through the run's `write` step, in Ray tasks
@@ -152,7 +151,8 @@ class Rewrites:
         fs.invalidate_cache(root)  # written by the read tasks, never listed here before
         paths = sorted(fs.find(root)) if fs.exists(root) else []
         task = ray.remote(num_cpus=cpus)(_write_held)
-        pending = [task.remote(path, self, write) for path in paths]
+        groups = copy_groups(paths, self.cfg.output.rows_per_file)
+        pending = [task.remote(group, self, write) for group in groups]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -166,11 +166,11 @@ class Rewrites:
             fs.rm(parent, recursive=True)
 
 
-def _write_held(path: str, run: Rewrites, write: Callable[[pa.Table], dict]) -> pa.Table:
+def _write_held(paths: list[str], run: Rewrites, write: Callable[[pa.Table], dict]) -> pa.Table:
+    """A group of held files, written in shards of `output.rows_per_file` rows."""
     fs, _ = run._dir()
-    with fs.open(path, "rb") as f:
-        rows = pq.read_table(f)
-    size = run.cfg.output.rows_per_file
-    return pa.concat_tables(
-        [pa.table(write(rows.slice(i, size))) for i in range(0, rows.num_rows, size)]
-    )
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as f:
+            tables.append(pq.read_table(f))
+    return write_in_shards(pa.concat_tables(tables), write, run.cfg.output.rows_per_file)

@@ -109,7 +109,6 @@ def scan_output(
         done=PartitionedDone([b[0] for b in built], size),
         labelers=dict(labelers),
         duplicate_keys=sum(s["duplicates"] for s in stats),
-        shards_scanned=len(shards),
         shard_paths=list(shards),
     )
 

@@ -129,13 +129,16 @@ class OutputState:
     scanned: bool = True
     """False when the run read no input file (all complete in the ledger): the output was
     not scanned and the counts above are zero."""
-    shards_scanned: int = 0
-    """Shards whose key columns the done check read (the counts above are theirs)."""
     shard_paths: list[str] = field(default_factory=list)
-    """Those shards' paths on the output's filesystem."""
+    """The shards whose key columns the done check read (the counts above are theirs), on the
+    output's filesystem."""
     scope: str = "full"
     """`full`: every shard was read; `scoped`: only those that may hold the chunks of the
     files the run reads (`condlabel.runs.scope`)."""
+
+    @property
+    def shards_scanned(self) -> int:
+        return len(self.shard_paths)
 
 
 def hashed_keys(table: pa.Table) -> pa.Table:

@@ -35,13 +35,16 @@ VERSION_COLUMNS = ["doc_id", "doc_hash", "chunk_index", "run_id"]
 """The columns that name a row: its chunk and the run that wrote it."""
 
 
-def version_keys(dataset: Any, extra: Sequence[str] = ()) -> pa.Table:
+def version_keys(
+    dataset: Any, extra: Sequence[str] = (), schema: pa.Schema | None = None
+) -> pa.Table:
     """`VERSION_COLUMNS` (+ `extra`) of every row of a pyarrow dataset, with `seq` where the
     shards have it: what decides a document's current version (`condlabel.current`). The
-    columns are those of every shard: a shard written before runs had a seq sorts first."""
+    columns are those of every shard (a shard written before runs had a seq sorts first):
+    `schema`, when the caller has read them (`readback.shard_schema`), else read here."""
     import pyarrow.dataset as pads
 
-    schema = shard_schema(dataset)
+    schema = schema or shard_schema(dataset)
     if schema != dataset.schema:
         dataset = pads.dataset(
             dataset.files, format="parquet", filesystem=dataset.filesystem, schema=schema

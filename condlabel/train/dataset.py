@@ -85,7 +85,8 @@ def _training_dataset(
     paths, data_fs = arrow_storage(files, storage)
     keys = pads.dataset(paths, format="parquet", filesystem=data_fs)
     # Every shard's columns: a kept field may be missing from the first (another keep list).
-    names = shard_schema(keys).names
+    schema = shard_schema(keys)  # one footer read per shard, for the checks and the versions
+    names = schema.names
     missing = [c for c in extra_columns if c != RAW_TAGS and c not in names]
     if missing:  # a kept input field the template shows: no silent empty prefix
         raise ConfigError(
@@ -105,7 +106,8 @@ def _training_dataset(
                 version_keys(
                     pads.dataset(
                         arrow_storage(output, storage)[0], format="parquet", filesystem=data_fs
-                    )
+                    ),
+                    schema=schema,
                 )
                 for output in outputs
                 if output
